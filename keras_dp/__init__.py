@@ -1,0 +1,59 @@
+"""keras_dp: data-parallel training of Keras 3 models on tf.distribute that just works.
+
+```python
+import keras_dp
+with keras_dp.scope() as ctx:
+    model = keras_dp.models.TransformerLM.from_preset("tiny")
+    model.compile(optimizer="adam")
+    model.fit(keras_dp.data.text_dataset("builtin", global_batch_size=ctx.global_batch(32)))
+```
+
+Cluster resolution (`resolve_cluster`) is pure Python and imports no
+TensorFlow; everything else is imported on first use, so `keras-dp tf-config`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from keras_dp._tf_check import require_tensorflow
+from keras_dp.cluster import ClusterInfo, resolve_cluster
+from keras_dp.errors import (ClusterConfigError, ConfigError, ConflictingSourcesError,
+                             KerasDPError, MissingTensorFlowError, StrategyError)
+
+require_tensorflow()
+
+__version__ = "0.1.0"
+
+# Public names imported on first use: name -> (module, attribute or None for the module).
+_LAZY = {
+    "scope": ("keras_dp.context", "scope"),
+    "Context": ("keras_dp.context", "Context"),
+    "current_context": ("keras_dp.context", "current_context"),
+    "get_strategy": ("keras_dp.strategy", "get_strategy"),
+    "keras_fix": ("keras_dp.keras_fix", None),
+    "strategy": ("keras_dp.strategy", None),
+}
+
+__all__ = [
+    "ClusterConfigError", "ClusterInfo", "ConfigError", "ConflictingSourcesError",
+    "Context", "KerasDPError", "MissingTensorFlowError", "StrategyError",
+    "current_context", "get_strategy", "resolve_cluster", "scope", "__version__",
+] + [name for name in _LAZY if name not in ("Context", "current_context", "get_strategy",
+                                             "scope")]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module_name, attribute = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attribute is None else getattr(module, attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'keras_dp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

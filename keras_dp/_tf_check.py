@@ -1,0 +1,25 @@
+"""Finds TensorFlow without importing it, with a one-line fix when it is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from keras_dp.errors import MissingTensorFlowError
+
+MESSAGE = ("keras_dp needs TensorFlow, which is not installed: "
+           "pip install 'keras-dp[cpu]' (tensorflow-cpu) or 'keras-dp[gpu]' "
+           "(tensorflow[and-cuda]), or install tensorflow yourself.")
+
+
+def tensorflow_installed() -> bool:
+    """Whether `import tensorflow` can succeed (checked without importing it)."""
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_tensorflow() -> None:
+    """Raises `MissingTensorFlowError` (an ImportError) naming the extras."""
+    if not tensorflow_installed():
+        raise MissingTensorFlowError(MESSAGE)

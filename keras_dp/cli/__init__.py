@@ -1,0 +1,70 @@
+"""The `keras-dp` command.
+
+Every sub-command lives in its own module of this package with a
+`register(subparsers)` function; add new ones to `COMMANDS`. Modules must not
+import TensorFlow at import time (only inside the command), so that fast
+commands such as `keras-dp tf-config` stay fast.
+
+Errors meant for people (`keras_dp.KerasDPError`) are printed on stderr
+without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+#: Sub-command modules, in the order `keras-dp --help` lists them.
+COMMANDS = [
+    "keras_dp.cli.env",
+    "keras_dp.cli.tf_config",
+]
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keras-dp",
+        description="Data-parallel training of Keras models on tf.distribute.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Runs `keras-dp`; returns the exit status."""
+    import os
+
+    from keras_dp.errors import KerasDPError
+
+    # TensorFlow's C++ INFO lines (oneDNN, CPU features) drown the output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from keras_dp import __version__
+
+        print(f"keras-dp {__version__}")
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        result = args.func(args)
+    except KerasDPError as exc:
+        print(f"keras-dp {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"keras-dp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+def entry_point() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""SLURM's compact host-list and tasks-per-node syntax.
+
+`expand_hostlist("gpu[01-03,7],login-[a,b]x")` gives
+`["gpu01", "gpu02", "gpu03", "gpu7", "login-ax", "login-bx"]`; a name may
+hold several bracket groups (`rack[1-2]-n[1-2]` gives four hosts, the last
+group varying fastest, as `scontrol show hostnames` prints them).
+`expand_tasks_per_node("2(x3),1")` gives `[2, 2, 2, 1]`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import List
+
+from keras_dp.errors import ClusterConfigError
+
+
+def _split_top_level(text: str, *, variable: str) -> List[str]:
+    """Splits at commas that are outside brackets."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char == "[":
+            if depth:
+                raise ClusterConfigError(
+                    f"nested '[' in host list {text!r}", variable=variable,
+                    received=text, fix="use SLURM host-list syntax, e.g. node[01-04]")
+            depth = 1
+        elif char == "]":
+            if not depth:
+                raise ClusterConfigError(
+                    f"unmatched ']' in host list {text!r}", variable=variable,
+                    received=text, fix="use SLURM host-list syntax, e.g. node[01-04]")
+            depth = 0
+        if char == "," and not depth:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if depth:
+        raise ClusterConfigError(
+            f"unclosed '[' in host list {text!r}", variable=variable,
+            received=text, fix="use SLURM host-list syntax, e.g. node[01-04]")
+    parts.append("".join(current))
+    return parts
+
+
+def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
+    """Expands the inside of one bracket group: `01-03,7` -> 01 02 03 7."""
+    values: List[str] = []
+    for item in group.split(","):
+        item = item.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        if not match:
+            raise ClusterConfigError(
+                f"bad range {item!r} inside [{group}] in host list {text!r}",
+                variable=variable, received=text,
+                fix="ranges are numbers or low-high, e.g. node[1-4,7]")
+        low_text, high_text = match.group(1), match.group(2)
+        if high_text is None:
+            values.append(low_text)
+            continue
+        low, high = int(low_text), int(high_text)
+        if high < low:
+            raise ClusterConfigError(
+                f"range {item!r} runs backwards in host list {text!r}",
+                variable=variable, received=text,
+                fix="write ranges as low-high")
+        width = len(low_text) if low_text.startswith("0") and len(low_text) > 1 else 0
+        width = max(width, len(low_text) if len(low_text) == len(high_text) else 0)
+        values.extend(str(n).zfill(width) for n in range(low, high + 1))
+    return values
+
+
+def expand_hostlist(text: str, *, variable: str = "SLURM_STEP_NODELIST") -> List[str]:
+    """Expands a SLURM host list into host names, in SLURM's order.
+
+    Supports ranges, zero padding, several bracket groups in one name, and
+    prefixes and suffixes around them.
+
+    Args:
+        text: The host list, e.g. `"node[001-004],gpu[1,3]"`.
+        variable: Variable name used in error messages.
+
+    Returns:
+        The list of host names (order kept, no deduplication).
+
+    Raises:
+        ClusterConfigError: if the syntax is invalid.
+    """
+    if not text or not text.strip():
+        raise ClusterConfigError(
+            "the host list is empty", variable=variable, received=text,
+            fix="run inside a SLURM job step (srun) or set the node list")
+    hosts: List[str] = []
+    for part in _split_top_level(text.strip(), variable=variable):
+        part = part.strip()
+        if not part:
+            raise ClusterConfigError(
+                f"empty entry in host list {text!r}", variable=variable,
+                received=text, fix="remove the doubled or trailing comma")
+        pieces = re.split(r"(\[[^\]]*\])", part)
+        choices: List[List[str]] = []
+        for piece in pieces:
+            if piece.startswith("["):
+                inner = piece[1:-1]
+                if not inner:
+                    raise ClusterConfigError(
+                        f"empty brackets in host list {text!r}", variable=variable,
+                        received=text, fix="put a range inside the brackets, e.g. n[1-2]")
+                choices.append(_expand_range_group(inner, text=text, variable=variable))
+            elif piece:
+                choices.append([piece])
+        hosts.extend("".join(combo) for combo in itertools.product(*choices))
+    return hosts
+
+
+def expand_tasks_per_node(text: str, *,
+                          variable: str = "SLURM_STEP_TASKS_PER_NODE") -> List[int]:
+    """Expands SLURM's tasks-per-node list, e.g. `"2(x3),1"` -> `[2, 2, 2, 1]`.
+
+    Raises:
+        ClusterConfigError: if the syntax is invalid.
+    """
+    counts: List[int] = []
+    for item in (text or "").split(","):
+        match = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", item)
+        if not match:
+            raise ClusterConfigError(
+                f"bad entry {item!r} in tasks-per-node list {text!r}",
+                variable=variable, received=text,
+                fix="SLURM writes this as counts with optional repeats, e.g. 2(x3),1")
+        count, repeat = int(match.group(1)), int(match.group(2) or 1)
+        counts.extend([count] * repeat)
+    return counts

@@ -1,0 +1,119 @@
+"""Kubernetes Indexed Jobs and JobSets.
+
+An Indexed Job gives each pod `JOB_COMPLETION_INDEX`; with a headless Service
+as the pods' `subdomain`, pod `i` is reachable as `<job>-<i>.<service>`.
+Kubernetes does not tell a pod the completion count or that host name, so:
+
+- `KERAS_DP_NUM_WORKERS`: number of pods (the Job's `completions`);
+- `KERAS_DP_HOST_PATTERN`: host of pod `{index}`, e.g.
+  `train-{index}.train-workers` (also `{job_index}`, `{jobset}`,
+  `{replicated_job}` for JobSets);
+- port: `KERAS_DP_PORT_BASE` (default 8888), the same in every pod.
+
+Under a JobSet (`JOBSET_NAME`, `REPLICATED_JOB_NAME`, `JOB_INDEX` set by the
+controller) the pattern defaults to JobSet's own host names,
+`{jobset}-{replicated_job}-{job_index}-{index}.{jobset}`, and the global
+rank is `JOB_INDEX * KERAS_DP_PODS_PER_JOB + JOB_COMPLETION_INDEX`.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import List, Mapping
+
+from keras_dp.cluster.base import LauncherEnvironment, read_int
+from keras_dp.errors import ClusterConfigError
+
+INDEX = "JOB_COMPLETION_INDEX"
+NUM_WORKERS = "KERAS_DP_NUM_WORKERS"
+HOST_PATTERN = "KERAS_DP_HOST_PATTERN"
+PODS_PER_JOB = "KERAS_DP_PODS_PER_JOB"
+JOBSET_PATTERN = "{jobset}-{replicated_job}-{job_index}-{index}.{jobset}"
+_FIELDS = {"index", "job_index", "jobset", "replicated_job"}
+
+
+class KubernetesEnvironment(LauncherEnvironment):
+    """Pods of a Kubernetes Indexed Job or JobSet."""
+
+    name = "kubernetes"
+    title = "Kubernetes Indexed Job"
+    detect_variables = (INDEX, NUM_WORKERS, HOST_PATTERN, "JOBSET_NAME",
+                        "REPLICATED_JOB_NAME", "JOB_INDEX", PODS_PER_JOB)
+
+    @classmethod
+    def detect(cls, environ: Mapping[str, str]) -> bool:
+        return INDEX in environ
+
+    @property
+    def is_jobset(self) -> bool:
+        return "JOBSET_NAME" in self.environ
+
+    def rank_variable(self) -> str:
+        return INDEX
+
+    def world_size(self) -> int:
+        if NUM_WORKERS not in self.environ:
+            raise ClusterConfigError(
+                "is not set; Kubernetes does not tell a pod how many pods its Job has",
+                variable=NUM_WORKERS,
+                fix="add env KERAS_DP_NUM_WORKERS with the Job's completions "
+                    "(or list every address in KERAS_DP_WORKERS)")
+        return read_int(self.environ, NUM_WORKERS, minimum=1)
+
+    def pods_per_job(self) -> int:
+        if PODS_PER_JOB in self.environ:
+            return read_int(self.environ, PODS_PER_JOB, minimum=1)
+        return self.world_size()
+
+    def rank(self) -> int:
+        index = read_int(self.environ, INDEX, minimum=0)
+        job_index = read_int(self.environ, "JOB_INDEX", minimum=0) if (
+            self.is_jobset and "JOB_INDEX" in self.environ) else 0
+        per_job = self.pods_per_job()
+        if index >= per_job:
+            raise ClusterConfigError(
+                f"pod index {index} is out of range for {per_job} pods per Job",
+                variable=INDEX, received=self.environ[INDEX],
+                fix=f"set {NUM_WORKERS} (and for JobSets {PODS_PER_JOB}) to match the "
+                    "Job's completions")
+        rank = job_index * per_job + index
+        size = self.world_size()
+        if rank >= size:
+            raise ClusterConfigError(
+                f"this pod is rank {rank} but {NUM_WORKERS}={size}",
+                variable=INDEX, received=self.environ[INDEX],
+                fix=f"set {NUM_WORKERS} to the total number of pods")
+        return rank
+
+    def pattern(self) -> str:
+        if HOST_PATTERN in self.environ:
+            pattern = self.environ[HOST_PATTERN]
+        elif self.is_jobset:
+            pattern = JOBSET_PATTERN
+        else:
+            raise ClusterConfigError(
+                "is not set, so the other pods' host names are unknown", variable=HOST_PATTERN,
+                fix="give the Job a headless Service as subdomain and set "
+                    "KERAS_DP_HOST_PATTERN to '<job-name>-{index}.<service-name>'")
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None}
+        except ValueError as exc:
+            raise ClusterConfigError(
+                f"is not a valid pattern ({exc})", variable=HOST_PATTERN,
+                received=pattern, fix="write it like train-{index}.train-svc") from None
+        unknown = names - _FIELDS
+        if unknown or "index" not in names:
+            raise ClusterConfigError(
+                "must contain {index} and may use only "
+                + ", ".join("{%s}" % f for f in sorted(_FIELDS)),
+                variable=HOST_PATTERN, received=pattern,
+                fix="write it like train-{index}.train-svc")
+        return pattern
+
+    def addresses(self, port_base: int) -> List[str]:
+        pattern = self.pattern()
+        per_job = self.pods_per_job()
+        values = {"jobset": self.environ.get("JOBSET_NAME", ""),
+                  "replicated_job": self.environ.get("REPLICATED_JOB_NAME", "")}
+        return [pattern.format(index=r % per_job, job_index=r // per_job, **values)
+                + f":{port_base}" for r in range(self.world_size())]

@@ -1,0 +1,183 @@
+"""MPI launchers: Open MPI (`mpirun`), MPICH/Intel MPI (Hydra) and PMI/PMIx.
+
+The rank and size come from the launcher (`OMPI_COMM_WORLD_RANK/SIZE/
+LOCAL_RANK/LOCAL_SIZE`, or `PMI_RANK/PMI_SIZE` with `MPI_LOCALRANKID/
+MPI_LOCALNRANKS`, or `PMIX_RANK`). MPI does not tell other ranks' hosts, so
+the addresses come from, in order:
+
+1. `KERAS_DP_WORKERS` (handled by the resolver, the rank then comes from MPI);
+2. a hostfile named by `KERAS_DP_HOSTFILE`, in Open MPI (`host slots=N`) or
+   MPICH (`host:N`) form, ranks filling each host's slots in turn (the
+   default `--map-by slot` placement), ports `KERAS_DP_PORT_BASE + local index`;
+3. when every rank is on this node (local size equals world size): loopback,
+   `127.0.0.1:KERAS_DP_PORT_BASE + rank`;
+4. otherwise, an address exchange through MPI itself (see `keras_dp.mpi`),
+   which `keras_dp.scope()` performs when mpi4py is installed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Mapping, Optional, Tuple
+
+from keras_dp.cluster.base import LauncherEnvironment, ports_fit, read_int
+from keras_dp.errors import ClusterConfigError
+
+HOSTFILE = "KERAS_DP_HOSTFILE"
+
+# (rank, size, local rank, local size) variable names of each flavour.
+_FLAVOURS: Tuple[Tuple[str, str, str, str, str], ...] = (
+    ("Open MPI", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+     "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+    ("MPICH/PMI", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+    ("PMIx", "PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK", "PMIX_LOCAL_SIZE"),
+)
+
+
+def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, int]]:
+    """Parses an MPI hostfile into `(host, slots)` pairs.
+
+    Accepts Open MPI lines (`node1 slots=4 max_slots=8`), MPICH lines
+    (`node1:4`) and bare host names (one slot); `#` starts a comment.
+    """
+    hosts: List[Tuple[str, int]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        host, slots = fields[0], 1
+        if ":" in host and not host.startswith("["):
+            host, _, count = host.partition(":")
+            if not count.isdigit() or int(count) < 1:
+                raise ClusterConfigError(
+                    f"line {number} ({line!r}) has a bad slot count", variable=variable,
+                    received=text, fix="write host:N (MPICH) or host slots=N (Open MPI)")
+            slots = int(count)
+        for option in fields[1:]:
+            key, _, value = option.partition("=")
+            if key in ("slots", "max_slots", "max-slots"):
+                if not value.isdigit() or int(value) < 1:
+                    raise ClusterConfigError(
+                        f"line {number} ({line!r}) has a bad {key} value", variable=variable,
+                        received=text, fix="write host slots=N with N >= 1")
+                if key == "slots":
+                    slots = int(value)
+        hosts.append((host, slots))
+    if not hosts:
+        raise ClusterConfigError("the hostfile lists no hosts", variable=variable,
+                                 received=text, fix="list one host per line")
+    return hosts
+
+
+class MPIEnvironment(LauncherEnvironment):
+    """Processes started by mpirun/mpiexec (Open MPI, MPICH, Intel MPI, PMIx)."""
+
+    name = "mpi"
+    title = "MPI"
+    detect_variables = tuple(name for flavour in _FLAVOURS for name in flavour[1:]) + (HOSTFILE,)
+
+    def __init__(self, environ: Mapping[str, str]):
+        super().__init__(environ)
+        self.flavour = next(f for f in _FLAVOURS if f[1] in environ)
+
+    @classmethod
+    def detect(cls, environ: Mapping[str, str]) -> bool:
+        return any(f[1] in environ and (f[2] in environ or f[0] == "PMIx")
+                   for f in _FLAVOURS)
+
+    @property
+    def launcher_name(self) -> str:
+        return self.flavour[0]
+
+    def rank_variable(self) -> str:
+        return self.flavour[1]
+
+    def world_size(self) -> int:
+        name = self.flavour[2]
+        if name not in self.environ and self.flavour[0] == "PMIx":
+            raise ClusterConfigError(
+                "is not set, so the number of ranks is unknown", variable=name,
+                fix="launch with mpirun (it sets PMIX_SIZE) or set KERAS_DP_WORKERS")
+        return read_int(self.environ, name, minimum=1)
+
+    def rank(self) -> int:
+        rank = read_int(self.environ, self.flavour[1], minimum=0)
+        size = self.world_size()
+        if rank >= size:
+            raise ClusterConfigError(
+                f"rank {rank} is out of range for {self.flavour[2]}={size}",
+                variable=self.flavour[1], received=self.environ[self.flavour[1]],
+                fix="launch with mpirun so rank and size come from one launch")
+        return rank
+
+    def local_rank(self) -> int:
+        name = self.flavour[3]
+        if name in self.environ:
+            return read_int(self.environ, name, minimum=0)
+        return self._hostfile_slot()[1] if HOSTFILE in self.environ else 0
+
+    def local_size(self) -> int:
+        name = self.flavour[4]
+        if name in self.environ:
+            return read_int(self.environ, name, minimum=1)
+        if HOSTFILE in self.environ:
+            host, _ = self._hostfile_slot()
+            return sum(1 for h, _ in self._slot_table() if h == host)
+        return 1
+
+    def all_local(self) -> bool:
+        """Whether every rank runs on this node."""
+        return self.flavour[4] in self.environ and self.local_size() == self.world_size()
+
+    def hostfile(self) -> Optional[List[Tuple[str, int]]]:
+        path = self.environ.get(HOSTFILE)
+        if not path:
+            return None
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise ClusterConfigError(
+                f"cannot read the hostfile ({exc.strerror})", variable=HOSTFILE,
+                received=path, fix="point KERAS_DP_HOSTFILE at a readable file") from None
+        return parse_hostfile(text)
+
+    def _slot_table(self) -> List[Tuple[str, int]]:
+        """For every rank, `(host, local index)` from the hostfile (by-slot mapping)."""
+        hosts = self.hostfile() or []
+        table = [(host, local) for host, slots in hosts for local in range(slots)]
+        size = self.world_size()
+        if len(table) < size:
+            raise ClusterConfigError(
+                f"the hostfile has {len(table)} slots but {self.flavour[2]}={size} "
+                "ranks were started", variable=HOSTFILE, received=self.environ.get(HOSTFILE),
+                fix="give the hostfile enough slots, or pass the same hostfile to mpirun")
+        return table[:size]
+
+    def _hostfile_slot(self) -> Tuple[str, int]:
+        return self._slot_table()[self.rank()]
+
+    def addresses(self, port_base: int) -> Optional[List[str]]:
+        size = self.world_size()
+        if self.hostfile() is not None:
+            table = self._slot_table()
+            host, local = table[self.rank()]
+            if self.flavour[3] in self.environ and self.local_rank() != local:
+                raise ClusterConfigError(
+                    f"the hostfile places rank {self.rank()} as local rank {local} on "
+                    f"{host}, but the launcher says local rank {self.local_rank()}",
+                    variable=HOSTFILE, received=self.environ.get(HOSTFILE),
+                    fix="pass the same hostfile to mpirun with the default --map-by slot, "
+                        "or list the addresses in KERAS_DP_WORKERS")
+            ports_fit(port_base, max(local for _, local in table) + 1)
+            return [f"{h}:{port_base + i}" for h, i in table]
+        if self.all_local():
+            ports_fit(port_base, size)
+            return [f"127.0.0.1:{port_base + r}" for r in range(size)]
+        if size == 1:
+            return ["127.0.0.1:%d" % port_base]
+        return None
+
+    def used_variables(self) -> List[str]:
+        return [name for name in self.flavour[1:] + (HOSTFILE,) if name in self.environ]

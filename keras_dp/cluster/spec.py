@@ -1,0 +1,238 @@
+"""`ClusterInfo`: the validated description of a training cluster."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from keras_dp.errors import ClusterConfigError
+
+#: Roles TensorFlow knows in a cluster, in the order TF_CONFIG lists them.
+ROLES = ("chief", "worker", "ps", "evaluator")
+#: Roles that take part in synchronous data-parallel training.
+TRAINING_ROLES = ("chief", "worker")
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def parse_address(address: Any, *, variable: str, field: Optional[str] = None,
+                  received: Any = None) -> Tuple[str, int]:
+    """Splits and checks one `host:port` address.
+
+    IPv6 hosts are written in brackets (`[::1]:2222`).
+
+    Args:
+        address: The address string.
+        variable: Environment variable it came from (for the error message).
+        field: Field inside that variable, if any.
+        received: What to show as the received value (defaults to `address`).
+
+    Returns:
+        A `(host, port)` tuple.
+
+    Raises:
+        ClusterConfigError: if the address is not `host:port` with a port
+            between 1 and 65535.
+    """
+    shown = address if received is None else received
+    if not isinstance(address, str) or not address.strip():
+        raise ClusterConfigError(
+            f"a worker address must be a non-empty 'host:port' string, got {address!r}",
+            variable=variable, field=field, received=shown,
+            fix="write every address as host:port, e.g. 10.0.0.1:2222",
+        )
+    text = address.strip()
+    if "://" in text:
+        raise ClusterConfigError(
+            f"address {text!r} has a URL scheme",
+            variable=variable, field=field, received=shown,
+            fix="drop the scheme and write host:port only (the protocol goes in 'rpc_layer')",
+        )
+    if text.startswith("["):
+        match = re.match(r"^\[([0-9A-Fa-f:.]+)\]:(.*)$", text)
+        if not match:
+            raise ClusterConfigError(
+                f"address {text!r} is not '[ipv6]:port'",
+                variable=variable, field=field, received=shown,
+                fix="write IPv6 addresses as [host]:port, e.g. [::1]:2222",
+            )
+        host, port_text = "[" + match.group(1) + "]", match.group(2)
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ClusterConfigError(
+                f"address {text!r} has no port",
+                variable=variable, field=field, received=shown,
+                fix=f"add the port, e.g. {text or 'host'}:2222",
+            )
+        if not _HOST_RE.match(host):
+            raise ClusterConfigError(
+                f"address {text!r} has an invalid host name {host!r}",
+                variable=variable, field=field, received=shown,
+                fix="use a host name or IP address (letters, digits, '.', '-', '_')",
+            )
+    if not port_text.isdigit():
+        raise ClusterConfigError(
+            f"the port of {text!r} is not a number ({port_text!r})",
+            variable=variable, field=field, received=shown,
+            fix="give a numeric port between 1 and 65535, e.g. host:2222",
+        )
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ClusterConfigError(
+            f"the port of {text!r} is {port}, outside 1-65535",
+            variable=variable, field=field, received=shown,
+            fix="pick a port between 1 and 65535 (above 1023 needs no root)",
+        )
+    return host, port
+
+
+def check_no_duplicates(addresses: Sequence[str], *, variable: str,
+                        field: Optional[str] = None, received: Any = None) -> None:
+    """Raises if an address appears twice (two tasks cannot share a port)."""
+    seen: Dict[str, int] = {}
+    for position, address in enumerate(addresses):
+        key = address.strip().lower()
+        if key in seen:
+            raise ClusterConfigError(
+                f"address {address!r} appears twice (entries {seen[key]} and {position}); "
+                "two tasks cannot listen on the same host and port",
+                variable=variable, field=field, received=received,
+                fix="give every task its own host:port (same host, different ports is fine)",
+            )
+        seen[key] = position
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterInfo:
+    """Where this process sits in a (possibly single-process) training cluster.
+
+    Built by `keras_dp.resolve_cluster()`; every field is already validated.
+
+    Attributes:
+        source: Which environment described the cluster: `"tf_config"`,
+            `"explicit"`, `"slurm"`, `"mpi"`, `"kubernetes"` or `"single"`.
+        cluster: Job name to list of `host:port` addresses, in TF_CONFIG
+            order (`chief`, `worker`, `ps`, `evaluator`). Empty for a single
+            process.
+        task_type: This process's role (`"worker"`, `"chief"`, ...).
+        task_index: This process's index within its role.
+        rpc_layer: TF_CONFIG's `rpc_layer` (e.g. `"grpc"`), if given.
+        environment: TF_CONFIG's `environment` (e.g. `"cloud"`), if given.
+        local_rank: Index of this process among the processes of its node,
+            used to split the node's GPUs between them.
+        local_size: Number of training processes on this node.
+        notes: Human-readable remarks gathered while resolving.
+        variables: The environment variables that were read, with values.
+    """
+
+    source: str
+    cluster: Mapping[str, Tuple[str, ...]]
+    task_type: str = "worker"
+    task_index: int = 0
+    rpc_layer: Optional[str] = None
+    environment: Optional[str] = None
+    local_rank: int = 0
+    local_size: int = 1
+    notes: Tuple[str, ...] = ()
+    variables: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    _tf_config: Optional[Mapping[str, Any]] = dataclasses.field(
+        default=None, repr=False, compare=False)
+
+    # -- derived views -----------------------------------------------------
+    @property
+    def worker_addresses(self) -> List[str]:
+        """Addresses of the training tasks (chief first, then workers)."""
+        out: List[str] = []
+        for role in TRAINING_ROLES:
+            out.extend(self.cluster.get(role, ()))
+        return out
+
+    @property
+    def num_workers(self) -> int:
+        """Number of processes that train (chief plus workers); at least 1."""
+        return max(1, len(self.worker_addresses))
+
+    @property
+    def is_multi_worker(self) -> bool:
+        """Whether training spans more than one process."""
+        return len(self.worker_addresses) > 1
+
+    @property
+    def is_training_task(self) -> bool:
+        """Whether this process trains (False for `ps` and `evaluator`)."""
+        return self.task_type in TRAINING_ROLES
+
+    @property
+    def worker_index(self) -> Optional[int]:
+        """Position of this process in `worker_addresses`, None if it does not train."""
+        if not self.cluster:
+            return 0
+        if self.task_type == "chief":
+            return 0
+        if self.task_type == "worker":
+            return len(self.cluster.get("chief", ())) + self.task_index
+        return None
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process is the one that writes checkpoints, logs and models.
+
+        That is the `chief` task if the cluster has one, else worker 0.
+        """
+        if not self.cluster:
+            return True
+        if "chief" in self.cluster:
+            return self.task_type == "chief"
+        return self.task_type == "worker" and self.task_index == 0
+
+    @property
+    def address(self) -> Optional[str]:
+        """This task's own `host:port`, None for a single process."""
+        tasks = self.cluster.get(self.task_type)
+        if not tasks:
+            return None
+        return tasks[self.task_index]
+
+    # -- serialisation -----------------------------------------------------
+    def to_tf_config(self) -> Dict[str, Any]:
+        """Returns the TF_CONFIG dict (`cluster` and `task`) for this process.
+
+        For a cluster that came from TF_CONFIG, this is that TF_CONFIG
+        unchanged. For a single process it is `{"cluster": {}, "task": {}}`,
+        which TensorFlow reads as "no cluster".
+
+        Example:
+
+        >>> info = resolve_cluster({"KERAS_DP_WORKERS": "a:1,b:1",
+        ...                         "KERAS_DP_TASK_INDEX": "1"})
+        >>> info.to_tf_config()["task"]
+        {'type': 'worker', 'index': 1}
+        """
+        if self._tf_config is not None:
+            return copy.deepcopy(dict(self._tf_config))
+        if not self.cluster:
+            return {"cluster": {}, "task": {}}
+        config: Dict[str, Any] = {
+            "cluster": {role: list(addrs) for role, addrs in self.cluster.items()},
+            "task": {"type": self.task_type, "index": self.task_index},
+        }
+        if self.rpc_layer:
+            config["rpc_layer"] = self.rpc_layer
+        if self.environment:
+            config["environment"] = self.environment
+        return config
+
+    def to_json(self) -> str:
+        """TF_CONFIG as one line of JSON, as `keras-dp tf-config` prints it."""
+        return json.dumps(self.to_tf_config(), separators=(",", ":"))
+
+    def describe(self) -> str:
+        """A short one-line summary, e.g. for logs."""
+        if not self.is_multi_worker:
+            return f"single worker (source: {self.source})"
+        return (f"{self.task_type} {self.task_index} of {self.num_workers} workers "
+                f"(source: {self.source}, chief: {'yes' if self.is_chief else 'no'})")

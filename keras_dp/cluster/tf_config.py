@@ -1,0 +1,176 @@
+"""The `TF_CONFIG` environment variable, as Kubeflow, Ray, Vertex AI and users set it.
+
+TF_CONFIG is taken as the user's word: it is validated and explained, never
+rewritten. Accepted shape:
+
+    {"cluster": {"chief": ["h:p"], "worker": ["h:p", ...], "ps": [...],
+                 "evaluator": ["h:p"]},
+     "task": {"type": "worker", "index": 0},
+     "rpc_layer": "grpc", "environment": "cloud"}
+
+Extra keys that platforms add (Vertex AI's `job`, `task.trial`) are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Mapping, Optional
+
+from keras_dp.cluster.spec import (ROLES, ClusterInfo, check_no_duplicates,
+                                   parse_address)
+from keras_dp.errors import ClusterConfigError
+
+VARIABLE = "TF_CONFIG"
+
+
+class TFConfigEnvironment:
+    """Reads and validates an existing `TF_CONFIG`."""
+
+    name = "tf_config"
+    title = "TF_CONFIG"
+    detect_variables = (VARIABLE,)
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+        self.raw = environ.get(VARIABLE, "")
+
+    @classmethod
+    def detect(cls, environ: Mapping[str, str]) -> bool:
+        """True when TF_CONFIG is set to something other than blanks."""
+        return bool(str(environ.get(VARIABLE, "")).strip())
+
+    def _error(self, problem: str, field: Optional[str] = None,
+               fix: Optional[str] = None) -> ClusterConfigError:
+        return ClusterConfigError(problem, variable=VARIABLE, field=field,
+                                  fix=fix, received=self.raw)
+
+    def parse(self) -> Dict[str, Any]:
+        """Parses the JSON, with the line and column of a syntax error."""
+        try:
+            config = json.loads(self.raw)
+        except json.JSONDecodeError as exc:
+            raise self._error(
+                f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+                fix="quote the whole value in the shell, e.g. "
+                    "export TF_CONFIG='{\"cluster\": {...}, \"task\": {...}}', "
+                    "or generate it with: export TF_CONFIG=$(keras-dp tf-config)"
+            ) from None
+        if not isinstance(config, dict):
+            raise self._error(
+                f"must be a JSON object, got a JSON {type(config).__name__}",
+                fix="set it to an object with 'cluster' and 'task' keys")
+        return config
+
+    def resolve(self) -> ClusterInfo:
+        """Validates TF_CONFIG and returns the cluster it describes."""
+        config = self.parse()
+        unknown_top = sorted(set(config) - {"cluster", "task", "rpc_layer",
+                                             "environment", "job"})
+        notes = []
+        if unknown_top:
+            notes.append(f"TF_CONFIG keys ignored by TensorFlow: {', '.join(unknown_top)}")
+
+        cluster = config.get("cluster")
+        task = config.get("task")
+        if cluster in (None, {}) and task in (None, {}):
+            # TensorFlow reads an empty TF_CONFIG as "no cluster".
+            return ClusterInfo(source="single", cluster={},
+                               notes=("TF_CONFIG is set but describes no cluster",),
+                               variables={VARIABLE: self.raw})
+        if cluster is None:
+            raise self._error("has 'task' but no 'cluster'", field="cluster",
+                              fix="add \"cluster\": {\"worker\": [\"host:port\", ...]}")
+        if not isinstance(cluster, dict):
+            raise self._error(f"'cluster' must be an object, got {type(cluster).__name__}",
+                              field="cluster",
+                              fix="write cluster as {\"worker\": [\"host:port\", ...]}")
+        jobs: Dict[str, tuple] = {}
+        all_addresses = []
+        for role, addresses in cluster.items():
+            if role not in ROLES:
+                raise self._error(
+                    f"unknown role {role!r} in 'cluster'", field=f"cluster.{role}",
+                    fix=f"use only the roles {', '.join(ROLES)} "
+                        "(legacy 'master' is 'chief' in TF 2)")
+            if not isinstance(addresses, list):
+                raise self._error(
+                    f"job {role!r} must be a list of 'host:port' strings, "
+                    f"got {type(addresses).__name__}", field=f"cluster.{role}",
+                    fix=f"write \"{role}\": [\"host:port\", ...]")
+            if not addresses:
+                raise self._error(
+                    f"job {role!r} has an empty address list", field=f"cluster.{role}",
+                    fix=f"list at least one host:port for {role!r}, or remove the job")
+            for i, address in enumerate(addresses):
+                parse_address(address, variable=VARIABLE, field=f"cluster.{role}[{i}]",
+                              received=self.raw)
+            all_addresses.extend(addresses)
+            jobs[role] = tuple(a.strip() for a in addresses)
+        check_no_duplicates(all_addresses, variable=VARIABLE, field="cluster",
+                            received=self.raw)
+        for role in ("chief", "evaluator"):
+            if len(jobs.get(role, ())) > 1:
+                raise self._error(
+                    f"job {role!r} has {len(jobs[role])} tasks; TensorFlow allows one",
+                    field=f"cluster.{role}",
+                    fix=f"keep a single {role} and list the others under 'worker'")
+        if not jobs.get("chief") and not jobs.get("worker"):
+            raise self._error(
+                "'cluster' has no 'chief' or 'worker' tasks (the worker list is empty)",
+                field="cluster",
+                fix="list the training processes under \"worker\": [\"host:port\", ...]")
+
+        if task is None:
+            raise self._error(
+                "is missing 'task', so this process does not know which task it is",
+                field="task",
+                fix="add \"task\": {\"type\": \"worker\", \"index\": N} with this "
+                    "process's index")
+        if not isinstance(task, dict):
+            raise self._error(f"'task' must be an object, got {type(task).__name__}",
+                              field="task",
+                              fix="write \"task\": {\"type\": \"worker\", \"index\": N}")
+        task_type = task.get("type")
+        if task_type is None:
+            raise self._error("'task' has no 'type'", field="task.type",
+                              fix="add \"type\": \"worker\" (or chief, ps, evaluator)")
+        if task_type not in ROLES:
+            raise self._error(f"unknown task type {task_type!r}", field="task.type",
+                              fix=f"use one of {', '.join(ROLES)}")
+        if task_type not in jobs:
+            raise self._error(
+                f"task type {task_type!r} has no job in 'cluster' "
+                f"(jobs: {', '.join(jobs)})", field="task.type",
+                fix=f"add a {task_type!r} job to 'cluster' or fix the task type")
+        index = task.get("index", None)
+        if index is None:
+            raise self._error("'task' has no 'index'", field="task.index",
+                              fix="add \"index\": N, this process's position in its job")
+        if isinstance(index, bool) or not isinstance(index, (int, str)) or (
+                isinstance(index, str) and not index.strip().isdigit()):
+            raise self._error(f"'task.index' must be a whole number, got {index!r}",
+                              field="task.index", fix="write \"index\": 0, 1, ...")
+        index = int(index)
+        count = len(jobs[task_type])
+        if not 0 <= index < count:
+            raise self._error(
+                f"task.index is {index} but job {task_type!r} has {count} "
+                f"task{'s' if count != 1 else ''} (valid: 0-{count - 1})",
+                field="task.index",
+                fix=f"set task.index between 0 and {count - 1}, or list more "
+                    f"{task_type!r} addresses")
+        rpc_layer = config.get("rpc_layer")
+        if rpc_layer is not None and not isinstance(rpc_layer, str):
+            raise self._error("'rpc_layer' must be a string such as \"grpc\"",
+                              field="rpc_layer", fix="set \"rpc_layer\": \"grpc\"")
+        environment = config.get("environment")
+        if environment is not None and not isinstance(environment, str):
+            raise self._error("'environment' must be a string", field="environment",
+                              fix="remove it or set it to a string such as \"cloud\"")
+        if "ps" in jobs:
+            notes.append("the cluster has 'ps' tasks (parameter-server training)")
+        ordered = {role: jobs[role] for role in ROLES if role in jobs}
+        return ClusterInfo(
+            source=self.name, cluster=ordered, task_type=task_type, task_index=index,
+            rpc_layer=rpc_layer, environment=environment, notes=tuple(notes),
+            variables={VARIABLE: self.raw}, _tf_config=config)

@@ -1,0 +1,222 @@
+"""`keras_dp.scope()`: resolve the cluster, create the strategy once, enter it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from typing import Any, Dict, Mapping, Optional
+
+from keras_dp.cluster import ClusterInfo, resolve_cluster
+from keras_dp.errors import ConfigError, StrategyError
+
+log = logging.getLogger("keras_dp")
+
+_lock = threading.Lock()
+_current: Dict[str, Any] = {}
+
+
+class Context:
+    """What a training script needs to know about its data-parallel setup.
+
+    Returned by `keras_dp.scope()`. Using it as a context manager enters the
+    strategy's scope, so Keras creates variables as mirrored variables.
+
+    Attributes:
+        strategy: The `tf.distribute.Strategy`.
+        cluster: The resolved `ClusterInfo`.
+        num_replicas: Replicas in sync across all workers.
+        num_workers: Training processes.
+        worker_index: This process's index among them (0 is the chief).
+        is_chief: Whether this process writes checkpoints, logs and models.
+    """
+
+    def __init__(self, strategy, cluster: ClusterInfo, options: Mapping[str, Any]):
+        self.strategy = strategy
+        self.cluster = cluster
+        self.options = dict(options)
+        self._scopes = []
+
+    # -- facts -----------------------------------------------------------
+    @property
+    def num_replicas(self) -> int:
+        return int(self.strategy.num_replicas_in_sync)
+
+    @property
+    def num_workers(self) -> int:
+        return self.cluster.num_workers
+
+    @property
+    def worker_index(self) -> int:
+        index = self.cluster.worker_index
+        return 0 if index is None else index
+
+    @property
+    def is_chief(self) -> bool:
+        return self.cluster.is_chief
+
+    @property
+    def replicas_per_worker(self) -> int:
+        return max(1, self.num_replicas // max(1, self.num_workers))
+
+    @property
+    def kind(self) -> str:
+        """The strategy's kind: `"multi_worker_mirrored"`, `"mirrored"`, ..."""
+        from keras_dp.strategy import strategy_kind
+
+        return strategy_kind(self.strategy)
+
+    @property
+    def strategy_name(self) -> str:
+        names = {"multi_worker_mirrored": "MultiWorkerMirroredStrategy",
+                 "mirrored": "MirroredStrategy", "one_device": "OneDeviceStrategy",
+                 "tpu": "TPUStrategy", "default": "default strategy"}
+        return names[self.kind]
+
+    def global_batch(self, per_replica_batch: int) -> int:
+        """The global batch for a per-replica batch: `per_replica_batch * num_replicas`.
+
+        Args:
+            per_replica_batch: Examples each replica processes per step.
+
+        Returns:
+            Examples per step across all replicas and workers.
+        """
+        if isinstance(per_replica_batch, bool) or not isinstance(per_replica_batch, int) \
+                or per_replica_batch < 1:
+            raise ConfigError("must be a whole number >= 1", variable="per_replica_batch",
+                              received=per_replica_batch, fix="pass e.g. 32")
+        return per_replica_batch * self.num_replicas
+
+    def per_replica_batch(self, global_batch: int) -> int:
+        """The per-replica batch for a global batch, which must divide evenly."""
+        if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
+            raise ConfigError("must be a whole number >= 1", variable="global_batch",
+                              received=global_batch, fix="pass e.g. 64")
+        if global_batch % self.num_replicas:
+            raise ConfigError(
+                f"does not divide evenly over {self.num_replicas} replicas",
+                variable="global_batch", received=global_batch,
+                fix=f"use a multiple of {self.num_replicas}, e.g. "
+                    f"{max(1, global_batch // self.num_replicas) * self.num_replicas}")
+        return global_batch // self.num_replicas
+
+    def describe(self) -> str:
+        return (f"{self.strategy_name}: {self.num_replicas} replica(s), "
+                f"{self.num_workers} worker(s), this is worker {self.worker_index}"
+                f"{' (chief)' if self.is_chief else ''}")
+
+    # -- context manager -------------------------------------------------
+    def __enter__(self) -> "Context":
+        scope = self.strategy.scope()
+        scope.__enter__()
+        self._scopes.append(scope)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        scope = self._scopes.pop()
+        scope.__exit__(*exc_info)
+
+    def __repr__(self) -> str:
+        return f"<keras_dp.Context {self.describe()}>"
+
+
+def _export_tf_config(cluster: ClusterInfo) -> None:
+    """Makes TF_CONFIG describe the cluster, for TF and any library that reads it."""
+    if cluster.source == "tf_config":
+        return  # the user's TF_CONFIG stays exactly as it is
+    if cluster.is_multi_worker:
+        os.environ["TF_CONFIG"] = cluster.to_json()
+
+
+def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Optional[str] = None,
+          environ: Optional[Mapping[str, str]] = None, **strategy_options) -> Context:
+    """Resolves the cluster, creates the strategy (once per process) and returns its context.
+
+    Use it as `with keras_dp.scope() as ctx:`; the block runs inside
+    `ctx.strategy.scope()`. Calling `scope()` again in the same process
+    returns a context for the same strategy; asking for a different one then
+    raises, because TensorFlow allows one multi-worker strategy per process.
+
+    Args:
+        kind: Strategy kind, see `keras_dp.get_strategy()` (default `"auto"`).
+        cpu_replicas: Split the CPU into this many replicas (single process).
+        tpu: TPU address (`"local"` on a TPU VM, `""` on Colab).
+        environ: Variables to resolve the cluster from (default `os.environ`).
+        **strategy_options: Passed on to `keras_dp.get_strategy()`
+            (`implementation`, `collective_timeout`, `bytes_per_pack`,
+            `cross_device_ops`, `startup_timeout`, `heartbeat_timeout`, ...).
+
+    Returns:
+        A `Context` with `strategy`, `num_replicas`, `num_workers`,
+        `worker_index`, `is_chief` and `global_batch()`.
+
+    Example:
+
+    ```python
+    with keras_dp.scope() as ctx:
+        model = keras_dp.models.TransformerLM.from_preset("tiny")
+        model.compile(optimizer="adam")
+    model.fit(dataset, epochs=1)
+    ```
+    """
+    from keras_dp import strategy as strategy_lib
+
+    requested = {"kind": strategy_lib.normalize_kind(kind), "cpu_replicas": cpu_replicas,
+                 "tpu": tpu, **strategy_options}
+    with _lock:
+        existing = _current.get("context")
+        if existing is not None:
+            if _compatible(existing.options, requested):
+                return Context(existing.strategy, existing.cluster, existing.options)
+            raise StrategyError(
+                f"keras_dp.scope() was already called in this process with "
+                f"{_describe_options(existing.options)}; now with "
+                f"{_describe_options(requested)}. TensorFlow keeps one strategy per "
+                "process: reuse the first scope's options, or start a new process.")
+        env = os.environ if environ is None else environ
+        cluster = resolve_cluster(env, exchange=_exchange_for(env))
+        if environ is None:
+            _export_tf_config(cluster)
+        strategy = strategy_lib.get_strategy(
+            requested["kind"], cluster=cluster, cpu_replicas=cpu_replicas, tpu=tpu,
+            environ=env, **strategy_options)
+        context = Context(strategy, cluster, requested)
+        _current["context"] = context
+        log.info("keras_dp: %s; %s", cluster.describe(), context.describe())
+        return Context(strategy, cluster, requested)
+
+
+def _exchange_for(environ):
+    """The MPI address exchange, when mpi4py is importable (see keras_dp.mpi)."""
+    try:
+        from keras_dp import mpi
+    except ImportError:
+        return None
+    return getattr(mpi, "exchange_addresses", None)
+
+
+def _compatible(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    if new.get("kind") == "auto" and all(
+            new.get(k) in (None, old.get(k)) for k in new if k != "kind"):
+        return True
+    return dict(old) == dict(new)
+
+
+def _describe_options(options: Mapping[str, Any]) -> str:
+    shown = {k: v for k, v in options.items() if v is not None}
+    return ", ".join(f"{k}={v!r}" for k, v in shown.items())
+
+
+def current_context() -> Optional[Context]:
+    """The context of the strategy created by `scope()` in this process, if any."""
+    return _current.get("context")
+
+
+def reset_for_tests() -> None:
+    """Forgets the process's strategy (tests that run several single-process strategies)."""
+    from keras_dp import strategy as strategy_lib
+
+    _current.clear()
+    strategy_lib.reset_for_tests()

@@ -1,0 +1,82 @@
+"""Exceptions raised by keras_dp.
+
+Every error that comes from a user's environment or arguments is a
+`KerasDPError`. Those about configuration values are also `ValueError`s, so
+code that already catches `ValueError` keeps working. The command line prints
+them without a traceback and exits with status 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+class KerasDPError(Exception):
+    """Base class of every keras_dp error meant for a person to read."""
+
+
+class ConfigError(KerasDPError, ValueError):
+    """A configuration value (environment variable or argument) is wrong.
+
+    The message says what is wrong, where it came from (`variable` and
+    `field`), what to do about it (`fix`), and ends, Keras style, with
+    `Received: variable=value`.
+
+    Args:
+        problem: What is wrong, as one sentence.
+        variable: The environment variable or argument it came from.
+        field: The field inside that variable (`"task.index"` for TF_CONFIG),
+            if any.
+        fix: What the user should do.
+        received: The offending value. Long values are shortened.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        variable: Optional[str] = None,
+        field: Optional[str] = None,
+        fix: Optional[str] = None,
+        received: Any = None,
+    ):
+        self.problem = problem
+        self.variable = variable
+        self.field = field
+        self.fix = fix
+        self.received = received
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = ""
+        if self.variable and self.field:
+            where = f"{self.variable} (field '{self.field}'): "
+        elif self.variable:
+            where = f"{self.variable}: "
+        text = where + self.problem.rstrip(".") + "."
+        if self.fix:
+            text += " Fix: " + self.fix.rstrip(".") + "."
+        if self.variable is not None and self.received is not None:
+            value = self.received
+            if not isinstance(value, str):
+                value = repr(value)
+            if len(value) > 300:
+                value = value[:297] + "..."
+            text += f" Received: {self.variable}={value}"
+        return text
+
+
+class ClusterConfigError(ConfigError):
+    """The environment describes a cluster that is malformed or inconsistent."""
+
+
+class ConflictingSourcesError(ClusterConfigError):
+    """Two sources (e.g. TF_CONFIG and KERAS_DP_WORKERS) describe different clusters."""
+
+
+class StrategyError(KerasDPError, RuntimeError):
+    """A distribution strategy cannot be created as asked, with the reason."""
+
+
+class MissingTensorFlowError(KerasDPError, ImportError):
+    """TensorFlow is not installed."""

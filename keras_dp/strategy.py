@@ -1,0 +1,478 @@
+"""Strategy selection: one short function from a name to a `tf.distribute` strategy.
+
+`get_strategy("auto")` picks, in order:
+
+1. a TPU (`tpu=` given, or `TPU_NAME`/`COLAB_TPU_ADDR`/`KERAS_DP_TPU` set) ->
+   `TPUStrategy`;
+2. several workers in the resolved cluster -> `MultiWorkerMirroredStrategy`;
+3. several local GPUs, or `cpu_replicas > 1` -> `MirroredStrategy`;
+4. one GPU -> `OneDeviceStrategy`;
+5. otherwise TensorFlow's default strategy.
+
+The pure part, `choose_kind()`, needs no TensorFlow and is what
+`keras-dp env` reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+from keras_dp.cluster import ClusterInfo, resolve_cluster
+from keras_dp.errors import ConfigError, StrategyError
+
+log = logging.getLogger("keras_dp")
+
+#: Accepted strategy kinds.
+KINDS = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+_ALIASES = {
+    "multi_worker": "multi_worker_mirrored", "multiworker": "multi_worker_mirrored",
+    "mwms": "multi_worker_mirrored", "collective": "multi_worker_mirrored",
+    "onedevice": "one_device", "single": "one_device", "mirror": "mirrored",
+    "tpu_strategy": "tpu", "off": "default", "none": "default",
+}
+#: Accepted collective implementations (MultiWorkerMirroredStrategy).
+IMPLEMENTATIONS = ("auto", "ring", "nccl")
+#: Accepted cross-device ops for MirroredStrategy.
+CROSS_DEVICE_OPS = ("auto", "nccl", "hierarchical_copy", "reduce_to_one_device")
+
+TPU_VARIABLES = ("KERAS_DP_TPU", "TPU_NAME", "COLAB_TPU_ADDR")
+CPU_REPLICAS_VARIABLE = "KERAS_DP_CPU_REPLICAS"
+GPU_SPLIT_VARIABLE = "KERAS_DP_GPU_SPLIT"
+
+_lock = threading.Lock()
+_multi_worker: Dict[str, Any] = {}
+_mirrored_count = [0]
+# Collective group keys given to each MirroredStrategy keras_dp creates.
+_KEYS_PER_STRATEGY = 100_000
+
+
+def normalize_kind(kind: Optional[str]) -> str:
+    """Maps a strategy name (or alias) to one of `KINDS`.
+
+    Raises:
+        ConfigError: listing the accepted values for an unknown name.
+    """
+    value = "auto" if kind is None else str(kind).strip().lower().replace("-", "_")
+    value = _ALIASES.get(value, value)
+    if value not in KINDS:
+        raise ConfigError(
+            f"unknown distribution strategy {kind!r}", variable="kind",
+            fix=f"use one of: {', '.join(KINDS)}", received=kind)
+    return value
+
+
+def tpu_requested(tpu: Optional[str], environ: Mapping[str, str]) -> Optional[str]:
+    """The TPU address to use (`"local"` for a TPU VM), or None for no TPU."""
+    if tpu is not None:
+        return str(tpu)
+    for name in TPU_VARIABLES:
+        value = environ.get(name)
+        if value:
+            return "" if name == "COLAB_TPU_ADDR" else value
+    return None
+
+
+def gpu_slice(num_gpus: int, local_rank: int, local_size: int) -> Optional[Tuple[int, int]]:
+    """Which of a node's GPUs this process should use, as `(start, stop)`.
+
+    A node's GPUs are split evenly between its training processes, in
+    local-rank order. Returns None when there is nothing to split (one
+    process per node, no GPUs, or fewer GPUs than processes, which means the
+    launcher already bound GPUs to tasks).
+    """
+    if local_size <= 1 or num_gpus < local_size:
+        return None
+    per_task = num_gpus // local_size
+    return local_rank * per_task, (local_rank + 1) * per_task
+
+
+def choose_kind(kind: str, cluster: ClusterInfo, *, num_gpus: int, cpu_replicas: int = 1,
+                tpu: Optional[str] = None) -> Tuple[str, str]:
+    """Decides which strategy `kind="auto"` means here, and why.
+
+    Args:
+        kind: Requested kind (`"auto"` or one of `KINDS`).
+        cluster: The resolved cluster.
+        num_gpus: GPUs this process will use (after splitting a node's GPUs).
+        cpu_replicas: Logical CPU devices requested.
+        tpu: TPU address if one is requested, else None.
+
+    Returns:
+        `(kind, reason)`.
+
+    Raises:
+        StrategyError: for a cluster keras_dp cannot train (parameter servers).
+    """
+    kind = normalize_kind(kind)
+    if kind != "auto":
+        return kind, "requested explicitly"
+    if tpu is not None:
+        return "tpu", f"a TPU was requested ({tpu or 'Colab'})"
+    if "ps" in cluster.cluster:
+        raise StrategyError(
+            "the cluster has 'ps' (parameter server) tasks; keras_dp trains "
+            "synchronously with MultiWorkerMirroredStrategy. Remove the 'ps' job "
+            "from TF_CONFIG, or use tf.distribute.ParameterServerStrategy "
+            "directly for asynchronous training.")
+    if not cluster.is_training_task:
+        return "default", f"this is a {cluster.task_type} task, which does not train"
+    if cluster.is_multi_worker:
+        return ("multi_worker_mirrored",
+                f"{cluster.num_workers} workers in the cluster ({cluster.source})")
+    if cpu_replicas > 1 and num_gpus == 0:
+        return "mirrored", f"{cpu_replicas} logical CPU devices"
+    if num_gpus > 1:
+        return "mirrored", f"{num_gpus} local GPUs"
+    if num_gpus == 1:
+        return "one_device", "one GPU"
+    return "default", "one process, no GPU"
+
+
+def strategy_kind(strategy) -> str:
+    """The `KINDS` name of a strategy object (e.g. `"multi_worker_mirrored"`)."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multi_worker_mirrored"
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        return "one_device"
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "tpu"
+    return "default"
+
+
+def _cross_device_ops(name, tf):
+    if name is None or (isinstance(name, str) and name.lower() == "auto"):
+        return None
+    if not isinstance(name, str):
+        return name  # a tf.distribute.CrossDeviceOps instance
+    key = name.lower().replace("-", "_")
+    ops = {
+        "nccl": tf.distribute.NcclAllReduce,
+        "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce,
+        "reduce_to_one_device": tf.distribute.ReductionToOneDevice,
+    }
+    if key not in ops:
+        raise ConfigError("unknown cross-device ops", variable="cross_device_ops",
+                          fix=f"use one of: {', '.join(CROSS_DEVICE_OPS)}", received=name)
+    return ops[key]()
+
+
+def communication_options(implementation: str = "auto", timeout_seconds: Optional[float] = None,
+                          bytes_per_pack: int = 0):
+    """Builds `tf.distribute.experimental.CommunicationOptions` with checked values."""
+    import tensorflow as tf
+
+    key = str(implementation).strip().lower()
+    if key not in IMPLEMENTATIONS:
+        raise ConfigError("unknown collective implementation", variable="implementation",
+                          fix=f"use one of: {', '.join(IMPLEMENTATIONS)}",
+                          received=implementation)
+    if bytes_per_pack is None or int(bytes_per_pack) < 0:
+        raise ConfigError("must be 0 (automatic) or a positive number of bytes",
+                          variable="bytes_per_pack", received=bytes_per_pack,
+                          fix="pass bytes_per_pack=0 or e.g. 32 * 1024 * 1024")
+    if timeout_seconds is not None and float(timeout_seconds) <= 0:
+        raise ConfigError("must be a positive number of seconds or None",
+                          variable="collective_timeout", received=timeout_seconds,
+                          fix="pass e.g. collective_timeout=300, or None for no limit")
+    impl = getattr(tf.distribute.experimental.CommunicationImplementation, key.upper())
+    return tf.distribute.experimental.CommunicationOptions(
+        bytes_per_pack=int(bytes_per_pack), timeout_seconds=timeout_seconds,
+        implementation=impl)
+
+
+def context_initialized() -> bool:
+    """Whether TensorFlow's eager context already started (devices are fixed then)."""
+    from tensorflow.python.eager import context
+
+    return bool(getattr(context.context(), "_initialized", False))
+
+
+_STARTUP_EXPLANATION = (
+    "TensorFlow already started its runtime in this process (something created a "
+    "tensor, listed logical devices or built a model before the strategy), and {what} "
+    "can only be set up before that. Create the strategy first: call "
+    "keras_dp.scope() (or keras_dp.get_strategy()) at the top of the program, before "
+    "any other TensorFlow or Keras call. In a notebook, restart the runtime and run "
+    "the keras_dp cell first, or use keras_dp.launch(fn, num_workers=N), which runs "
+    "the training function in fresh worker processes."
+)
+
+
+def configure_cpu_replicas(count: int) -> None:
+    """Splits the first CPU into `count` logical devices (before TF starts)."""
+    import tensorflow as tf
+
+    if count is None or count < 1:
+        raise ConfigError("must be a whole number >= 1", variable="cpu_replicas",
+                          received=count, fix="pass cpu_replicas=2 (or more)")
+    cpus = tf.config.list_physical_devices("CPU")
+    current = tf.config.get_logical_device_configuration(cpus[0])
+    if current and len(current) == count:
+        return
+    if count == 1 and not current:
+        return
+    if context_initialized():
+        raise StrategyError(_STARTUP_EXPLANATION.format(
+            what=f"splitting the CPU into {count} logical devices"))
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+
+
+def apply_gpu_split(cluster: ClusterInfo, environ: Mapping[str, str]) -> int:
+    """Restricts this process to its share of the node's GPUs; returns the count used."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    split_setting = str(environ.get(GPU_SPLIT_VARIABLE, "auto")).strip().lower()
+    if split_setting in ("0", "false", "no", "off"):
+        return len(gpus)
+    if split_setting in ("auto", "") and environ.get("SLURM_GPUS_PER_TASK"):
+        return len(gpus)  # SLURM already bound GPUs to tasks.
+    chosen = gpu_slice(len(gpus), cluster.local_rank, cluster.local_size)
+    if chosen is None:
+        return len(gpus)
+    start, stop = chosen
+    selected = gpus[start:stop]
+    try:
+        visible = tf.config.get_visible_devices("GPU")
+        if list(visible) != list(selected):
+            tf.config.set_visible_devices(selected, "GPU")
+    except RuntimeError:
+        raise StrategyError(_STARTUP_EXPLANATION.format(
+            what=f"giving local process {cluster.local_rank} its GPUs {start}-{stop - 1}"))
+    log.info("local process %d of %d uses GPUs %d-%d", cluster.local_rank,
+             cluster.local_size, start, stop - 1)
+    return len(selected)
+
+
+def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[float],
+                           heartbeat_timeout: Optional[float],
+                           shutdown_timeout: Optional[float]) -> None:
+    """Sets up TF's coordination service with our time limits (before MWMS).
+
+    MultiWorkerMirroredStrategy configures the service itself with no limits
+    when none is configured; configuring it first with the same jobs and
+    leader, plus time limits, bounds how long a worker waits for a peer
+    that never starts, dies or freezes.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+    from tensorflow.python.training import server_lib
+
+    ctx = context.context()
+    if ctx.coordination_service is not None:
+        return
+    spec = server_lib.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()})
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in ("chief", "worker") if job in spec.jobs]
+    to_ms = lambda seconds: int(seconds * 1000) if seconds else 0  # noqa: E731
+    ctx.configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs,
+        cluster_register_timeout_in_ms=to_ms(startup_timeout),
+        heartbeat_timeout_in_ms=to_ms(heartbeat_timeout),
+        shutdown_barrier_timeout_in_ms=to_ms(shutdown_timeout),
+    )
+
+
+def _multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeout,
+                           shutdown_timeout):
+    import tensorflow as tf
+
+    from keras_dp import keras_fix
+
+    key = (cluster.to_json(),)
+    with _lock:
+        if "strategy" in _multi_worker:
+            if _multi_worker["key"] != key:
+                raise StrategyError(
+                    "a MultiWorkerMirroredStrategy for a different cluster already exists "
+                    "in this process; TensorFlow allows one per process. Start a new "
+                    "process for the new cluster.")
+            return _multi_worker["strategy"]
+        if context_initialized():
+            raise StrategyError(_STARTUP_EXPLANATION.format(
+                what="MultiWorkerMirroredStrategy's collective ops"))
+        configure_coordination(cluster, startup_timeout=startup_timeout,
+                               heartbeat_timeout=heartbeat_timeout,
+                               shutdown_timeout=shutdown_timeout)
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()}),
+            task_type=cluster.task_type, task_id=cluster.task_index,
+            rpc_layer=cluster.rpc_layer or "grpc",
+            num_accelerators={"GPU": len(tf.config.get_visible_devices("GPU"))})
+        try:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(
+                cluster_resolver=resolver, communication_options=options)
+        except RuntimeError as exc:
+            if "program startup" in str(exc) or "initialized" in str(exc):
+                raise StrategyError(_STARTUP_EXPLANATION.format(
+                    what="MultiWorkerMirroredStrategy's collective ops")) from None
+            raise
+        keras_fix.apply()
+        _multi_worker.update(strategy=strategy, key=key)
+        return strategy
+
+
+def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
+                 cpu_replicas: Optional[int] = None, devices: Optional[Sequence[str]] = None,
+                 tpu: Optional[str] = None, implementation: str = "auto",
+                 collective_timeout: Optional[float] = None, bytes_per_pack: int = 0,
+                 cross_device_ops: Any = "auto", startup_timeout: Optional[float] = 120.0,
+                 heartbeat_timeout: Optional[float] = None,
+                 shutdown_timeout: Optional[float] = None,
+                 environ: Optional[Mapping[str, str]] = None):
+    """Returns the `tf.distribute.Strategy` for `kind` in this environment.
+
+    Args:
+        kind: `"auto"` (see the module docstring), `"default"`, `"one_device"`,
+            `"mirrored"`, `"multi_worker_mirrored"` or `"tpu"`.
+        cluster: The resolved cluster; resolved from `environ` when None.
+        cpu_replicas: Split the CPU into this many logical devices, one replica
+            each (how tests and CPU users get several replicas in one
+            process). Defaults to `KERAS_DP_CPU_REPLICAS`, else 1.
+        devices: Explicit device list for `"mirrored"`/`"one_device"`.
+        tpu: TPU address: `"local"` on a TPU VM, `""` on Colab, a name or
+            `grpc://` address otherwise.
+        implementation: Collective implementation for multi-worker:
+            `"auto"`, `"ring"` or `"nccl"`.
+        collective_timeout: Seconds before a collective op gives up (None:
+            wait forever, TF's default).
+        bytes_per_pack: Split all-reduces into packs of this many bytes (0:
+            automatic).
+        cross_device_ops: MirroredStrategy's all-reduce: `"auto"`, `"nccl"`,
+            `"hierarchical_copy"`, `"reduce_to_one_device"` or a
+            `tf.distribute.CrossDeviceOps`.
+        startup_timeout: Seconds the workers wait for every peer to join
+            before failing with the missing one named (None: forever).
+        heartbeat_timeout: Seconds without a heartbeat before a peer is
+            declared dead (None: TensorFlow's default).
+        shutdown_timeout: Seconds the workers wait for each other at exit.
+        environ: Variables to read instead of `os.environ`.
+
+    Returns:
+        A `tf.distribute.Strategy`.
+
+    Raises:
+        ConfigError: for an unknown kind or option (the accepted values are
+            listed).
+        StrategyError: when the strategy cannot be created here, with why.
+
+    Example:
+
+    ```python
+    strategy = keras_dp.get_strategy("mirrored", cpu_replicas=2)
+    strategy.num_replicas_in_sync  # 2
+    ```
+    """
+    import tensorflow as tf
+
+    environ = os.environ if environ is None else environ
+    kind = normalize_kind(kind)
+    cluster = cluster if cluster is not None else resolve_cluster(environ)
+    if cpu_replicas is None:
+        raw = environ.get(CPU_REPLICAS_VARIABLE)
+        try:
+            cpu_replicas = int(raw) if raw not in (None, "") else 1
+        except ValueError:
+            raise ConfigError("is not a whole number", variable=CPU_REPLICAS_VARIABLE,
+                              received=raw, fix="set it to 2, 4, ...") from None
+    if cpu_replicas < 1:
+        raise ConfigError("must be at least 1", variable="cpu_replicas",
+                          received=cpu_replicas, fix="pass cpu_replicas=2 (or more)")
+    tpu_address = tpu_requested(tpu, environ) if kind in ("auto", "tpu") else None
+    num_gpus = 0
+    if tpu_address is None:
+        num_gpus = apply_gpu_split(cluster, environ)
+    if cpu_replicas > 1:
+        configure_cpu_replicas(cpu_replicas)
+    chosen, reason = choose_kind(kind, cluster, num_gpus=num_gpus,
+                                 cpu_replicas=cpu_replicas, tpu=tpu_address)
+    log.info("keras_dp strategy: %s (%s)", chosen, reason)
+
+    if chosen == "tpu":
+        return _tpu_strategy(tpu_address if tpu_address is not None else "")
+    if chosen == "multi_worker_mirrored":
+        if not cluster.is_multi_worker:
+            log.info("MultiWorkerMirroredStrategy requested for a single worker")
+        options = communication_options(implementation, collective_timeout, bytes_per_pack)
+        if not cluster.is_multi_worker:
+            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        if cpu_replicas > 1:
+            raise StrategyError(
+                f"cpu_replicas={cpu_replicas} with {cluster.num_workers} workers: "
+                "MultiWorkerMirroredStrategy uses one CPU device per worker. Use more "
+                "workers (keras-dp launch -n N) or cpu_replicas=1.")
+        return _multi_worker_strategy(cluster, options=options,
+                                      startup_timeout=startup_timeout,
+                                      heartbeat_timeout=heartbeat_timeout,
+                                      shutdown_timeout=shutdown_timeout)
+    if cluster.is_multi_worker and cluster.is_training_task and chosen != "default":
+        raise StrategyError(
+            f"strategy {chosen!r} trains in one process, but the cluster has "
+            f"{cluster.num_workers} workers ({cluster.source}). Use kind='auto' or "
+            "'multi_worker_mirrored', or run a single process.")
+    if chosen == "mirrored":
+        if devices is None:
+            if num_gpus > 0:
+                devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+            else:
+                devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return _mirrored(tf, list(devices), _cross_device_ops(cross_device_ops, tf))
+    if chosen == "one_device":
+        if devices:
+            device = devices[0]
+        else:
+            device = "/gpu:0" if num_gpus else "/cpu:0"
+        return tf.distribute.OneDeviceStrategy(device)
+    return tf.distribute.get_strategy()
+
+
+def _mirrored(tf, devices, cross_device_ops):
+    """A MirroredStrategy with its own range of collective group keys.
+
+    Every MirroredStrategy numbers its collective groups from 1, so a second
+    one over a different set of devices in the same process fails with
+    "joining a group with size 4, but that group has size 2". Giving each
+    strategy its own key range (TF's `_collective_key_base`, read once at
+    construction) lets a process (a notebook, a test) create several.
+    """
+    cls = tf.distribute.MirroredStrategy
+    with _lock:
+        previous = cls._collective_key_base
+        cls._collective_key_base = _KEYS_PER_STRATEGY * _mirrored_count[0]
+        _mirrored_count[0] += 1
+        try:
+            return cls(devices=devices, cross_device_ops=cross_device_ops)
+        finally:
+            cls._collective_key_base = previous
+
+
+def _tpu_strategy(address: str):
+    import tensorflow as tf
+
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
+        if address != "local":
+            tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as exc:
+        raise StrategyError(
+            f"could not connect to the TPU {address or '(Colab default)'!r}: {exc}. On a "
+            "Colab TPU runtime use tpu='' (or 'local' on TPU VMs); elsewhere pass the "
+            "TPU name or grpc:// address.") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def reset_for_tests() -> None:
+    """Forgets the cached multi-worker strategy (the process cannot make another)."""
+    _multi_worker.clear()

@@ -1,0 +1,55 @@
+"""Shared test set-up.
+
+The pytest process splits its CPU into 4 logical devices (CPU:0-3) before
+TensorFlow starts, so in-process tests can build strategies with 1, 2 or 4
+replicas. Tests that need their own process configuration (a different
+number of logical CPUs, a multi-worker strategy) run in subprocesses; see
+`tests/_multiproc.py`.
+
+Markers:
+  multiprocess: starts several TensorFlow processes (slower; `-m multiprocess`
+      selects them, `-m "not multiprocess"` skips them). CI runs them all.
+"""
+
+import os
+import sys
+
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+NUM_LOGICAL_CPUS = 4
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "multiprocess: starts several TensorFlow processes")
+    config.addinivalue_line("markers", "slow: takes more than ~30 s on a 2-core machine")
+
+
+@pytest.fixture(scope="session")
+def tf():
+    """TensorFlow, with the CPU split into 4 logical devices."""
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    if not tf.config.get_logical_device_configuration(cpus[0]):
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS)
+    return tf
+
+
+@pytest.fixture
+def clean_environ(monkeypatch):
+    """Removes every cluster variable from os.environ for the test."""
+    prefixes = ("TF_CONFIG", "KERAS_DP_", "SLURM_", "OMPI_", "PMI_", "PMIX_", "MPI_LOCAL",
+                "JOB_COMPLETION_INDEX", "JOBSET_NAME", "JOB_INDEX", "TPU_NAME",
+                "COLAB_TPU_ADDR")
+    for name in list(os.environ):
+        if name.startswith(prefixes):
+            monkeypatch.delenv(name, raising=False)
+    return os.environ
