@@ -35,6 +35,10 @@ _LAZY = {
     "get_strategy": ("keras_dp.strategy", "get_strategy"),
     "keras_fix": ("keras_dp.keras_fix", None),
     "strategy": ("keras_dp.strategy", None),
+    "data": ("keras_dp.data", None),
+    "models": ("keras_dp.models", None),
+    "callbacks": ("keras_dp.callbacks", None),
+    "schedules": ("keras_dp.schedules", None),
 }
 
 __all__ = [

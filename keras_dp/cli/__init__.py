@@ -20,6 +20,8 @@ from typing import List, Optional
 COMMANDS = [
     "keras_dp.cli.env",
     "keras_dp.cli.tf_config",
+    "keras_dp.cli.train",
+    "keras_dp.cli.generate",
 ]
 
 EXIT_USAGE = 2

@@ -1,0 +1,69 @@
+"""Learning-rate callbacks: per-step warmup for float learning rates, and logging.
+
+For an optimizer compiled with a `keras_dp.schedules.WarmupSchedule`
+nothing is needed; `WarmupScheduler` is for optimizers compiled with a plain
+float (it sets the rate before every step), and `LearningRateLogger` puts the
+current rate into the logs (`"lr"`) so progress bars and history show it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import keras
+
+
+def current_learning_rate(optimizer) -> float:
+    """The optimizer's learning rate now (evaluating a schedule at its step)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    return float(keras.ops.convert_to_numpy(inner.learning_rate))
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the current learning rate to the batch and epoch logs as `"lr"`."""
+
+    def _add(self, logs):
+        if logs is not None and self.model is not None and self.model.optimizer is not None:
+            logs["lr"] = current_learning_rate(self.model.optimizer)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._add(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._add(logs)
+
+
+class WarmupScheduler(keras.callbacks.Callback):
+    """Sets the learning rate before every training step from `schedule(step)`.
+
+    Args:
+        schedule: A `keras_dp.schedules.WarmupSchedule` (or any callable
+            `step -> float`), e.g. warmup to the linearly scaled rate.
+        initial_step: The optimizer step training starts at (when resuming).
+
+    Example:
+
+    ```python
+    lr = keras_dp.schedules.WarmupSchedule(
+        keras_dp.schedules.scaled_learning_rate(1e-3, ctx.global_batch(32), 32),
+        warmup_steps=200, decay="constant")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), ...)
+    model.fit(ds, callbacks=[keras_dp.callbacks.WarmupScheduler(lr)])
+    ```
+    """
+
+    def __init__(self, schedule: Union[Callable[[int], float], object], initial_step: int = 0):
+        super().__init__()
+        self.schedule = schedule
+        self.step = int(initial_step)
+
+    def _value(self, step: int) -> float:
+        value = getattr(self.schedule, "value", None)
+        return float(value(step) if value is not None else self.schedule(step))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        optimizer.learning_rate = self._value(self.step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1

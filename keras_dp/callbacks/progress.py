@@ -1,0 +1,138 @@
+"""A progress display for training that only the chief shows.
+
+On a terminal it is a rich progress bar (step, elapsed, remaining time, and
+the latest loss, bits, learning rate and throughput); elsewhere (log files,
+CI) one plain line every `interval` seconds. Non-chief workers show nothing,
+so an N-worker job prints one display, not N.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Optional, TextIO
+
+import keras
+
+STYLES = ("auto", "rich", "plain", "none")
+
+
+def _is_chief() -> bool:
+    from keras_dp.context import current_context
+
+    context = current_context()
+    return True if context is None else bool(context.is_chief)
+
+
+class Progress(keras.callbacks.Callback):
+    """Chief-only training progress (use with `fit(..., verbose=0)`).
+
+    Args:
+        total_steps: Steps the run will take (for the bar and the ETA).
+        initial_step: Step the run starts at (when resuming).
+        style: `"auto"` (rich on a terminal, else plain), `"rich"`,
+            `"plain"` or `"none"`.
+        bits_per: Also show the loss in bits per this unit (`"byte"` for
+            byte-level LMs, `"token"`), or None.
+        is_chief: Override (default: the current `keras_dp.scope()` context).
+        interval: Seconds between plain lines.
+        stream: Where to write (default stderr).
+    """
+
+    def __init__(self, total_steps: int, *, initial_step: int = 0, style: str = "auto",
+                 bits_per: Optional[str] = None, is_chief: Optional[bool] = None,
+                 interval: float = 10.0, stream: Optional[TextIO] = None):
+        super().__init__()
+        if style not in STYLES:
+            from keras_dp.errors import ConfigError
+
+            raise ConfigError("unknown progress style", variable="style", received=style,
+                              fix=f"use one of: {', '.join(STYLES)}")
+        self.total_steps = int(total_steps)
+        self.step = int(initial_step)
+        self.initial_step = int(initial_step)
+        self.bits_per = bits_per
+        self.interval = float(interval)
+        self.stream = stream or sys.stderr
+        chief = _is_chief() if is_chief is None else bool(is_chief)
+        if not chief:
+            style = "none"
+        elif style == "auto":
+            style = "rich" if getattr(self.stream, "isatty", lambda: False)() else "plain"
+        self.style = style
+        self._progress = None
+        self._task = None
+        self._last_line = 0.0
+        self._started = 0.0
+        self.last_logs = {}
+
+    # -- formatting ------------------------------------------------------
+    def describe(self, logs) -> str:
+        parts = []
+        loss = logs.get("loss")
+        if loss is not None:
+            parts.append(f"loss {loss:.4f}")
+            if self.bits_per:
+                parts.append(f"{loss / math.log(2):.3f} bits/{self.bits_per}")
+        if "val_loss" in logs:
+            parts.append(f"val_loss {logs['val_loss']:.4f}")
+        if "lr" in logs:
+            parts.append(f"lr {logs['lr']:.2e}")
+        if "tokens_per_sec" in logs:
+            parts.append(f"{logs['tokens_per_sec']:,.0f} tok/s")
+        elif "examples_per_sec" in logs:
+            parts.append(f"{logs['examples_per_sec']:,.1f} ex/s")
+        return "  ".join(parts)
+
+    # -- callbacks -------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self._started = time.time()
+        if self.style == "rich":
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
+                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            from rich.console import Console
+
+            self._progress = RichProgress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("<"), TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=Console(file=self.stream), transient=False, refresh_per_second=4)
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=self.total_steps,
+                                                 completed=self.step, info="")
+
+    def on_train_batch_end(self, batch, logs=None):
+        executed = max(1, getattr(self.model, "steps_per_execution", 1) or 1) \
+            if self.model is not None else 1
+        self.step += executed
+        logs = dict(logs or {})
+        logs.update({k: v for k, v in self.last_logs.items() if k not in logs})
+        if self.style == "rich" and self._progress is not None:
+            self._progress.update(self._task, completed=self.step, info=self.describe(logs))
+        elif self.style == "plain":
+            now = time.time()
+            if now - self._last_line >= self.interval or self.step >= self.total_steps:
+                self._last_line = now
+                self._print(f"step {self.step}/{self.total_steps}  "
+                            f"{now - self._started:.0f}s  {self.describe(logs)}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_logs = {k: v for k, v in (logs or {}).items()
+                          if k in ("tokens_per_sec", "examples_per_sec")}
+        if self.style == "none" or "val_loss" not in (logs or {}):
+            return
+        val = logs["val_loss"]
+        bits = f" ({val / math.log(2):.3f} bits/{self.bits_per})" if self.bits_per else ""
+        self._print(f"step {self.step}/{self.total_steps}  validation loss {val:.4f}{bits}")
+
+    def on_train_end(self, logs=None):
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def _print(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            print(text, file=self.stream, flush=True)

@@ -1,0 +1,89 @@
+"""Throughput: examples and tokens per second, in total and per replica.
+
+Steps are timed from the end of the first `skip_steps` steps (graph tracing
+and XLA compilation are not throughput) to the latest step; the rate of each
+epoch (excluding validation) also goes into its logs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, Optional
+
+import keras
+
+
+class Throughput(keras.callbacks.Callback):
+    """Measures examples/s and tokens/s of training.
+
+    Args:
+        global_batch_size: Examples per step over all replicas.
+        tokens_per_example: Tokens per example (the sequence length), or
+            None for models that are not about tokens.
+        num_replicas: Replicas in sync (for the per-replica rates).
+        skip_steps: Steps not timed at the start (compilation).
+
+    After training, `summary()` returns the totals; each epoch's logs get
+    `examples_per_sec` and (with tokens) `tokens_per_sec`.
+    """
+
+    def __init__(self, global_batch_size: int, tokens_per_example: Optional[int] = None,
+                 num_replicas: int = 1, skip_steps: int = 2):
+        super().__init__()
+        self.global_batch_size = int(global_batch_size)
+        self.tokens_per_example = tokens_per_example
+        self.num_replicas = max(1, int(num_replicas))
+        self.skip_steps = max(0, int(skip_steps))
+        self.steps = 0
+        self._timed_steps = 0
+        self._timed_seconds = 0.0
+        self._mark: Optional[float] = None
+        self._epoch_steps = 0
+        self._epoch_seconds = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._mark is None and self.steps >= self.skip_steps:
+            self._mark = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        executed = max(1, getattr(self.model, "steps_per_execution", 1) or 1) \
+            if self.model is not None else 1
+        self.steps += executed
+        if self._mark is not None:
+            now = time.perf_counter()
+            elapsed = now - self._mark
+            self._timed_seconds += elapsed
+            self._timed_steps += executed
+            self._epoch_seconds += elapsed
+            self._epoch_steps += executed
+            self._mark = now
+
+    def on_test_begin(self, logs=None):
+        self._mark = None  # validation time is not training time
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_steps, self._epoch_seconds = 0, 0.0
+        self._mark = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._epoch_seconds > 0:
+            logs.update(self._rates(self._epoch_steps, self._epoch_seconds, per_replica=False))
+
+    def _rates(self, steps: int, seconds: float, per_replica: bool = True) -> Dict[str, float]:
+        if seconds <= 0 or steps <= 0:
+            return {}
+        examples = steps * self.global_batch_size / seconds
+        rates = {"examples_per_sec": examples}
+        if per_replica:
+            rates["examples_per_sec_per_replica"] = examples / self.num_replicas
+        if self.tokens_per_example:
+            rates["tokens_per_sec"] = examples * self.tokens_per_example
+            if per_replica:
+                rates["tokens_per_sec_per_replica"] = rates["tokens_per_sec"] / self.num_replicas
+        return rates
+
+    def summary(self) -> Dict[str, float]:
+        """Rates over all timed steps: examples_per_sec, tokens_per_sec, ..._per_replica."""
+        result = self._rates(self._timed_steps, self._timed_seconds)
+        result.update(timed_steps=self._timed_steps, timed_seconds=self._timed_seconds)
+        return result

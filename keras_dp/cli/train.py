@@ -1,0 +1,123 @@
+"""`keras-dp train`: train the Transformer LM data-parallel (the main job).
+
+With no arguments it trains the `tiny` preset on the builtin corpus (Python's
+documentation topics, offline) with whatever strategy `keras_dp.scope()`
+picks, shows progress on the chief, reports train and validation loss (nats
+and bits per byte) and tokens/s, saves the model and tokenizer into
+`--output-dir` and prints a short generated sample. Run the same command on
+every worker (TF_CONFIG, KERAS_DP_WORKERS, SLURM, MPI, ...) to train on several.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _mixed(value: str):
+    key = value.strip().lower().replace("-", "_")
+    aliases = {"bf16": "mixed_bfloat16", "bfloat16": "mixed_bfloat16",
+               "mixed_bfloat16": "mixed_bfloat16", "fp16": "mixed_float16",
+               "float16": "mixed_float16", "mixed_float16": "mixed_float16",
+               "off": None, "none": None, "float32": None, "fp32": None}
+    if key not in aliases:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: use mixed_bfloat16 (bf16), mixed_float16 (fp16) or off")
+    return aliases[key]
+
+
+def register(subparsers) -> None:
+    from keras_dp.train import TrainConfig
+
+    d = TrainConfig()
+    parser = subparsers.add_parser(
+        "train", help="train the Transformer LM data-parallel (the main job)",
+        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default=d.data, metavar="SOURCE",
+                      help="builtin, a text file/folder/glob, tfds:NAME, or synthetic[:opts]")
+    data.add_argument("--data-dir", default=None,
+                      help="tensorflow-datasets data dir holding a prepared tfds:NAME")
+    data.add_argument("--cache-dir", default=None,
+                      help="where sources are converted to sharded datasets "
+                           "(default $KERAS_DP_CACHE_DIR or ~/.cache/keras_dp)")
+    data.add_argument("--text-feature", default=None, help="text feature of a tfds dataset")
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", default=d.preset, choices=["tiny", "small", "base"])
+    model.add_argument("--seq-len", type=int, default=None, help="tokens per sequence "
+                       "(default: the preset's)")
+    model.add_argument("--d-model", type=int, default=None)
+    model.add_argument("--num-layers", type=int, default=None)
+    model.add_argument("--num-heads", type=int, default=None)
+    model.add_argument("--dropout", type=float, default=None)
+    length = parser.add_argument_group("length and batch").add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None,
+                        help=f"total optimizer steps (default {TrainConfig.DEFAULT_STEPS})")
+    length.add_argument("--epochs", type=float, default=None,
+                        help="passes over the training split instead of --steps")
+    batch = parser.add_argument_group("batch").add_mutually_exclusive_group()
+    batch.add_argument("--batch-size", type=int, default=d.batch_size,
+                       help="sequences per replica per step")
+    batch.add_argument("--global-batch-size", type=int, default=None,
+                       help="sequences per step over all replicas (instead of --batch-size)")
+    opt = parser.add_argument_group("optimizer (AdamW)")
+    opt.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float,
+                     default=d.learning_rate, help="peak learning rate for --base-batch; "
+                     "scaled linearly to the global batch")
+    opt.add_argument("--base-batch", type=int, default=d.base_batch,
+                     help="the batch --lr is meant for (linear scaling rule)")
+    opt.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    opt.add_argument("--decay", default=d.decay, choices=["cosine", "linear", "constant"])
+    opt.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    opt.add_argument("--clipnorm", type=float, default=d.clipnorm)
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--mixed-precision", type=_mixed, default=None, metavar="POLICY",
+                       help="mixed_bfloat16 (bf16) or mixed_float16 (fp16); default float32")
+    speed.add_argument("--xla", action=argparse.BooleanOptionalAction, default=d.xla,
+                       help="compile train steps with XLA (jit_compile)")
+    speed.add_argument("--steps-per-execution", type=int, default=d.steps_per_execution)
+    run = parser.add_argument_group("run")
+    run.add_argument("--output-dir", default=d.output_dir,
+                     help="where the chief saves model.keras, tokenizer.json, train_state.json")
+    run.add_argument("--seed", type=int, default=d.seed)
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the model and optimizer state saved in --output-dir")
+    run.add_argument("--validate-every", type=int, default=None,
+                     help="steps between validations (default: 5 per run)")
+    run.add_argument("--val-steps", type=int, default=d.val_steps,
+                     help="most validation batches per validation")
+    run.add_argument("--strategy", default=d.strategy,
+                     help="auto, mirrored, multi_worker_mirrored, one_device, default, tpu")
+    run.add_argument("--cpu-replicas", type=int, default=None,
+                     help="split the CPU into N replicas (one process)")
+    run.add_argument("--progress", default=d.progress, choices=["auto", "rich", "plain", "none"])
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    sample = parser.add_argument_group("sample")
+    sample.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
+                        help="tokens to generate after training (0: none)")
+    sample.add_argument("--prompt", default=d.prompt)
+    sample.add_argument("--temperature", type=float, default=d.temperature)
+    sample.add_argument("--top-k", type=int, default=d.top_k)
+    parser.set_defaults(func=run_command)
+
+
+def config_from_args(args):
+    from keras_dp.train import TrainConfig
+
+    names = {f.name for f in __import__("dataclasses").fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def run_command(args) -> int:
+    from keras_dp.train import format_report, train
+
+    result = train(config_from_args(args))
+    if result.output_dir is None:  # not the chief: the chief reports
+        return 0
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(format_report(result, args.prompt))
+    return 0

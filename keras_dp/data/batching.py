@@ -1,0 +1,138 @@
+"""Batch bookkeeping and `distribute()`: one input pipeline per worker.
+
+Every keras_dp dataset is built with `strategy.distribute_datasets_from_function`:
+each worker calls the dataset function once with its `tf.distribute.InputContext`
+and returns a dataset of PER-REPLICA batches; the strategy hands consecutive
+elements to the worker's local replicas. No dataset is ever auto-sharded (which
+for most sources falls back to every worker reading everything and dropping
+what is not its own).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from keras_dp.errors import ConfigError
+
+
+def resolve_strategy(strategy=None):
+    """The strategy to use: the given one, the one whose scope is open, the
+    one `keras_dp.scope()` created, or TensorFlow's default strategy."""
+    import tensorflow as tf
+
+    if strategy is not None:
+        return strategy
+    if tf.distribute.has_strategy():
+        return tf.distribute.get_strategy()
+    from keras_dp.context import current_context
+
+    context = current_context()
+    if context is not None:
+        return context.strategy
+    return tf.distribute.get_strategy()
+
+
+def _check_count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        try:
+            import numpy as np
+
+            if isinstance(value, np.integer) and value >= 1:
+                return int(value)
+        except ImportError:  # pragma: no cover
+            pass
+        raise ConfigError("must be a whole number >= 1", variable=name, received=value)
+    return value
+
+
+def global_batch_size(per_replica_batch: int, strategy=None) -> int:
+    """The global batch for a per-replica batch: `per_replica_batch * replicas`.
+
+    Args:
+        per_replica_batch: Examples each replica processes per step.
+        strategy: The strategy (default: see `resolve_strategy`).
+
+    Returns:
+        Examples per step over all replicas of all workers.
+
+    Example:
+
+    ```python
+    with keras_dp.scope():
+        batch = keras_dp.data.global_batch_size(32)   # 64 with two workers
+    ```
+    """
+    per_replica_batch = _check_count(per_replica_batch, "per_replica_batch")
+    return per_replica_batch * int(resolve_strategy(strategy).num_replicas_in_sync)
+
+
+def per_replica_batch_size(global_batch: int, num_replicas: int) -> int:
+    """`global_batch / num_replicas`, which must divide evenly."""
+    global_batch = _check_count(global_batch, "global_batch_size")
+    if global_batch % num_replicas:
+        lower = max(1, global_batch // num_replicas) * num_replicas
+        raise ConfigError(
+            f"does not divide evenly over {num_replicas} replicas", variable="global_batch_size",
+            received=global_batch,
+            fix=f"use a multiple of {num_replicas} (e.g. {lower} or {lower + num_replicas}), "
+                "or give the per-replica batch (keras_dp.data.global_batch_size(per_replica))")
+    return global_batch // num_replicas
+
+
+def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
+    """Whole global batches in `num_examples` examples (the last partial one is dropped).
+
+    Raises:
+        ConfigError: when there is not even one global batch.
+    """
+    num_examples = int(num_examples)
+    global_batch_size = _check_count(global_batch_size, "global_batch_size")
+    steps = num_examples // global_batch_size
+    if steps < 1:
+        raise ConfigError(f"{num_examples} examples do not fill one global batch",
+                          variable="global_batch_size", received=global_batch_size,
+                          fix=f"use a global batch of at most {max(1, num_examples)}, or more data")
+    return steps
+
+
+def distribute(dataset_fn: Callable, *, global_batch_size: int, strategy=None):
+    """Builds one input pipeline per worker with `distribute_datasets_from_function`.
+
+    Args:
+        dataset_fn: `dataset_fn(input_context) -> tf.data.Dataset` of
+            per-replica batches (`input_context.get_per_replica_batch_size(
+            global_batch_size)` rows each). It should read only this
+            pipeline's part of the data (`input_context.input_pipeline_id` of
+            `input_context.num_input_pipelines`).
+        global_batch_size: Examples per step over all replicas; must divide
+            evenly over the replicas.
+        strategy: The strategy (default: see `resolve_strategy`).
+
+    Returns:
+        A `tf.distribute.DistributedDataset` for `model.fit` or `strategy.run`.
+
+    Example:
+
+    ```python
+    def dataset_fn(ctx):
+        batch = ctx.get_per_replica_batch_size(64)
+        return my_files(ctx.input_pipeline_id, ctx.num_input_pipelines).batch(batch)
+
+    ds = keras_dp.data.distribute(dataset_fn, global_batch_size=64)
+    ```
+    """
+    import tensorflow as tf
+
+    strategy = resolve_strategy(strategy)
+    per_replica_batch_size(global_batch_size, int(strategy.num_replicas_in_sync))
+
+    def pipeline(input_context):
+        dataset = dataset_fn(input_context)
+        options = tf.data.Options()
+        options.deterministic = True
+        # The dataset already holds only this pipeline's part: never shard it again.
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options)
+
+    return strategy.distribute_datasets_from_function(pipeline)

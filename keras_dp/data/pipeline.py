@@ -1,0 +1,213 @@
+"""Sharded, deterministic language-model batches: the stream layout.
+
+The rule (what makes "each worker reads only its own part" and "a seed gives
+the same global batches in every worker count" hold together):
+
+1. A split's token stream of N tokens is cut into B contiguous *streams*,
+   B = the global batch size: stream i holds tokens
+   `[floor(i*N/B), floor((i+1)*N/B))`.
+2. Stream i is cut into examples of seq_len+1 tokens at stride seq_len
+   (inputs = tokens[k*T : k*T+T], targets = the same shifted by one): no
+   padding, every token is a target once.
+3. **Row i of every global batch comes from stream i.** In epoch e, stream i
+   visits its examples in a random order drawn from `(seed, i, e)` alone
+   (stateless RNG), or in order when `shuffle=False`. An epoch is
+   `steps_per_epoch = min_i(examples in stream i)` steps.
+4. Input pipeline p of P (one per worker) serves global rows
+   `[p*B/P, (p+1)*B/P)` - so it reads only the token range of streams
+   `[p*B/P, (p+1)*B/P)` (for stored corpora: only the shard files holding
+   it) - and hands them out as per-replica batches of `B/R` rows to its
+   local replicas in order (global replica r gets rows `[r*B/R, (r+1)*B/R)`).
+
+Global batch s is therefore a function of (corpus, split, seq_len, B, seed, s)
+only - not of the number of workers, replicas or input pipelines. Any layout
+tf.distribute accepts works (P divides R divides B). Limits: each stream needs
+at least seq_len+1 tokens (N >= B * (seq_len + 1)); changing B changes the
+streams (and so the batches); every pipeline holds its streams' tokens in
+memory (N/P tokens: about 50 MB per worker for a 200 MB corpus and 4 workers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import List, Optional, Tuple
+
+from keras_dp.errors import ConfigError
+
+log = logging.getLogger("keras_dp")
+
+_SEED_STRIDE = 1 << 32
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamLayout:
+    """How a split of `num_tokens` tokens is laid out for global batch B and seq_len T.
+
+    Attributes:
+        num_tokens: Tokens in the split.
+        global_batch_size: B, also the number of streams.
+        seq_len: T, tokens per example input.
+    """
+
+    num_tokens: int
+    global_batch_size: int
+    seq_len: int
+
+    def __post_init__(self):
+        for name in ("global_batch_size", "seq_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError("must be a whole number >= 1", variable=name, received=value)
+        if self.num_tokens < self.global_batch_size * (self.seq_len + 1):
+            most = max(1, self.num_tokens // (self.seq_len + 1))
+            raise ConfigError(
+                f"the split has {self.num_tokens:,} tokens, too few for a global batch of "
+                f"{self.global_batch_size} sequences of {self.seq_len}+1 tokens (each of the "
+                f"{self.global_batch_size} streams needs at least {self.seq_len + 1} tokens)",
+                variable="global_batch_size", received=self.global_batch_size,
+                fix=f"use a global batch of at most {most}, a shorter seq_len, or more data")
+
+    def bound(self, stream: int) -> int:
+        """First token of `stream` (the end of the last stream for stream == B)."""
+        return stream * self.num_tokens // self.global_batch_size
+
+    def examples_in(self, stream: int) -> int:
+        return (self.bound(stream + 1) - self.bound(stream) - 1) // self.seq_len
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Global batches per epoch (the smallest stream's examples)."""
+        return min(self.examples_in(i) for i in range(self.global_batch_size))
+
+    @property
+    def max_examples(self) -> int:
+        return max(self.examples_in(i) for i in range(self.global_batch_size))
+
+    @property
+    def num_examples(self) -> int:
+        """Examples used per epoch: steps_per_epoch * B."""
+        return self.steps_per_epoch * self.global_batch_size
+
+    def pipeline_streams(self, pipeline: int, num_pipelines: int) -> Tuple[int, int]:
+        """The streams `[first, stop)` input pipeline `pipeline` of `num_pipelines` serves."""
+        if self.global_batch_size % num_pipelines:
+            raise ConfigError(
+                f"the global batch does not divide over {num_pipelines} input pipelines",
+                variable="global_batch_size", received=self.global_batch_size,
+                fix=f"use a multiple of {num_pipelines}")
+        per = self.global_batch_size // num_pipelines
+        return pipeline * per, (pipeline + 1) * per
+
+    def token_range(self, first: int, stop: int) -> Tuple[int, int]:
+        return self.bound(first), self.bound(stop)
+
+
+def pipeline_dataset(corpus, split: str, layout: StreamLayout, input_context, *, seed: int = 0,
+                     shuffle: bool = True, repeat: bool = True, start_step: int = 0,
+                     epoch_steps: Optional[int] = None):
+    """The per-replica batches input pipeline `input_context` serves (see module docstring).
+
+    Args:
+        corpus: A `keras_dp.data.Corpus`.
+        split: Its split to read.
+        layout: The `StreamLayout` of that split.
+        input_context: A `tf.distribute.InputContext`.
+        seed: Shuffling seed.
+        shuffle: Visit each stream's examples in a new random order each epoch.
+        repeat: Repeat epochs forever (else one epoch).
+        start_step: Skip this many global steps (resuming).
+        epoch_steps: Cut each epoch to at most this many steps (e.g. a fixed
+            validation subset).
+
+    Returns:
+        A `tf.data.Dataset` of `(inputs, targets)`, int32 `[B/R, seq_len]`.
+    """
+    import tensorflow as tf
+
+    pipelines = input_context.num_input_pipelines
+    pipeline = input_context.input_pipeline_id
+    replicas = input_context.num_replicas_in_sync
+    batch = layout.global_batch_size
+    if batch % replicas:
+        raise ConfigError(f"does not divide evenly over {replicas} replicas",
+                          variable="global_batch_size", received=batch,
+                          fix=f"use a multiple of {replicas}")
+    per_replica = batch // replicas
+    local_replicas = replicas // pipelines
+    first, stop = layout.pipeline_streams(pipeline, pipelines)
+    begin, end = layout.token_range(first, stop)
+    seq_len = layout.seq_len
+    steps = layout.steps_per_epoch
+    if epoch_steps is not None:
+        steps = max(1, min(steps, int(epoch_steps)))
+    max_examples = layout.max_examples
+    offsets = [layout.bound(i) - begin for i in range(first, stop)]
+    counts = [layout.examples_in(i) for i in range(first, stop)]
+    first_epoch, skip = divmod(int(start_step), steps)
+    log.debug("keras_dp: input pipeline %d/%d reads %s tokens [%d, %d) (streams %d-%d)",
+              pipeline, pipelines, split, begin, end, first, stop - 1)
+
+    stream_ids = tf.constant(list(range(first, stop)), tf.int64)
+    offsets_t = tf.constant(offsets, tf.int64)
+    counts_t = tf.constant(counts, tf.int64)
+    window = tf.range(seq_len + 1, dtype=tf.int64)
+
+    def epoch_order(epoch):
+        """[steps, streams] example index of each local stream at each step."""
+        if not shuffle:
+            return tf.tile(tf.range(steps, dtype=tf.int64)[:, None], [1, stop - first])
+        seeds = tf.stack([tf.fill([stop - first], tf.constant(seed, tf.int64)),
+                          stream_ids * _SEED_STRIDE + epoch], axis=1)
+        keys = tf.map_fn(lambda s: tf.random.stateless_uniform([max_examples], seed=s),
+                         seeds, fn_output_signature=tf.float32)
+        valid = tf.range(max_examples, dtype=tf.int64)[None, :] < counts_t[:, None]
+        keys = tf.where(valid, keys, 2.0)  # past a stream's end: sorted last
+        order = tf.argsort(keys, axis=1, stable=True)[:, :steps]
+        return tf.transpose(tf.cast(order, tf.int64))
+
+    last_epoch = (1 << 62) if repeat else 1
+    if not repeat and first_epoch >= 1:
+        raise ConfigError("is past the end of the (non-repeating) dataset",
+                          variable="start_step", received=start_step)
+    order = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(
+        lambda epoch: tf.data.Dataset.from_tensor_slices(epoch_order(epoch)))
+    if skip:
+        order = order.skip(skip)
+
+    def batches(tokens):
+        def rows(index):
+            starts = offsets_t + index * seq_len
+            sequences = tf.cast(tf.gather(tokens, starts[:, None] + window[None, :]), tf.int32)
+            inputs = tf.reshape(sequences[:, :-1], [local_replicas, per_replica, seq_len])
+            targets = tf.reshape(sequences[:, 1:], [local_replicas, per_replica, seq_len])
+            return tf.data.Dataset.from_tensor_slices((inputs, targets))
+
+        return order.flat_map(rows)
+
+    tokens = corpus.token_dataset(split, begin, end, input_context=input_context)
+    return tokens.flat_map(batches).prefetch(tf.data.AUTOTUNE)
+
+
+def global_batches(per_pipeline_batches: List[List[tuple]], local_replicas: int):
+    """Test/inspection helper: concatenates per-pipeline per-replica batches into
+    global batches, in global replica order.
+
+    Args:
+        per_pipeline_batches: For each pipeline (in id order), its dataset's
+            elements as numpy `(inputs, targets)` pairs.
+        local_replicas: Replicas per pipeline.
+
+    Returns:
+        A list of `(inputs, targets)` numpy arrays `[B, seq_len]`, one per step.
+    """
+    import numpy as np
+
+    steps = min(len(p) for p in per_pipeline_batches) // local_replicas
+    result = []
+    for step in range(steps):
+        parts = [p[step * local_replicas + r] for p in per_pipeline_batches
+                 for r in range(local_replicas)]
+        result.append((np.concatenate([x for x, _ in parts]),
+                       np.concatenate([y for _, y in parts])))
+    return result

@@ -1,0 +1,366 @@
+"""Local text files and tensorflow-datasets sources, stored as a sharded tfds dataset.
+
+A text source that is not in memory is converted ONCE into a
+tensorflow-datasets dataset of its own (`keras_dp_text`) in the cache
+directory: each split's token stream is cut into equal chunks (one example
+each) written in order (`disable_shuffling=True`) over `num_shards` files.
+A worker then reads only the chunks - and so only the files - holding the
+token range its input pipeline needs (`builder.as_dataset(split="train[a:b]")`).
+
+The conversion also re-splits sources with too few shards for the cluster:
+`tfds:tiny_shakespeare` has one example (one file) per split, which tfds
+cannot shard over two input pipelines; converted, it has `num_shards` files,
+and `ensure_shards` writes more when there are more input pipelines than files.
+
+The cache key is a fingerprint of the source (file paths, sizes and mtimes;
+or the tfds name, version and split sizes), so a changed file is converted
+again. Writes go to a private temporary folder that is renamed into place, so
+several workers converting the same source at once never see a half-written
+dataset; the first rename wins.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from keras_dp.data.corpus import (DOCUMENT_SEPARATOR, Corpus, split_train_validation)
+from keras_dp.errors import ConfigError
+
+log = logging.getLogger("keras_dp")
+
+CACHE_DIR_VARIABLE = "KERAS_DP_CACHE_DIR"
+CORPUS_FILE = "corpus.json"
+FORMAT_VERSION = 1
+#: Shard files written per split by default (re-split to more when needed).
+DEFAULT_SHARDS = 16
+#: Largest chunk (one tfds example), in tokens.
+MAX_CHUNK = 64 * 1024
+_TFDS_NAME = "keras_dp_text"
+_TFDS_VERSION = "1.0.0"
+
+
+def default_cache_dir(environ: Optional[Mapping[str, str]] = None) -> str:
+    """`$KERAS_DP_CACHE_DIR`, else `~/.cache/keras_dp`."""
+    env = os.environ if environ is None else environ
+    return env.get(CACHE_DIR_VARIABLE) or os.path.join(os.path.expanduser("~"), ".cache",
+                                                       "keras_dp")
+
+
+def chunk_size_for(num_tokens: int, num_shards: int) -> int:
+    """Chunk length so that a split of `num_tokens` has at least `num_shards` chunks."""
+    return int(max(1, min(MAX_CHUNK, -(-num_tokens // max(1, num_shards)))))
+
+
+class StoredCorpus(Corpus):
+    """A corpus converted into a sharded tfds dataset (see the module docstring).
+
+    Args:
+        path: The folder `write_store` created (holds `corpus.json`).
+    """
+
+    def __init__(self, path: str):
+        from keras_dp.data.tokenizer import tokenizer_from_config
+
+        self.path = path
+        with open(os.path.join(path, CORPUS_FILE), encoding="utf-8") as handle:
+            self.meta = json.load(handle)
+        self.name = self.meta["name"]
+        self.tokenizer = tokenizer_from_config(self.meta.get("tokenizer"))
+        self._builder = None
+
+    @property
+    def splits(self) -> Sequence[str]:
+        return tuple(self.meta["splits"])
+
+    @property
+    def num_shards(self) -> int:
+        return int(self.meta["num_shards"])
+
+    @property
+    def source(self) -> dict:
+        return self.meta["source"]
+
+    def num_tokens(self, split: str) -> int:
+        return int(self.meta["splits"][self.check_split(split)]["tokens"])
+
+    def chunk_size(self, split: str) -> int:
+        return int(self.meta["splits"][self.check_split(split)]["chunk_size"])
+
+    @property
+    def builder(self):
+        if self._builder is None:
+            import tensorflow_datasets as tfds
+
+            self._builder = tfds.builder_from_directory(
+                os.path.join(self.path, "tfds", _TFDS_NAME, _TFDS_VERSION))
+        return self._builder
+
+    def files_for(self, split: str, start: int, stop: int) -> List[str]:
+        """The shard files that hold tokens `[start, stop)` of `split`."""
+        instructions = self.builder.info.splits[self._slice(split, start, stop)].file_instructions
+        return [os.path.basename(str(i.filename)) for i in instructions]
+
+    def _slice(self, split: str, start: int, stop: int) -> str:
+        size = self.chunk_size(split)
+        return f"{split}[{start // size}:{-(-stop // size)}]"
+
+    def token_dataset(self, split: str, start: int, stop: int, input_context=None):
+        import tensorflow as tf
+        import tensorflow_datasets as tfds
+
+        if stop <= start:
+            return tf.data.Dataset.from_tensors(tf.zeros([0], tf.uint8))
+        size = self.chunk_size(split)
+        first = start // size
+        chunks = -(-stop // size) - first
+        read_config = tfds.ReadConfig(try_autocache=False, interleave_cycle_length=1,
+                                      shuffle_seed=None)
+        chunk_ds = self.builder.as_dataset(split=self._slice(split, start, stop),
+                                           shuffle_files=False, read_config=read_config)
+        offset, length = start - first * size, stop - start
+        return (chunk_ds.map(lambda example: example["tokens"])
+                .ragged_batch(chunks)
+                .map(lambda ragged: ragged.flat_values[offset:offset + length]))
+
+    def tokens(self, split: str) -> np.ndarray:
+        import tensorflow_datasets as tfds
+
+        ds = self.token_dataset(split, 0, self.num_tokens(split))
+        return next(iter(tfds.as_numpy(ds)))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:40] or "corpus"
+
+
+def _fingerprint(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def store_path(cache_dir: Optional[str], name: str, source: dict, num_shards: int) -> str:
+    key = _fingerprint({"format": FORMAT_VERSION, "source": source})
+    return os.path.join(cache_dir or default_cache_dir(), "text",
+                        f"{_slug(name)}-{key}-{num_shards}shards")
+
+
+def write_store(path: str, name: str, splits: Mapping[str, np.ndarray], *, num_shards: int,
+                source: dict, tokenizer=None) -> StoredCorpus:
+    """Writes token streams as a sharded tfds dataset at `path` (atomically).
+
+    Args:
+        path: Final folder (must not exist; if another process creates it
+            first, its copy is used).
+        name: Description of the source.
+        splits: Split name -> 1-D uint8 token array (empty splits are left out).
+        num_shards: Shard files per split (fewer for splits with fewer tokens).
+        source: JSON-able description of the source (kept in `corpus.json`).
+        tokenizer: The tokenizer (default bytes).
+
+    Returns:
+        The `StoredCorpus`.
+    """
+    import tensorflow_datasets as tfds
+
+    from keras_dp.data.tokenizer import ByteTokenizer
+
+    tokenizer = tokenizer or ByteTokenizer()
+    splits = {k: np.asarray(v, dtype=np.uint8).reshape(-1) for k, v in splits.items()
+              if len(v)}
+    if not splits:
+        raise ConfigError(f"the source {name!r} holds no text", variable="source",
+                          received=name, fix="point it at non-empty text files")
+    # tfds writes the same number of shards for every split: no more than the
+    # smallest split has chunks.
+    shards = max(1, min([num_shards] + [len(v) for v in splits.values()]))
+    meta_splits, generators = {}, {}
+    for split, stream in splits.items():
+        size = chunk_size_for(len(stream), shards)
+        count = -(-len(stream) // size)
+        meta_splits[split] = {"tokens": int(len(stream)), "chunk_size": size, "chunks": count}
+        generators[split] = [(i, {"tokens": stream[i * size:(i + 1) * size]})
+                             for i in range(count)]
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=".writing-", dir=parent)
+    started = time.time()
+    try:
+        tfds.dataset_builders.store_as_tfds_dataset(
+            name=_TFDS_NAME, version=_TFDS_VERSION,
+            features=tfds.features.FeaturesDict(
+                {"tokens": tfds.features.Tensor(shape=(None,), dtype=np.uint8)}),
+            split_datasets=generators, data_dir=os.path.join(temporary, "tfds"),
+            description=f"keras_dp token chunks of {name}", file_format="tfrecord",
+            download_config=tfds.download.DownloadConfig(num_shards=shards),
+            disable_shuffling=True)
+        shutil.rmtree(os.path.join(temporary, "tfds", "downloads"), ignore_errors=True)
+        meta = {"format": FORMAT_VERSION, "name": name, "source": source,
+                "num_shards": shards, "splits": meta_splits,
+                "tokenizer": tokenizer.get_config()}
+        with open(os.path.join(temporary, CORPUS_FILE), "w", encoding="utf-8") as handle:
+            json.dump(meta, handle, indent=2)
+        try:
+            os.rename(temporary, path)
+        except OSError:
+            if not os.path.exists(os.path.join(path, CORPUS_FILE)):
+                raise
+            log.info("keras_dp: %s was converted by another process meanwhile", name)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    log.info("keras_dp: converted %s into %d shard(s) in %.1f s: %s", name, shards,
+             time.time() - started, path)
+    return StoredCorpus(path)
+
+
+def open_or_write(cache_dir, name, source, num_shards, make_splits, tokenizer=None):
+    """The stored corpus for `source`, converting it (with `make_splits()`) if missing."""
+    path = store_path(cache_dir, name, source, num_shards)
+    if os.path.exists(os.path.join(path, CORPUS_FILE)):
+        return StoredCorpus(path)
+    return write_store(path, name, make_splits(), num_shards=num_shards, source=source,
+                       tokenizer=tokenizer)
+
+
+def ensure_shards(corpus: Corpus, num_pipelines: int) -> Corpus:
+    """A copy of a stored corpus with at least `num_pipelines` shard files.
+
+    With fewer files than input pipelines, two workers would read (different
+    parts of) the same file. The re-split copy holds the same token streams,
+    so the batches are the same; only the files differ.
+    """
+    if not isinstance(corpus, StoredCorpus) or corpus.num_shards >= num_pipelines:
+        return corpus
+    shards = -(-num_pipelines // DEFAULT_SHARDS) * DEFAULT_SHARDS
+    smallest = min(corpus.num_tokens(s) for s in corpus.splits)
+    if smallest < num_pipelines:
+        return corpus  # cannot split further; token ranges still stay disjoint
+    cache_dir = os.path.dirname(os.path.dirname(corpus.path))
+    return open_or_write(cache_dir, corpus.name, corpus.source, shards,
+                         lambda: {s: corpus.tokens(s) for s in corpus.splits},
+                         tokenizer=corpus.tokenizer)
+
+
+# -- local files -------------------------------------------------------------
+def expand_files(patterns: Union[str, Sequence[str]]) -> List[str]:
+    """Sorted absolute paths of the files that `patterns` (paths or globs) name."""
+    items = [patterns] if isinstance(patterns, str) else list(patterns)
+    paths: List[str] = []
+    for item in items:
+        item = os.path.expanduser(str(item))
+        matches = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else [item]
+        if os.path.isdir(item):
+            matches = sorted(p for p in glob.glob(os.path.join(item, "**", "*"), recursive=True)
+                             if os.path.isfile(p))
+        matches = [m for m in matches if os.path.isfile(m)]
+        if not matches:
+            raise ConfigError("names no readable file", variable="source", received=item,
+                              fix="pass an existing text file, a folder, or a glob such as "
+                                  "'data/*.txt'; or 'builtin' for the embedded corpus")
+        paths.extend(os.path.abspath(m) for m in matches)
+    return sorted(dict.fromkeys(paths))
+
+
+def _read_files(paths: Iterable[str]) -> np.ndarray:
+    parts = []
+    for path in paths:
+        with open(path, "rb") as handle:
+            parts.append(handle.read().strip())
+    return np.frombuffer(DOCUMENT_SEPARATOR.join(parts), dtype=np.uint8)
+
+
+def files_corpus(patterns, *, cache_dir: Optional[str] = None,
+                 num_shards: int = DEFAULT_SHARDS) -> StoredCorpus:
+    """Local text files (paths, folders or globs) as a stored, sharded corpus.
+
+    Files are read as bytes in sorted path order, joined by a blank line, and
+    split into train and validation with `split_train_validation`.
+    """
+    paths = expand_files(patterns)
+    stats = [[p, os.path.getsize(p), int(os.path.getmtime(p))] for p in paths]
+    name = paths[0] if len(paths) == 1 else f"{len(paths)} files in {os.path.dirname(paths[0])}"
+    return open_or_write(cache_dir, name, {"kind": "files", "files": stats}, num_shards,
+                         lambda: split_train_validation(_read_files(paths)))
+
+
+# -- tensorflow-datasets sources --------------------------------------------
+def _not_prepared(spec: str, data_dir: Optional[str], detail: str) -> ConfigError:
+    where = data_dir or "tensorflow-datasets' default data_dir (~/tensorflow_datasets or "\
+        "$TFDS_DATA_DIR)"
+    return ConfigError(
+        f"the tensorflow-datasets dataset {spec!r} is not prepared in {where} ({detail}), "
+        "and keras_dp does not download data at run time",
+        variable="source", received=f"tfds:{spec}",
+        fix=f"on a machine with network access run `tfds build {spec.split(':')[0]} "
+            f"--data_dir DIR` (pip install tensorflow-datasets), copy DIR here and pass "
+            "data_dir=DIR (keras-dp train --data-dir DIR); or pass download=True on a "
+            "machine with network access")
+
+
+def tfds_corpus(spec: str, *, data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
+                text_feature: Optional[str] = None, download: bool = False,
+                num_shards: int = DEFAULT_SHARDS) -> StoredCorpus:
+    """A prepared tensorflow-datasets text dataset, converted into a sharded corpus.
+
+    Args:
+        spec: `NAME`, `NAME/CONFIG` or `NAME:VERSION` as tfds writes them.
+        data_dir: The tfds data directory that holds the prepared dataset.
+        cache_dir: Where the converted copy goes.
+        text_feature: Feature holding the text (default: the only Text feature).
+        download: Let tfds download and prepare it when missing (needs network).
+        num_shards: Shard files of the converted copy.
+
+    Raises:
+        ConfigError: at once (no download retries) when the dataset is not
+            prepared in `data_dir`, with the command that prepares it.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(spec, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise _not_prepared(spec, data_dir, "no dataset of that name is registered or "
+                                            "stored there") from None
+    except (ValueError, OSError) as exc:
+        raise _not_prepared(spec, data_dir, str(exc).splitlines()[0]) from None
+    if not builder.is_prepared():
+        if not download:
+            raise _not_prepared(spec, data_dir, f"nothing in {builder.data_dir}")
+        builder.download_and_prepare()
+    features = builder.info.features
+    texts = [k for k, v in features.items() if isinstance(v, tfds.features.Text)]
+    feature = text_feature or (texts[0] if len(texts) == 1 else None)
+    if feature is None or feature not in features:
+        raise ConfigError(
+            f"cannot tell which feature of tfds:{spec} holds the text (text features: "
+            f"{texts or 'none'})", variable="text_feature", received=text_feature,
+            fix="pass text_feature=NAME (keras-dp train --text-feature NAME)")
+    source_splits = {name: int(info.num_examples) for name, info in builder.info.splits.items()}
+    source = {"kind": "tfds", "name": builder.info.full_name,
+              "data_dir": os.path.abspath(str(builder.data_dir)), "feature": feature,
+              "splits": source_splits}
+
+    def make_splits() -> Dict[str, np.ndarray]:
+        streams = {}
+        for split in source_splits:
+            ds = builder.as_dataset(split=split, shuffle_files=False,
+                                    read_config=tfds.ReadConfig(try_autocache=False,
+                                                                interleave_cycle_length=1))
+            streams[split] = np.frombuffer(DOCUMENT_SEPARATOR.join(
+                bytes(example[feature]).strip() for example in tfds.as_numpy(ds)),
+                dtype=np.uint8)
+        if "validation" not in streams and "train" in streams:
+            streams.update(split_train_validation(streams["train"]))
+        return streams
+
+    return open_or_write(cache_dir, f"tfds:{builder.info.full_name}", source, num_shards,
+                         make_splits)

@@ -1,0 +1,134 @@
+"""Byte-level tokenizer: one token per UTF-8 byte, no vocabulary file."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Iterable, List, Union
+
+import numpy as np
+
+#: File name the tokenizer is saved under next to a model.
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class ByteTokenizer:
+    """Maps text to its UTF-8 bytes (token ids 0-255) and back.
+
+    It needs no vocabulary file and works for any text; one token is one
+    byte, so a loss in nats per token divided by ln 2 is bits per byte.
+    `TransformerLM` stores the tokenizer's config in its own, so a saved
+    `.keras` file decodes its generations correctly.
+
+    Args:
+        errors: How `decode` treats byte sequences that are not valid UTF-8
+            (a sampled model can produce them): `"replace"` (default),
+            `"ignore"` or `"strict"`.
+
+    Example:
+
+    ```python
+    tokenizer = keras_dp.data.ByteTokenizer()
+    ids = tokenizer.encode("héllo")     # [104, 195, 169, 108, 108, 111]
+    tokenizer.decode(ids)               # "héllo"
+    ```
+    """
+
+    kind = "bytes"
+    vocab_size = 256
+
+    def __init__(self, errors: str = "replace"):
+        if errors not in ("replace", "ignore", "strict"):
+            from keras_dp.errors import ConfigError
+
+            raise ConfigError("must be 'replace', 'ignore' or 'strict'", variable="errors",
+                              received=errors)
+        self.errors = errors
+
+    def encode(self, text: Union[str, bytes]) -> np.ndarray:
+        """Returns the token ids of `text` as a uint8 array."""
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        return np.frombuffer(data, dtype=np.uint8).copy()
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Returns the text of `ids` (ints in [0, 256))."""
+        values = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
+        data = (values.reshape(-1).astype(np.int64) & 0xFF).astype(np.uint8).tobytes()
+        return data.decode("utf-8", errors=self.errors)
+
+    # -- serialization -------------------------------------------------------
+    def get_config(self) -> Dict[str, Any]:
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "errors": self.errors}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "ByteTokenizer":
+        return cls(errors=config.get("errors", "replace"))
+
+    def save(self, directory: str) -> str:
+        """Writes `tokenizer.json` into `directory`; returns its path."""
+        path = os.path.join(directory, TOKENIZER_FILE)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(self.get_config(), handle, indent=2)
+        return path
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ByteTokenizer) and other.get_config() == self.get_config()
+
+    def __repr__(self) -> str:
+        return f"ByteTokenizer(errors={self.errors!r})"
+
+
+class IdTokenizer:
+    """Tokens that are already integer ids (the synthetic corpus); text is the ids."""
+
+    kind = "ids"
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = int(vocab_size)
+
+    def encode(self, text: Union[str, Iterable[int]]) -> np.ndarray:
+        if isinstance(text, str):
+            values: List[int] = [int(t) for t in text.split()]
+        else:
+            values = [int(t) for t in text]
+        return np.asarray(values, dtype=np.int32)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return " ".join(str(int(i)) for i in np.asarray(ids).reshape(-1))
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"kind": self.kind, "vocab_size": self.vocab_size}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "IdTokenizer":
+        return cls(config["vocab_size"])
+
+    def save(self, directory: str) -> str:
+        path = os.path.join(directory, TOKENIZER_FILE)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(self.get_config(), handle, indent=2)
+        return path
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, IdTokenizer) and other.vocab_size == self.vocab_size
+
+
+def tokenizer_from_config(config: Dict[str, Any]):
+    """Rebuilds a tokenizer from `get_config()` output (or None -> bytes)."""
+    if not config:
+        return ByteTokenizer()
+    kind = config.get("kind", "bytes")
+    if kind == "bytes":
+        return ByteTokenizer.from_config(config)
+    if kind == "ids":
+        return IdTokenizer.from_config(config)
+    from keras_dp.errors import ConfigError
+
+    raise ConfigError("unknown tokenizer kind", variable="tokenizer", field="kind",
+                      received=kind, fix="use 'bytes' or 'ids'")
+
+
+def load_tokenizer(directory: str):
+    """Reads `tokenizer.json` from a model directory."""
+    with open(os.path.join(directory, TOKENIZER_FILE), encoding="utf-8") as handle:
+        return tokenizer_from_config(json.load(handle))

@@ -1,0 +1,17 @@
+"""Sizes of `TransformerLM.from_preset(name)`.
+
+| preset | d_model | layers | heads | seq_len | parameters (bytes vocab) | for |
+| --- | --- | --- | --- | --- | --- | --- |
+| `tiny` | 128 | 2 | 4 | 128 | ~0.45 M | CPU, tests, the default `keras-dp train` |
+| `small` | 384 | 6 | 6 | 256 | ~10.8 M | one GPU, a few minutes |
+| `base` | 768 | 12 | 12 | 1024 | ~86 M (GPT-2 small's shape) | several GPUs |
+"""
+
+PRESETS = {
+    "tiny": {"d_model": 128, "num_layers": 2, "num_heads": 4, "seq_len": 128, "mlp_ratio": 4,
+             "dropout": 0.0, "tie_embeddings": True},
+    "small": {"d_model": 384, "num_layers": 6, "num_heads": 6, "seq_len": 256, "mlp_ratio": 4,
+              "dropout": 0.1, "tie_embeddings": True},
+    "base": {"d_model": 768, "num_layers": 12, "num_heads": 12, "seq_len": 1024, "mlp_ratio": 4,
+             "dropout": 0.1, "tie_embeddings": True},
+}

@@ -1,0 +1,128 @@
+"""Learning-rate schedules for data-parallel training.
+
+- `scaled_learning_rate(base_lr, global_batch, base_batch)`: the linear
+  scaling rule (Goyal et al., 2017): a global batch k times larger gets a
+  k times larger learning rate.
+- `WarmupSchedule`: per-step linear warmup from ~0 to the peak, then
+  constant, linear or cosine decay to `min_ratio * peak` at `decay_steps`.
+  A Keras `LearningRateSchedule`, registered serializable (it is saved with
+  the optimizer in a `.keras` file).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+import keras
+from keras import ops
+
+from keras_dp.errors import ConfigError
+
+DECAYS = ("constant", "linear", "cosine")
+
+
+def scaled_learning_rate(base_lr: float, global_batch: int, base_batch: int) -> float:
+    """The linear scaling rule: `base_lr * global_batch / base_batch`.
+
+    Args:
+        base_lr: The learning rate tuned for `base_batch`.
+        global_batch: The global batch now in use.
+        base_batch: The batch `base_lr` was tuned for.
+
+    Example:
+
+    ```python
+    scaled_learning_rate(1e-3, 256, 32)   # 0.008
+    ```
+    """
+    if not base_lr > 0:
+        raise ConfigError("must be > 0", variable="learning_rate", received=base_lr)
+    for name, value in (("global_batch", global_batch), ("base_batch", base_batch)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ConfigError("must be a whole number >= 1", variable=name, received=value)
+    return float(base_lr) * float(global_batch) / float(base_batch)
+
+
+@keras.saving.register_keras_serializable(package="keras_dp")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup to `peak_lr` over `warmup_steps`, then a decay.
+
+    Args:
+        peak_lr: The learning rate after warmup (already scaled for the batch).
+        warmup_steps: Steps of linear warmup (step s uses `(s+1)/warmup_steps`).
+        decay_steps: Step at which the decay reaches its end (the run's total
+            steps); None with `decay="constant"`.
+        decay: `"constant"`, `"linear"` or `"cosine"`.
+        min_ratio: The final learning rate as a fraction of `peak_lr`.
+
+    Example:
+
+    ```python
+    lr = keras_dp.schedules.WarmupSchedule(
+        keras_dp.schedules.scaled_learning_rate(1e-3, ctx.global_batch(32), 32),
+        warmup_steps=100, decay_steps=2000, decay="cosine")
+    model.compile(optimizer=keras.optimizers.AdamW(lr), ...)
+    ```
+    """
+
+    def __init__(self, peak_lr: float, warmup_steps: int = 0, decay_steps: Optional[int] = None,
+                 decay: str = "cosine", min_ratio: float = 0.0):
+        if not peak_lr > 0:
+            raise ConfigError("must be > 0", variable="peak_lr", received=peak_lr)
+        if int(warmup_steps) < 0:
+            raise ConfigError("must be >= 0", variable="warmup_steps", received=warmup_steps)
+        if decay not in DECAYS:
+            raise ConfigError("unknown decay", variable="decay", received=decay,
+                              fix=f"use one of: {', '.join(DECAYS)}")
+        if decay != "constant" and (decay_steps is None or int(decay_steps) < 1):
+            raise ConfigError(f"is needed for decay={decay!r}", variable="decay_steps",
+                              received=decay_steps, fix="pass the run's total steps")
+        if not 0.0 <= min_ratio <= 1.0:
+            raise ConfigError("must be in [0, 1]", variable="min_ratio", received=min_ratio)
+        self.peak_lr = float(peak_lr)
+        self.warmup_steps = int(warmup_steps)
+        self.decay_steps = None if decay_steps is None else int(decay_steps)
+        self.decay = decay
+        self.min_ratio = float(min_ratio)
+
+    def value(self, step: int) -> float:
+        """The learning rate at `step`, in plain Python (for logs and tests)."""
+        return float(self._python(step))
+
+    def _python(self, step):
+        if self.warmup_steps and step < self.warmup_steps:
+            return self.peak_lr * (step + 1) / self.warmup_steps
+        if self.decay == "constant":
+            return self.peak_lr
+        span = max(1, self.decay_steps - self.warmup_steps)
+        progress = min(1.0, max(0.0, (step - self.warmup_steps) / span))
+        if self.decay == "linear":
+            shape = 1.0 - progress
+        else:
+            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.peak_lr * (self.min_ratio + (1.0 - self.min_ratio) * shape)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        peak = ops.cast(self.peak_lr, "float32")
+        if self.warmup_steps:
+            warm = peak * (step + 1.0) / float(self.warmup_steps)
+        else:
+            warm = peak
+        if self.decay == "constant":
+            after = peak
+        else:
+            span = float(max(1, self.decay_steps - self.warmup_steps))
+            progress = ops.clip((step - float(self.warmup_steps)) / span, 0.0, 1.0)
+            if self.decay == "linear":
+                shape = 1.0 - progress
+            else:
+                shape = 0.5 * (1.0 + ops.cos(math.pi * progress))
+            after = peak * (self.min_ratio + (1.0 - self.min_ratio) * shape)
+        return ops.where(step < float(self.warmup_steps), warm, after)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"peak_lr": self.peak_lr, "warmup_steps": self.warmup_steps,
+                "decay_steps": self.decay_steps, "decay": self.decay,
+                "min_ratio": self.min_ratio}
