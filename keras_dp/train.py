@@ -68,11 +68,11 @@ class TrainConfig:
     epochs: Optional[float] = None
     batch_size: int = 32
     global_batch_size: Optional[int] = None
-    learning_rate: float = 3e-3
+    learning_rate: float = 5e-3
     base_batch: int = 32
-    warmup_steps: int = 100
+    warmup_steps: int = 60
     decay: str = "cosine"
-    min_lr_ratio: float = 0.05
+    min_lr_ratio: float = 0.0
     weight_decay: float = 0.01
     clipnorm: Optional[float] = 1.0
     mixed_precision: Optional[str] = None
@@ -92,7 +92,7 @@ class TrainConfig:
     cpu_replicas: Optional[int] = None
 
     #: Steps of the default run (tuned to end in about 3 minutes on 2 CPU cores).
-    DEFAULT_STEPS = 900
+    DEFAULT_STEPS = 600
 
     def check(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:

@@ -16,7 +16,9 @@ import keras
 def current_learning_rate(optimizer) -> float:
     """The optimizer's learning rate now (evaluating a schedule at its step)."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-    return float(keras.ops.convert_to_numpy(inner.learning_rate))
+    value = inner.learning_rate
+    value = getattr(value, "value", value)  # a Keras Variable -> its backend tensor
+    return float(keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(value)))
 
 
 class LearningRateLogger(keras.callbacks.Callback):

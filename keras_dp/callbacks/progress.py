@@ -124,7 +124,8 @@ class Progress(keras.callbacks.Callback):
             return
         val = logs["val_loss"]
         bits = f" ({val / math.log(2):.3f} bits/{self.bits_per})" if self.bits_per else ""
-        self._print(f"step {self.step}/{self.total_steps}  validation loss {val:.4f}{bits}")
+        self._print(f"step {self.step}/{self.total_steps}  {time.time() - self._started:.0f}s  "
+                    f"validation loss {val:.4f}{bits}")
 
     def on_train_end(self, logs=None):
         if self._progress is not None:

@@ -12,7 +12,30 @@ import numpy as np
 TOKENIZER_FILE = "tokenizer.json"
 
 
-class ByteTokenizer:
+class Tokenizer:
+    """Base class: `get_config()` describes a tokenizer; `save()` writes it as JSON."""
+
+    kind = "base"
+    vocab_size = 0
+
+    def get_config(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def save(self, directory: str) -> str:
+        """Writes `tokenizer.json` into `directory`; returns its path."""
+        path = os.path.join(directory, TOKENIZER_FILE)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(self.get_config(), handle, indent=2)
+        return path
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.get_config(), sort_keys=True))
+
+
+class ByteTokenizer(Tokenizer):
     """Maps text to its UTF-8 bytes (token ids 0-255) and back.
 
     It needs no vocabulary file and works for any text; one token is one
@@ -64,21 +87,11 @@ class ByteTokenizer:
     def from_config(cls, config: Dict[str, Any]) -> "ByteTokenizer":
         return cls(errors=config.get("errors", "replace"))
 
-    def save(self, directory: str) -> str:
-        """Writes `tokenizer.json` into `directory`; returns its path."""
-        path = os.path.join(directory, TOKENIZER_FILE)
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(self.get_config(), handle, indent=2)
-        return path
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, ByteTokenizer) and other.get_config() == self.get_config()
-
     def __repr__(self) -> str:
         return f"ByteTokenizer(errors={self.errors!r})"
 
 
-class IdTokenizer:
+class IdTokenizer(Tokenizer):
     """Tokens that are already integer ids (the synthetic corpus); text is the ids."""
 
     kind = "ids"
@@ -102,15 +115,6 @@ class IdTokenizer:
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "IdTokenizer":
         return cls(config["vocab_size"])
-
-    def save(self, directory: str) -> str:
-        path = os.path.join(directory, TOKENIZER_FILE)
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(self.get_config(), handle, indent=2)
-        return path
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, IdTokenizer) and other.vocab_size == self.vocab_size
 
 
 def tokenizer_from_config(config: Dict[str, Any]):
