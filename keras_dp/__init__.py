@@ -5,7 +5,8 @@ import keras_dp
 with keras_dp.scope() as ctx:
     model = keras_dp.models.TransformerLM.from_preset("tiny")
     model.compile(optimizer="adam")
-    model.fit(keras_dp.data.text_dataset("builtin", global_batch_size=ctx.global_batch(32)))
+    model.fit(keras_dp.data.text_dataset("builtin", global_batch_size=ctx.global_batch(32)),
+              steps_per_epoch=200)
 ```
 
 Cluster resolution (`resolve_cluster`) is pure Python and imports no

@@ -142,8 +142,7 @@ class TransformerLM(keras.Model):
 
     ```python
     model = keras_dp.models.TransformerLM.from_preset("tiny")
-    model.compile(optimizer="adam",
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer="adam")     # loss: cross-entropy on the logits
     model.fit(keras_dp.data.text_dataset(global_batch_size=32), steps_per_epoch=100)
     print(model.generate("The with statement", max_new_tokens=100, temperature=0.8))
     ```
@@ -205,6 +204,23 @@ class TransformerLM(keras.Model):
             raise ConfigError("is not a preset", variable="preset", received=preset,
                               fix=f"use one of: {', '.join(PRESETS)}")
         return cls(**{**PRESETS[key], **overrides})
+
+    def compile(self, optimizer="adamw", loss=None, **kwargs):
+        """`keras.Model.compile`, with the LM's loss by default.
+
+        `loss` defaults to `SparseCategoricalCrossentropy(from_logits=True)`
+        (mean nats per token), so `model.compile(optimizer="adam")` trains.
+        """
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def compile_from_config(self, config):
+        """Restores the compiled state when a saved model loads (Keras skips
+        models that override `compile`; this one only adds a default loss)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def build(self, input_shape):
         hidden = tuple(input_shape) + (self.d_model,)
