@@ -74,7 +74,10 @@ class TrainConfig:
     decay: str = "cosine"
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.01
-    clipnorm: Optional[float] = 1.0
+    # Off by default: Keras 3 clips each replica's gradients BEFORE the
+    # all-reduce, so with several replicas clipping is not what one device
+    # with the same global batch would do (see README).
+    clipnorm: Optional[float] = None
     mixed_precision: Optional[str] = None
     xla: bool = True
     steps_per_execution: int = 1
@@ -211,7 +214,7 @@ def _compile(model, config: TrainConfig, schedule):
 
     optimizer = keras.optimizers.AdamW(
         schedule, weight_decay=config.weight_decay, beta_1=0.9, beta_2=0.99,
-        clipnorm=config.clipnorm)
+        clipnorm=config.clipnorm or None)
     # Norms, biases and position embeddings are not decayed.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "position"])
     model.compile(optimizer=optimizer,

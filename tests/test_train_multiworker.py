@@ -2,10 +2,13 @@
 
 import json
 import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
-from _multiproc import run_workers
+from _multiproc import base_env, run_workers
 
 pytestmark = pytest.mark.multiprocess
 
@@ -30,3 +33,20 @@ def test_two_workers_train_with_the_same_command(tmp_path):
     assert sorted(os.listdir(tmp_path / "w0" / "out")) == [
         "model.keras", "tokenizer.json", "train_state.json"]
     assert not (tmp_path / "w1" / "out").exists()
+
+    # One process with the same global batch sees the same batches (the data
+    # rule) from the same initial weights: the first step's loss is the same;
+    # later ones agree to what Adam makes of all-reduce rounding (its first
+    # updates are ~lr * sign(g), so gradients at rounding level flip; with SGD
+    # the foundation's tests show exact equivalence).
+    single = subprocess.run(
+        [sys.executable, "-m", "keras_dp", "train", *args[:args.index("--batch-size")],
+         "--global-batch-size", "8", *args[args.index("--batch-size") + 2:]],
+        cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    alone = json.loads(single.stdout)
+    assert alone["num_workers"] == 1 and alone["global_batch_size"] == 8
+    np.testing.assert_allclose(report["history"]["loss"][0], alone["history"]["loss"][0],
+                               rtol=1e-6)
+    np.testing.assert_allclose(report["history"]["loss"], alone["history"]["loss"], rtol=1e-3)
+    np.testing.assert_allclose(report["val_loss"], alone["val_loss"], rtol=1e-3)

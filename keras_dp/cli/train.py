@@ -71,7 +71,9 @@ def register(subparsers) -> None:
     opt.add_argument("--decay", default=d.decay, choices=["cosine", "linear", "constant"])
     opt.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
     opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    opt.add_argument("--clipnorm", type=float, default=d.clipnorm)
+    opt.add_argument("--clipnorm", type=float, default=d.clipnorm,
+                     help="clip each gradient's norm (Keras 3 clips per replica before the "
+                          "all-reduce: not equivalent to one device when it bites)")
     speed = parser.add_argument_group("speed")
     speed.add_argument("--mixed-precision", type=_mixed, default=None, metavar="POLICY",
                        help="mixed_bfloat16 (bf16) or mixed_float16 (fp16); default float32")
