@@ -35,6 +35,11 @@ _LAZY = {
     "get_strategy": ("keras_dp.strategy", "get_strategy"),
     "keras_fix": ("keras_dp.keras_fix", None),
     "strategy": ("keras_dp.strategy", None),
+    "launch": ("keras_dp.launcher.notebook", "launch"),
+    "launcher": ("keras_dp.launcher", None),
+    "callbacks": ("keras_dp.callbacks", None),
+    "fault": ("keras_dp.fault", None),
+    "preemption": ("keras_dp.preemption", None),
 }
 
 __all__ = [
