@@ -21,7 +21,8 @@ from typing import Any
 from keras_dp._tf_check import require_tensorflow
 from keras_dp.cluster import ClusterInfo, resolve_cluster
 from keras_dp.errors import (ClusterConfigError, ConfigError, ConflictingSourcesError,
-                             KerasDPError, MissingTensorFlowError, StrategyError)
+                             KerasDPError, LossReductionError, MissingTensorFlowError,
+                             ReplicaContextError, StrategyError)
 
 require_tensorflow()
 
@@ -35,11 +36,22 @@ _LAZY = {
     "get_strategy": ("keras_dp.strategy", "get_strategy"),
     "keras_fix": ("keras_dp.keras_fix", None),
     "strategy": ("keras_dp.strategy", None),
+    # custom training loops (issue 7)
+    "compute_loss": ("keras_dp.loop", "compute_loss"),
+    "train_step": ("keras_dp.loop", "train_step"),
+    "TrainStep": ("keras_dp.loop", "TrainStep"),
+    "distribute": ("keras_dp.loop", "distribute"),
+    "metric_results": ("keras_dp.loop", "metric_results"),
+    "loop": ("keras_dp.loop", None),
+    "loop_checks": ("keras_dp.loop_checks", None),
+    "SameDataWarning": ("keras_dp.loop_checks", "SameDataWarning"),
+    "mpi": ("keras_dp.mpi", None),
 }
 
 __all__ = [
     "ClusterConfigError", "ClusterInfo", "ConfigError", "ConflictingSourcesError",
-    "Context", "KerasDPError", "MissingTensorFlowError", "StrategyError",
+    "Context", "KerasDPError", "LossReductionError", "MissingTensorFlowError",
+    "ReplicaContextError", "StrategyError",
     "current_context", "get_strategy", "resolve_cluster", "scope", "__version__",
 ] + [name for name in _LAZY if name not in ("Context", "current_context", "get_strategy",
                                              "scope")]
