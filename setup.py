@@ -53,7 +53,10 @@ setup(
         "mpi": ["mpi4py>=3.1"],
         "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.0", "matplotlib>=3.8"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.3", "nbclient>=0.10", "nbformat>=5.9",
-                 "ipykernel>=6.0", "matplotlib>=3.8", "tensorboard>=2.20"],
+                 "ipykernel>=6.0", "matplotlib>=3.8", "tensorboard>=2.20",
+                 # the mpirun test's address exchange (binary wheels; the MPI
+                 # library itself is Open MPI from apt, see .ci/run)
+                 "mpi4py>=3.1"],
     },
     entry_points={"console_scripts": ["keras-dp = keras_dp.cli:entry_point"]},
     classifiers=[
