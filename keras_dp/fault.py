@@ -136,7 +136,8 @@ _REMOTE = re.compile(r"remote target (/job:\w+/(?:replica:\d+/)?task:\d+)")
 _ADDRESS = re.compile(r"ipv[46]:([\w.\-\[\]:]+?:\d+)")
 _GONE = ("connection refused", "failed to connect", "socket closed", "connection reset",
          "broken pipe", "unavailable", "connect failed", "end of file")
-_KEEPALIVE = "keras_dp-peer-failure"
+#: Marks the errors a failing keras_dp worker reports to the others.
+_REPORT_MARKER = "keras_dp-worker-failed"
 
 
 def _task_index(cluster: Mapping[str, Sequence[str]], job: str, index: int) -> Optional[int]:
@@ -201,24 +202,24 @@ def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
                       "stopped sending heartbeats (it died, froze or lost the network)")
     if "coordinationservice/heartbeat" in lowered or "coordinationservice/pollfor" in lowered:
         return result("peer", [LEADER],
-                      "its coordination service stopped answering (it died, froze or "
-                      "lost the network)")
+                      "stopped answering: the coordination service it runs is unreachable "
+                      "(it died, froze or lost the network)")
     match = _REPORTED.search(text)
-    if match and _KEEPALIVE in text:
-        reason = text[match.end(1):].split(_KEEPALIVE, 1)[1].strip(" :\n")
+    if match and _REPORT_MARKER in text:
+        reason = text.split(_REPORT_MARKER, 1)[1].strip(" :\n")
         return result("peer", _tasks(match.group(1), cluster),
-                      f"its program failed: {reason.splitlines()[0] if reason else 'error'}")
+                      f"failed: {reason.splitlines()[0] if reason else 'an error'}")
     gone = any(marker in lowered for marker in _GONE)
     match = _REMOTE.search(text)
     if match and gone:
         return result("peer", _tasks(match.group(1), cluster),
-                      "its process is gone (the connection was refused or closed)")
+                      "is gone (its connection was refused or closed)")
     for address in _ADDRESS.findall(text):
         if address.lower() in addresses and gone:
             return result("peer", [addresses.index(address.lower())],
-                          "its process is gone (the connection was refused or closed)")
+                          "is gone (its connection was refused or closed)")
     if match and "collective ops is aborted" in lowered:
-        return result("peer", _tasks(match.group(1), cluster), "it stopped collective ops")
+        return result("peer", _tasks(match.group(1), cluster), "aborted the collective ops")
     if "collective ops is aborted" in lowered or (
             "deadline exceeded" in lowered and "collective" in lowered):
         return result("peer", _tasks(text, cluster), "a collective operation failed")
@@ -398,7 +399,7 @@ def report_to_cluster(exc: BaseException) -> None:
         if context.context().coordination_service is None:
             return
         summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        context.context().report_error_to_cluster(2, f"{_KEEPALIVE}: {summary[:500]}")
+        context.context().report_error_to_cluster(2, f"{_REPORT_MARKER}: {summary[:500]}")
         time.sleep(0.5)  # let the service pass it on before this process vanishes
     except Exception:  # noqa: BLE001 - best effort: the service may be gone
         pass

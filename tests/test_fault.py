@@ -35,17 +35,17 @@ Additional GRPC error information from remote target /job:worker/replica:0/task:
 NO_LEADER = """Deadline Exceeded
 Additional GRPC error information from remote target /job:worker/replica:0/task:0 while calling /tensorflow.CoordinationService/RegisterTask:
 :UNKNOWN:Error received from peer  {grpc_message:"Deadline Exceeded", grpc_status:4}"""
-REPORTED = """Collective ops is aborted by: Error reported from /job:worker/task:2: keras_dp-peer-failure: ValueError: bad shape
+REPORTED = """Collective ops is aborted by: Error reported from /job:worker/task:2: keras_dp-worker-failed: ValueError: bad shape
 The error could be from a previous operation. Restart your program to reset."""
 
 
 @pytest.mark.parametrize("text,kind,workers,reason", [
-    (KILLED, "peer", (1,), "its process is gone"),
+    (KILLED, "peer", (1,), "is gone"),
     (FROZEN, "peer", (2,), "stopped sending heartbeats"),
-    (LEADER_FROZEN, "peer", (0,), "coordination service stopped answering"),
+    (LEADER_FROZEN, "peer", (0,), "coordination service it runs is unreachable"),
     (NEVER_JOINED, "startup", (1, 2), "did not join"),
     (NO_LEADER, "startup", (0,), "did not answer"),
-    (REPORTED, "peer", (2,), "its program failed: ValueError: bad shape"),
+    (REPORTED, "peer", (2,), "failed: ValueError: bad shape"),
 ])
 def test_diagnose_names_the_failed_peer(text, kind, workers, reason):
     failure = fault.diagnose(text, CLUSTER, self_index=None)

@@ -148,6 +148,12 @@ def worker_environments(num_workers: int, ports: Sequence[int], *, host: str = "
     return envs
 
 
+def _check_whole(name: str, value, minimum: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"must be a whole number >= {minimum}", variable=name,
+                          received=value, fix=fix)
+
+
 class Launcher:
     """Runs one command as N workers on this machine; see the module docstring.
 
@@ -176,16 +182,10 @@ class Launcher:
                  env: Optional[Mapping[str, str]] = None, stop_grace: float = 10.0,
                  signal_grace: float = 120.0, prefix: bool = True,
                  stdout: Optional[IO[str]] = None, stderr: Optional[IO[str]] = None):
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-            raise ConfigError("must be a whole number >= 1", variable="num_workers",
-                              received=num_workers, fix="pass e.g. -n 2")
-        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or \
-                max_restarts < 0:
-            raise ConfigError("must be a whole number >= 0", variable="max_restarts",
-                              received=max_restarts, fix="pass e.g. --max-restarts 3")
-        if cpu_replicas is not None and (not isinstance(cpu_replicas, int) or cpu_replicas < 1):
-            raise ConfigError("must be a whole number >= 1", variable="cpu_replicas",
-                              received=cpu_replicas, fix="pass e.g. --cpu-replicas 2")
+        _check_whole("num_workers", num_workers, 1, "pass e.g. -n 2")
+        _check_whole("max_restarts", max_restarts, 0, "pass e.g. --max-restarts 3")
+        if cpu_replicas is not None:
+            _check_whole("cpu_replicas", cpu_replicas, 1, "pass e.g. --cpu-replicas 2")
         if cpu_replicas is not None and cpu_replicas > 1 and num_workers > 1:
             raise ConfigError(
                 f"cannot give each of {num_workers} workers {cpu_replicas} CPU replicas: "
