@@ -109,6 +109,17 @@ def test_sigterm_saves_the_current_step_exits_75_and_resumes(tf, tmp_path, unint
     assert diff(model.get_weights(), uninterrupted[False]) <= 1e-6
 
 
+def test_sigterm_in_the_last_step_lets_the_program_finish(tf, tmp_path, capsys):
+    directory = str(tmp_path / "backup")
+    handler = signal.getsignal(signal.SIGTERM)
+    # After the backup's callback in the last step: training completes first.
+    fit(tf, False, [BackupAndRestore(directory, save_freq=5),
+                    Interrupt(EPOCHS * STEPS, signal.SIGTERM)])
+    assert "training is complete, the program goes on" in capsys.readouterr().err
+    assert BackupStore(directory, is_chief=True).latest() is not None  # kept
+    assert signal.getsignal(signal.SIGTERM) is handler
+
+
 def test_the_optimizer_state_is_restored(tf, tmp_path):
     directory = str(tmp_path / "backup")
 

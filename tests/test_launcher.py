@@ -130,6 +130,12 @@ def test_restarts_run_out():
     assert result.returncode == 3 and result.attempts == 2
 
 
+def test_a_usage_error_is_not_restarted():
+    result, _, err = launch("usage", 2, max_restarts=3)
+    assert result.returncode == 2 and result.attempts == 1
+    assert "not restarting: a usage or configuration error" in err
+
+
 def test_cli_forwards_sigterm_and_does_not_restart_after_it():
     proc = subprocess.Popen([sys.executable, "-m", "keras_dp", "launch", "-n", "2",
                              "--max-restarts", "3", DUMMY, "preempt"], env=base_env(),

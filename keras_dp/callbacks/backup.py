@@ -15,6 +15,8 @@ This callback, with the same arguments:
 - with `save_before_preemption=True` (default), turns a SIGTERM on any worker
   into a backup at a step all workers share and exits with
   `keras_dp.fault.EXIT_PREEMPTED` (75); running the same command again resumes.
+  A SIGTERM during the last step, when training is complete anyway, lets the
+  program go on to its end (it may be saving the model) and keeps the backups.
 
 The data position: the callback counts the batches taken from the input
 iterator. On resume, Keras starts the saved epoch with a fresh iterator; the
@@ -213,16 +215,16 @@ class BackupAndRestore(keras.callbacks.Callback):
         pending = False
         if self._watcher is not None:
             pending = self._watcher.pending
-            if not pending:
-                self._watcher.stop()
+            self._watcher.stop()
         if self._set_initial_epoch:
             self.model._initial_epoch = None
-        if self.delete_checkpoint and not pending:
-            self._store.delete_all()
         if pending:
-            sys.stderr.write("keras_dp: the SIGTERM came after the last step; the backup "
-                             "is kept and the signal delivered now\n")
-            self._watcher.redeliver()
+            # Training is complete: let the program finish (it may be saving the
+            # model), and keep the backups in case it is killed before it does.
+            sys.stderr.write("keras_dp: SIGTERM came after the last training step; training "
+                             "is complete, the program goes on, the backups are kept\n")
+        elif self.delete_checkpoint:
+            self._store.delete_all()
 
     # -- saving ----------------------------------------------------------------
     def _save(self, reason: str) -> str:

@@ -11,7 +11,8 @@ every output line copied to ours with a `[worker N]` prefix. The launcher:
   worker that failed first, how (exit code or signal) and its last lines;
 - with `max_restarts`, starts all workers again on new ports after a
   failure or a preemption (`KERAS_DP_RESTART_COUNT` tells them which try
-  this is; `keras_dp.callbacks.BackupAndRestore` resumes the training);
+  this is; `keras_dp.callbacks.BackupAndRestore` resumes the training), but
+  not after a usage error (exit code 2) or a signal sent to the launcher;
 - returns 0 only when every worker exited with 0.
 """
 
@@ -28,7 +29,8 @@ import time
 from typing import IO, Dict, List, Mapping, Optional, Sequence
 
 from keras_dp.errors import ConfigError
-from keras_dp.fault import (EXIT_PEER_FAILED, EXIT_PREEMPTED, PEER_LINE, describe_exit)
+from keras_dp.fault import (EXIT_PEER_FAILED, EXIT_PREEMPTED, EXIT_USAGE, PEER_LINE,
+                            describe_exit)
 from keras_dp.launcher.output import WorkerOutput
 
 RESTART_VARIABLE = "KERAS_DP_RESTART_COUNT"
@@ -224,11 +226,14 @@ class Launcher:
     def _on_signal(self, signum, frame):  # noqa: ARG002
         self._signal = signum
         self._signal_count += 1
-        kill = self._signal_count > 1
+        self._forward(signal.SIGKILL if self._signal_count > 1 else signum)
+
+    def _forward(self, signum: int) -> None:
+        """Sends `signum` to every running worker's process group."""
         for proc in self._procs:
             if proc.poll() is None:
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL if kill else signum)
+                    os.killpg(proc.pid, signum)
                 except (ProcessLookupError, PermissionError):
                     pass
 
@@ -245,6 +250,10 @@ class Launcher:
                 result.attempts = attempt + 1
                 if result.returncode == 0 or self._signal is not None or \
                         attempt >= self.max_restarts:
+                    return result
+                if result.returncode == EXIT_USAGE:
+                    self._say("not restarting: a usage or configuration error does not go "
+                              "away by itself")
                     return result
                 attempt += 1
                 self._say(f"restarting all {self.num_workers} workers on new ports "
@@ -292,7 +301,7 @@ class Launcher:
             statuses.append(WorkerStatus(index, f"{self.host}:{ports[index]}", proc.pid))
             self._say(f"worker {index} started: {self.host}:{ports[index]}, pid {proc.pid}")
         if self._signal is not None:  # a signal came while starting
-            self._on_signal(self._signal, None)
+            self._forward(self._signal)
         order: List[int] = []
         kill_at: Optional[float] = None
         signalled = self._signal

@@ -7,6 +7,7 @@ Usage: dummy_worker.py MODE [ARG]. Prints its TF_CONFIG index and restart count,
   hang        worker 1 exits 5, the others sleep (ignoring SIGTERM) until killed
   preempt     sleep; on SIGTERM print it and exit 75
   peer        worker 0 exits 76 naming worker 1 (as keras_dp.fault prints it); 1 sleeps
+  usage       worker 1 exits 2 (a configuration error)
 """
 
 import json
@@ -26,6 +27,8 @@ print(f"stderr of {index}", file=sys.stderr, flush=True)
 if mode == "fail" and index == 1:
     print("about to fail", flush=True)
     sys.exit(3)
+if mode == "usage" and index == 1:
+    sys.exit(2)
 if mode == "fail-once" and index == 1 and restart == "0":
     sys.exit(4)
 if mode == "hang":
