@@ -42,6 +42,8 @@ setup(
         "importlib_resources>=5.0",
         "numpy>=1.26",
         "portpicker>=1.6",
+        # keras_dp.launch pickles functions defined in a notebook's __main__.
+        "cloudpickle>=2.2",
         "rich>=13.0",
     ],
     extras_require={
@@ -51,7 +53,10 @@ setup(
         "mpi": ["mpi4py>=3.1"],
         "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.0", "matplotlib>=3.8"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.3", "nbclient>=0.10", "nbformat>=5.9",
-                 "ipykernel>=6.0", "matplotlib>=3.8"],
+                 "ipykernel>=6.0", "matplotlib>=3.8", "tensorboard>=2.20",
+                 # the mpirun test's address exchange (binary wheels; the MPI
+                 # library itself is Open MPI from apt, see .ci/run)
+                 "mpi4py>=3.1"],
     },
     entry_points={"console_scripts": ["keras-dp = keras_dp.cli:entry_point"]},
     classifiers=[

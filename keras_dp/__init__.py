@@ -22,7 +22,8 @@ from typing import Any
 from keras_dp._tf_check import require_tensorflow
 from keras_dp.cluster import ClusterInfo, resolve_cluster
 from keras_dp.errors import (ClusterConfigError, ConfigError, ConflictingSourcesError,
-                             KerasDPError, MissingTensorFlowError, StrategyError)
+                             KerasDPError, LossReductionError, MissingTensorFlowError,
+                             ReplicaContextError, StrategyError)
 
 require_tensorflow()
 
@@ -36,15 +37,32 @@ _LAZY = {
     "get_strategy": ("keras_dp.strategy", "get_strategy"),
     "keras_fix": ("keras_dp.keras_fix", None),
     "strategy": ("keras_dp.strategy", None),
+    # launcher, worker-aware callbacks, failures and preemption (issue 6)
+    "launch": ("keras_dp.launcher.notebook", "launch"),
+    "launcher": ("keras_dp.launcher", None),
+    "callbacks": ("keras_dp.callbacks", None),
+    "fault": ("keras_dp.fault", None),
+    "preemption": ("keras_dp.preemption", None),
+    # custom training loops (issue 7)
+    "compute_loss": ("keras_dp.loop", "compute_loss"),
+    "train_step": ("keras_dp.loop", "train_step"),
+    "TrainStep": ("keras_dp.loop", "TrainStep"),
+    "distribute": ("keras_dp.loop", "distribute"),
+    "metric_results": ("keras_dp.loop", "metric_results"),
+    "loop": ("keras_dp.loop", None),
+    "loop_checks": ("keras_dp.loop_checks", None),
+    "SameDataWarning": ("keras_dp.loop_checks", "SameDataWarning"),
+    "mpi": ("keras_dp.mpi", None),
+    # data, models, schedules (issue 3)
     "data": ("keras_dp.data", None),
     "models": ("keras_dp.models", None),
-    "callbacks": ("keras_dp.callbacks", None),
     "schedules": ("keras_dp.schedules", None),
 }
 
 __all__ = [
     "ClusterConfigError", "ClusterInfo", "ConfigError", "ConflictingSourcesError",
-    "Context", "KerasDPError", "MissingTensorFlowError", "StrategyError",
+    "Context", "KerasDPError", "LossReductionError", "MissingTensorFlowError",
+    "ReplicaContextError", "StrategyError",
     "current_context", "get_strategy", "resolve_cluster", "scope", "__version__",
 ] + [name for name in _LAZY if name not in ("Context", "current_context", "get_strategy",
                                              "scope")]

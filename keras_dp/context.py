@@ -102,6 +102,53 @@ class Context:
                     f"{max(1, global_batch // self.num_replicas) * self.num_replicas}")
         return global_batch // self.num_replicas
 
+    # -- custom training loops (see keras_dp.loop) --------------------------
+    def run(self, fn, *args, **kwargs):
+        """Runs `fn(*args, **kwargs)` on every replica (`strategy.run`).
+
+        Inside `fn`, `optimizer.apply_gradients` all-reduces the gradients
+        over all replicas and workers. Returns per-replica values; reduce
+        them with `ctx.reduce()`.
+
+        Example:
+
+        ```python
+        per_replica_loss = ctx.run(replica_step, x, y)
+        loss = ctx.reduce(per_replica_loss)  # sum of compute_loss() values = global mean
+        ```
+        """
+        return self.strategy.run(fn, args=args, kwargs=kwargs)
+
+    def reduce(self, value, op: str = "sum"):
+        """Reduces per-replica values over all replicas and workers (`"sum"` or `"mean"`)."""
+        from keras_dp import loop
+
+        return loop.reduce(value, op, strategy=self.strategy)
+
+    def distribute(self, data, **options):
+        """A distributed dataset sharded per worker; see `keras_dp.distribute`."""
+        from keras_dp import loop
+
+        return loop.distribute(data, strategy=self.strategy, **options)
+
+    def compute_loss(self, per_example_loss, **options):
+        """This replica's share of the global-batch mean loss; see `keras_dp.compute_loss`."""
+        from keras_dp import loop
+
+        return loop.compute_loss(per_example_loss, **options)
+
+    def train_step(self, model, optimizer, loss, **options):
+        """A compiled data-parallel training step; see `keras_dp.train_step`."""
+        from keras_dp import loop
+
+        return loop.train_step(model, optimizer, loss, strategy=self.strategy, **options)
+
+    def metric_results(self, metrics):
+        """Metric results over all replicas and workers (every worker must call it)."""
+        from keras_dp import loop
+
+        return loop.metric_results(metrics, strategy=self.strategy)
+
     def describe(self) -> str:
         return (f"{self.strategy_name}: {self.num_replicas} replica(s), "
                 f"{self.num_workers} worker(s), this is worker {self.worker_index}"
@@ -120,6 +167,19 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<keras_dp.Context {self.describe()}>"
+
+
+def _quiet_known_noise() -> None:
+    """Silences Keras' "shuffle=True was passed" warning for tf.data input.
+
+    Keras warns on every `fit` with a tf.data or distributed dataset because
+    `shuffle` defaults to True; keras_dp datasets shuffle themselves (seeded,
+    per epoch), so the warning only misleads.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*`shuffle=True` was passed.*",
+                            category=UserWarning)
 
 
 def _export_tf_config(cluster: ClusterInfo) -> None:
@@ -177,6 +237,7 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
                 "process: reuse the first scope's options, or start a new process.")
         env = os.environ if environ is None else environ
         cluster = resolve_cluster(env, exchange=_exchange_for(env))
+        _quiet_known_noise()
         if environ is None:
             _export_tf_config(cluster)
         strategy = strategy_lib.get_strategy(
@@ -184,17 +245,24 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
             environ=env, **strategy_options)
         context = Context(strategy, cluster, requested)
         _current["context"] = context
+        if context.num_replicas > 1:
+            from keras_dp import loop_checks
+
+            loop_checks.install(env)
         log.info("keras_dp: %s; %s", cluster.describe(), context.describe())
         return Context(strategy, cluster, requested)
 
 
 def _exchange_for(environ):
-    """The MPI address exchange, when mpi4py is importable (see keras_dp.mpi)."""
-    try:
-        from keras_dp import mpi
-    except ImportError:
-        return None
-    return getattr(mpi, "exchange_addresses", None)
+    """The MPI address exchange, when mpi4py is installed (see keras_dp.mpi).
+
+    `resolve_cluster` calls it only under an MPI launcher without a hostfile;
+    there it is preferred to fixed ports (`KERAS_DP_PORT_BASE + rank`), which
+    collide when two jobs (or a notebook server on 8888) share a machine.
+    """
+    from keras_dp import mpi
+
+    return mpi.exchange_addresses if mpi.enabled(environ) else None
 
 
 def _compatible(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

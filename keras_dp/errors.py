@@ -80,3 +80,16 @@ class StrategyError(KerasDPError, RuntimeError):
 
 class MissingTensorFlowError(KerasDPError, ImportError):
     """TensorFlow is not installed."""
+
+
+class LossReductionError(KerasDPError, ValueError):
+    """A loss was averaged over the local batch where per-example losses are needed.
+
+    Under data parallelism the gradients of every replica are summed, so a
+    loss averaged over one replica's batch gives gradients `num_replicas`
+    times too large. Pass per-example losses to `keras_dp.compute_loss`.
+    """
+
+
+class ReplicaContextError(KerasDPError, RuntimeError):
+    """Training state was updated outside the replica context, so workers would drift apart."""

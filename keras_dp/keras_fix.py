@@ -69,6 +69,20 @@ def needed() -> Dict[str, bool]:
     }
 
 
+def describe() -> str:
+    """One line for reports: which parts of the fix this Keras needs, and their state."""
+    import keras
+
+    parts = [name for name, bug in needed().items() if bug]
+    if not parts:
+        return f"not needed by Keras {keras.__version__}"
+    allowed = enabled_parts()
+    state = ("applied" if is_applied() else
+             "applied when a multi-worker strategy is created" if allowed else
+             f"DISABLED by {DISABLE_VARIABLE}=0")
+    return f"Keras {keras.__version__} needs it ({', '.join(parts)}): {state}"
+
+
 def is_applied() -> bool:
     """Whether the patch is in place in this process."""
     return bool(_state.get("applied"))

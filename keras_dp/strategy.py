@@ -260,12 +260,24 @@ def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[fl
     MultiWorkerMirroredStrategy configures the service itself with no limits
     when none is configured; configuring it first with the same jobs and
     leader, plus time limits, bounds how long a worker waits for a peer
-    that never starts, dies or freezes.
+    that never starts, dies or freezes:
+
+    - start-up: every task registers at a barrier (`cluster_register_with_
+      barrier`) that fails after `keras_dp.fault.register_timeout(
+      startup_timeout)` naming the tasks that did not come;
+    - a dead or frozen peer: the service declares a task dead after
+      `heartbeat_timeout` (TensorFlow's default: 10 s) and aborts every
+      worker's collectives. (`poll_for_error_from_service_at_startup` stays
+      off: TF 2.21's eager context already has a service-to-client channel,
+      and with both it aborts every collective with "Should not use error
+      polling from service when there is service to client connection".)
     """
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.eager import context
     from tensorflow.python.training import server_lib
+
+    from keras_dp import fault
 
     ctx = context.context()
     if ctx.coordination_service is not None:
@@ -278,17 +290,19 @@ def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[fl
         service_type="standalone",
         service_leader=multi_worker_util.coordination_leader(spec),
         coordinated_jobs=jobs,
-        cluster_register_timeout_in_ms=to_ms(startup_timeout),
+        cluster_register_timeout_in_ms=to_ms(fault.register_timeout(startup_timeout)),
         heartbeat_timeout_in_ms=to_ms(heartbeat_timeout),
         shutdown_barrier_timeout_in_ms=to_ms(shutdown_timeout),
     )
+    config = ctx.coordination_service
+    config.cluster_register_with_barrier = bool(startup_timeout)
 
 
 def _multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeout,
                            shutdown_timeout):
     import tensorflow as tf
 
-    from keras_dp import keras_fix
+    from keras_dp import fault, keras_fix
 
     key = (cluster.to_json(),)
     with _lock:
@@ -305,14 +319,16 @@ def _multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeo
         configure_coordination(cluster, startup_timeout=startup_timeout,
                                heartbeat_timeout=heartbeat_timeout,
                                shutdown_timeout=shutdown_timeout)
+        fault.install(cluster)
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()}),
             task_type=cluster.task_type, task_id=cluster.task_index,
             rpc_layer=cluster.rpc_layer or "grpc",
             num_accelerators={"GPU": len(tf.config.get_visible_devices("GPU"))})
         try:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy(
-                cluster_resolver=resolver, communication_options=options)
+            with fault.startup_guard(cluster, startup_timeout):
+                strategy = tf.distribute.MultiWorkerMirroredStrategy(
+                    cluster_resolver=resolver, communication_options=options)
         except RuntimeError as exc:
             if "program startup" in str(exc) or "initialized" in str(exc):
                 raise StrategyError(_STARTUP_EXPLANATION.format(

@@ -42,10 +42,10 @@ def build_model():
     return model
 
 
-def distributed_dataset(strategy, steps=STEPS, global_batch=GLOBAL_BATCH):
+def distributed_dataset(strategy, steps=STEPS, global_batch=GLOBAL_BATCH, arrays=None):
     import tensorflow as tf
 
-    x, y = data(steps, global_batch)
+    x, y = data(steps, global_batch) if arrays is None else arrays
     replicas = strategy.num_replicas_in_sync
 
     def dataset_fn(ctx):

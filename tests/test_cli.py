@@ -68,6 +68,7 @@ def test_env_report_with_devices_as_json():
     assert report["devices"]["cpu"] >= 1
     assert report["strategy"]["auto"] == "default"
     assert report["cluster"]["source"] == "single"
+    assert "metric_reduction" in report["keras_fix"] and "symbolic_build" in report["keras_fix"]
 
 
 def test_env_bad_input_exit_2():

@@ -22,6 +22,7 @@ COMMANDS = [
     "keras_dp.cli.tf_config",
     "keras_dp.cli.train",
     "keras_dp.cli.generate",
+    "keras_dp.cli.launch",
 ]
 
 EXIT_USAGE = 2
@@ -60,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = args.func(args)
     except KerasDPError as exc:
         print(f"keras-dp {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(exc, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         print(f"keras-dp {args.command}: interrupted", file=sys.stderr)
         return 130

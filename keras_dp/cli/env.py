@@ -57,6 +57,9 @@ def collect(with_devices: bool = True) -> dict:
         report["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__,
                               "cuda": build.get("cuda_version"),
                               "cudnn": build.get("cudnn_version")}
+        from keras_dp import keras_fix
+
+        report["keras_fix"] = keras_fix.describe()
         report["devices"] = {
             "cpu": len(tf.config.list_physical_devices("CPU")),
             "gpu": [g.name for g in gpus],
@@ -109,6 +112,8 @@ def format_report(report: dict) -> str:
     if "strategy" in report:
         s = report["strategy"]
         lines.append(f"Strategy (auto): {s['auto']}  ({s['reason']})")
+    if "keras_fix" in report:
+        lines.append(f"Keras fix      : {report['keras_fix']}")
     lines.append("")
     lines.append("TF_CONFIG      : " + json.dumps(cluster["tf_config"], separators=(",", ":")))
     return "\n".join(lines)

@@ -108,6 +108,14 @@ class LauncherEnvironment:
         """Every task's `host:port`, or None if the launcher does not say."""
         return None
 
+    def prefers_exchange(self) -> bool:
+        """Whether addresses exchanged through the launcher beat derived ones.
+
+        True for launchers that can pass messages between their tasks (MPI),
+        where each task then picks a free port instead of a fixed one.
+        """
+        return False
+
     def used_variables(self) -> List[str]:
         """Names of the variables this environment read (for the report)."""
         return [name for name in self.detect_variables if name in self.environ]

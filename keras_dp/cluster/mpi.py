@@ -9,10 +9,12 @@ the addresses come from, in order:
 2. a hostfile named by `KERAS_DP_HOSTFILE`, in Open MPI (`host slots=N`) or
    MPICH (`host:N`) form, ranks filling each host's slots in turn (the
    default `--map-by slot` placement), ports `KERAS_DP_PORT_BASE + local index`;
-3. when every rank is on this node (local size equals world size): loopback,
-   `127.0.0.1:KERAS_DP_PORT_BASE + rank`;
-4. otherwise, an address exchange through MPI itself (see `keras_dp.mpi`),
-   which `keras_dp.scope()` performs when mpi4py is installed.
+3. an address exchange through MPI itself (`keras_dp.mpi`, mpi4py's
+   allgather), which `keras_dp.scope()` performs whenever mpi4py is installed
+   and no hostfile is named: each rank offers a free port (loopback when all
+   ranks are on this node), so fixed ports cannot collide;
+4. without mpi4py, when every rank is on this node (local size equals world
+   size): loopback, `127.0.0.1:KERAS_DP_PORT_BASE + rank`.
 """
 
 from __future__ import annotations
@@ -178,6 +180,10 @@ class MPIEnvironment(LauncherEnvironment):
         if size == 1:
             return ["127.0.0.1:%d" % port_base]
         return None
+
+    def prefers_exchange(self) -> bool:
+        """An MPI exchange (free ports) beats derived addresses, unless a hostfile is named."""
+        return not self.environ.get(HOSTFILE)
 
     def used_variables(self) -> List[str]:
         return [name for name in self.flavour[1:] + (HOSTFILE,) if name in self.environ]

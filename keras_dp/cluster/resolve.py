@@ -137,9 +137,11 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
             `KERAS_DP_CLUSTER`.
         port_base: First port for derived addresses; overrides
             `KERAS_DP_PORT_BASE` (default 8888).
-        exchange: Called with the launcher when it does not tell other
-            tasks' hosts (multi-node MPI without a hostfile); must return
-            every task's `host:port`.
+        exchange: Called with the launcher to get every task's `host:port`:
+            when the launcher does not tell other tasks' hosts (multi-node
+            MPI without a hostfile), and whenever the launcher prefers it
+            (`prefers_exchange()`: MPI without a hostfile, where each task
+            then offers a free port instead of `KERAS_DP_PORT_BASE + rank`).
 
     Returns:
         A `ClusterInfo`.
@@ -246,7 +248,12 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
             notes.append(f"{launcher.title} started a single process")
             return ClusterInfo(source=launcher.name, cluster={}, notes=tuple(notes),
                                variables=variables)
-        addresses = launcher.addresses(base)
+        addresses = None
+        if exchange is not None and launcher.prefers_exchange():
+            addresses = list(exchange(launcher))
+            notes.append(f"addresses exchanged through {launcher.title} (a free port per task)")
+        else:
+            addresses = launcher.addresses(base)
         if addresses is None:
             if exchange is None:
                 raise ClusterConfigError(

@@ -1,0 +1,376 @@
+"""`BackupAndRestore`: multi-worker-aware, atomic, step-exact backups for `model.fit`.
+
+Keras 3's `keras.callbacks.BackupAndRestore` has every worker write the same
+files (under MultiWorkerMirroredStrategy that crashes with `BlockingIOError:
+unable to lock file`), and it restores only the epoch, not the step inside it.
+This callback, with the same arguments:
+
+- saves on every worker, as TensorFlow requires, but only the chief writes
+  into `backup_dir`; the others write into a temporary directory they delete;
+- writes atomically (see `_backup_store`): a process killed mid-save leaves
+  the previous backup as the latest;
+- restores the exact step: the model's variables (weights, random-generator
+  state), the optimizer's (slots, iteration count), the metrics' running
+  totals, the epoch, the step in the epoch and the data position;
+- with `save_before_preemption=True` (default), turns a SIGTERM on any worker
+  into a backup at a step all workers share and exits with
+  `keras_dp.fault.EXIT_PREEMPTED` (75); running the same command again resumes.
+  A SIGTERM during the last step, when training is complete anyway, lets the
+  program go on to its end (it may be saving the model) and keeps the backups.
+
+The data position: the callback counts the batches taken from the input
+iterator. On resume, Keras starts the saved epoch with a fresh iterator; the
+callback takes (without training) the batches the interrupted run had taken,
+replaying the first steps of the epoch as steps that only read data. So the
+resumed run sees exactly the data the uninterrupted run would have seen,
+provided the input pipeline yields the same batches each time it is iterated
+from the start (no unseeded shuffle): the batch for step k is a function of k.
+Supported inputs: a finite dataset re-iterated each epoch (`steps_per_epoch`
+unset, or equal to its length), or an infinite one (`.repeat()`) with
+`steps_per_epoch`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import numbers
+import sys
+from typing import Any, Dict, List, Optional
+
+import keras
+
+from keras_dp.callbacks._backup_store import BackupStore
+from keras_dp.errors import ConfigError, KerasDPError
+from keras_dp.fault import worker_position
+from keras_dp.preemption import Preempted, PreemptionWatcher
+
+log = logging.getLogger("keras_dp")
+
+FORMAT = 1
+_generations = itertools.count()
+
+
+class BackupError(KerasDPError, RuntimeError):
+    """A backup cannot be used (written by another model, or not visible to every worker)."""
+
+
+def _floats(logs: Optional[Dict[str, Any]]) -> Dict[str, float]:
+    out = {}
+    for key, value in (logs or {}).items():
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+class BackupAndRestore(keras.callbacks.Callback):
+    """Backs up the training state so that an interrupted `fit` resumes at the exact step.
+
+    Use it like Keras' `BackupAndRestore`, in single- and multi-worker runs:
+
+    ```python
+    backup = keras_dp.callbacks.BackupAndRestore("/shared/run1/backup", save_freq=100)
+    model.fit(dataset, epochs=10, steps_per_epoch=1000, callbacks=[backup])
+    ```
+
+    If the process (or any worker) is killed, running the same program again
+    restores the last backup and continues from its step: the final weights
+    are those of an uninterrupted run.
+
+    Args:
+        backup_dir: Directory for the backups. Only the chief writes to it;
+            in a multi-node run every worker must be able to read it (a
+            shared filesystem or `gs://`). Use it for nothing else.
+        save_freq: `"epoch"` (at each epoch's end), an integer N (every N
+            steps, counted from the start of training, so saves fall on the
+            same steps after a restart), or `False` (only on preemption).
+        double_checkpoint: Keep the two newest backups instead of one.
+        delete_checkpoint: Delete the backups when training finishes.
+        save_before_preemption: On SIGTERM, save at a step every worker
+            shares and exit with code 75 (`keras_dp.fault.EXIT_PREEMPTED`).
+
+    Raises:
+        ConfigError: for an empty `backup_dir` or a bad `save_freq`.
+    """
+
+    def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False,
+                 delete_checkpoint=True, *, save_before_preemption=True):
+        super().__init__()
+        if not backup_dir:
+            raise ConfigError("must name a directory", variable="backup_dir",
+                              received=repr(backup_dir),
+                              fix="pass e.g. backup_dir='/shared/run1/backup'")
+        if not (save_freq == "epoch" or save_freq is False or (
+                isinstance(save_freq, numbers.Integral) and not isinstance(save_freq, bool)
+                and save_freq > 0)):
+            raise ConfigError("must be 'epoch', a positive number of steps, or False",
+                              variable="save_freq", received=repr(save_freq),
+                              fix="pass save_freq='epoch' or e.g. save_freq=100")
+        self.backup_dir = str(backup_dir)
+        self.save_freq = save_freq
+        self.double_checkpoint = double_checkpoint
+        self.delete_checkpoint = delete_checkpoint
+        self.save_before_preemption = save_before_preemption
+        self._store: Optional[BackupStore] = None
+        self._watcher: Optional[PreemptionWatcher] = None
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        self.global_step = 0          # training steps done, across restarts
+        self._epoch = 0
+        self._step_in_epoch = 0
+        self._position = 0            # batches taken from the current iterator
+        self._iterator = None
+        self._hidden_skip = 0         # batches to take before the resumed epoch's steps
+        self._replay_calls = 0        # train-function calls that only read data
+        self._replay_logs: Dict[str, float] = {}
+        self._resume: Optional[Dict[str, Any]] = None
+        self._resume_prefix: Optional[str] = None
+        self._boundary_save = False
+        self._last_saved_step: Optional[int] = None
+        self._last_logs: Dict[str, float] = {}
+        self._set_initial_epoch = False
+
+    # -- what is saved --------------------------------------------------------
+    def _state_variables(self) -> Dict[str, List[Any]]:
+        from keras.src.backend.common import global_state
+
+        model = self.model
+        state = {"model": list(model.variables)}
+        if model.optimizer is not None:
+            state["optimizer"] = list(model.optimizer.variables)
+        seed = global_state.get_global_attribute("global_seed_generator")
+        if seed is not None:
+            state["global_seed"] = [seed.state]
+        return state
+
+    def _describe_variables(self, state) -> Dict[str, List[List[Any]]]:
+        return {group: [[getattr(v, "path", getattr(v, "name", "")), list(v.shape)]
+                        for v in variables] for group, variables in state.items()}
+
+    # -- Keras hooks ----------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self._reset_counters()
+        strategy = self.model.distribute_strategy
+        index, count, is_chief = worker_position(strategy)
+        self._index, self._count = index, count
+        self._store = BackupStore(self.backup_dir, is_chief=is_chief, worker_index=index,
+                                  keep=2 if self.double_checkpoint else 1)
+        self._store.clean_unfinished()
+        self._ensure_built()
+        found = self._store.latest()
+        self._agree_across_workers(found)
+        if found is not None:
+            self._restore(*found)
+        self._install_train_function()
+        if self.save_before_preemption:
+            self._watcher = PreemptionWatcher(strategy).start()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._step_in_epoch = 0
+        resume = self._resume
+        if resume is not None and epoch == resume["epoch"]:
+            self._step_in_epoch = resume["step_in_epoch"]
+            if resume["step_in_epoch"]:
+                self._restore_metrics()
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = int(batch) + 1
+        resume = self._resume
+        if resume is not None and self._epoch == resume["epoch"] and \
+                done <= resume["step_in_epoch"]:
+            return  # a replayed step: it only read data
+        before = self.global_step
+        self.global_step += max(0, done - self._step_in_epoch)
+        self._step_in_epoch = done
+        self._last_logs = _floats(logs)
+        if self._watcher is not None and self._watcher.should_stop(self.global_step):
+            where = self._save("preemption")
+            self._watcher.stop()
+            self._uninstall_train_function()
+            raise Preempted(self.global_step, where)
+        if self.save_freq not in ("epoch", False) and \
+                self.global_step // self.save_freq > before // self.save_freq:
+            self._save("step")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._resume = None if self._resume is not None and epoch >= self._resume["epoch"] \
+            else self._resume
+        self._epoch = epoch + 1
+        self._step_in_epoch = 0
+        if logs:
+            self._last_logs = _floats(logs)
+        # Saved at the next step's start, once Keras shows whether it keeps the
+        # iterator (an infinite dataset) or starts a new one: that decides the
+        # data position. Nothing trains in between.
+        if self.save_freq == "epoch" or self._last_saved_step == self.global_step:
+            self._boundary_save = True
+
+    def on_train_end(self, logs=None):
+        self._uninstall_train_function()
+        pending = False
+        if self._watcher is not None:
+            pending = self._watcher.pending
+            self._watcher.stop()
+        if self._set_initial_epoch:
+            self.model._initial_epoch = None
+        if pending:
+            # Training is complete: let the program finish (it may be saving the
+            # model), and keep the backups in case it is killed before it does.
+            sys.stderr.write("keras_dp: SIGTERM came after the last training step; training "
+                             "is complete, the program goes on, the backups are kept\n")
+        elif self.delete_checkpoint:
+            self._store.delete_all()
+
+    # -- saving ----------------------------------------------------------------
+    def _save(self, reason: str) -> str:
+        import tensorflow as tf
+
+        state = self._state_variables()
+        meta = {
+            "format": FORMAT, "reason": reason, "global_step": self.global_step,
+            "epoch": self._epoch, "step_in_epoch": self._step_in_epoch,
+            "data_position": self._position, "logs": self._last_logs,
+            "num_workers": self._count, "variables": self._describe_variables(state),
+            "metrics_variables": len(self.model.metrics_variables),
+        }
+        checkpoint = tf.train.Checkpoint(metrics=list(self.model.metrics_variables), **state)
+        where = self._store.save(self.global_step, lambda prefix: checkpoint.write(prefix), meta)
+        self._last_saved_step = self.global_step
+        log.info("keras_dp: backup of step %d (%s) in %s", self.global_step, reason, where)
+        return where
+
+    # -- restoring -------------------------------------------------------------
+    def _ensure_built(self) -> None:
+        model = self.model
+        if not model.built:
+            raise BackupError(
+                "BackupAndRestore needs a built model before fit(); build it (call it on "
+                "a batch, or give keras.Input) inside the strategy scope")
+        optimizer = model.optimizer
+        if optimizer is not None and not optimizer.built:
+            with model.distribute_strategy.scope():
+                optimizer.build(model.trainable_variables)
+
+    def _agree_across_workers(self, found) -> None:
+        """Checks that every worker sees the same latest backup (a shared filesystem)."""
+        if self._count <= 1:
+            return
+        from tensorflow.python.eager import context
+
+        generation = next(_generations)
+        mine = "none" if found is None else f"{found[1]['global_step']}"
+        prefix = f"keras_dp/backup/{generation}/found"
+        ctx = context.context()
+        ctx.set_config_key_value(f"{prefix}/{self._index}", mine)
+        seen = {i: ctx.get_config_key_value(f"{prefix}/{i}", timeout_in_ms=600_000)
+                for i in range(self._count)}
+        if len(set(seen.values())) > 1:
+            described = ", ".join(f"worker {i}: {'no backup' if v == 'none' else 'step ' + v}"
+                                  for i, v in seen.items())
+            raise BackupError(
+                f"the workers see different backups in {self.backup_dir!r} ({described}). "
+                "backup_dir must be on a filesystem every worker reads (NFS, a cluster "
+                f"filesystem, gs://...). Received: backup_dir={self.backup_dir}")
+
+    def _restore(self, prefix: str, meta: Dict[str, Any]) -> None:
+        import tensorflow as tf
+
+        if meta.get("format") != FORMAT:
+            raise BackupError(f"the backup {prefix!r} has format {meta.get('format')!r}; this "
+                              f"keras_dp reads format {FORMAT}. Delete {self.backup_dir!r} "
+                              f"to start over. Received: backup_dir={self.backup_dir}")
+        state = self._state_variables()
+        saved = meta.get("variables", {})
+        now = self._describe_variables(state)
+        if "global_seed" in saved and "global_seed" not in now:
+            log.warning("keras_dp: the backup has Keras' global seed generator state, but "
+                        "this run has not created it yet; it is not restored")
+            saved = {k: v for k, v in saved.items() if k != "global_seed"}
+        state = {k: v for k, v in state.items() if k in saved}
+        for group in ("model", "optimizer"):
+            old, new = saved.get(group, []), now.get(group, [])
+            shapes_old = [shape for _, shape in old]
+            shapes_new = [shape for _, shape in new]
+            if shapes_old != shapes_new:
+                detail = (f"{len(old)} variables in the backup, {len(new)} now"
+                          if len(old) != len(new) else next(
+                              f"variable {i} ({new[i][0]}) has shape {tuple(a)} in the backup "
+                              f"but {tuple(b)} now"
+                              for i, (a, b) in enumerate(zip(shapes_old, shapes_new)) if a != b))
+                raise BackupError(
+                    f"the backup in {self.backup_dir!r} was written by a different {group} "
+                    f"({detail}). Use a new backup_dir for a new model, or delete this one. "
+                    f"Received: backup_dir={self.backup_dir}")
+        tf.train.Checkpoint(**state).read(prefix).expect_partial()
+        self.global_step = int(meta["global_step"])
+        self._last_saved_step = self.global_step
+        epoch, step = int(meta["epoch"]), int(meta["step_in_epoch"])
+        spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        position = int(meta.get("data_position", step))
+        self._resume = {"epoch": epoch, "step_in_epoch": step,
+                        "metrics_variables": meta.get("metrics_variables")}
+        self._resume_prefix = prefix
+        self._replay_calls = math.ceil(step / spe)
+        self._hidden_skip = max(0, position - self._replay_calls * spe)
+        self._replay_logs = dict(meta.get("logs") or {})
+        self._epoch = epoch
+        if epoch:
+            self.model._initial_epoch = epoch
+            self._set_initial_epoch = True
+        log.warning("keras_dp: restored the backup of step %d (epoch %d, step %d of it) from "
+                    "%s", self.global_step, epoch + 1, step, self.backup_dir)
+
+    def _restore_metrics(self) -> None:
+        import tensorflow as tf
+
+        variables = list(self.model.metrics_variables)
+        if len(variables) != self._resume.get("metrics_variables"):
+            log.warning("keras_dp: the metrics changed since the backup; their running "
+                        "totals start from zero in the resumed epoch")
+            return
+        tf.train.Checkpoint(metrics=variables).read(self._resume_prefix).expect_partial()
+
+    # -- data position -----------------------------------------------------------
+    def _install_train_function(self) -> None:
+        model = self.model
+        original = getattr(model.train_function, "_keras_dp_original", model.train_function)
+        spe = int(getattr(model, "steps_per_execution", 1) or 1)
+        callback = self
+
+        def train_function(iterator):
+            if iterator is not callback._iterator:
+                callback._iterator = iterator
+                callback._position = 0
+                if callback._hidden_skip:
+                    callback._take(iterator, callback._hidden_skip)
+                    callback._hidden_skip = 0
+            if callback._boundary_save:
+                callback._boundary_save = False
+                callback._save("epoch")
+            if callback._replay_calls > 0:
+                callback._replay_calls -= 1
+                callback._take(iterator, spe)
+                return callback._replay_logs
+            outputs = original(iterator)
+            callback._position += spe
+            return outputs
+
+        train_function._keras_dp_original = original
+        model.train_function = train_function
+
+    def _uninstall_train_function(self) -> None:
+        model = self.model
+        original = getattr(model.train_function, "_keras_dp_original", None)
+        if original is not None:
+            model.train_function = original
+
+    def _take(self, iterator, count: int) -> None:
+        """Takes `count` batches from the iterator without training on them."""
+        for _ in range(count):
+            next(iterator)
+            self._position += 1

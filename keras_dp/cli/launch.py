@@ -1,0 +1,59 @@
+"""`keras-dp launch -n N [options] -- COMMAND [ARGS...]`: N workers on this machine.
+
+`keras-dp launch -n 2 train.py --epochs 3` runs `python train.py --epochs 3`
+twice, each with its own TF_CONFIG on 127.0.0.1 (free ports), output lines
+prefixed with `[worker N]`. Anything that is not a `.py` file runs as given:
+`keras-dp launch -n 2 -- keras-dp train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "launch", help="run a training command as N workers on this machine",
+        description="Start N worker processes of COMMAND on this machine, each with its own "
+                    "TF_CONFIG (free ports on --host), prefix their output with the worker "
+                    "index, forward SIGINT/SIGTERM, stop all when one fails and name it. "
+                    "Exit 0 only when every worker succeeded. Exit codes of keras_dp workers: "
+                    "75 preempted (backup saved), 76 a peer failed, 77 start-up failed.",
+        usage="keras-dp launch -n N [options] [--] COMMAND [ARGS...]")
+    parser.add_argument("-n", "--num-workers", type=int, required=True, metavar="N",
+                        help="number of worker processes")
+    parser.add_argument("--max-restarts", type=int, default=0, metavar="R",
+                        help="after a failure or preemption, start all workers again (new "
+                             "ports) up to R times; keras_dp.callbacks.BackupAndRestore resumes "
+                             "the training (default 0)")
+    parser.add_argument("--cpu-replicas", type=int, default=None, metavar="K",
+                        help="export KERAS_DP_CPU_REPLICAS=K: with -n 1, one process trains on K "
+                             "logical CPU replicas (MirroredStrategy); with several workers only "
+                             "1 is possible (MultiWorkerMirroredStrategy has one CPU device per "
+                             "worker): use -n N*K instead")
+    parser.add_argument("--port-base", type=int, default=None, metavar="PORT",
+                        help="use ports PORT..PORT+N-1 (a restart moves to the next N) instead "
+                             "of free ports")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address the workers listen on and reach each other at "
+                             "(default 127.0.0.1)")
+    parser.add_argument("--log-dir", default=None, metavar="DIR",
+                        help="also write each worker's output to DIR/worker-N.log")
+    parser.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
+                        help="after a worker fails, seconds the others get to stop by "
+                             "themselves before they are killed (default 10)")
+    parser.add_argument("--no-prefix", action="store_true",
+                        help="do not prefix output lines with [worker N]")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
+                        help="a script.py (run with this Python) or, after --, any command")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from keras_dp.launcher import Launcher
+
+    launcher = Launcher(args.command, args.num_workers, max_restarts=args.max_restarts,
+                        cpu_replicas=args.cpu_replicas, port_base=args.port_base,
+                        host=args.host, log_dir=args.log_dir, stop_grace=args.stop_grace,
+                        prefix=not args.no_prefix)
+    return launcher.run().returncode

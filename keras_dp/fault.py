@@ -1,0 +1,436 @@
+"""Exit codes and failure handling for multi-worker runs.
+
+Every keras_dp worker ends with one of a few exit codes, so that a launcher
+(`keras-dp launch`, SLURM, Kubernetes, a shell loop) can tell what happened
+without reading logs:
+
+| code | name | meaning |
+| --- | --- | --- |
+| 0 | `EXIT_OK` | training finished |
+| 1 | `EXIT_FAILURE` | this worker failed (an exception in the program) |
+| 2 | `EXIT_USAGE` | a usage or configuration error (`keras_dp.KerasDPError`) |
+| 75 | `EXIT_PREEMPTED` | SIGTERM: a backup was saved at a step all workers share; relaunch to resume |
+| 76 | `EXIT_PEER_FAILED` | another worker died, froze or failed; this one stopped |
+| 77 | `EXIT_STARTUP_FAILED` | not every worker joined within the start-up bound |
+
+75 is `EX_TEMPFAIL` from `sysexits.h` ("try again later"), which is what a
+preempted worker means.
+
+When `keras_dp` creates a `MultiWorkerMirroredStrategy` it calls `install()`:
+an uncaught exception then ends the process at once with a message that
+names the failed peer (read from TensorFlow's error: the coordination
+service's heartbeat report, the task of a failed RPC, or the address that
+refused a connection) and `EXIT_PEER_FAILED`; an exception of this worker's
+own is reported to the cluster first, so the other workers name it and its
+error. `startup_guard()` bounds the start-up: a worker that never starts is
+named with its address within `startup_timeout` seconds.
+
+The message parsing (`diagnose()`) and `describe_exit()` are pure functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from keras_dp.errors import KerasDPError, StrategyError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PREEMPTED = 75
+EXIT_PEER_FAILED = 76
+EXIT_STARTUP_FAILED = 77
+
+#: What each keras_dp exit code means (for launchers and summaries).
+EXIT_CODES = {
+    EXIT_OK: "finished",
+    EXIT_FAILURE: "failed",
+    EXIT_USAGE: "usage or configuration error",
+    EXIT_PREEMPTED: "preempted: a backup was saved, relaunch to resume",
+    EXIT_PEER_FAILED: "stopped because another worker failed",
+    EXIT_STARTUP_FAILED: "start-up failed: not every worker joined",
+}
+
+#: The line a stopping worker prints; launchers read the peer from it.
+PEER_LINE = re.compile(r"keras_dp: worker (\d+)\S* stops because worker (\d+)")
+
+
+def describe_exit(returncode: Optional[int]) -> str:
+    """A short phrase for a process's exit status, e.g. `"killed by SIGKILL"`.
+
+    Args:
+        returncode: `subprocess.Popen.returncode` (negative for a signal,
+            None while running).
+
+    Returns:
+        `"exit code 76 (stopped because another worker failed)"`,
+        `"killed by SIGKILL"`, `"still running"`, ...
+    """
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    meaning = EXIT_CODES.get(returncode)
+    if returncode > 128 and meaning is None:
+        try:
+            meaning = f"probably {signal.Signals(returncode - 128).name}"
+        except ValueError:
+            pass
+    return f"exit code {returncode}" + (f" ({meaning})" if meaning else "")
+
+
+def worker_position(strategy) -> Tuple[int, int, bool]:
+    """This process's `(worker index, number of workers, is chief)` under `strategy`.
+
+    Works for any `tf.distribute.Strategy`; a single process is `(0, 1, True)`.
+    """
+    extended = getattr(strategy, "extended", None)
+    count = int(getattr(extended, "_num_workers", 1) or 1)
+    if count <= 1:
+        return 0, 1, True
+    resolver = strategy.cluster_resolver
+    from tensorflow.python.distribute import multi_worker_util
+
+    spec = multi_worker_util.normalize_cluster_spec(resolver.cluster_spec())
+    index = multi_worker_util.id_in_cluster(spec, resolver.task_type, resolver.task_id)
+    return int(index), count, bool(extended.should_checkpoint)
+
+
+# -- which peer failed, from TensorFlow's error text -------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PeerFailure:
+    """A diagnosis of a multi-worker error.
+
+    Attributes:
+        kind: `"peer"` (a peer died, froze or failed while training) or
+            `"startup"` (peers did not join in time).
+        workers: Indices of the workers at fault (chief first numbering, as
+            `ClusterInfo.worker_addresses`); empty when unknown.
+        reason: What happened, in words.
+    """
+
+    kind: str
+    workers: Tuple[int, ...]
+    reason: str
+
+
+_TASK = re.compile(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)")
+_UNHEALTHY = re.compile(r"tasks are unhealthy[^\n]*\n((?:\s*/job:\S+\n?)+)")
+_TIMED_OUT_TASKS = re.compile(r"timed out task names:\s*\n((?:\s*/job:\S+\n?)+)")
+_REPORTED = re.compile(r"Error reported from (/job:\w+/(?:replica:\d+/)?task:\d+):\s*([^\n]*)")
+_REMOTE = re.compile(r"remote target (/job:\w+/(?:replica:\d+/)?task:\d+)")
+_ADDRESS = re.compile(r"ipv[46]:([\w.\-\[\]:]+?:\d+)")
+_GONE = ("connection refused", "failed to connect", "socket closed", "connection reset",
+         "broken pipe", "unavailable", "connect failed", "end of file")
+#: Marks the errors a failing keras_dp worker reports to the others.
+_REPORT_MARKER = "keras_dp-worker-failed"
+
+
+def _task_index(cluster: Mapping[str, Sequence[str]], job: str, index: int) -> Optional[int]:
+    order = [role for role in ("chief", "worker") if role in cluster]
+    if job not in order or index >= len(cluster[job]):
+        return None
+    return sum(len(cluster[role]) for role in order[:order.index(job)]) + index
+
+
+def _tasks(text: str, cluster) -> List[int]:
+    found: List[int] = []
+    for job, index in _TASK.findall(text):
+        worker = _task_index(cluster, job, int(index))
+        if worker is not None and worker not in found:
+            found.append(worker)
+    return found
+
+
+#: The coordination service runs on the first training task (chief, else worker 0).
+LEADER = 0
+
+
+def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
+             self_index: Optional[int] = None) -> Optional[PeerFailure]:
+    """Reads which peer failed from a TensorFlow error message.
+
+    Args:
+        message: The error text (`str(exception)`).
+        cluster: Job name to addresses (`ClusterInfo.cluster`).
+        self_index: This worker's index, never blamed.
+
+    Returns:
+        A `PeerFailure`, or None when the error does not come from a peer
+        (e.g. a bug in this worker's program).
+
+    Example:
+
+    >>> diagnose("The following tasks are unhealthy (stopped sending "
+    ...          "heartbeats):\\n/job:worker/replica:0/task:1\\n",
+    ...          {"worker": ["a:1", "b:1"]}).workers
+    (1,)
+    """
+    text = str(message)
+    lowered = text.lower()
+    addresses = [a.lower() for role in ("chief", "worker") for a in cluster.get(role, ())]
+
+    def result(kind, workers, reason):
+        workers = tuple(w for w in workers if w != self_index)
+        return PeerFailure(kind, workers, reason)
+
+    match = _TIMED_OUT_TASKS.search(text)
+    if match and "register" in lowered:
+        return result("startup", _tasks(match.group(1), cluster),
+                      "did not join the cluster in time")
+    if "coordinationservice/registertask" in lowered:
+        return result("startup", [LEADER],
+                      "did not answer: the coordination service it runs is not up (not "
+                      "started, or unreachable)")
+    match = _UNHEALTHY.search(text)
+    if match:
+        return result("peer", _tasks(match.group(1), cluster),
+                      "stopped sending heartbeats (it died, froze or lost the network)")
+    if "coordinationservice/heartbeat" in lowered or "coordinationservice/pollfor" in lowered:
+        return result("peer", [LEADER],
+                      "stopped answering: the coordination service it runs is unreachable "
+                      "(it died, froze or lost the network)")
+    match = _REPORTED.search(text)
+    if match and _REPORT_MARKER in text:
+        reason = text.split(_REPORT_MARKER, 1)[1].strip(" :\n")
+        return result("peer", _tasks(match.group(1), cluster),
+                      f"failed: {reason.splitlines()[0] if reason else 'an error'}")
+    gone = any(marker in lowered for marker in _GONE)
+    match = _REMOTE.search(text)
+    if match and gone:
+        return result("peer", _tasks(match.group(1), cluster),
+                      "is gone (its connection was refused or closed)")
+    for address in _ADDRESS.findall(text):
+        if address.lower() in addresses and gone:
+            return result("peer", [addresses.index(address.lower())],
+                          "is gone (its connection was refused or closed)")
+    if match and "collective ops is aborted" in lowered:
+        return result("peer", _tasks(match.group(1), cluster), "aborted the collective ops")
+    if "collective ops is aborted" in lowered or (
+            "deadline exceeded" in lowered and "collective" in lowered):
+        return result("peer", _tasks(text, cluster), "a collective operation failed")
+    return None
+
+
+def _name(cluster, index: int) -> str:
+    addresses = [a for role in ("chief", "worker") for a in cluster.get(role, ())]
+    if 0 <= index < len(addresses):
+        return f"worker {index} ({addresses[index]})"
+    return f"worker {index}"
+
+
+def peer_message(failure: PeerFailure, cluster, self_index: int) -> str:
+    """The one-line explanation a stopping worker prints (see `PEER_LINE`)."""
+    me = _name(cluster, self_index)
+    if failure.kind == "startup":
+        who = ", ".join(_name(cluster, w) for w in failure.workers) or "a worker"
+        return (f"keras_dp: worker {self_index} could not start: {who} {failure.reason}. "
+                "Start every worker (same TF_CONFIG cluster), check the addresses and "
+                "firewalls, or raise startup_timeout. "
+                f"Exit code {EXIT_STARTUP_FAILED} ({EXIT_CODES[EXIT_STARTUP_FAILED]}).")
+    if failure.workers:
+        who = _name(cluster, failure.workers[0])
+        return (f"keras_dp: worker {self_index} stops because {who} {failure.reason}. "
+                f"This is {me}. Relaunch all workers; with keras_dp.callbacks."
+                "BackupAndRestore training resumes from the last backup. "
+                f"Exit code {EXIT_PEER_FAILED} ({EXIT_CODES[EXIT_PEER_FAILED]}).")
+    return (f"keras_dp: worker {self_index} stops because a peer failed ({failure.reason}). "
+            f"Exit code {EXIT_PEER_FAILED} ({EXIT_CODES[EXIT_PEER_FAILED]}).")
+
+
+# -- start-up ---------------------------------------------------------------------
+
+class StartupError(StrategyError):
+    """Not every worker joined the cluster within the start-up bound."""
+
+    exit_code = EXIT_STARTUP_FAILED
+
+
+def unreachable(addresses: Sequence[str], timeout: float = 1.0) -> List[int]:
+    """Indices of the addresses where nothing accepts a TCP connection."""
+    missing = []
+    for index, address in enumerate(addresses):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                pass
+        except (OSError, ValueError):
+            missing.append(index)
+    return missing
+
+
+def _exit_now(code: int, message: str) -> None:
+    """Prints `message` on stderr and ends the process without waiting for TF."""
+    try:
+        sys.stdout.flush()
+    except Exception:  # noqa: BLE001 - a closed stream must not stop the exit
+        pass
+    try:
+        if message:
+            sys.stderr.write(message.rstrip("\n") + "\n")
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001
+        pass
+    os._exit(code)
+
+
+#: Seconds the watchdog waits beyond `startup_timeout` when every peer listens
+#: (they joined; TensorFlow is still setting up), before it gives up anyway.
+STARTUP_EXTENSION = 30.0
+
+
+def register_timeout(startup_timeout: Optional[float]) -> Optional[float]:
+    """TensorFlow's cluster-registration limit for a start-up bound.
+
+    Measured with TF 2.21: the leader fails right at this limit (its barrier
+    names the missing tasks), a worker whose leader never started about 5 s
+    after it (its RegisterTask call's deadline). So it is 7 s below the
+    bound (half the bound for short bounds), and both fail within it.
+    """
+    if not startup_timeout:
+        return startup_timeout
+    return max(startup_timeout * 0.5, startup_timeout - 7.0)
+
+
+@contextlib.contextmanager
+def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
+    """Bounds how long creating the multi-worker strategy may take.
+
+    TensorFlow's coordination service fails start-up after its
+    `cluster_register_timeout` (keras_dp sets it to `register_timeout()`),
+    but some waits (connecting to a leader that never started) are outside
+    it. So a watchdog ends the process after `timeout` seconds with
+    `EXIT_STARTUP_FAILED`, naming the workers where nothing listens; when
+    every peer listens (they joined and TensorFlow is still setting up) it
+    waits up to `STARTUP_EXTENSION` seconds more. A TensorFlow start-up
+    error raised in the block becomes a `StartupError` naming the missing
+    workers.
+
+    Args:
+        cluster: The `ClusterInfo`.
+        timeout: Seconds; None or 0 means no bound.
+    """
+    done = threading.Event()
+    index = cluster.worker_index or 0
+
+    def missing():
+        return [i for i in unreachable(cluster.worker_addresses) if i != index]
+
+    def watchdog():
+        if done.wait(timeout):
+            return
+        peers = missing()
+        if not peers and done.wait(STARTUP_EXTENSION):
+            return
+        peers = peers or missing()
+        reason = f"did not join within {timeout:g} s" + (" (nothing listens there)"
+                                                        if peers else "")
+        _exit_now(EXIT_STARTUP_FAILED, peer_message(
+            PeerFailure("startup", tuple(peers), reason), cluster.cluster, index))
+
+    if timeout:
+        threading.Thread(target=watchdog, name="keras_dp-startup-watchdog", daemon=True).start()
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - re-raised below
+        failure = diagnose(str(exc), cluster.cluster, index)
+        if failure is None or failure.kind != "startup":
+            raise
+        peers = missing()
+        if peers:
+            failure = dataclasses.replace(
+                failure, workers=tuple(peers),
+                reason=f"did not join within {timeout:g} s (nothing listens there)")
+        raise StartupError(peer_message(failure, cluster.cluster, index)) from None
+    finally:
+        done.set()
+
+
+# -- uncaught exceptions ----------------------------------------------------------
+
+_installed = {}
+
+
+def handle_exception(exc: BaseException, cluster, *, report: bool = True) -> int:
+    """Explains a worker's fatal exception; returns the exit code to end with.
+
+    A peer failure prints which peer and returns `EXIT_PEER_FAILED`; an error
+    of this worker's own is reported to the other workers (so they name this
+    one) and returns its `exit_code` attribute or `EXIT_FAILURE`.
+    """
+    index = cluster.worker_index or 0
+    if isinstance(exc, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
+    if isinstance(exc, StartupError):
+        return EXIT_STARTUP_FAILED
+    failure = diagnose(str(exc), cluster.cluster, index)
+    if failure is not None:
+        sys.stderr.write(peer_message(failure, cluster.cluster, index) + "\n")
+        return EXIT_STARTUP_FAILED if failure.kind == "startup" else EXIT_PEER_FAILED
+    if report:
+        report_to_cluster(exc)
+    default = EXIT_USAGE if isinstance(exc, KerasDPError) else EXIT_FAILURE
+    return getattr(exc, "exit_code", default)
+
+
+def report_to_cluster(exc: BaseException) -> None:
+    """Tells the other workers (through the coordination service) why this one fails."""
+    if "tensorflow" not in sys.modules:
+        return  # no cluster was ever joined from this process
+    try:
+        from tensorflow.python.eager import context
+
+        if context.context().coordination_service is None:
+            return
+        summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        context.context().report_error_to_cluster(2, f"{_REPORT_MARKER}: {summary[:500]}")
+        time.sleep(0.5)  # let the service pass it on before this process vanishes
+    except Exception:  # noqa: BLE001 - best effort: the service may be gone
+        pass
+
+
+def install(cluster) -> None:
+    """Makes an uncaught exception end this worker with a named cause and exit code.
+
+    Called by `keras_dp` when it creates a multi-worker strategy. The
+    previous `sys.excepthook` still prints the traceback; the process then
+    ends at once (`os._exit`), so it never waits on a dead peer at exit.
+    """
+    if _installed.get("cluster") is not None:
+        _installed["cluster"] = cluster
+        return
+    previous = sys.excepthook
+    _installed.update(cluster=cluster, previous=previous)
+
+    def excepthook(exc_type, exc, tb):
+        if isinstance(exc, KerasDPError):
+            sys.stderr.write(f"{exc}\n")  # meant for people: no traceback
+        else:
+            previous(exc_type, exc, tb)
+        code = handle_exception(exc, _installed["cluster"])
+        _exit_now(code, "")
+
+    sys.excepthook = excepthook
+
+
+def uninstall() -> None:
+    """Restores the previous `sys.excepthook` (for tests)."""
+    if "previous" in _installed:
+        sys.excepthook = _installed["previous"]
+    _installed.clear()

@@ -1,0 +1,74 @@
+"""The worker side of `keras_dp.launch`: `python -m keras_dp.launcher._bootstrap WORKDIR`.
+
+Loads the pickled function, runs it, and leaves its return value (chief
+only) or its error (any worker) in WORKDIR for the launching process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import traceback
+
+
+def _write(path: str, value) -> None:
+    import cloudpickle
+
+    temp = f"{path}.tmp"
+    with open(temp, "wb") as handle:
+        cloudpickle.dump(value, handle)
+    os.replace(temp, path)
+
+
+def _error_report(exc: BaseException) -> dict:
+    import cloudpickle
+
+    report = {"type": type(exc).__name__, "message": str(exc),
+              "traceback": "".join(traceback.format_exception(type(exc), exc,
+                                                              exc.__traceback__))}
+    try:
+        report["exception"] = cloudpickle.dumps(exc)
+        pickle.loads(report["exception"])
+    except Exception:  # noqa: BLE001 - some exceptions do not pickle
+        report.pop("exception", None)
+    return report
+
+
+def main(argv=None) -> int:
+    from keras_dp.cluster import resolve_cluster
+    from keras_dp.launcher.notebook import PAYLOAD, error_path, result_path
+
+    work = (argv or sys.argv[1:])[0]
+    with open(os.path.join(work, PAYLOAD), "rb") as handle:
+        payload = pickle.load(handle)
+    for entry in reversed(payload["sys_path"]):
+        if entry not in sys.path:
+            sys.path.insert(1, entry)
+    cluster = resolve_cluster()
+    index = cluster.worker_index or 0
+    try:
+        value = payload["fn"](*payload["args"], **payload["kwargs"])
+        if cluster.is_chief:
+            _write(result_path(work, index), value)
+    except BaseException as exc:  # noqa: BLE001 - reported to the launching process
+        from keras_dp import fault
+
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            return 0
+        traceback.print_exc()
+        _write(error_path(work, index), _error_report(exc))
+        if cluster.is_multi_worker:
+            return fault.handle_exception(exc, cluster)
+        return fault.handle_exception(exc, cluster, report=False)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    if code:
+        # Do not wait at exit for peers that may be dead (see keras_dp.fault).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(0)

@@ -1,0 +1,62 @@
+"""Copies each worker's output to ours, one prefixed line at a time."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import IO, List, Optional
+
+
+class WorkerOutput:
+    """The output of one worker process: prefixed copy, optional log file, last lines.
+
+    Args:
+        index: The worker's index (for the prefix).
+        lock: Shared by all workers, so lines never interleave.
+        log_file: Open text file that receives every line unprefixed, or None.
+        prefix: Whether to prefix lines with `[worker N] `.
+        tail: How many last lines to keep for the failure summary.
+    """
+
+    def __init__(self, index: int, lock: threading.Lock, *, log_file: Optional[IO[str]] = None,
+                 prefix: bool = True, tail: int = 20):
+        self.index = index
+        self.prefix = f"[worker {index}] " if prefix else ""
+        self._lock = lock
+        self._log_file = log_file
+        self._tail = collections.deque(maxlen=tail)
+        self._threads: List[threading.Thread] = []
+
+    def follow(self, stream: IO[bytes], target: IO[str]) -> None:
+        """Starts a thread that copies `stream` (a worker's pipe) to `target`."""
+        thread = threading.Thread(target=self._pump, args=(stream, target), daemon=True,
+                                  name=f"keras_dp-output-{self.index}")
+        thread.start()
+        self._threads.append(thread)
+
+    def _pump(self, stream: IO[bytes], target: IO[str]) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", errors="replace")
+            if not line.endswith("\n"):
+                line += "\n"
+            with self._lock:
+                self._tail.append(line.rstrip("\n"))
+                try:
+                    target.write(self.prefix + line)
+                    target.flush()
+                except (OSError, ValueError):
+                    pass  # our own output is gone (closed pipe): keep draining
+                if self._log_file is not None:
+                    self._log_file.write(line)
+                    self._log_file.flush()
+        stream.close()
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Waits for the worker's pipes to be drained."""
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def tail(self) -> List[str]:
+        """The last lines the worker printed (stdout and stderr, in arrival order)."""
+        with self._lock:
+            return list(self._tail)

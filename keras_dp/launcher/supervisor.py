@@ -1,0 +1,404 @@
+"""Starts N workers on this machine and watches them (what `keras-dp launch` runs).
+
+Each worker gets its own `TF_CONFIG` (all workers on `host`, free ports from
+portpicker, or `port_base + i`), runs in its own process group, and has
+every output line copied to ours with a `[worker N]` prefix. The launcher:
+
+- forwards SIGINT and SIGTERM to every worker (a second one kills them);
+- when a worker fails, gives the others `stop_grace` seconds to stop by
+  themselves (keras_dp workers notice a dead peer and exit with
+  `EXIT_PEER_FAILED`), then kills them, and prints a summary naming the
+  worker that failed first, how (exit code or signal) and its last lines;
+- with `max_restarts`, starts all workers again on new ports after a
+  failure or a preemption (`KERAS_DP_RESTART_COUNT` tells them which try
+  this is; `keras_dp.callbacks.BackupAndRestore` resumes the training), but
+  not after a usage error (exit code 2) or a signal sent to the launcher;
+- returns 0 only when every worker exited with 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Dict, List, Mapping, Optional, Sequence
+
+from keras_dp.errors import ConfigError
+from keras_dp.fault import (EXIT_PEER_FAILED, EXIT_PREEMPTED, EXIT_USAGE, PEER_LINE,
+                            describe_exit)
+from keras_dp.launcher.output import WorkerOutput
+
+RESTART_VARIABLE = "KERAS_DP_RESTART_COUNT"
+#: Variables a worker must not inherit: they would describe another cluster.
+_DROPPED = ("TF_CONFIG", "KERAS_DP_WORKERS", "KERAS_DP_TASK_INDEX", "KERAS_DP_CLUSTER")
+
+
+@dataclasses.dataclass
+class WorkerStatus:
+    """How one worker of one attempt ended.
+
+    Attributes:
+        index: Worker index (0 is the chief).
+        address: Its `host:port` in TF_CONFIG.
+        pid: Process id.
+        returncode: Exit status (negative: killed by that signal).
+        ended: Seconds after the attempt started when it ended.
+        killed_by_launcher: The launcher stopped it (after another failed).
+        tail: Its last output lines.
+    """
+
+    index: int
+    address: str
+    pid: int
+    returncode: Optional[int] = None
+    ended: Optional[float] = None
+    killed_by_launcher: bool = False
+    tail: List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class LaunchResult:
+    """The outcome of `Launcher.run()`.
+
+    Attributes:
+        returncode: 0 when every worker succeeded; otherwise the first failed
+            worker's exit code (128 + signal number for a signal), or
+            `EXIT_PREEMPTED` after a preemption.
+        attempts: How many times the workers were started.
+        workers: The statuses of the last attempt's workers.
+        failed: Index of the worker that failed first in the last attempt, if any.
+        summary: The failure summary that was printed ("" on success).
+    """
+
+    returncode: int
+    attempts: int
+    workers: List[WorkerStatus]
+    failed: Optional[int] = None
+    summary: str = ""
+
+
+def worker_command(command: Sequence[str]) -> List[str]:
+    """The argv to run: a `script.py` runs under this Python, anything else as given."""
+    command = list(command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ConfigError("no command to run", variable="command",
+                          fix="write e.g. keras-dp launch -n 2 train.py, or "
+                              "keras-dp launch -n 2 -- python -m mypackage.train")
+    if command[0].endswith(".py"):
+        return [sys.executable, "-u", *command]
+    return command
+
+
+def pick_ports(count: int, *, host: str = "127.0.0.1", port_base: Optional[int] = None,
+               attempt: int = 0) -> List[int]:
+    """Ports for `count` workers: free ones from portpicker, or `port_base` onwards.
+
+    With `port_base`, attempt `k` uses the `count` ports after those of
+    attempt `k - 1` (a restarted TensorFlow server cannot always rebind at
+    once), and each must be free.
+    """
+    import portpicker
+
+    if port_base is None:
+        ports: List[int] = []
+        while len(ports) < count:
+            port = portpicker.pick_unused_port()
+            if port not in ports:
+                ports.append(port)
+        return ports
+    first = port_base + attempt * count
+    ports = list(range(first, first + count))
+    if ports[-1] > 65535:
+        raise ConfigError(f"{count} workers from port {first} would pass port 65535",
+                          variable="--port-base", received=port_base,
+                          fix="choose a lower --port-base")
+    for port in ports:
+        if not portpicker.is_port_free(port):
+            raise ConfigError(f"port {port} on {host} is in use", variable="--port-base",
+                              received=port_base,
+                              fix="choose another --port-base, or leave it out to use free "
+                                  "ports")
+    return ports
+
+
+def worker_environments(num_workers: int, ports: Sequence[int], *, host: str = "127.0.0.1",
+                        base: Optional[Mapping[str, str]] = None, attempt: int = 0,
+                        cpu_replicas: Optional[int] = None) -> List[Dict[str, str]]:
+    """The environment of each worker: TF_CONFIG for its index, plus launcher hints."""
+    base = dict(os.environ if base is None else base)
+    for name in _DROPPED:
+        base.pop(name, None)
+    addresses = [f"{host}:{port}" for port in ports]
+    envs = []
+    for index in range(num_workers):
+        env = dict(base)
+        if num_workers > 1:
+            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
+                                           "task": {"type": "worker", "index": index}})
+        env[RESTART_VARIABLE] = str(attempt)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if cpu_replicas is not None:
+            env["KERAS_DP_CPU_REPLICAS"] = str(cpu_replicas)
+        envs.append(env)
+    return envs
+
+
+def _check_whole(name: str, value, minimum: int, fix: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"must be a whole number >= {minimum}", variable=name,
+                          received=value, fix=fix)
+
+
+class Launcher:
+    """Runs one command as N workers on this machine; see the module docstring.
+
+    Args:
+        command: The argv (`script.py ...` runs under this Python).
+        num_workers: How many workers.
+        max_restarts: Start all workers again up to this many times after a
+            failure or preemption.
+        cpu_replicas: Exported as `KERAS_DP_CPU_REPLICAS` (one worker only:
+            MultiWorkerMirroredStrategy has one CPU device per worker).
+        port_base: First port (default: free ports).
+        host: Address the workers use to reach each other (default loopback).
+        log_dir: Directory for `worker-N.log` files (one per worker).
+        env: Base environment (default: ours).
+        stop_grace: Seconds the other workers get to stop by themselves
+            after one fails, before they are killed.
+        signal_grace: Seconds the workers get to save and exit after a
+            forwarded SIGTERM/SIGINT, before they are killed.
+        prefix: Prefix every output line with `[worker N] `.
+        stdout, stderr: Where worker output and launcher messages go.
+    """
+
+    def __init__(self, command: Sequence[str], num_workers: int, *, max_restarts: int = 0,
+                 cpu_replicas: Optional[int] = None, port_base: Optional[int] = None,
+                 host: str = "127.0.0.1", log_dir: Optional[str] = None,
+                 env: Optional[Mapping[str, str]] = None, stop_grace: float = 10.0,
+                 signal_grace: float = 120.0, prefix: bool = True,
+                 stdout: Optional[IO[str]] = None, stderr: Optional[IO[str]] = None):
+        _check_whole("num_workers", num_workers, 1, "pass e.g. -n 2")
+        _check_whole("max_restarts", max_restarts, 0, "pass e.g. --max-restarts 3")
+        if cpu_replicas is not None:
+            _check_whole("cpu_replicas", cpu_replicas, 1, "pass e.g. --cpu-replicas 2")
+        if cpu_replicas is not None and cpu_replicas > 1 and num_workers > 1:
+            raise ConfigError(
+                f"cannot give each of {num_workers} workers {cpu_replicas} CPU replicas: "
+                "MultiWorkerMirroredStrategy uses one CPU device per worker",
+                variable="cpu_replicas", received=cpu_replicas,
+                fix=f"launch -n {num_workers * cpu_replicas} workers with one replica each, "
+                    f"or -n 1 --cpu-replicas {cpu_replicas} for one process with "
+                    f"{cpu_replicas} replicas (MirroredStrategy)")
+        self.command = worker_command(command)
+        self.num_workers = num_workers
+        self.max_restarts = max_restarts
+        self.cpu_replicas = cpu_replicas
+        self.port_base = port_base
+        self.host = host
+        self.log_dir = log_dir
+        self.env = env
+        self.stop_grace = stop_grace
+        self.signal_grace = signal_grace
+        self.prefix = prefix
+        self.stdout = stdout
+        self.stderr = stderr
+        self._signal: Optional[int] = None
+        self._signal_count = 0
+        self._procs: List[subprocess.Popen] = []
+        self._lock = threading.Lock()
+
+    # -- messages ----------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        err = self.stderr or sys.stderr
+        with self._lock:
+            for line in text.rstrip("\n").splitlines():
+                err.write(f"[launcher] {line}\n")
+            err.flush()
+
+    # -- signals ------------------------------------------------------------------
+    def _on_signal(self, signum, frame):  # noqa: ARG002
+        self._signal = signum
+        self._signal_count += 1
+        self._forward(signal.SIGKILL if self._signal_count > 1 else signum)
+
+    def _forward(self, signum: int) -> None:
+        """Sends `signum` to every running worker's process group."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signum)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def run(self) -> LaunchResult:
+        """Starts the workers (again, up to `max_restarts` times); returns the outcome."""
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                handlers[signum] = signal.signal(signum, self._on_signal)
+        try:
+            attempt = 0
+            while True:
+                result = self._attempt(attempt)
+                result.attempts = attempt + 1
+                if result.returncode == 0 or self._signal is not None or \
+                        attempt >= self.max_restarts:
+                    return result
+                if result.returncode == EXIT_USAGE:
+                    self._say("not restarting: a usage or configuration error does not go "
+                              "away by itself")
+                    return result
+                attempt += 1
+                self._say(f"restarting all {self.num_workers} workers on new ports "
+                          f"(restart {attempt} of {self.max_restarts})")
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+
+    # -- one attempt ----------------------------------------------------------------
+    def _open_log(self, index: int, attempt: int):
+        if not self.log_dir:
+            return None
+        os.makedirs(self.log_dir, exist_ok=True)
+        handle = open(os.path.join(self.log_dir, f"worker-{index}.log"),
+                      "a" if attempt else "w", encoding="utf-8")
+        if attempt:
+            handle.write(f"\n===== keras-dp launch: restart {attempt} =====\n")
+        return handle
+
+    def _attempt(self, attempt: int) -> LaunchResult:
+        ports = pick_ports(self.num_workers, host=self.host, port_base=self.port_base,
+                           attempt=attempt)
+        envs = worker_environments(self.num_workers, ports, host=self.host, base=self.env,
+                                   attempt=attempt, cpu_replicas=self.cpu_replicas)
+        out, err = self.stdout or sys.stdout, self.stderr or sys.stderr
+        statuses: List[WorkerStatus] = []
+        outputs: List[WorkerOutput] = []
+        logs = []
+        self._procs = []
+        started = time.monotonic()
+        if attempt == 0:
+            self._say(f"starting {self.num_workers} worker(s) on {self.host}: "
+                      f"{' '.join(self.command)}")
+        for index in range(self.num_workers):
+            log_file = self._open_log(index, attempt)
+            logs.append(log_file)
+            proc = subprocess.Popen(self.command, env=envs[index], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+            self._procs.append(proc)
+            output = WorkerOutput(index, self._lock, log_file=log_file, prefix=self.prefix)
+            output.follow(proc.stdout, out)
+            output.follow(proc.stderr, err)
+            outputs.append(output)
+            statuses.append(WorkerStatus(index, f"{self.host}:{ports[index]}", proc.pid))
+            self._say(f"worker {index} started: {self.host}:{ports[index]}, pid {proc.pid}")
+        if self._signal is not None:  # a signal came while starting
+            self._forward(self._signal)
+        order: List[int] = []
+        kill_at: Optional[float] = None
+        signalled = self._signal
+        while True:
+            now = time.monotonic()
+            for status, proc in zip(statuses, self._procs):
+                if status.returncode is None and proc.poll() is not None:
+                    status.returncode, status.ended = proc.returncode, now - started
+                    order.append(status.index)
+                    self._say(f"worker {status.index} ended after {status.ended:.1f} s: "
+                              f"{describe_exit(status.returncode)}")
+            running = [s for s in statuses if s.returncode is None]
+            if not running:
+                break
+            failed = [i for i in order if statuses[i].returncode != 0]
+            if self._signal is not None and signalled is None:
+                signalled = self._signal
+                kill_at = now + self.signal_grace
+            elif failed and kill_at is None:
+                kill_at = now + self.stop_grace
+                self._say(f"the other workers get {self.stop_grace:g} s to stop by themselves")
+            if kill_at is not None and now >= kill_at:
+                for status in running:
+                    status.killed_by_launcher = True
+                    try:
+                        os.killpg(status.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                kill_at = now + 3600
+            time.sleep(0.05)
+        for output, status, log_file in zip(outputs, statuses, logs):
+            output.join()
+            status.tail = output.tail()
+            if log_file is not None:
+                log_file.close()
+        return self._outcome(statuses, order, signalled)
+
+    def _outcome(self, statuses: List[WorkerStatus], order: List[int],
+                 signalled: Optional[int]) -> LaunchResult:
+        failed = [i for i in order if statuses[i].returncode != 0
+                  and not statuses[i].killed_by_launcher]
+        if not failed:
+            failed = [i for i in order if statuses[i].returncode != 0]
+        if not failed:
+            return LaunchResult(0, 0, statuses)
+        codes = {s.returncode for s in statuses}
+        if codes == {EXIT_PREEMPTED}:
+            summary = (f"all {len(statuses)} workers saved a backup and stopped (preempted, "
+                       f"{describe_exit(EXIT_PREEMPTED)})")
+            self._say(summary)
+            return LaunchResult(EXIT_PREEMPTED, 0, statuses, failed[0], summary)
+        first = statuses[failed[0]]
+        if signalled == signal.SIGINT:
+            code = 128 + signal.SIGINT
+        elif first.returncode is not None and first.returncode < 0:
+            code = 128 - first.returncode
+        else:
+            code = int(first.returncode or 1)
+        lines = [f"worker {first.index} ({first.address}, pid {first.pid}) failed first: "
+                 f"{describe_exit(first.returncode)}"]
+        blamed = self._blamed_peer(first)
+        if blamed is not None:
+            lines[0] += f"; it reports that worker {blamed} failed"
+        lines.append(f"last lines of worker {first.index}:")
+        lines.extend("    " + line for line in first.tail[-12:])
+        for status in statuses:
+            if status.index == first.index:
+                continue
+            how = describe_exit(status.returncode)
+            if status.killed_by_launcher:
+                how += ", stopped by the launcher"
+            lines.append(f"worker {status.index} ({status.address}): {how}")
+        lines.append(f"exit code {code}")
+        summary = "\n".join(lines)
+        self._say(summary)
+        return LaunchResult(code, 0, statuses, first.index, summary)
+
+    @staticmethod
+    def _blamed_peer(status: WorkerStatus) -> Optional[int]:
+        if status.returncode != EXIT_PEER_FAILED:
+            return None
+        for line in reversed(status.tail):
+            match = PEER_LINE.search(line)
+            if match:
+                return int(match.group(2))
+        return None
+
+
+def launch_command(command: Sequence[str], num_workers: int, **options) -> LaunchResult:
+    """Runs `command` as `num_workers` workers on this machine; see `Launcher`.
+
+    Example:
+
+    ```python
+    result = keras_dp.launcher.launch_command(["train.py", "--epochs", "3"], 2,
+                                              max_restarts=1)
+    result.returncode  # 0 when every worker succeeded
+    ```
+    """
+    return Launcher(command, num_workers, **options).run()

@@ -1,0 +1,539 @@
+"""Custom training loops under `keras_dp.scope()`: the GradientTape path, done right.
+
+Data parallelism by hand has three rules, and this module keeps them:
+
+1. Run the step on every replica (`ctx.run(step_fn, batch)`), so that
+   `optimizer.apply_gradients` sees a replica context and Keras sums the
+   gradients over all replicas and workers (an all-reduce).
+2. Because the gradients are summed, scale the loss by the GLOBAL batch:
+   `compute_loss(per_example_loss)` = sum over the replica's examples /
+   global batch size, plus regularization losses / number of replicas
+   (the semantics of `tf.nn.compute_average_loss` and
+   `tf.nn.scale_regularization_loss`). A mean over the local batch makes the
+   gradients `num_replicas` times too large.
+3. Give every replica different data (`distribute(dataset)`, which shards
+   per worker), and read metrics in the cross-replica context on every
+   worker at once (`metric_results`), where Keras's metric variables are
+   summed over replicas and workers.
+
+`train_step(model, optimizer, loss)` does all of it in one compiled step,
+with optional XLA for the forward and backward pass and mixed precision
+(`keras.optimizers.LossScaleOptimizer`). `keras_dp.loop_checks` catches the
+classic mistakes.
+
+Example:
+
+```python
+with keras_dp.scope() as ctx:
+    model = build_model()
+    optimizer = keras.optimizers.SGD(0.1)
+loss_fn = keras.losses.MeanSquaredError(reduction=None)
+
+@tf.function
+def step(batch):
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = ctx.compute_loss(loss_fn(y, model(x, training=True)), model=model)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+    return ctx.reduce(ctx.run(replica_step, *batch))   # the global mean loss
+
+for batch in ctx.distribute(dataset):                  # batched by the global batch size
+    step(batch)
+```
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
+
+from keras_dp import loop_checks
+from keras_dp.errors import ConfigError, KerasDPError, LossReductionError
+
+#: Accepted `op` names of `reduce()`.
+REDUCE_OPS = ("sum", "mean")
+
+
+def _strategy(strategy=None):
+    """The strategy to use: given, else the one whose scope is entered, else keras_dp's."""
+    import tensorflow as tf
+
+    if strategy is not None:
+        return strategy
+    if tf.distribute.has_strategy():
+        return tf.distribute.get_strategy()
+    from keras_dp.context import current_context
+
+    context = current_context()
+    return context.strategy if context is not None else tf.distribute.get_strategy()
+
+
+# -- the loss ----------------------------------------------------------------
+def _weighted(per_example, sample_weight):
+    import tensorflow as tf
+
+    weight = tf.cast(tf.convert_to_tensor(sample_weight), per_example.dtype)
+    rank, weight_rank = per_example.shape.rank, weight.shape.rank
+    if rank is not None and weight_rank is not None:
+        if weight_rank == rank + 1 and weight.shape[-1] == 1:
+            weight = tf.squeeze(weight, -1)
+        while weight.shape.rank < rank:
+            weight = weight[..., tf.newaxis]
+    return per_example * weight
+
+
+def measure_global_batch(per_example_loss):
+    """The number of examples in this step over all replicas and workers (float32).
+
+    Inside a replica context of a data-parallel strategy this is an
+    all-reduce of the replicas' batch sizes, so a short last batch counts
+    what it really holds; elsewhere it is the local batch size.
+    """
+    import tensorflow as tf
+
+    local = tf.cast(tf.shape(per_example_loss)[0], tf.float32)
+    if not tf.distribute.has_strategy():
+        return local
+    if tf.distribute.in_cross_replica_context():
+        raise LossReductionError(
+            "compute_loss() was called in the cross-replica context, where there is no "
+            "per-replica batch to scale. Call it inside the step function run by "
+            "ctx.run(step_fn, batch), or pass global_batch_size=")
+    context = tf.distribute.get_replica_context()
+    if context.num_replicas_in_sync == 1:
+        return local
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+
+def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None,
+                 model=None, regularization_losses: Optional[Sequence[Any]] = None):
+    """This replica's share of the mean loss over the GLOBAL batch.
+
+    Sums the per-example losses of this replica's batch and divides by the
+    global batch size, then adds the regularization losses divided by the
+    number of replicas (`tf.nn.compute_average_loss` and
+    `tf.nn.scale_regularization_loss` semantics). Summed over replicas, as
+    the gradient all-reduce does, this is exactly the loss one device would
+    compute on the whole global batch. Per-token losses (rank > 1) are
+    averaged over their trailing axes first, as Keras's default
+    `"sum_over_batch_size"` reduction does.
+
+    Args:
+        per_example_loss: Losses of shape `[batch, ...]`, e.g. from a Keras
+            loss built with `reduction=None` or a loss function such as
+            `keras.losses.sparse_categorical_crossentropy`. A scalar is
+            refused: it was already averaged over the local batch.
+        sample_weight: Optional weights, broadcast against the losses.
+        global_batch_size: Examples per step over all replicas. Default:
+            measured (an all-reduce of the replicas' batch sizes), which is
+            exact for a short last batch; pass the number to skip that, and
+            always inside a nested `tf.function` (e.g. an XLA-compiled
+            forward and backward pass), where a multi-worker strategy
+            allows no all-reduce.
+        model: Its `model.losses` (weight and activity regularization) are
+            added, scaled by `1 / num_replicas`.
+        regularization_losses: Further regularization terms, scaled the same way.
+
+    Returns:
+        A float32 scalar to differentiate.
+
+    Raises:
+        LossReductionError: for a scalar (already reduced) loss, or a call
+            outside the replica context without `global_batch_size`.
+
+    Example:
+
+    ```python
+    per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    loss = keras_dp.compute_loss(per_example, model=model)
+    ```
+    """
+    import tensorflow as tf
+
+    per_example = tf.convert_to_tensor(per_example_loss)
+    if per_example.dtype != tf.float32 and per_example.dtype != tf.float64:
+        per_example = tf.cast(per_example, tf.float32)  # mixed precision: reduce in float32
+    if per_example.shape.rank == 0:
+        raise LossReductionError(
+            "compute_loss() got a scalar loss, which was already averaged (or summed) over "
+            "this replica's batch. Under data parallelism the replicas' gradients are "
+            "summed, so a mean over the local batch makes them num_replicas times too "
+            "large. Fix: pass per-example losses: a Keras loss built with reduction=None "
+            "(e.g. keras.losses.MeanSquaredError(reduction=None)) or a loss function such "
+            "as keras.losses.mean_squared_error, without tf.reduce_mean. Received: "
+            f"per_example_loss.shape={tuple(per_example.shape)}")
+    if sample_weight is not None:
+        per_example = _weighted(per_example, sample_weight)
+    if per_example.shape.rank is not None and per_example.shape.rank > 1:
+        per_example = tf.reduce_mean(per_example, axis=list(range(1, per_example.shape.rank)))
+    if global_batch_size is None:
+        batch = measure_global_batch(per_example)
+    else:
+        batch = tf.cast(global_batch_size, per_example.dtype)
+    loss = tf.math.divide_no_nan(tf.reduce_sum(per_example), tf.cast(batch, per_example.dtype))
+    extra = list(regularization_losses or [])
+    if model is not None:
+        extra.extend(model.losses)
+    if extra:
+        total = tf.add_n([tf.cast(tf.reduce_sum(term), loss.dtype) for term in extra])
+        loss += tf.nn.scale_regularization_loss(total) if tf.distribute.has_strategy() \
+            else total
+    return loss
+
+
+def per_example_loss_fn(loss) -> Callable:
+    """A loss callable that returns per-example losses.
+
+    Args:
+        loss: A Keras loss name (`"mse"`), a `keras.losses.Loss` (its
+            reduction is set to None on a copy), or a function
+            `(y_true, y_pred) -> per-example losses`.
+
+    Returns:
+        `fn(y_true, y_pred) -> losses of shape [batch, ...]`.
+    """
+    import keras
+
+    if isinstance(loss, str):
+        loss = keras.losses.get(loss)
+    if isinstance(loss, keras.losses.Loss):
+        unreduced = copy.copy(loss)
+        unreduced.reduction = None
+        return unreduced
+    if not callable(loss):
+        raise ConfigError("must be a Keras loss, a loss name or a function (y_true, y_pred)",
+                          variable="loss", received=loss, fix="pass e.g. loss='mse'")
+    return loss
+
+
+# -- running steps and reducing results --------------------------------------
+def run(fn: Callable, *args, strategy=None, **kwargs):
+    """Runs `fn(*args, **kwargs)` on every replica (`strategy.run`); returns per-replica values."""
+    return _strategy(strategy).run(fn, args=args, kwargs=kwargs)
+
+
+def reduce(value, op: str = "sum", *, strategy=None):
+    """Reduces per-replica values over all replicas and workers to one value.
+
+    Args:
+        value: What `run()` returned (a nest of per-replica tensors; each
+            is reduced on its own).
+        op: `"sum"` (default: losses from `compute_loss` sum to the global
+            mean) or `"mean"`.
+        strategy: Default: the current one.
+
+    Returns:
+        The reduced value, the same on every worker.
+    """
+    import tensorflow as tf
+
+    key = str(op).strip().lower()
+    if key not in REDUCE_OPS:
+        raise ConfigError("unknown reduction", variable="op", received=op,
+                          fix=f"use one of: {', '.join(REDUCE_OPS)}")
+    reduce_op = tf.distribute.ReduceOp.SUM if key == "sum" else tf.distribute.ReduceOp.MEAN
+    strategy = _strategy(strategy)
+    return tf.nest.map_structure(lambda v: strategy.reduce(reduce_op, v, axis=None), value)
+
+
+def metric_results(metrics: Iterable[Any], *, strategy=None) -> Dict[str, Any]:
+    """Every metric's result over all replicas and workers.
+
+    Keras metric variables are summed across replicas when read in the
+    cross-replica context (an all-reduce under a multi-worker strategy), so
+    every worker must call this at the same point.
+
+    Returns:
+        `{metric.name: value}` (tensors; `float(value)` in eager mode).
+    """
+    strategy = _strategy(strategy)
+    with strategy.scope():
+        return {metric.name: metric.result() for metric in metrics}
+
+
+# -- data ------------------------------------------------------------------------
+class DistributedIterator:
+    """Iterator over per-replica batches that checks the first batch for duplicated data."""
+
+    def __init__(self, iterator, strategy, check_data: bool):
+        self.iterator = iterator  # the tf.distribute iterator (pass this into a tf.function)
+        self.strategy = strategy
+        self._check = check_data
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        import tensorflow as tf
+
+        batch = next(self.iterator)
+        if self._check and tf.executing_eagerly():
+            self._check = False
+            loop_checks.check_distinct_data(batch, self.strategy)
+        return batch
+
+    def get_next_as_optional(self):
+        return self.iterator.get_next_as_optional()
+
+    @property
+    def element_spec(self):
+        return self.iterator.element_spec
+
+
+class DistributedData:
+    """A distributed dataset whose iterators check the first batch for duplicated data.
+
+    Attributes:
+        dataset: The `tf.distribute.DistributedDataset`.
+        strategy: The strategy it belongs to.
+    """
+
+    def __init__(self, dataset, strategy, check_data: bool = True):
+        self.dataset = dataset
+        self.strategy = strategy
+        self.check_data = check_data
+
+    def __iter__(self) -> DistributedIterator:
+        return DistributedIterator(iter(self.dataset), self.strategy, self.check_data)
+
+    @property
+    def element_spec(self):
+        return self.dataset.element_spec
+
+
+def distribute(data, *, strategy=None, check_data: bool = True, options=None) -> DistributedData:
+    """Spreads a dataset over the replicas and workers, one shard per worker.
+
+    Args:
+        data: A `tf.data.Dataset` batched by the GLOBAL batch size (each
+            global batch is split across the replicas, and TensorFlow shards
+            the input per worker: by file, else by element), or a function
+            `dataset_fn(input_context) -> tf.data.Dataset` batched by the
+            per-replica size (`input_context.get_per_replica_batch_size`),
+            which must shard itself (`input_context.input_pipeline_id`), or a
+            `tf.distribute.DistributedDataset` (e.g. `keras_dp.data.text_dataset`).
+        strategy: Default: the current one.
+        check_data: Check the first batch for identical data on every replica.
+        options: `tf.distribute.InputOptions`.
+
+    Returns:
+        A `DistributedData`; iterate it for per-replica batches.
+    """
+    import tensorflow as tf
+
+    strategy = _strategy(strategy)
+    if isinstance(data, DistributedData):
+        return data
+    if isinstance(data, tf.data.Dataset):
+        dataset = strategy.experimental_distribute_dataset(data, options)
+    elif isinstance(data, (tf.distribute.DistributedDataset,)) or (
+            hasattr(data, "element_spec") and hasattr(data, "__iter__")):
+        dataset = data
+    elif callable(data):
+        dataset = strategy.distribute_datasets_from_function(data, options)
+    else:
+        raise ConfigError(
+            "is not a tf.data.Dataset, a dataset_fn(input_context) or a distributed dataset",
+            variable="data", received=type(data).__name__,
+            fix="pass tf.data.Dataset.from_tensor_slices(...).batch(global_batch_size)")
+    return DistributedData(dataset, strategy, check_data and loop_checks.checks_enabled())
+
+
+# -- a complete step -----------------------------------------------------------
+def _jit_default(jit_compile) -> bool:
+    import tensorflow as tf
+
+    if jit_compile in ("auto", None):
+        return bool(tf.config.list_logical_devices("GPU"))
+    return bool(jit_compile)
+
+
+def agree_on_finite(grads):
+    """Makes every replica's gradients non-finite when ANY replica's are (mixed precision).
+
+    Keras's `LossScaleOptimizer` decides from the first local replica's
+    gradients, before the all-reduce, whether to skip a step. When only
+    another replica overflows, it applies the infinite all-reduced gradients
+    and the weights become NaN (measured in tests/test_loop.py); across
+    workers the workers could even take different branches. Call this on the
+    gradients before `apply_gradients` (inside the replica context; one
+    scalar all-reduce) and every replica skips the step together.
+    `keras_dp.train_step` does it for a LossScaleOptimizer.
+
+    Args:
+        grads: The gradients of the scaled loss (tensors, IndexedSlices or None).
+
+    Returns:
+        The gradients, unchanged when every replica's are finite, else NaN.
+    """
+    import tensorflow as tf
+
+    present = [g for g in grads if g is not None]
+    values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in present]
+    finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in values]))
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.float32))
+        finite = tf.equal(bad, 0.0)
+
+    def poison(g):
+        if g is None:
+            return None
+        if isinstance(g, tf.IndexedSlices):
+            return tf.IndexedSlices(poison(g.values), g.indices, g.dense_shape)
+        return tf.where(finite, g, tf.constant(float("nan"), g.dtype))
+
+    return [poison(g) for g in grads]
+
+
+class TrainStep:
+    """One data-parallel training step for a Keras model, compiled with `tf.function`.
+
+    Built by `keras_dp.train_step()`; call it with a per-replica batch
+    (`(x, y)` or `(x, y, sample_weight)`) from a distributed dataset. Every
+    worker must call it for every batch.
+
+    Attributes:
+        model, optimizer, metrics, strategy: As given.
+        jit_compile: Whether the forward and backward pass are XLA-compiled.
+    """
+
+    def __init__(self, model, optimizer, loss, *, metrics: Sequence[Any] = (), strategy=None,
+                 jit_compile: Union[bool, str] = "auto", global_batch_size: Optional[int] = None,
+                 check_data: bool = True):
+        import tensorflow as tf
+
+        self.model = model
+        self.optimizer = optimizer
+        self.metrics = list(metrics)
+        self.strategy = _strategy(strategy)
+        self.loss_fn = per_example_loss_fn(loss)
+        self.global_batch_size = global_batch_size
+        self.jit_compile = _jit_default(jit_compile)
+        self._check_data = check_data and loop_checks.checks_enabled()
+        self._loss_scaling = hasattr(optimizer, "inner_optimizer")  # a LossScaleOptimizer
+        if not model.trainable_variables:
+            raise ConfigError(
+                "has no trainable weights yet (it was never built)", variable="model",
+                received=type(model).__name__,
+                fix="give it a keras.Input, or call it once on a batch, under the scope")
+        if not getattr(optimizer, "built", True):
+            # Variables created inside the compiled step cannot always be lifted
+            # out of it (a LossScaleOptimizer's cannot), so build them now.
+            with self.strategy.scope():
+                optimizer.build(model.trainable_variables)
+        self._gradients = tf.function(self._forward_backward, jit_compile=self.jit_compile,
+                                      reduce_retracing=True)
+        self._step = tf.function(self._distributed_step, reduce_retracing=True)
+
+    def _forward_backward(self, x, y, sample_weight, batch_size):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            y_pred = self.model(x, training=True)
+            per_example = self.loss_fn(y, y_pred)
+            loss = compute_loss(per_example, sample_weight=sample_weight,
+                                global_batch_size=batch_size, model=self.model)
+            scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") \
+                else loss
+        grads = tape.gradient(scaled, self.model.trainable_variables)
+        return loss, grads, y_pred
+
+    def _replica_step(self, batch):
+        import keras
+        import tensorflow as tf
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        if self.global_batch_size is not None:
+            batch_size = tf.constant(float(self.global_batch_size))
+        else:
+            batch_size = measure_global_batch(tf.nest.flatten(x)[0])
+        loss, grads, y_pred = self._gradients(x, y, sample_weight, batch_size)
+        if self._loss_scaling:
+            grads = agree_on_finite(grads)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        for metric in self.metrics:
+            metric.update_state(y, y_pred, sample_weight=sample_weight)
+        return loss
+
+    def _distributed_step(self, batch):
+        import tensorflow as tf
+
+        with self.strategy.scope():
+            per_replica = self.strategy.run(self._replica_step, args=(batch,))
+            logs = {"loss": self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                                                 axis=None)}
+            for metric in self.metrics:
+                logs[metric.name] = metric.result()
+        return logs
+
+    def __call__(self, batch) -> Dict[str, Any]:
+        """Trains on one per-replica batch; returns `{"loss": global mean loss, metric: value}`."""
+        import tensorflow as tf
+
+        if self._check_data and tf.executing_eagerly():
+            self._check_data = False
+            loop_checks.check_distinct_data(batch, self.strategy, once=True)
+        try:
+            return self._step(batch)
+        except Exception as exc:  # noqa: BLE001 - re-raised below
+            # tf.function's tracing wraps our errors in a StagingError; give
+            # the user the keras_dp error itself.
+            cause = exc
+            while cause is not None and not isinstance(cause, KerasDPError) and \
+                    getattr(cause, "ag_error_metadata", None) is not None:
+                cause = cause.__context__
+            if cause is not exc and isinstance(cause, KerasDPError):
+                raise cause.with_traceback(None) from None
+            raise
+
+    def reset_metrics(self) -> None:
+        for metric in self.metrics:
+            metric.reset_state()
+
+
+def train_step(model, optimizer, loss, *, metrics: Sequence[Any] = (), strategy=None,
+               jit_compile: Union[bool, str] = "auto", global_batch_size: Optional[int] = None,
+               check_data: bool = True) -> TrainStep:
+    """A compiled data-parallel training step: forward, loss, backward, all-reduce, update.
+
+    The loss is averaged over the GLOBAL batch (see `compute_loss`), with the
+    model's regularization losses; gradients are all-reduced by the
+    optimizer inside the replica context; metrics are updated per replica
+    and read over all replicas and workers.
+
+    Args:
+        model: A Keras model built under the strategy's scope.
+        optimizer: A Keras optimizer built under the scope; a
+            `keras.optimizers.LossScaleOptimizer` for mixed precision (the
+            replicas then agree on skipping steps with non-finite gradients).
+        loss: A loss name, a `keras.losses.Loss` (its reduction is ignored:
+            per-example losses are used) or `fn(y_true, y_pred)` returning
+            per-example losses. A function that returns a scalar is refused
+            (`LossReductionError`).
+        metrics: Keras metrics, updated with `(y_true, y_pred, sample_weight)`.
+        strategy: Default: the current one.
+        jit_compile: XLA-compile the forward and backward pass (`"auto"`:
+            when a GPU is visible). The all-reduce and update stay outside XLA.
+        global_batch_size: Fixed examples per step (default: measured).
+        check_data: Check the first batch for identical data on every replica.
+
+    Returns:
+        A `TrainStep`: `logs = step(batch)`.
+
+    Example:
+
+    ```python
+    with keras_dp.scope() as ctx:
+        model = build_model()
+        optimizer = keras.optimizers.Adam(1e-3)
+    step = keras_dp.train_step(model, optimizer, "mse", metrics=[keras.metrics.MeanAbsoluteError()])
+    for batch in ctx.distribute(dataset):
+        logs = step(batch)
+    ```
+    """
+    return TrainStep(model, optimizer, loss, metrics=metrics, strategy=strategy,
+                     jit_compile=jit_compile, global_batch_size=global_batch_size,
+                     check_data=check_data)

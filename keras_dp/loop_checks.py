@@ -1,0 +1,325 @@
+"""Checks that catch the classic mistakes of hand-written data-parallel loops.
+
+1. `optimizer.apply_gradients()` outside the replica context
+   (`ctx.run` / `strategy.run`). Keras 3 all-reduces gradients only inside
+   it; outside, each worker applies its own gradients and the model copies
+   drift apart with no error. keras_dp checks every such call under a
+   multi-worker strategy: the gradients are compared across workers (two
+   checksums, one small all-gather) and `ReplicaContextError` is raised when
+   they differ. Gradients that really were reduced first (e.g. with
+   `strategy.reduce`) are equal on every worker and pass, so correct code is
+   never stopped. In one process (several local replicas) applying outside
+   the replica context is correct but leaves the other replicas idle; that
+   is logged once.
+2. A loss averaged over the local batch: `keras_dp.compute_loss` and
+   `keras_dp.train_step` refuse an already reduced (scalar) loss with
+   `LossReductionError` (in `keras_dp/loop.py`).
+3. The same data on every replica: `check_distinct_data()` compares two
+   checksums of every replica's batch (one all-gather) and warns with
+   `SameDataWarning` when every replica got an identical, non-constant
+   batch. `keras_dp.distribute()` and `keras_dp.train_step()` run it on
+   their first batch. It is a warning, not an error, because a synthetic
+   benchmark may feed one batch everywhere on purpose.
+
+The first check is installed by `keras_dp.scope()` when it creates a
+strategy with several replicas (a small wrapper around Keras's
+`TFOptimizer._backend_update_step`, applied only if that method exists).
+`KERAS_DP_CHECKS=0` turns all three off.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import warnings
+import weakref
+from typing import Any, Mapping, Optional, Sequence
+
+from keras_dp.errors import ReplicaContextError
+
+log = logging.getLogger("keras_dp")
+
+CHECKS_VARIABLE = "KERAS_DP_CHECKS"
+#: Relative difference above which two checksums count as different.
+TOLERANCE = 1e-6
+
+_state = {"installed": False, "original": None, "logged_local": False}
+_checked: "weakref.WeakSet" = weakref.WeakSet()  # strategies whose data was checked
+
+
+class SameDataWarning(UserWarning):
+    """Every replica received the same batch: the input pipeline is not sharded."""
+
+
+def checks_enabled(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether keras_dp's loop checks are on (`KERAS_DP_CHECKS`, default on)."""
+    environ = os.environ if environ is None else environ
+    return str(environ.get(CHECKS_VARIABLE, "1")).strip().lower() not in (
+        "0", "false", "no", "off")
+
+
+def is_multi_worker(strategy) -> bool:
+    """Whether `strategy` spans several processes."""
+    extended = getattr(strategy, "extended", None)
+    probe = getattr(extended, "_in_multi_worker_mode", None)
+    return bool(probe()) if callable(probe) else False
+
+
+def _data_parallel(strategy) -> bool:
+    from keras_dp.strategy import strategy_kind
+
+    return (strategy is not None and strategy_kind(strategy) in ("mirrored", "multi_worker_mirrored")
+            and (strategy.num_replicas_in_sync > 1 or is_multi_worker(strategy)))
+
+
+# -- checksums --------------------------------------------------------------
+def _weights(n, phase):
+    import tensorflow as tf
+
+    positions = tf.cast(tf.range(n), tf.float64)
+    return tf.sin(positions * 0.7548776662 + phase) + 1.5
+
+
+def checksums(tensors: Sequence[Any]):
+    """Two position-weighted sums over `tensors` (float64), as a `[2]` tensor.
+
+    Different data give different checksums with overwhelming probability;
+    equal data give equal ones. Strings and None are skipped.
+    """
+    import tensorflow as tf
+
+    total = tf.zeros([2], tf.float64)
+    for index, value in enumerate(tensors):
+        if value is None:
+            continue
+        if isinstance(value, tf.IndexedSlices):
+            value = value.values
+        value = tf.convert_to_tensor(value)
+        if value.dtype == tf.string or value.dtype == tf.variant:
+            continue
+        flat = tf.reshape(tf.cast(value, tf.float64), [-1])
+        n = tf.size(flat)
+        first = tf.reduce_sum(flat * _weights(n, 1.0 + index))
+        second = tf.reduce_sum(flat * _weights(n, 2.0 + 3.0 * index))
+        total += tf.stack([first, second])
+    return total
+
+
+def _varied(tensors: Sequence[Any]):
+    """Whether any tensor's rows are not all the same (constant data never warns)."""
+    import tensorflow as tf
+
+    flags = [tf.constant(False)]
+    for value in tensors:
+        if value is None:
+            continue
+        value = tf.convert_to_tensor(value)
+        if value.dtype in (tf.string, tf.variant) or value.shape.rank in (None, 0):
+            continue
+        flags.append(tf.reduce_any(tf.not_equal(value, value[:1])))
+    return tf.reduce_any(tf.stack(flags))
+
+
+def _differ(a, b) -> bool:
+    import numpy as np
+
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-30)
+    return bool(np.any(np.abs(a - b) > TOLERANCE * scale))
+
+
+# -- collectives, compiled once per strategy (eager strategy.run is slow and noisy)
+_compiled_fns: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _compiled(strategy, name, builder):
+    import tensorflow as tf
+
+    table = _compiled_fns.setdefault(strategy, {})
+    if name not in table:
+        table[name] = tf.function(builder(strategy), reduce_retracing=True)
+    return table[name]
+
+
+def _gather_rows(strategy):
+    """`row -> [replicas, len(row)]`: every replica's row, gathered over all workers."""
+    import tensorflow as tf
+
+    def gather(row):
+        per_replica = strategy.experimental_distribute_values_from_function(
+            lambda _: tf.identity(row)[tf.newaxis])
+        return strategy.gather(per_replica, axis=0)
+
+    return gather
+
+
+def _gather_batch_checksums(strategy):
+    """`batch -> [replicas, 3]`: each replica's batch checksums and "varied" flag."""
+    import tensorflow as tf
+
+    def replica_fn(batch):
+        tensors = tf.nest.flatten(batch)
+        row = tf.concat([checksums(tensors), tf.cast(_varied(tensors), tf.float64)[None]], 0)
+        return tf.distribute.get_replica_context().all_gather(row[tf.newaxis], axis=0)
+
+    def gather(batch):
+        return strategy.experimental_local_results(strategy.run(replica_fn, args=(batch,)))[0]
+
+    return gather
+
+
+# -- 1. apply_gradients outside the replica context --------------------------
+def _apply_message(strategy, sums=None) -> str:
+    workers = strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") \
+        else "several"
+    text = (
+        "optimizer.apply_gradients() was called outside the replica context of a "
+        f"{workers}-worker strategy, with gradients that differ between workers: they were "
+        "computed from each worker's own batch and never all-reduced, so every worker "
+        "would apply only its own gradients and the copies of the model would silently "
+        "drift apart (dividing them by the number of workers does not help). Fix: compute "
+        "the loss with keras_dp.compute_loss and call apply_gradients inside the step "
+        "function run by ctx.run(step_fn, batch) (or use keras_dp.train_step), where Keras "
+        "all-reduces the gradients. KERAS_DP_CHECKS=0 turns this check off.")
+    if sums is not None:
+        text += f" Received: gradient checksums per replica={[round(float(s), 6) for s in sums]}"
+    return text
+
+
+def check_apply_context(strategy, grads: Sequence[Any]):
+    """Checks an `apply_gradients` call; returns an assertion op in graph mode, else None.
+
+    Raises:
+        ReplicaContextError: (eager) when the call is outside the replica
+            context of a multi-worker strategy and the gradients differ
+            between workers.
+    """
+    import tensorflow as tf
+
+    if not _data_parallel(strategy):
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.strategy is strategy:
+        return None  # inside strategy.run: Keras all-reduces the gradients
+    if not is_multi_worker(strategy):
+        if not _state["logged_local"]:
+            _state["logged_local"] = True
+            log.info("keras_dp: apply_gradients() outside ctx.run: correct, but only one of "
+                     "the %d replicas computes; run the step with ctx.run to use them all",
+                     strategy.num_replicas_in_sync)
+        return None
+    gathered = _compiled(strategy, "gather_rows", _gather_rows)(checksums(list(grads)))
+    if tf.executing_eagerly():
+        values = gathered.numpy()
+        if any(_differ(values[0], row) for row in values[1:]):
+            raise ReplicaContextError(_apply_message(strategy, values[:, 0]))
+        return None
+    spread = tf.reduce_max(tf.abs(gathered - gathered[:1]) / tf.maximum(
+        tf.maximum(tf.abs(gathered), tf.abs(gathered[:1])), 1e-30))
+    return tf.debugging.assert_less_equal(
+        spread, tf.constant(TOLERANCE, tf.float64), message=_apply_message(strategy))
+
+
+def _guard(original):
+    @functools.wraps(original)
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        import tensorflow as tf
+
+        check = check_apply_context(getattr(self, "_distribution_strategy", None), grads)
+        if check is None:
+            return original(self, grads, trainable_variables, learning_rate)
+        with tf.control_dependencies([check]):
+            grads = [g if g is None else tf.identity(g) for g in grads]
+        return original(self, grads, trainable_variables, learning_rate)
+
+    _backend_update_step.__keras_dp_guard__ = True
+    return _backend_update_step
+
+
+def install(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Installs the `apply_gradients` check on Keras's TensorFlow optimizer (idempotent).
+
+    Returns:
+        Whether the check is installed.
+    """
+    if _state["installed"]:
+        return True
+    if not checks_enabled(environ):
+        return False
+    try:
+        from keras.src.backend.tensorflow.optimizer import TFOptimizer
+    except ImportError:
+        return False
+    original = getattr(TFOptimizer, "_backend_update_step", None)
+    if original is None or getattr(original, "__keras_dp_guard__", False):
+        log.info("keras_dp: this Keras has no TFOptimizer._backend_update_step; the "
+                 "apply_gradients check is off")
+        return False
+    _state.update(installed=True, original=original)
+    TFOptimizer._backend_update_step = _guard(original)
+    return True
+
+
+def uninstall() -> None:
+    """Removes the `apply_gradients` check (tests)."""
+    if _state["installed"]:
+        from keras.src.backend.tensorflow.optimizer import TFOptimizer
+
+        TFOptimizer._backend_update_step = _state["original"]
+        _state.update(installed=False, original=None)
+
+
+def is_installed() -> bool:
+    return bool(_state["installed"])
+
+
+# -- 3. the same data on every replica ---------------------------------------
+def data_checksums(batch, strategy):
+    """Every replica's batch checksums and "varied" flag, as a numpy `[replicas, 3]` array.
+
+    A collective operation: every worker must call it with its batch.
+    """
+    return _compiled(strategy, "batch_checksums", _gather_batch_checksums)(batch).numpy()
+
+
+def check_distinct_data(batch, strategy, *, once: bool = False) -> bool:
+    """Warns with `SameDataWarning` when every replica got the same non-constant batch.
+
+    Call it in eager mode, on every worker at once (it all-gathers), with a
+    batch from a distributed dataset.
+
+    Args:
+        batch: One per-replica batch (from iterating a `DistributedDataset`).
+        strategy: The strategy that distributed it.
+        once: Skip the check if a batch of this strategy was checked before.
+
+    Returns:
+        True when the replicas' batches differ (or the check does not apply),
+        False when it warned.
+
+    Example:
+
+    ```python
+    batch = next(iter(distributed_dataset))
+    keras_dp.loop_checks.check_distinct_data(batch, ctx.strategy)
+    ```
+    """
+    if not checks_enabled() or strategy.num_replicas_in_sync < 2:
+        return True
+    if once and strategy in _checked:
+        return True
+    _checked.add(strategy)
+    rows = data_checksums(batch, strategy)
+    if not rows[:, 2].any() or any(_differ(rows[0, :2], row[:2]) for row in rows[1:]):
+        return True
+    scope = ("every worker" if is_multi_worker(strategy) else "every replica")
+    warnings.warn(
+        f"{scope} received the same batch ({len(rows)} replicas, identical data): the input "
+        "pipeline is not sharded, so the replicas do the same work and the run learns from "
+        f"1/{len(rows)} of the data it could. Fix: build the dataset with "
+        "ctx.distribute(dataset) (TensorFlow shards it per worker), or in a dataset_fn(input_"
+        "context) call dataset.shard(input_context.num_input_pipelines, input_context."
+        "input_pipeline_id) and use different shuffle seeds per worker only after sharding. "
+        "KERAS_DP_CHECKS=0 turns this check off.", SameDataWarning, stacklevel=3)
+    return False
+

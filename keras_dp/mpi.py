@@ -1,0 +1,152 @@
+"""Worker addresses exchanged through the MPI launch itself (mpi4py's allgather).
+
+`mpirun` tells each process its rank, the number of ranks and how many share
+its node, but not the other ranks' hosts or a port they can listen on. Under
+`mpirun` (and no `KERAS_DP_HOSTFILE`), `keras_dp.scope()` therefore asks every
+rank for an address and shares the list through MPI:
+
+- host: `127.0.0.1` when every rank runs on this node (nothing leaves the
+  machine), else `KERAS_DP_HOST` or the machine's host name;
+- port: a free port picked with portpicker, or `KERAS_DP_PORT_BASE + local
+  rank` when `KERAS_DP_PORT_BASE` is set (fixed ports, e.g. for a firewall);
+- the list: `MPI.COMM_WORLD.allgather`, so rank r's entry is worker r.
+
+mpi4py is imported only here, and only when the exchange runs, so
+`import keras_dp` never initialises MPI. Without mpi4py, single-node runs
+use `127.0.0.1:KERAS_DP_PORT_BASE + rank` and multi-node runs need a hostfile
+(`KERAS_DP_HOSTFILE`, the file given to `mpirun --hostfile`) or
+`KERAS_DP_WORKERS`. `KERAS_DP_MPI_EXCHANGE=0` turns the exchange off.
+
+Example:
+
+```console
+$ mpirun -np 2 --mca btl self,tcp --mca btl_tcp_if_include lo \\
+      --mca oob_tcp_if_include lo python examples/custom_loop.py
+```
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+from typing import Callable, List, Mapping, Optional
+
+from keras_dp.cluster.base import PORT_BASE_VARIABLE, LauncherEnvironment, read_port_base
+from keras_dp.cluster.spec import check_no_duplicates, parse_address
+from keras_dp.errors import ClusterConfigError
+
+HOST_VARIABLE = "KERAS_DP_HOST"
+SWITCH_VARIABLE = "KERAS_DP_MPI_EXCHANGE"
+_MAX_TRIES = 5
+
+
+def available() -> bool:
+    """Whether mpi4py is installed (checked without importing it)."""
+    return importlib.util.find_spec("mpi4py") is not None
+
+
+def enabled(environ: Mapping[str, str]) -> bool:
+    """Whether `keras_dp.scope()` should exchange addresses under MPI."""
+    setting = str(environ.get(SWITCH_VARIABLE, "auto")).strip().lower()
+    if setting in ("0", "false", "no", "off"):
+        return False
+    return available()
+
+
+def world_communicator():
+    """`MPI.COMM_WORLD`, importing (and so initialising) mpi4py on first use."""
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise ClusterConfigError(
+            f"mpi4py is installed but cannot load an MPI library ({exc})",
+            variable=SWITCH_VARIABLE,
+            fix="install Open MPI's libraries (apt-get install openmpi-bin libopenmpi-dev), "
+                "or set KERAS_DP_HOSTFILE (or KERAS_DP_WORKERS), or KERAS_DP_MPI_EXCHANGE=0 "
+                "to use 127.0.0.1:KERAS_DP_PORT_BASE+rank on one node") from None
+    return MPI.COMM_WORLD
+
+
+def advertised_host(launcher: LauncherEnvironment) -> str:
+    """The host name other ranks use to reach this one."""
+    all_local = getattr(launcher, "all_local", lambda: False)()
+    if all_local:
+        return "127.0.0.1"
+    host = str(launcher.environ.get(HOST_VARIABLE, "")).strip()
+    return host or socket.gethostname()
+
+
+def _pick_port(launcher: LauncherEnvironment, attempt: int) -> int:
+    if PORT_BASE_VARIABLE in launcher.environ:
+        return read_port_base(launcher.environ) + launcher.local_rank()
+    import portpicker
+
+    return portpicker.pick_unused_port()
+
+
+def exchange_addresses(launcher: LauncherEnvironment, *, comm=None,
+                       pick_port: Optional[Callable[[LauncherEnvironment, int], int]] = None
+                       ) -> List[str]:
+    """Every rank's `host:port`, gathered through MPI; rank r's address is entry r.
+
+    Every rank of the launch must call it (it is a collective operation);
+    `keras_dp.scope()` does so through `resolve_cluster(exchange=...)`.
+
+    Args:
+        launcher: The MPI launcher environment (`keras_dp.cluster.MPIEnvironment`).
+        comm: An mpi4py communicator (default `MPI.COMM_WORLD`); tests pass a
+            stand-in with `Get_rank()`, `Get_size()` and `allgather()`.
+        pick_port: `(launcher, attempt) -> port` (default: a free port, or
+            `KERAS_DP_PORT_BASE + local rank` when that variable is set).
+
+    Returns:
+        The worker addresses, one per rank.
+
+    Raises:
+        ClusterConfigError: if MPI's view of the launch disagrees with the
+            launcher's variables (mpi4py built for another MPI), or the ranks
+            cannot agree on distinct addresses.
+
+    Example:
+
+    ```python
+    from keras_dp.cluster import MPIEnvironment
+    import os
+    keras_dp.mpi.exchange_addresses(MPIEnvironment(os.environ))
+    # ['127.0.0.1:41237', '127.0.0.1:35129']
+    ```
+    """
+    if launcher.name != "mpi":
+        raise ClusterConfigError(
+            f"an MPI address exchange was asked for under {launcher.title}",
+            variable="KERAS_DP_CLUSTER", received=launcher.name,
+            fix="run under mpirun, or list the addresses in KERAS_DP_WORKERS")
+    comm = world_communicator() if comm is None else comm
+    rank, size = launcher.rank(), launcher.world_size()
+    if (comm.Get_rank(), comm.Get_size()) != (rank, size):
+        raise ClusterConfigError(
+            f"MPI reports rank {comm.Get_rank()} of {comm.Get_size()} but "
+            f"{launcher.rank_variable()} says rank {rank} of {size}: mpi4py was built for "
+            "another MPI library than the mpirun that started this process",
+            variable=launcher.rank_variable(), received=launcher.environ.get(
+                launcher.rank_variable()),
+            fix="reinstall mpi4py against this MPI (pip install --no-binary mpi4py mpi4py), "
+                "or set KERAS_DP_HOSTFILE (or KERAS_DP_WORKERS) and KERAS_DP_MPI_EXCHANGE=0")
+    pick_port = pick_port or _pick_port
+    host = advertised_host(launcher)
+    mine = f"{host}:{pick_port(launcher, 0)}"
+    fixed = PORT_BASE_VARIABLE in launcher.environ
+    for attempt in range(1, _MAX_TRIES + 1):
+        # Every rank sees the same list, so all take the same number of rounds.
+        addresses = [str(a) for a in comm.allgather(mine)]
+        if fixed or len({a.lower() for a in addresses}) == len(addresses):
+            break
+        # Two ranks on one host drew the same free port: the later one draws again.
+        if mine.lower() in {a.lower() for a in addresses[:rank]}:
+            mine = f"{host}:{pick_port(launcher, attempt)}"
+    for i, address in enumerate(addresses):
+        parse_address(address, variable="MPI address exchange", field=f"rank {i}",
+                      received=addresses)
+    check_no_duplicates(addresses, variable=PORT_BASE_VARIABLE if fixed else HOST_VARIABLE,
+                        received=addresses)
+    return addresses

@@ -1,0 +1,233 @@
+"""Preemption: a SIGTERM on any worker stops every worker at one common step.
+
+Schedulers preempt with SIGTERM, then SIGKILL after a grace period. Under
+MultiWorkerMirroredStrategy every step is an all-reduce, so a worker cannot
+simply stop: the others would wait for it. `PreemptionWatcher` turns the
+signal into a step number that all workers agree on, using TensorFlow's
+coordination service (its key-value store), as TensorFlow's own
+`PreemptionCheckpointHandler` does:
+
+1. the signal handler only records the signal;
+2. at the end of its next step `s`, the signalled worker publishes
+   `stop after step s + 1` (the first worker to publish wins) and waits
+   until every worker's watcher thread has acknowledged it. No worker can
+   finish step `s + 1` before that, because step `s + 1` needs this
+   worker's contribution, and no worker is past step `s + 1`;
+3. every worker finishes step `s + 1`, sees the agreed step, saves its
+   backup and ends with `keras_dp.fault.EXIT_PREEMPTED`.
+
+In a single process the step is the current one. `keras_dp.callbacks.
+BackupAndRestore` uses this; a custom training loop can too:
+
+```python
+watcher = keras_dp.preemption.PreemptionWatcher(strategy).start()
+for step in range(first, steps):
+    train_step()
+    if watcher.should_stop(step + 1):
+        save_checkpoint(step + 1)
+        watcher.stop()
+        raise keras_dp.preemption.Preempted(step + 1)
+watcher.stop()
+```
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Optional, Sequence
+
+from keras_dp.fault import EXIT_PREEMPTED, worker_position
+
+log = logging.getLogger("keras_dp")
+
+_generations = itertools.count()
+_active = []
+
+
+class Preempted(SystemExit):
+    """Ends the process with `EXIT_PREEMPTED` after the preemption backup is saved.
+
+    A `SystemExit`, so `except Exception` blocks in user code do not swallow
+    it and Python exits with the code and no traceback.
+
+    Attributes:
+        step: The global step the backup was saved at.
+    """
+
+    def __init__(self, step: int, where: str = ""):
+        super().__init__(EXIT_PREEMPTED)
+        self.step = step
+        self.where = where
+
+    def __str__(self) -> str:
+        return (f"preempted: stopped after step {self.step}"
+                + (f", backup in {self.where}" if self.where else "")
+                + f"; exit code {EXIT_PREEMPTED}. Relaunch the same command to resume.")
+
+
+class PreemptionWatcher:
+    """Agrees on a common stop step when any worker receives SIGTERM.
+
+    Args:
+        strategy: The `tf.distribute.Strategy` (default: the current one).
+        signals: Signals that mean "preempted" (default: SIGTERM).
+        ack_timeout: Seconds the signalled worker waits for every worker
+            to acknowledge the stop step (a worker that does not is gone,
+            and the failure path takes over).
+    """
+
+    def __init__(self, strategy=None, *, signals: Sequence[int] = (signal.SIGTERM,),
+                 ack_timeout: float = 60.0):
+        self._strategy = strategy
+        self._signals = tuple(signals)
+        self._ack_timeout = ack_timeout
+        self._previous = {}
+        self._received: Optional[int] = None
+        self._target: Optional[int] = None
+        self._proposed = False
+        self._stopped_at: Optional[int] = None
+        self._closing = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._prefix = ""
+        self.index, self.count, self.is_chief = 0, 1, True
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> "PreemptionWatcher":
+        """Installs the signal handlers and, with several workers, the watcher thread."""
+        import tensorflow as tf
+
+        for stale in list(_active):
+            stale.stop()
+        strategy = self._strategy or tf.distribute.get_strategy()
+        self.index, self.count, self.is_chief = worker_position(strategy)
+        self._prefix = f"keras_dp/preemption/{next(_generations)}"
+        if threading.current_thread() is threading.main_thread():
+            for signum in self._signals:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        else:
+            log.warning("keras_dp: training runs outside the main thread, so SIGTERM "
+                        "cannot be caught; a preemption will not save a backup")
+        if self.count > 1:
+            self._thread = threading.Thread(target=self._watch, daemon=True,
+                                            name="keras_dp-preemption-watcher")
+            self._thread.start()
+        _active.append(self)
+        return self
+
+    def stop(self) -> None:
+        """Restores the previous signal handlers and ends the watcher thread."""
+        for signum, previous in self._previous.items():
+            try:
+                signal.signal(signum, previous)
+            except (ValueError, TypeError):
+                pass
+        self._previous.clear()
+        self._closing.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._thread = None
+        if self in _active:
+            _active.remove(self)
+
+    # -- state --------------------------------------------------------------
+    @property
+    def received(self) -> Optional[int]:
+        """The signal this worker received, if any."""
+        return self._received
+
+    @property
+    def stop_step(self) -> Optional[int]:
+        """The agreed step to stop after, once known."""
+        return self._target
+
+    @property
+    def pending(self) -> bool:
+        """A signal arrived but training ended before the common step."""
+        return self._received is not None and self._stopped_at is None
+
+    def redeliver(self) -> None:
+        """Sends the received signal again with the previous handlers back in place."""
+        self.stop()
+        if self._received is not None:
+            os.kill(os.getpid(), self._received)
+
+    def should_stop(self, step: int) -> bool:
+        """Called by every worker after each step with the number of steps done.
+
+        Returns:
+            True when this worker must save its backup now and stop (all
+            workers return True at the same step).
+        """
+        if self._received is not None and not self._proposed and self._target is None:
+            self._propose(step)
+        if self._target is not None and step >= self._target:
+            self._stopped_at = step
+            return True
+        return False
+
+    # -- protocol -------------------------------------------------------------
+    def _on_signal(self, signum, frame):  # noqa: ARG002 - signal handler signature
+        if self._received is not None:
+            # A second signal: stop waiting for the common step.
+            previous = self._previous.get(signum, signal.SIG_DFL)
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self._received = signum
+
+    def _propose(self, step: int) -> None:
+        self._proposed = True
+        name = signal.Signals(self._received).name
+        if self.count <= 1:
+            self._target = step
+            log.warning("keras_dp: %s received; saving a backup after step %d", name, step)
+            return
+        from tensorflow.python.eager import context
+        from tensorflow.python.framework import errors
+
+        target = step + 1
+        try:
+            context.context().set_config_key_value(self._prefix + "/step", str(target))
+        except errors.AlreadyExistsError:
+            self._target = int(context.context().get_config_key_value(
+                self._prefix + "/step", timeout_in_ms=int(self._ack_timeout * 1000)))
+            return
+        self._target = target
+        sys.stderr.write(f"keras_dp: worker {self.index} received {name}: all {self.count} "
+                         f"workers save a backup after step {target} and stop\n")
+        started = time.monotonic()
+        for index in range(self.count):
+            left = max(1.0, self._ack_timeout - (time.monotonic() - started))
+            try:
+                context.context().get_config_key_value(
+                    f"{self._prefix}/ack/{index}", timeout_in_ms=int(left * 1000))
+            except errors.OpError as exc:
+                log.warning("keras_dp: worker %d did not acknowledge the stop step (%s); "
+                            "it may be gone", index, str(exc).splitlines()[0])
+
+    def _watch(self) -> None:
+        """Waits for the stop step (any worker may publish it), then acknowledges it."""
+        from tensorflow.python.eager import context
+        from tensorflow.python.framework import errors
+
+        while not self._closing.is_set():
+            try:
+                value = context.context().get_config_key_value(
+                    self._prefix + "/step", timeout_in_ms=1000)
+            except errors.DeadlineExceededError:
+                continue
+            except Exception:  # noqa: BLE001 - the service is gone: nothing to watch
+                return
+            self._target = int(value)
+            try:
+                context.context().set_config_key_value(
+                    f"{self._prefix}/ack/{self.index}", "1")
+            except Exception:  # noqa: BLE001
+                pass
+            return
