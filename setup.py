@@ -52,6 +52,8 @@ setup(
         "tf": [TENSORFLOW],
         "mpi": ["mpi4py>=3.1"],
         "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.0", "matplotlib>=3.8"],
+        # keras-dp bench's PNG plots (the benchmarks run without it)
+        "bench": ["matplotlib>=3.8"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.3", "nbclient>=0.10", "nbformat>=5.9",
                  "ipykernel>=6.0", "matplotlib>=3.8", "tensorboard>=2.20",
                  # the mpirun test's address exchange (binary wheels; the MPI
