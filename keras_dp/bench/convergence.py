@@ -124,21 +124,22 @@ def run(options: BenchOptions) -> Dict[str, Any]:
         _print_run(runs[str(count)])
     one, two = runs["1"], runs["2"]
     diffs = [abs(a["val_bits"] - b["val_bits"]) for a, b in zip(one["points"], two["points"])
-             if a["step"] == b["step"] and a["val_bits"] is not None]
+             if a["step"] == b["step"] and None not in (a["val_bits"], b["val_bits"])]
     same = {"steps_compared": [p["step"] for p in one["points"]],
             "max_abs_diff_bits": max(diffs) if diffs else None,
-            "final_diff_bits": (two["final_val_bits"] - one["final_val_bits"])
-            if one["final_val_bits"] is not None else None}
+            "final_diff_bits": _difference(two["final_val_bits"], one["final_val_bits"])}
     say("")
     say(table(["step", "1 worker bits/byte", "2 workers bits/byte", "difference"],
-              [[a["step"], a["val_bits"], b["val_bits"], b["val_bits"] - a["val_bits"]]
+              [[a["step"], a["val_bits"], b["val_bits"], _difference(b["val_bits"],
+                                                                      a["val_bits"])]
                for a, b in zip(one["points"], two["points"])]))
-    say(f"2 workers vs 1 at the same step: largest difference {same['max_abs_diff_bits']:.2e} "
-        f"bits/byte")
+    if same["max_abs_diff_bits"] is not None:
+        say(f"2 workers vs 1 at the same step: largest difference "
+            f"{same['max_abs_diff_bits']:.2e} bits/byte")
     target = one["final_val_bits"] is not None and one["final_val_bits"] <= TARGET_BITS and \
         one["wall_seconds"] <= TARGET_SECONDS
     say(f"target <= {TARGET_BITS} bits/byte within {TARGET_SECONDS / 60:.0f} min (launch to "
-        f"end, 1 worker): {'met' if target else 'not met'} ({one['final_val_bits']:.3f} "
+        f"end, 1 worker): {'met' if target else 'not met'} ({_bits(one['final_val_bits'])} "
         f"bits/byte after {one['wall_seconds']:.0f} s); tokens/s {one['tokens_per_sec']:,.0f} "
         f"(reference {REFERENCE['tokens_per_sec']:,} / {REFERENCE['tokens_per_sec_xla']:,} "
         f"with XLA)")
@@ -179,7 +180,7 @@ def _print_run(run_: Dict[str, Any]) -> None:
     at = run_["at_minutes"]
     say("validation bits/byte at 1/2/3 min of training: " + ", ".join(
         f"{m} min {'past the end' if v is None else f'{v:.3f}'}" for m, v in at.items())
-        + f"; final {run_['final_val_bits']:.3f}")
+        + f"; final {_bits(run_['final_val_bits'])}")
 
 
 def child(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -247,6 +248,14 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
             "wall_seconds": time.time() - launched,
             "strategy": f"{result.num_workers} worker(s), {result.num_replicas} replica(s)",
             "load": [load_start, os.getloadavg()[0]]}
+
+
+def _bits(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _difference(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a is None or b is None else a - b
 
 
 def _float(value) -> Optional[float]:

@@ -177,6 +177,7 @@ def _plot_scaling(plt, data):
         left.annotate(f"{c['tokens_per_sec']:,.0f}\n{100 * c['efficiency']:.0f} %",
                       (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                       ha="center", va="bottom", fontsize=8)
+    left.set_ylim(0, 1.3 * max(rates + ideal))
     left.set_xticks(list(positions), names, fontsize=8)
     left.set_ylabel("tokens/s (all replicas)")
     left.set_title("throughput and scaling efficiency")
@@ -196,10 +197,12 @@ def _plot_scaling(plt, data):
         right.annotate(f"{100 * c['allreduce_share_in_step']:.0f} % in step\n"
                        f"{100 * c['allreduce_share_alone']:.0f} % alone",
                        (i, compute[i] + comm[i]), ha="center", va="bottom", fontsize=8)
+    if multi:
+        right.set_ylim(0, 1.45 * max(a + b for a, b in zip(compute, comm)))
     right.set_xticks(list(x), labels, fontsize=8)
     right.set_ylabel("ms per step")
     right.set_title("share of the step in gradient all-reduce")
-    right.legend(fontsize=8, loc="lower right")
+    right.legend(fontsize=8, loc="upper right")
     figure.suptitle(f"keras-dp bench scaling - {_subtitle(data)}", fontsize=9)
     return figure
 
