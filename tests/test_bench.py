@@ -136,16 +136,38 @@ def test_overhead_smoke(tmp_path):
     timed = settings["bursts"] * (settings["steps"] - 1)
     assert run["keras_dp"]["n"] == timed and run["handwritten"]["n"] == timed
     assert "MirroredStrategy" in run["strategy"] and "MirroredStrategy" in run["hand_strategy"]
-    assert run["ratio"] > 0
+    # The reported ratio is the one of the raw step times, bursts alternating ABBA.
+    raw = run["raw"]
+    assert raw["order"] == ["K,H", "H,K"][:settings["bursts"]]
+    hand = np.median([t for burst in raw["handwritten"] for t in burst])
+    ours = np.median([t for burst in raw["keras_dp"] for t in burst])
+    assert run["ratio"] == pytest.approx(hand / ours) and run["ratio"] > 0
+    assert len(run["burst_ratios"]) == settings["bursts"]
+    assert "## overhead (smoke configuration: not a measurement)" in \
+        (tmp_path / "summary.md").read_text()
 
 
 @pytest.mark.multiprocess
 def test_scaling_smoke(tmp_path):
-    result = bench("scaling", "--smoke", "--out", str(tmp_path), "--no-plot")
+    result = bench("scaling", "--smoke", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    configs = {c["name"]: c for c in results_of(tmp_path)["scaling"]["configurations"]}
+    data = results_of(tmp_path)["scaling"]
+    settings = data["settings"]
+    configs = {c["name"]: c for c in data["configurations"]}
     assert configs["1 worker"]["efficiency"] == pytest.approx(1.0)
     mwms = configs["2 workers (MWMS)"]
+    # tokens/s and efficiency follow from the measured step times.
+    tokens = settings["batch"] * settings["seq_len"]
+    for config in configs.values():
+        assert config["step"]["n"] == settings["rounds"] * settings["bursts"] * \
+            (settings["steps"] - 1)
+        assert config["tokens_per_sec"] == pytest.approx(
+            config["replicas"] * tokens / config["step"]["median"])
+    assert mwms["efficiency"] == pytest.approx(
+        mwms["tokens_per_sec"] / (2 * configs["1 worker"]["tokens_per_sec"]))
+    assert mwms["allreduce_share_in_step"] == pytest.approx(
+        1 - mwms["no_comm_step"]["median"] / mwms["step"]["median"])
+    assert os.path.getsize(tmp_path / "scaling.png") > 10_000
     assert mwms["replicas"] == 2 and "MultiWorkerMirroredStrategy" in mwms["strategy"]
     assert 0 < mwms["allreduce"]["median"] and mwms["no_comm_step"]["n"] > 0
     assert mwms["gradient_bytes"] > 0
@@ -173,6 +195,10 @@ def test_data_smoke_each_pipeline_reads_its_share(tmp_path):
         assert all(r["fraction_elements"] == 1.0 for r in theirs)
         assert all(r["fraction_bytes"] > 0.9 for r in theirs)
         assert sum(r["elements_kept"] for r in theirs) <= theirs[0]["elements_read"]
+    summary = {(s["kind"], s["pipelines"]): s for s in data["summary"]}
+    for count in (1, 2, 4):
+        assert summary["keras_dp", count]["total_elements_vs_one"] == pytest.approx(1.0)
+        assert summary["DATA autoshard", count]["total_elements_vs_one"] == pytest.approx(count)
     assert data["throughput"]["input_tokens_per_sec"] > 0
     assert data["throughput"]["train_tokens_per_sec"] > 0
 

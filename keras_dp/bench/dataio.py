@@ -39,8 +39,8 @@ NAME = "data"
 
 def settings(options: BenchOptions) -> Dict[str, Any]:
     smoke = options.smoke
-    return {"pipelines": [1, 2, 4], "seq_len": 32 if smoke else 128, "batch": 32 if not smoke
-            else 8, "shards": 16, "input_batches": options.pick("steps", 300, 10),
+    return {"pipelines": [1, 2, 4], "seq_len": 64 if smoke else 128,
+            "batch": 16 if smoke else 32, "shards": 16, "input_batches": options.pick("steps", 300, 10),
             "train_steps": 3 if smoke else 30, "xla": not smoke, "preset": "tiny",
             "model": options.model()}
 

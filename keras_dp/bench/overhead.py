@@ -18,6 +18,13 @@ load hits both alike. Reported: the median step time of each over all timed
 steps, and the ratio hand-written / keras_dp (>= 0.99 is the goal: keras_dp
 adds nothing to the step), with each burst pair's ratio for the spread.
 
+XLA: the 1-replica runs compile the step with XLA (the default job's
+setting); the 2-replica runs cannot: XLA compiles the whole step for the
+first CPU device, so a MirroredStrategy over logical CPU devices fails with
+"Trying to access resource .../replica_1 located in device CPU:1 from device
+CPU:0" (TensorFlow's "tf.Variable on a different device" XLA limitation). Both
+sides of a comparison always use the same setting.
+
 A multi-worker baseline is not measured: hand-written Keras 3 `fit` under
 MultiWorkerMirroredStrategy crashes (the bugs keras_dp/keras_fix.py fixes),
 so there is nothing to compare with.
@@ -52,18 +59,20 @@ def settings(options: BenchOptions) -> Dict[str, Any]:
 def run(options: BenchOptions) -> Dict[str, Any]:
     config = settings(options)
     say(f"overhead: tiny LM, {config['batch']} sequences x {config['seq_len']} tokens per "
-        f"replica, XLA {'on' if config['xla'] else 'off'}; {config['bursts']} alternating "
+        f"replica, XLA {'on for 1 replica' if config['xla'] else 'off'}; "
+        f"{config['bursts']} alternating "
         f"bursts of {config['steps']} steps each (first step of a burst not timed)")
     result: Dict[str, Any] = {"settings": config, "runs": []}
     for replicas in config["replica_counts"]:
-        child = run_children(__name__, dict(config, replicas=replicas), 1, options=options,
-                             label=f"overhead-{replicas}r")[0]
+        xla = bool(config["xla"]) and replicas == 1  # see the module docstring
+        child = run_children(__name__, dict(config, replicas=replicas, xla=xla), 1,
+                             options=options, label=f"overhead-{replicas}r")[0]
         kdp = [t for burst in child["keras_dp"] for t in burst]
         hand = [t for burst in child["handwritten"] for t in burst]
         pairs = [ratio(median(h), median(k)) for h, k in
                  zip(child["handwritten"], child["keras_dp"])]
         entry = {
-            "replicas": replicas, "strategy": child["strategy"],
+            "replicas": replicas, "xla": xla, "strategy": child["strategy"],
             "hand_strategy": child["hand_strategy"], "load": child["load"],
             "keras_dp": summarize(kdp), "handwritten": summarize(hand),
             "ratio": ratio(median(hand), median(kdp)),
@@ -71,8 +80,8 @@ def run(options: BenchOptions) -> Dict[str, Any]:
             "tokens_per_step": replicas * config["batch"] * config["seq_len"],
         }
         result["runs"].append(entry)
-        say(f"\n{replicas} replica(s): keras_dp uses {child['strategy']}, the hand-written "
-            f"code {child['hand_strategy']}; load average during the run "
+        say(f"\n{replicas} replica(s), XLA {'on' if xla else 'off'}: keras_dp uses "
+            f"{child['strategy']}, the hand-written code {child['hand_strategy']}; load average during the run "
             f"{child['load'][0]:.2f} -> {child['load'][1]:.2f}")
         rows = []
         for i, (k, h) in enumerate(zip(child["keras_dp"], child["handwritten"])):

@@ -33,13 +33,14 @@ def _header(name: str, data: Dict[str, Any]) -> List[str]:
 
 
 def _overhead(data) -> List[str]:
-    rows = [[r["replicas"], r["strategy"], r["hand_strategy"],
-             1000 * r["keras_dp"]["median"], 1000 * r["handwritten"]["median"],
-             f"{r['ratio']:.4f}",
+    rows = [[r["replicas"], "on" if r.get("xla", True) else "off", r["strategy"],
+             r["hand_strategy"], 1000 * r["keras_dp"]["median"],
+             1000 * r["handwritten"]["median"], r["keras_dp"]["n"], f"{r['ratio']:.4f}",
              f"{min(r['burst_ratios']):.3f}..{max(r['burst_ratios']):.3f}"]
             for r in data["runs"]]
-    return [markdown_table(["replicas", "keras_dp", "hand-written", "keras_dp ms/step",
-                            "hand ms/step", "ratio hand/keras_dp", "per burst pair"], rows)]
+    return [markdown_table(["replicas", "XLA", "keras_dp", "hand-written", "keras_dp ms/step",
+                            "hand ms/step", "steps each", "ratio hand/keras_dp",
+                            "per burst pair"], rows)]
 
 
 def _scaling(data) -> List[str]:
@@ -47,11 +48,13 @@ def _scaling(data) -> List[str]:
     for c in data["configurations"]:
         share_in = c.get("allreduce_share_in_step")
         share_alone = c.get("allreduce_share_alone")
-        rows.append([c["name"], c["replicas"], 1000 * c["step"]["median"],
+        rounds = " / ".join(f"{v:.0f}" for v in c.get("per_round_ms", []))
+        rows.append([c["name"], c["replicas"], 1000 * c["step"]["median"], rounds,
                      c["tokens_per_sec"], f"{c['efficiency']:.3f}",
                      "n/a" if share_in is None else f"{100 * share_in:.1f} %",
                      "n/a" if share_alone is None else f"{100 * share_alone:.1f} %"])
-    return [markdown_table(["configuration", "replicas", "ms/step", "tokens/s", "efficiency",
+    return [markdown_table(["configuration", "replicas", "ms/step", "per round",
+                            "tokens/s", "efficiency",
                             "all-reduce share (in step)", "all-reduce share (alone)"], rows)]
 
 
@@ -70,17 +73,23 @@ def _data(data) -> List[str]:
 def _startup(data) -> List[str]:
     from keras_dp.bench.startup import PHASES
 
-    rows = [[f"{count} worker(s)", *[f"{entry[p]:.2f}" for p in PHASES],
-             f"{entry['total']:.1f}", f"{entry['second_step']:.3f}"]
-            for count, entry in data["summary"].items()]
-    return [markdown_table(["launch", *PHASES, "total s", "2nd step s"], rows)]
+    rows = []
+    for key, entry in data["summary"].items():
+        spread = (f"{entry['total_min']:.1f}..{entry['total_max']:.1f}"
+                  if "total_min" in entry else "n/a")
+        rows.append([entry.get("label", f"{key} worker(s)"),
+                     *[f"{entry[p]:.2f}" for p in PHASES],
+                     f"{entry['total']:.1f}", spread, f"{entry['second_step']:.3f}"])
+    return [markdown_table(["launch", *PHASES, "total s", "total over rounds",
+                            "2nd step s"], rows)]
 
 
 def _convergence(data) -> List[str]:
     rows = []
-    for count, run_ in data["runs"].items():
+    for key, run_ in data["runs"].items():
         at = run_["at_minutes"]
-        rows.append([f"{count} worker(s)", *["past end" if at[m] is None else f"{at[m]:.3f}"
+        rows.append([run_.get("label", f"{key} worker(s)"),
+                     *["past end" if at[m] is None else f"{at[m]:.3f}"
                                              for m in ("1", "2", "3")],
                      f"{run_['final_val_bits']:.3f}", run_["steps"],
                      f"{run_['wall_seconds']:.0f}", run_["tokens_per_sec"]])
@@ -91,7 +100,8 @@ def _convergence(data) -> List[str]:
              f"Baselines: unigram {base['unigram']:.3f}, bigram {base['bigram']:.3f} "
              "bits/byte. "]
     if same.get("max_abs_diff_bits") is not None:
-        lines[-1] += (f"2 workers vs 1 at the same step: largest difference "
+        pair = " vs ".join(data["runs"][k].get("label", k) for k in same.get("runs", ["2", "1"]))
+        lines[-1] += (f"{pair} at the same step: largest difference "
                       f"{same['max_abs_diff_bits']:.2e} bits/byte. ")
     lines[-1] += f"Target (<= 2.0 bits/byte within 3 min): {'met' if data['target_met'] else 'not met'}."
     return lines
@@ -210,16 +220,16 @@ def _plot_scaling(plt, data):
 def _plot_convergence(plt, data):
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
     base = data["baselines"]
-    colors = {"1": "#4c72b0", "2": "#dd8452"}
-    for count, run_ in data["runs"].items():
+    styles = {"1": ("#4c72b0", "o-"), "1 (no XLA)": ("#55a868", "s-"), "2": ("#dd8452", "x--")}
+    for key, run_ in data["runs"].items():
         points = [p for p in run_["points"] if p["val_bits"] is not None]
-        label = (f"keras-dp train, {count} worker{'s' if count != '1' else ''} "
-                 f"({run_['tokens_per_sec']:,.0f} tokens/s)")
+        color, style = styles.get(key, (None, "o-"))
+        name = run_.get("label", f"{key} worker(s)")
         left.plot([p["train_seconds"] / 60 for p in points], [p["val_bits"] for p in points],
-                  "o-", color=colors.get(count), label=label)
-        right.plot([p["step"] for p in points], [p["val_bits"] for p in points],
-                   "o-" if count == "1" else "x--", color=colors.get(count),
-                   label=f"{count} worker{'s' if count != '1' else ''}")
+                  style, color=color,
+                  label=f"keras-dp train, {name} ({run_['tokens_per_sec']:,.0f} tokens/s)")
+        right.plot([p["step"] for p in points], [p["val_bits"] for p in points], style,
+                   color=color, label=name)
     reference = data.get("reference") or {}
     if reference:
         left.plot(reference["minutes"], reference["bits"], "s:", color="grey",
@@ -236,7 +246,7 @@ def _plot_convergence(plt, data):
     left.set_xlabel("minutes of training (validation time excluded)")
     left.set_title("validation loss against time")
     right.set_xlabel("step")
-    right.set_title("1 vs 2 workers, same global batch")
+    right.set_title("against the step: 1 vs 2 workers, same global batches")
     left.legend(fontsize=7)
     right.legend(fontsize=7)
     figure.suptitle(f"keras-dp bench convergence - {_subtitle(data)}", fontsize=9)

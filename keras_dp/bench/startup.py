@@ -14,9 +14,14 @@ clocks agree):
 | fit set-up | -> `fit` reaches its first step (Keras' own set-up, the iterator) |
 | first step | -> the first step finished: tracing, XLA compilation, one step |
 
-The workload is the default job's (`tiny` LM, 32 x 128 tokens per replica,
-XLA). The second step's duration is given for scale. 1 and 2 workers
-alternate for `rounds` rounds.
+The workload is the default job's (`tiny` LM, 32 x 128 tokens per replica).
+Launches compared: 1 worker and 2 workers with XLA off (XLA cannot compile a
+multi-worker step on CPU: TensorFlow has no XLA CPU kernels for the
+collectives, e.g. `CollectiveGatherV2` for the embedding's sparse gradient),
+and 1 worker with XLA (the default job's setting on one worker), to show
+what XLA compilation adds. The second step's duration is given for scale.
+The launches alternate (order reversed every other round) for `rounds`
+rounds.
 """
 
 from __future__ import annotations
@@ -34,8 +39,12 @@ _MARKS = ["launched", "started", "imported", "scope", "built", "fit_begin", "fir
 
 def settings(options: BenchOptions) -> Dict[str, Any]:
     smoke = options.smoke
-    return {"worker_counts": [1, 2], "rounds": options.pick("rounds", 3, 1), "preset": "tiny",
-            "seq_len": 32 if smoke else 128, "batch": 4 if smoke else 32, "xla": not smoke,
+    # (label, workers, XLA); the labels are the keys of the result's summary.
+    launches = [["1", 1, False], ["2", 2, False]]
+    if not smoke:
+        launches.append(["1 (XLA)", 1, True])
+    return {"launches": launches, "rounds": options.pick("rounds", 3, 1), "preset": "tiny",
+            "seq_len": 32 if smoke else 128, "batch": 4 if smoke else 32,
             "model": options.model()}
 
 
@@ -47,34 +56,42 @@ def phases(marks: Dict[str, float]) -> Dict[str, float]:
 def run(options: BenchOptions) -> Dict[str, Any]:
     config = settings(options)
     say(f"startup: launch -> first finished step; tiny LM, {config['batch']} x "
-        f"{config['seq_len']} tokens per replica, XLA {'on' if config['xla'] else 'off'}; "
-        f"{config['rounds']} round(s) alternating 1 and 2 workers")
+        f"{config['seq_len']} tokens per replica; {config['rounds']} round(s) alternating "
+        + ", ".join(f"{count} worker(s) XLA {'on' if xla else 'off'}"
+                    for _, count, xla in config["launches"]))
     runs: List[Dict[str, Any]] = []
     for round_index in range(config["rounds"]):
-        counts = config["worker_counts"]
-        for count in (counts if round_index % 2 == 0 else counts[::-1]):
-            workers = run_children(__name__, config, count, options=options,
-                                   label=f"startup-{count}w-round{round_index + 1}")
+        launches = config["launches"]
+        for key, count, xla in (launches if round_index % 2 == 0 else launches[::-1]):
+            workers = run_children(__name__, dict(config, xla=xla), count, options=options,
+                                   label=f"startup-{count}w-{'xla-' if xla else ''}"
+                                         f"round{round_index + 1}")
             for worker in workers:
                 worker["phases"] = phases(worker["marks"])
                 worker["total"] = worker["marks"]["first_step"] - worker["marks"]["launched"]
-            runs.append({"workers": count, "round": round_index + 1, "results": workers})
+            runs.append({"key": key, "workers": count, "xla": xla, "round": round_index + 1,
+                         "results": workers})
             slowest = max(w["total"] for w in workers)
-            say(f"round {round_index + 1}, {count} worker(s): first step after {slowest:.1f} s "
-                f"(load {workers[0]['load']:.2f})")
+            say(f"round {round_index + 1}, {count} worker(s), XLA {'on' if xla else 'off'}: "
+                f"first step after {slowest:.1f} s (load {workers[0]['load']:.2f})")
     rows, summary = [], {}
-    for count in config["worker_counts"]:
+    for key, count, xla in config["launches"]:
         # The slowest worker of each launch is when the job has taken its first step.
         chosen = [max(r["results"], key=lambda w: w["total"]) for r in runs
-                  if r["workers"] == count]
+                  if r["key"] == key]
         entry = {name: median(w["phases"][name] for w in chosen) for name in PHASES}
         entry["total"] = median(w["total"] for w in chosen)
+        entry["total_min"] = min(w["total"] for w in chosen)
+        entry["total_max"] = max(w["total"] for w in chosen)
         entry["second_step"] = median(w["second_step"] for w in chosen)
-        summary[str(count)] = entry
-        rows.append([f"{count} worker(s)", *[entry[name] for name in PHASES], entry["total"],
+        entry.update(workers=count, xla=xla,
+                     label=f"{count} worker(s), XLA {'on' if xla else 'off'}")
+        summary[key] = entry
+        rows.append([entry["label"], *[entry[name] for name in PHASES], entry["total"],
+                     f"{entry['total_min']:.1f}..{entry['total_max']:.1f}",
                      entry["second_step"]])
     say("")
-    say(table(["launch", *PHASES, "total", "2nd step"], rows))
+    say(table(["launch", *PHASES, "total", "over rounds", "2nd step"], rows))
     say("seconds, median over rounds of the slowest worker; with 2 workers 'cluster "
         "formation' includes waiting for the other worker's TF import")
     return {"settings": config, "summary": summary, "runs": runs}
