@@ -45,16 +45,22 @@ def _overhead(data) -> List[str]:
 
 def _scaling(data) -> List[str]:
     rows = []
+    base = next((c for c in data["configurations"] if c["name"] == "1 worker"), None)
     for c in data["configurations"]:
+        # Efficiency round by round (each round against that round's baseline): the spread.
+        per_round = [base_ms / ms for base_ms, ms in
+                     zip(base.get("per_round_ms", []), c.get("per_round_ms", []))] if base else []
+        spread = (f"{min(per_round):.2f}..{max(per_round):.2f}"
+                  if per_round and c is not base else "")
         share_in = c.get("allreduce_share_in_step")
         share_alone = c.get("allreduce_share_alone")
         rounds = " / ".join(f"{v:.0f}" for v in c.get("per_round_ms", []))
         rows.append([c["name"], c["replicas"], 1000 * c["step"]["median"], rounds,
-                     c["tokens_per_sec"], f"{c['efficiency']:.3f}",
+                     c["tokens_per_sec"], f"{c['efficiency']:.3f}", spread,
                      "n/a" if share_in is None else f"{100 * share_in:.1f} %",
                      "n/a" if share_alone is None else f"{100 * share_alone:.1f} %"])
-    return [markdown_table(["configuration", "replicas", "ms/step", "per round",
-                            "tokens/s", "efficiency",
+    return [markdown_table(["configuration", "replicas", "ms/step", "ms/step by round",
+                            "tokens/s", "efficiency", "efficiency by round",
                             "all-reduce share (in step)", "all-reduce share (alone)"], rows)]
 
 
