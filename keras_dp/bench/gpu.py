@@ -17,7 +17,9 @@ including the tied output head) + 12 x layers x d_model x seq_len (attention
 scores and weighted sum, forward + backward), no recomputation counted. The
 peak is the GPU's dense bf16 tensor-core figure from `PEAK_TFLOPS` (by the
 name TensorFlow reports) or `--peak-tflops`. A batch that does not fit is
-halved until it does (reported).
+halved until it does (reported). A multi-replica step that XLA cannot compile
+(always so on CPU: no XLA kernels for the collectives) is measured without
+XLA, and the table says so.
 
 Without a GPU (or with a CPU-only TensorFlow) it runs its CPU fallback: the
 `tiny` preset for a few steps, same code path, no MFU - so the script is
@@ -133,10 +135,11 @@ def run(options: BenchOptions) -> Dict[str, Any]:
             rows.append([preset, entry["variant"], entry["batch"], entry["seq_len"],
                          1000 * entry["step_median"], entry["tokens_per_sec"],
                          "n/a" if entry["mfu"] is None else f"{100 * entry['mfu']:.1f} %",
-                         entry["vs_plain_keras"], entry["oom_retries"]])
+                         entry["vs_plain_keras"], entry["oom_retries"],
+                         "on" if entry.get("xla", True) else "OFF"])
     say("")
     say(table(["preset", "run", "batch/device", "seq", "ms/step", "tokens/s", "MFU",
-               "per device vs plain Keras", "OOM halvings"], rows))
+               "per device vs plain Keras", "OOM halvings", "XLA"], rows))
     device = entries[0]["device"] if entries else "n/a"
     peak = entries[0]["peak_tflops"] if entries else None
     say(f"device: {device}; peak for MFU: "
@@ -188,11 +191,22 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
     for preset in config["presets"]:
         batch = int(config["batch"][preset])
         retries = 0
+        xla = bool(config["xla"])
         while True:
             try:
-                results.append(_time_preset(config, preset, batch, context, tokens, lm, tf))
-                results[-1]["oom_retries"] = retries
+                results.append(_time_preset(dict(config, xla=xla), preset, batch, context,
+                                            tokens, lm, tf))
+                results[-1].update(oom_retries=retries, xla=xla)
                 break
+            except tf.errors.InvalidArgumentError as exc:
+                # XLA cannot compile every multi-replica step (on CPU never: no XLA
+                # kernels for the collectives). Measure without XLA and say so.
+                if not (xla and replicas > 1 and _xla_failure(exc)):
+                    raise
+                xla = False
+                print(f"keras-dp bench gpu: XLA could not compile the {replicas}-replica "
+                      f"step of {preset} ({_xla_reason(exc)}); measuring it without XLA",
+                      flush=True)
             except (tf.errors.ResourceExhaustedError, tf.errors.InternalError) as exc:
                 out_of_memory = isinstance(exc, tf.errors.ResourceExhaustedError) or \
                     "RESOURCE_EXHAUSTED" in str(exc) or "out of memory" in str(exc).lower()
@@ -207,6 +221,21 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
                 gc.collect()
     return {"presets": results, "device": device, "gpus_seen": len(gpus),
             "replicas": replicas, "versions": versions, "load": os.getloadavg()[0]}
+
+
+def _xla_failure(exc) -> bool:
+    """Whether `exc` says that XLA could not compile or place the step."""
+    text = str(exc)
+    return any(sign in text for sign in ("XLA", "xla", "tf2xla", "jit", "located in device"))
+
+
+def _xla_reason(exc) -> str:
+    """The most telling line of an XLA failure."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "unsupported" in line or "located in device" in line:
+            return line[:200]
+    return (lines or ["unknown error"])[0][:200]
 
 
 def _time_preset(config, preset, batch, context, tokens, lm, tf) -> Dict[str, Any]:
