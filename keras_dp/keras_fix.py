@@ -140,7 +140,8 @@ def apply() -> bool:
         if strategy is None or not multi_worker(strategy):
             return original_build(self, iterator=iterator, data_batch=data_batch)
         if iterator is not None:
-            for _, _, it in iterator:
+            # Keras yields (begin, end, iterator) since 3.11, (step, iterator) before.
+            for *_, it in iterator:
                 batch = next(it)
                 data_batch = tree.map_structure(
                     lambda x: (strategy.experimental_local_results(x)[0]
