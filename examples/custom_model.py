@@ -86,19 +86,29 @@ def write_shapes16(data_dir, train_examples=8192, val_examples=1024, shards=8):
         file_format="tfrecord", download_config=tfds.download.DownloadConfig(num_shards=shards))
 
 
-def load_builder(name, data_dir, ctx):
-    """The tfds builder of `name` in `data_dir`; the chief writes shapes16 first if needed."""
+def load_builder(name, data_dir, ctx, wait_s=300.0):
+    """The tfds builder of `name` in `data_dir`; the chief writes shapes16 first if needed.
+
+    The other workers wait up to `wait_s` seconds for the chief's copy, which
+    they see when `data_dir` is on this machine or a shared filesystem.
+    """
+    import time
+
     import tensorflow_datasets as tfds
 
     path = os.path.join(data_dir, "shapes16", "1.0.0", "dataset_info.json")
     if name == "shapes16" and not os.path.exists(path):
         if ctx.is_chief:
             write_shapes16(data_dir)
-        else:  # the chief writes it (on a shared filesystem, or this machine)
-            import time
-
-            while not os.path.exists(path):
-                time.sleep(0.5)
+        deadline = time.monotonic() + wait_s
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"worker {ctx.worker_index}: the chief's shapes16 dataset did not appear "
+                    f"in {data_dir} within {wait_s:.0f} s. Put --data-dir on a filesystem "
+                    f"every worker sees, or run this example once in one process to write "
+                    f"it and copy the folder to every machine. Received: --data-dir={data_dir}")
+            time.sleep(0.5)
     return tfds.builder(name, data_dir=data_dir)
 
 

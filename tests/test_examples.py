@@ -170,4 +170,7 @@ def test_readme_line_counts_match_the_files():
                       r" \| (\d+) \|", readme)
     assert match, "README: the lines-saved table is missing"
     assert (int(match.group(1)), int(match.group(2))) == (ours, theirs)
+    saved = theirs - ours
+    assert f"keras_dp saves {saved} of the {theirs} lines ({round(100 * saved / theirs)} %)" \
+        in readme
     assert theirs > 2 * ours
