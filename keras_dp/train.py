@@ -49,7 +49,7 @@ class TrainConfig:
     `batch_size` per replica, or `global_batch_size`. Optimizer: AdamW with
     `learning_rate` for `base_batch` scaled linearly to the global batch,
     `warmup_steps` of linear warmup, `decay` to `min_lr_ratio`, `weight_decay`,
-    `clipnorm`. Speed: `mixed_precision`, `xla`, `steps_per_execution`.
+    `clipnorm` (per tensor) or `global_clipnorm`. Speed: `mixed_precision`, `xla`, `steps_per_execution`.
     Output: `output_dir` (chief only), `sample_tokens`, `prompt`,
     `temperature`, `top_k`. Run: `seed`, `resume`, `validate_every`,
     `val_steps`, `progress`, `strategy`, `cpu_replicas`. Fault tolerance:
@@ -77,10 +77,10 @@ class TrainConfig:
     decay: str = "cosine"
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.01
-    # Off by default: Keras 3 clips each replica's gradients BEFORE the
-    # all-reduce, so with several replicas clipping is not what one device
-    # with the same global batch would do (see README).
+    # Keras 3 alone clips each replica's gradients BEFORE the all-reduce;
+    # keras_dp.keras_fix (gradient_clipping) makes it clip the global gradient.
     clipnorm: Optional[float] = None
+    global_clipnorm: Optional[float] = None
     mixed_precision: Optional[str] = None
     xla: bool = True
     steps_per_execution: int = 1
@@ -108,6 +108,9 @@ class TrainConfig:
             raise ConfigError("unknown mixed precision policy", variable="mixed_precision",
                               received=self.mixed_precision,
                               fix="use mixed_bfloat16, mixed_float16 or leave it unset")
+        if self.clipnorm and self.global_clipnorm:
+            raise ConfigError("give clipnorm or global_clipnorm, not both",
+                              variable="global_clipnorm", received=self.global_clipnorm)
         if self.steps is not None and self.epochs is not None:
             raise ConfigError("give steps or epochs, not both", variable="epochs",
                               received=self.epochs)
@@ -245,7 +248,7 @@ def _compile(model, config: TrainConfig, schedule):
 
     optimizer = keras.optimizers.AdamW(
         schedule, weight_decay=config.weight_decay, beta_1=0.9, beta_2=0.99,
-        clipnorm=config.clipnorm or None)
+        clipnorm=config.clipnorm or None, global_clipnorm=config.global_clipnorm or None)
     # Norms, biases and position embeddings are not decayed.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "position"])
     model.compile(optimizer=optimizer,

@@ -79,9 +79,12 @@ def register(subparsers) -> None:
     opt.add_argument("--decay", default=d.decay, choices=["cosine", "linear", "constant"])
     opt.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
     opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    opt.add_argument("--clipnorm", type=float, default=d.clipnorm,
-                     help="clip each gradient's norm (Keras 3 clips per replica before the "
-                          "all-reduce: not equivalent to one device when it bites)")
+    clip = opt.add_mutually_exclusive_group()
+    clip.add_argument("--clipnorm", type=float, default=d.clipnorm,
+                      help="clip each gradient tensor's norm (of the global batch's gradient: "
+                           "keras_dp fixes Keras 3, which clips per replica)")
+    clip.add_argument("--global-clipnorm", type=float, default=d.global_clipnorm,
+                      help="clip the norm of all gradients together (as GPT training does)")
     speed = parser.add_argument_group("speed")
     speed.add_argument("--mixed-precision", type=_mixed, default=None, metavar="POLICY",
                        help="mixed_bfloat16 (bf16) or mixed_float16 (fp16); default float32")
