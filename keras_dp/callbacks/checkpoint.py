@@ -122,10 +122,11 @@ class CSVLogger(keras.callbacks.CSVLogger):
         if self._is_chief():
             super().on_train_begin(logs)
 
+    # Keras < 3.11 sets `csv_file` only in on_train_begin, which a non-chief skips.
     def on_epoch_end(self, epoch, logs=None):
-        if self.csv_file is not None:
+        if getattr(self, "csv_file", None) is not None:
             super().on_epoch_end(epoch, logs)
 
     def on_train_end(self, logs=None):
-        if self.csv_file is not None:
+        if getattr(self, "csv_file", None) is not None:
             super().on_train_end(logs)
