@@ -342,11 +342,19 @@ def _install_exhausted_input():
     trainer = _trainer_module()
     original = trainer.TensorFlowTrainer._make_function
 
+    def creates_without_dependencies(next_creator, **kwargs):
+        # Variables a first step creates (an optimizer built lazily) are lifted
+        # out of the function (XLA needs that): their initial values must not
+        # depend on the batch.
+        with tf.control_dependencies(None):
+            return next_creator(**kwargs)
+
     def _make_function(self, step_function):
         def step_after_its_batch(data):
             batch = [t for t in tf.nest.flatten(data, expand_composites=True)
                      if isinstance(t, tf.Tensor)]
-            with tf.control_dependencies(batch):
+            with tf.control_dependencies(batch), \
+                    tf.variable_creator_scope(creates_without_dependencies):
                 return step_function(data)
 
         return original(self, step_after_its_batch)

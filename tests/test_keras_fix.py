@@ -129,6 +129,19 @@ def test_evaluate_and_fit_on_an_input_of_unknown_length(tf, two_replicas, fix_pa
     assert fixed_steps == 2 * steps
 
 
+def test_with_the_fix_a_first_xla_step_still_builds_the_optimizer(tf, fix_parts):
+    """The first step creates the optimizer's variables; XLA lifts them out of the step,
+    which the batch dependency must not prevent."""
+    import keras
+
+    keras_fix.apply(["exhausted_input"])
+    model = keras.Sequential([keras.Input((_problem.FEATURES,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse", jit_compile=True)
+    x, y = _problem.data(2)
+    history = model.fit(x, y, batch_size=_problem.GLOBAL_BATCH, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0]) and model.optimizer.built
+
+
 def test_parts_are_checked_switchable_and_chosen_per_strategy(tf, two_replicas, monkeypatch):
     assert set(keras_fix.needed()) == set(keras_fix.PARTS)
     assert all(keras_fix.needed().values())  # Keras 3.15.1 has all four faults
