@@ -49,7 +49,8 @@ class TrainConfig:
     `batch_size` per replica, or `global_batch_size`. Optimizer: AdamW with
     `learning_rate` for `base_batch` scaled linearly to the global batch,
     `warmup_steps` of linear warmup, `decay` to `min_lr_ratio`, `weight_decay`,
-    `clipnorm` (per tensor) or `global_clipnorm`. Speed: `mixed_precision`, `xla`, `steps_per_execution`.
+    `clipnorm` (per tensor) or `global_clipnorm`. Speed: `mixed_precision`,
+    `xla`, `steps_per_execution`.
     Output: `output_dir` (chief only), `sample_tokens`, `prompt`,
     `temperature`, `top_k`. Run: `seed`, `resume`, `validate_every`,
     `val_steps`, `progress`, `strategy`, `cpu_replicas`. Fault tolerance:
