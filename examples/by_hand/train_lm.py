@@ -2,7 +2,7 @@
 
 The same job as examples/train_lm.py (same model, optimizer, schedule, steps,
 validation, chief-only saving, sample) with the distribution done by hand on
-TensorFlow 2.21 + Keras 3.15: reading TF_CONFIG, choosing the strategy,
+TensorFlow 2.20-2.21 + Keras 3.10-3.15: reading TF_CONFIG, choosing the strategy,
 working around the two Keras 3 bugs that crash `model.fit` under
 MultiWorkerMirroredStrategy, a per-worker input pipeline, and making every
 worker save while only the chief keeps the file. The model class and the
@@ -68,7 +68,7 @@ if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     original_reduce = tf_trainer.reduce_per_replica
 
     def symbolic_build(self, iterator=None, data_batch=None):
-        for _, _, it in iterator or ():
+        for *_, it in iterator or ():  # (begin, end, it) since Keras 3.11, (step, it) before
             data_batch = tree.map_structure(
                 lambda x: strategy.experimental_local_results(x)[0], next(it))
             break
