@@ -51,11 +51,15 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.20,<2.22"],
         "tf": [TENSORFLOW],
         "mpi": ["mpi4py>=3.1"],
+        # examples/ray: keras_dp inside Ray Train's TensorflowTrainer (tested with 2.60.0)
+        "ray": ["ray[train]>=2.40"],
         "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.0", "matplotlib>=3.8"],
         # keras-dp bench's PNG plots (the benchmarks run without it)
         "bench": ["matplotlib>=3.8"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.3", "nbclient>=0.10", "nbformat>=5.9",
                  "ipykernel>=6.0", "matplotlib>=3.8", "tensorboard>=2.20",
+                 # tests/test_recipes.py reads the Kubernetes manifests
+                 "pyyaml>=6.0",
                  # the mpirun test's address exchange (binary wheels; the MPI
                  # library itself is Open MPI from apt, see .ci/run)
                  "mpi4py>=3.1"],

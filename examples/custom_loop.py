@@ -17,8 +17,12 @@ The loop keeps the three rules of data parallelism by hand:
    losses), not averaged over the local batch;
 3. every worker reads its own shard of the data (`ctx.distribute`).
 
-`--model mlp` trains a small classifier on synthetic data instead of the LM
-(quick, and what the mpirun test runs). `--save-weights DIR` writes each
+By default it trains the `tiny` Transformer LM (`keras_dp.models`, which
+returns float32 logits) on the builtin corpus (Python's documentation, offline)
+through `keras_dp.data.text_dataset`, whose batches depend only on the step, not
+on the number of workers; it ends with a short generated sample. `--d-model`,
+`--num-layers`, `--seq-len` make it smaller (the tests do). `--model mlp` trains
+a small classifier on synthetic data instead. `--save-weights DIR` writes each
 worker's final weights and a summary to DIR for comparison.
 """
 
@@ -35,22 +39,32 @@ MODELS = ("mlp", "lm")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=MODELS, default="mlp",
-                        help="lm: the tiny Transformer LM on the builtin corpus; mlp: a small "
+    parser.add_argument("--model", choices=MODELS, default="lm",
+                        help="lm: the Transformer LM on the builtin corpus; mlp: a small "
                              "classifier on synthetic data (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--per-replica-batch", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=1e-2)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="Adam's rate (default 3e-3 for lm, 1e-2 for mlp)")
+    parser.add_argument("--preset", default="tiny", help="LM size preset (tiny, small, base)")
     parser.add_argument("--seq-len", type=int, default=64, help="LM sequence length")
+    parser.add_argument("--d-model", type=int, default=None, help="LM width (preset's if unset)")
+    parser.add_argument("--num-layers", type=int, default=None,
+                        help="LM blocks (preset's if unset)")
+    parser.add_argument("--sample-tokens", type=int, default=80,
+                        help="LM: bytes to generate after training (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 with a LossScaleOptimizer")
     parser.add_argument("--jit", action="store_true",
                         help="XLA-compile the forward and backward pass")
-    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--save-weights", metavar="DIR",
                         help="write weights_<worker>.npz and result_<worker>.json here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.learning_rate is None:
+        args.learning_rate = 3e-3 if args.model == "lm" else 1e-2
+    return args
 
 
 def make_problem(name, ctx, global_batch, args):
@@ -66,13 +80,22 @@ def make_problem(name, ctx, global_batch, args):
     import keras
     import tensorflow as tf
 
+    # Per-example (per-token) losses from logits: compute_loss averages each
+    # sequence's tokens, then divides the replica's sum by the global batch.
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    keras.utils.set_random_seed(args.seed)  # the same initial weights on every worker
     if name == "lm":
         import keras_dp
 
-        model = keras_dp.models.TransformerLM.from_preset("tiny")
-        if not model.built:
-            model.build((None, args.seq_len))
+        # The LM returns float32 logits [batch, seq_len, vocab]; its position
+        # table is as long as seq_len, and its byte tokenizer decodes samples.
+        overrides = {k: v for k, v in (("d_model", args.d_model),
+                                       ("num_layers", args.num_layers)) if v}
+        model = keras_dp.models.TransformerLM.from_preset(args.preset, seq_len=args.seq_len,
+                                                          **overrides)
+        model.build((None, args.seq_len))
+        # A distributed dataset (the strategy in scope): every worker reads only
+        # its own streams; global batch s is the same for any number of workers.
         data = keras_dp.data.text_dataset("builtin", split="train", seq_len=args.seq_len,
                                           global_batch_size=global_batch, seed=args.seed)
         return model, loss, data
@@ -92,7 +115,6 @@ def make_problem(name, ctx, global_batch, args):
         return dataset.shuffle(4096, seed=args.seed).batch(per_replica, drop_remainder=True) \
             .repeat().prefetch(2)
 
-    keras.utils.set_random_seed(args.seed)  # the same initial weights on every worker
     model = keras.Sequential([
         keras.Input((features,)),
         keras.layers.Dense(64, activation="relu"),
@@ -168,6 +190,9 @@ def main(argv=None):
                       flush=True)
             accuracy.reset_state()
 
+    if args.model == "lm" and args.sample_tokens and chief:
+        print("sample: The " + model.generate("The ", args.sample_tokens, temperature=0.8,
+                                              top_k=40, seed=args.seed), flush=True)
     weights = [np.array(w) for w in model.get_weights()]
     checksum = float(sum(np.sum(w.astype("float64")) for w in weights))
     print(f"worker {ctx.worker_index}: final loss {loss:.4f}, weight checksum "

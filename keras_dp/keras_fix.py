@@ -1,29 +1,53 @@
-"""Makes Keras 3 `fit`/`evaluate`/`predict` work under MultiWorkerMirroredStrategy.
+"""Fixes for Keras 3 under `tf.distribute`: two multi-worker crashes and two silent errors.
 
-Keras 3's TensorFlow trainer has two bugs that make `model.fit` crash on
-every worker of a multi-worker run (keras-team/keras#20585, seen with Keras
-3.15.1 and TF 2.21; MirroredStrategy and single workers are not affected):
+Each part replaces one Keras function, is applied only if the installed Keras
+still has the faulty code (checked in its source, so a Keras release that
+fixes it is left alone), and can be switched off on its own.
 
-1. `TensorFlowTrainer._maybe_symbolic_build` all-reduces a whole input batch
-   (`strategy.reduce("MEAN", (x, y), axis=None)`) only to learn its shapes;
-   the collective strategy cannot reduce a nested structure, so fit fails
-   with `ValueError: Attempt to convert a value (PerReplica:{...})`.
-2. `reduce_per_replica(..., "auto")` reduces the per-replica metric values
-   with `strategy.reduce("MEAN", v, axis=0)`, which fails on scalars with
-   `Invalid reduction dimension 0 for input with 0 dimensions`.
+Multi-worker crashes (keras-team/keras#20585, Keras 3.15.1, TF 2.21); applied
+when `keras_dp.get_strategy()` creates a multi-worker strategy:
 
-The fix replaces exactly these two functions, and only their multi-worker
-branches: the symbolic build reads the shapes from this worker's first local
-replica (no collective needed), and the metric mean is taken across
-replicas (`axis=None`), which is what the single-worker branch computes.
-Everything else is delegated to the original functions.
+1. `symbolic_build`: `TensorFlowTrainer._maybe_symbolic_build` all-reduces a
+   whole input batch (`strategy.reduce("MEAN", (x, y), axis=None)`) only to
+   learn its shapes; the collective strategy cannot reduce a nested
+   structure, so fit fails with `ValueError: Attempt to convert a value
+   (PerReplica:{...})`. Fixed: the shapes come from this worker's first local
+   replica (no collective needed).
+2. `metric_reduction`: `reduce_per_replica(..., "auto")` reduces per-replica
+   metric values with `strategy.reduce("MEAN", v, axis=0)`, which fails on
+   scalars (`Invalid reduction dimension 0 for input with 0 dimensions`).
+   Fixed: the mean is taken across replicas (`axis=None`), as the
+   single-worker branch computes.
 
-It is applied by `keras_dp.get_strategy()` when it creates a multi-worker
-strategy, only if the installed Keras still has the faulty code (checked in
-the source, so a Keras release that fixes it is left alone). Set
-`KERAS_DP_KERAS_FIX=0` to turn it off, or to `symbolic_build` or
-`metric_reduction` to apply one part only (the tests use this to show that
-each part is needed).
+Silent errors:
+
+3. `gradient_clipping` (applied when keras_dp creates a strategy with more
+   than one replica): `BaseOptimizer._backend_apply_gradients` clips the
+   gradients (`clipnorm`, `global_clipnorm`, `clipvalue`) before
+   `TFOptimizer._backend_update_step` all-reduces them, so each replica clips
+   its own partial gradient and N replicas do not train like one device with
+   the same global batch. Fixed: in a replica context with several replicas
+   and clipping on, the gradients are all-reduced first and the SUM (the
+   global batch's gradient, as Keras scales each replica's loss by
+   1/replicas) is clipped, exactly as on one device; the optimizer's own
+   all-reduce then passes these already-reduced gradients through (one
+   all-reduce per step, as without clipping).
+4. `exhausted_input` (applied whenever keras_dp creates a strategy): on an
+   input of unknown length (a distributed dataset, `tf.data` with unknown
+   cardinality) without `steps`, Keras runs the step once more after the last
+   batch and stops on its `OutOfRangeError`. With `steps_per_execution=1` it
+   reads the batch with `iterator.get_next()`, and the step's ops that do not
+   depend on the batch's values still run: a metric's count when the batch
+   shape is static, the optimizer's iteration counter. `evaluate()` then
+   divides every metric by one batch too many (1.8719 instead of 1.9704 for
+   19 batches, i.e. x 19/20) and each `fit` epoch adds one to
+   `optimizer.iterations` (the learning-rate schedule drifts). Fixed: every
+   op of the step depends on its batch (control dependencies), so nothing of
+   the step runs when there is no batch.
+
+`KERAS_DP_KERAS_FIX`: unset or `1` allows every part, `0` none, or a
+comma-separated list of part names allows those (the tests use this to show
+that each part is needed).
 """
 
 from __future__ import annotations
@@ -31,18 +55,49 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from typing import Dict
+import threading
+from typing import Dict, Iterable
+
+from keras_dp.errors import ConfigError
 
 log = logging.getLogger("keras_dp")
 
 DISABLE_VARIABLE = "KERAS_DP_KERAS_FIX"
-_state: Dict[str, object] = {}
+
+#: Parts for multi-worker strategies only.
+MULTI_WORKER_PARTS = ("symbolic_build", "metric_reduction")
+#: Parts for every strategy with more than one replica.
+MULTI_REPLICA_PARTS = ("gradient_clipping",)
+#: Parts for every strategy keras_dp creates.
+ANY_STRATEGY_PARTS = ("exhausted_input",)
+PARTS = MULTI_WORKER_PARTS + MULTI_REPLICA_PARTS + ANY_STRATEGY_PARTS
+
+_CONSEQUENCE = {
+    "symbolic_build": "model.fit fails under MultiWorkerMirroredStrategy",
+    "metric_reduction": "model.fit fails under MultiWorkerMirroredStrategy",
+    "gradient_clipping": "clipnorm/global_clipnorm/clipvalue clip each replica's partial "
+                         "gradient (N replicas differ from one device)",
+    "exhausted_input": "evaluate() without steps on an input of unknown length averages in "
+                       "one empty batch, and fit adds an optimizer step per epoch",
+}
+
+_MISSING = object()   # the owner class did not define the replaced attribute itself
+_applied: Dict[str, list] = {}   # part -> [(owner, name, original or _MISSING), ...]
+_warned = set()
+_pending = threading.local()   # gradients already all-reduced by the clipping part
 
 
 def _trainer_module():
     from keras.src.backend.tensorflow import trainer
 
     return trainer
+
+
+def _optimizer_classes():
+    from keras.src.backend.tensorflow.optimizer import TFOptimizer
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    return TFOptimizer, BaseOptimizer
 
 
 def _source(obj) -> str:
@@ -52,93 +107,163 @@ def _source(obj) -> str:
         return ""
 
 
+def _original(part: str, owner, name: str):
+    """The Keras function a part replaces (the saved one once the part is applied)."""
+    for saved_owner, saved_name, original in _applied.get(part, ()):
+        if saved_owner is owner and saved_name == name and original is not _MISSING:
+            return original
+    return getattr(owner, name)
+
+
 def needed() -> Dict[str, bool]:
-    """Which of the two bugs the installed Keras has (by reading its source).
+    """Which of the faults the installed Keras has (by reading its source).
 
     Returns:
-        `{"symbolic_build": bool, "metric_reduction": bool}`.
+        `{part name: bool}` for every name in `PARTS`.
     """
     trainer = _trainer_module()
-    original_build = _state.get("build", trainer.TensorFlowTrainer._maybe_symbolic_build)
-    original_reduce = _state.get("reduce", trainer.reduce_per_replica)
-    build_src = _source(original_build)
-    reduce_src = _source(original_reduce)
+    tf_optimizer, base_optimizer = _optimizer_classes()
+    build_src = _source(_original("symbolic_build", trainer.TensorFlowTrainer,
+                                  "_maybe_symbolic_build"))
+    reduce_src = _source(_original("metric_reduction", trainer, "reduce_per_replica"))
+    apply_src = _source(base_optimizer._backend_apply_gradients)
+    update_src = _source(tf_optimizer._backend_update_step)
+    make_src = _source(_original("exhausted_input", trainer.TensorFlowTrainer,
+                                 "_make_function"))
     return {
         "symbolic_build": "distribute_strategy.reduce(" in build_src,
         "metric_reduction": 'strategy.reduce("MEAN", v, axis=0)' in reduce_src,
+        # Clipping in the replica context, then the all-reduce in the update.
+        "gradient_clipping": ("self._clip_gradients(grads)" in apply_src
+                              and "_all_reduce_sum_gradients" in update_src),
+        # The one-step path reads the batch without an Optional.
+        "exhausted_input": "one_step_on_data(iterator.get_next())" in make_src,
     }
 
 
-def describe() -> str:
-    """One line for reports: which parts of the fix this Keras needs, and their state."""
-    import keras
-
-    parts = [name for name, bug in needed().items() if bug]
-    if not parts:
-        return f"not needed by Keras {keras.__version__}"
-    allowed = enabled_parts()
-    state = ("applied" if is_applied() else
-             "applied when a multi-worker strategy is created" if allowed else
-             f"DISABLED by {DISABLE_VARIABLE}=0")
-    return f"Keras {keras.__version__} needs it ({', '.join(parts)}): {state}"
-
-
-def is_applied() -> bool:
-    """Whether the patch is in place in this process."""
-    return bool(_state.get("applied"))
-
-
-PARTS = ("symbolic_build", "metric_reduction")
-
-
 def enabled_parts() -> tuple:
-    """The parts `KERAS_DP_KERAS_FIX` allows: unset/`1` all, `0` none, or one part's name."""
+    """The parts `KERAS_DP_KERAS_FIX` allows: unset/`1` all, `0` none, or a list of names.
+
+    Raises:
+        ConfigError: for a name that is not a part.
+    """
     value = str(os.environ.get(DISABLE_VARIABLE, "1")).strip().lower()
-    if value in ("0", "false", "off", "no"):
+    if value in ("1", "true", "on", "yes", "all", ""):
+        return PARTS
+    if value in ("0", "false", "off", "no", "none"):
         return ()
-    if value in PARTS:
-        return (value,)
-    return PARTS
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in PARTS]
+    if unknown:
+        raise ConfigError(f"names no part of the Keras fix ({', '.join(unknown)})",
+                          variable=DISABLE_VARIABLE, received=value,
+                          fix=f"use 1, 0 or a comma-separated list of: {', '.join(PARTS)}")
+    return names
 
 
 def disabled() -> bool:
     return not enabled_parts()
 
 
-def apply() -> bool:
-    """Installs the fix if the installed Keras needs it. Idempotent.
+def is_applied(part: str = None) -> bool:
+    """Whether `part` (default: any part) is in place in this process."""
+    return part in _applied if part else bool(_applied)
 
-    Returns:
-        True if the fix is (now) installed.
-    """
-    if _state.get("applied"):
-        return True
-    if disabled():
-        log.warning("%s=0: the Keras 3 multi-worker fix is off; model.fit will fail "
-                    "under MultiWorkerMirroredStrategy with this Keras", DISABLE_VARIABLE)
-        return False
+
+def parts_for(strategy) -> tuple:
+    """The parts that matter for `strategy` (see the module docstring)."""
+    from keras_dp.fault import worker_position
+
+    parts = ANY_STRATEGY_PARTS
+    if getattr(strategy, "num_replicas_in_sync", 1) > 1:
+        parts = MULTI_REPLICA_PARTS + parts
+    if worker_position(strategy)[1] > 1:
+        parts = MULTI_WORKER_PARTS + parts
+    return parts
+
+
+def describe() -> str:
+    """One line for reports: which parts this Keras needs, and their state."""
     import keras
 
-    if not keras.__version__.startswith("3."):
-        return False
-    if keras.backend.backend() != "tensorflow":
-        return False
-    trainer = _trainer_module()
-    which = {part: bug and part in enabled_parts() for part, bug in needed().items()}
-    if not any(which.values()):
-        log.info("Keras %s does not need the multi-worker fix", keras.__version__)
-        return False
-    from keras.src import tree
-    import tensorflow as tf
+    bugs = [name for name, bug in needed().items() if bug]
+    if not bugs:
+        return f"not needed by Keras {keras.__version__}"
+    allowed = enabled_parts()
+    when = {**{p: "multi-worker strategies" for p in MULTI_WORKER_PARTS},
+            **{p: "strategies with several replicas" for p in MULTI_REPLICA_PARTS},
+            **{p: "every keras_dp strategy" for p in ANY_STRATEGY_PARTS}}
 
-    original_build = trainer.TensorFlowTrainer._maybe_symbolic_build
-    original_reduce = trainer.reduce_per_replica
+    def state(part):
+        if part in _applied:
+            return "applied"
+        if part not in allowed:
+            return f"DISABLED by {DISABLE_VARIABLE}"
+        return f"applied for {when[part]}"
+
+    return (f"Keras {keras.__version__} needs it: "
+            + ", ".join(f"{part} ({state(part)})" for part in bugs))
+
+
+def apply(parts: Iterable[str] = PARTS) -> bool:
+    """Installs those of `parts` the installed Keras needs (and `KERAS_DP_KERAS_FIX` allows).
+
+    Idempotent; called by `keras_dp.get_strategy()` with `parts_for(strategy)`.
+
+    Returns:
+        True if any of `parts` is (now) installed.
+    """
+    import keras
+
+    parts = tuple(parts)
+    if not keras.__version__.startswith("3.") or keras.backend.backend() != "tensorflow":
+        return False
+    allowed = enabled_parts()
+    bugs = needed()
+    for part in parts:
+        if part in _applied or not bugs.get(part):
+            continue
+        if part not in allowed:
+            if part not in _warned:
+                _warned.add(part)
+                log.warning("%s: the Keras fix's part %s is off; with Keras %s %s",
+                            DISABLE_VARIABLE, part, keras.__version__, _CONSEQUENCE[part])
+            continue
+        _INSTALL[part]()
+        log.info("applied the Keras %s fix %s", keras.__version__, part)
+    return any(part in _applied for part in parts)
+
+
+def remove(parts: Iterable[str] = None) -> None:
+    """Restores the original Keras functions of `parts` (default: all) (for tests)."""
+    for part in tuple(parts or PARTS):
+        for owner, name, original in reversed(_applied.pop(part, [])):
+            if original is _MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+
+
+def _replace(part: str, owner, name: str, function) -> None:
+    """Sets `owner.name = function`, remembering what to restore."""
+    _applied.setdefault(part, []).append((owner, name, owner.__dict__.get(name, _MISSING)))
+    setattr(owner, name, function)
+
+
+# -- the parts ------------------------------------------------------------------
+
+def _install_symbolic_build():
+    import tensorflow as tf
+    from keras.src import tree
+
+    trainer = _trainer_module()
+    original = trainer.TensorFlowTrainer._maybe_symbolic_build
     multi_worker = trainer._collective_all_reduce_multi_worker
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         strategy = self._distribute_strategy
         if strategy is None or not multi_worker(strategy):
-            return original_build(self, iterator=iterator, data_batch=data_batch)
+            return original(self, iterator=iterator, data_batch=data_batch)
         if iterator is not None:
             # Keras yields (begin, end, iterator) since 3.11, (step, iterator) before.
             for *_, it in iterator:
@@ -151,28 +276,95 @@ def apply() -> bool:
         with strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
+    _replace("symbolic_build", trainer.TensorFlowTrainer, "_maybe_symbolic_build",
+             _maybe_symbolic_build)
+
+
+def _install_metric_reduction():
+    from keras.src import tree
+
+    trainer = _trainer_module()
+    original = trainer.reduce_per_replica
+    multi_worker = trainer._collective_all_reduce_multi_worker
+
     def reduce_per_replica(values, strategy, reduction):
         if reduction in ("auto", "mean") and multi_worker(strategy):
             return tree.map_structure(
                 lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original_reduce(values, strategy, reduction)
+        return original(values, strategy, reduction)
 
-    _state.update(build=original_build, reduce=original_reduce)
-    if which["symbolic_build"]:
-        trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
-    if which["metric_reduction"]:
-        trainer.reduce_per_replica = reduce_per_replica
-    _state["applied"] = True
-    log.info("applied the Keras %s multi-worker fix (%s)", keras.__version__,
-             ", ".join(k for k, v in which.items() if v))
-    return True
+    _replace("metric_reduction", trainer, "reduce_per_replica", reduce_per_replica)
 
 
-def remove() -> None:
-    """Restores the original Keras functions (for tests)."""
-    if not _state.get("applied"):
-        return
+def _clips(optimizer) -> bool:
+    return any((getattr(optimizer, name, None) or 0) > 0
+               for name in ("clipnorm", "global_clipnorm", "clipvalue"))
+
+
+def _install_gradient_clipping():
+    import tensorflow as tf
+
+    tf_optimizer, base_optimizer = _optimizer_classes()
+    original_clip = tf_optimizer._clip_gradients   # BaseOptimizer's, inherited
+    original_reduce = tf_optimizer._all_reduce_sum_gradients
+
+    def _clip_gradients(self, grads):
+        context = tf.distribute.get_replica_context()
+        present = [g for g in grads if g is not None]
+        if not _clips(self) or context is None or context.num_replicas_in_sync <= 1 \
+                or not present:
+            return original_clip(self, grads)
+        # The global batch's gradient (each replica's loss is already scaled
+        # by 1/replicas), clipped as one device would clip it.
+        summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
+        clipped = original_clip(self, [None if g is None else next(summed) for g in grads])
+        reduced = getattr(_pending, "reduced", {})
+        reduced[id(self)] = [g for g in clipped if g is not None]
+        _pending.reduced = reduced
+        return clipped
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        grads_and_vars = list(grads_and_vars)
+        done = getattr(_pending, "reduced", {}).pop(id(self), None)
+        if done is not None and all(g is None or any(g is d for d in done)
+                                    for g, _ in grads_and_vars):
+            return grads_and_vars  # already all-reduced (and clipped) above
+        return original_reduce(self, grads_and_vars)
+
+    _replace("gradient_clipping", tf_optimizer, "_clip_gradients", _clip_gradients)
+    _replace("gradient_clipping", tf_optimizer, "_all_reduce_sum_gradients",
+             _all_reduce_sum_gradients)
+
+
+def _install_exhausted_input():
+    import tensorflow as tf
+
     trainer = _trainer_module()
-    trainer.TensorFlowTrainer._maybe_symbolic_build = _state["build"]
-    trainer.reduce_per_replica = _state["reduce"]
-    _state.clear()
+    original = trainer.TensorFlowTrainer._make_function
+
+    def creates_without_dependencies(next_creator, **kwargs):
+        # Variables a first step creates (an optimizer built lazily) are lifted
+        # out of the function (XLA needs that): their initial values must not
+        # depend on the batch.
+        with tf.control_dependencies(None):
+            return next_creator(**kwargs)
+
+    def _make_function(self, step_function):
+        def step_after_its_batch(data):
+            batch = [t for t in tf.nest.flatten(data, expand_composites=True)
+                     if isinstance(t, tf.Tensor)]
+            with tf.control_dependencies(batch), \
+                    tf.variable_creator_scope(creates_without_dependencies):
+                return step_function(data)
+
+        return original(self, step_after_its_batch)
+
+    _replace("exhausted_input", trainer.TensorFlowTrainer, "_make_function", _make_function)
+
+
+_INSTALL = {
+    "symbolic_build": _install_symbolic_build,
+    "metric_reduction": _install_metric_reduction,
+    "gradient_clipping": _install_gradient_clipping,
+    "exhausted_input": _install_exhausted_input,
+}

@@ -334,7 +334,7 @@ def _multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeo
                 raise StrategyError(_STARTUP_EXPLANATION.format(
                     what="MultiWorkerMirroredStrategy's collective ops")) from None
             raise
-        keras_fix.apply()
+        keras_fix.apply(keras_fix.MULTI_WORKER_PARTS)
         _multi_worker.update(strategy=strategy, key=key)
         return strategy
 
@@ -389,7 +389,27 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
     strategy = keras_dp.get_strategy("mirrored", cpu_replicas=2)
     strategy.num_replicas_in_sync  # 2
     ```
+
+    The parts of `keras_dp.keras_fix` that matter for the strategy are
+    applied to Keras (multi-worker crashes, clipping across replicas, the
+    step after a finite input's end).
     """
+    from keras_dp import keras_fix
+
+    strategy = _create(kind, cluster=cluster, cpu_replicas=cpu_replicas, devices=devices,
+                       tpu=tpu, implementation=implementation,
+                       collective_timeout=collective_timeout, bytes_per_pack=bytes_per_pack,
+                       cross_device_ops=cross_device_ops, startup_timeout=startup_timeout,
+                       heartbeat_timeout=heartbeat_timeout, shutdown_timeout=shutdown_timeout,
+                       environ=environ)
+    keras_fix.apply(keras_fix.parts_for(strategy))
+    return strategy
+
+
+def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collective_timeout,
+            bytes_per_pack, cross_device_ops, startup_timeout, heartbeat_timeout,
+            shutdown_timeout, environ):
+    """`get_strategy` without the Keras fix."""
     import tensorflow as tf
 
     environ = os.environ if environ is None else environ

@@ -34,6 +34,7 @@ log = logging.getLogger("keras_dp")
 
 MODEL_FILE = "model.keras"
 STATE_FILE = "train_state.json"
+BACKUP_DIR = "backup"
 MIXED_PRECISION = (None, "mixed_bfloat16", "mixed_float16")
 
 
@@ -48,10 +49,13 @@ class TrainConfig:
     `batch_size` per replica, or `global_batch_size`. Optimizer: AdamW with
     `learning_rate` for `base_batch` scaled linearly to the global batch,
     `warmup_steps` of linear warmup, `decay` to `min_lr_ratio`, `weight_decay`,
-    `clipnorm`. Speed: `mixed_precision`, `xla`, `steps_per_execution`.
+    `clipnorm` (per tensor) or `global_clipnorm`. Speed: `mixed_precision`,
+    `xla`, `steps_per_execution`.
     Output: `output_dir` (chief only), `sample_tokens`, `prompt`,
     `temperature`, `top_k`. Run: `seed`, `resume`, `validate_every`,
-    `val_steps`, `progress`, `strategy`, `cpu_replicas`.
+    `val_steps`, `progress`, `strategy`, `cpu_replicas`. Fault tolerance:
+    `backup` (on by default), `backup_every` steps, `backup_dir` (default
+    `<output_dir>/backup`).
     """
 
     data: Any = "builtin"
@@ -74,16 +78,19 @@ class TrainConfig:
     decay: str = "cosine"
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.01
-    # Off by default: Keras 3 clips each replica's gradients BEFORE the
-    # all-reduce, so with several replicas clipping is not what one device
-    # with the same global batch would do (see README).
+    # Keras 3 alone clips each replica's gradients BEFORE the all-reduce;
+    # keras_dp.keras_fix (gradient_clipping) makes it clip the global gradient.
     clipnorm: Optional[float] = None
+    global_clipnorm: Optional[float] = None
     mixed_precision: Optional[str] = None
     xla: bool = True
     steps_per_execution: int = 1
     output_dir: str = "keras_dp_output"
     seed: int = 0
     resume: bool = False
+    backup: bool = True
+    backup_every: int = 100
+    backup_dir: Optional[str] = None
     validate_every: Optional[int] = None
     val_steps: Optional[int] = 50
     sample_tokens: int = 200
@@ -102,11 +109,14 @@ class TrainConfig:
             raise ConfigError("unknown mixed precision policy", variable="mixed_precision",
                               received=self.mixed_precision,
                               fix="use mixed_bfloat16, mixed_float16 or leave it unset")
+        if self.clipnorm and self.global_clipnorm:
+            raise ConfigError("give clipnorm or global_clipnorm, not both",
+                              variable="global_clipnorm", received=self.global_clipnorm)
         if self.steps is not None and self.epochs is not None:
             raise ConfigError("give steps or epochs, not both", variable="epochs",
                               received=self.epochs)
         for name in ("steps", "batch_size", "global_batch_size", "validate_every", "val_steps",
-                     "steps_per_execution"):
+                     "steps_per_execution", "backup_every"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) != value
                                       or value < 1):
@@ -155,20 +165,31 @@ class TrainResult:
 
 
 def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_step: int,
-                    global_batch: int, seq_len: int, unit: str) -> Dict[str, Any]:
+                    global_batch: int, seq_len: int, unit: str,
+                    backup_dir: Optional[str] = None, plan: Optional[Dict[str, Any]] = None,
+                    history: Optional[Dict[str, List[float]]] = None) -> Dict[str, Any]:
     """The job's callbacks, by name, in the order `fit` runs them.
 
-    This is THE place where the job's callbacks are assembled: add
-    checkpointing / backup (e.g. a worker-aware `BackupAndRestore`) here.
+    This is THE place where the job's callbacks are assembled.
+
+    Args:
+        backup_dir: Where `BackupAndRestore` keeps the backups (None: no backups).
+        plan: What each backup records about the job (where its plan of
+            epochs began, their length, the data settings), with the history.
+        history: Epoch logs of the run so far (when resuming from a backup).
 
     Returns:
-        An ordered dict: `lr` (adds the learning rate to the logs),
-        `throughput` (tokens/s), `stop` (ends at exactly `total_steps`),
-        `progress` (chief-only display).
+        An ordered dict: `backup` (when `backup_dir`; worker-aware
+        `BackupAndRestore` every `config.backup_every` steps, the data is
+        positioned by the job so nothing is replayed), `lr` (adds the
+        learning rate to the logs), `throughput` (tokens/s), `stop` (ends at
+        exactly `total_steps`), `progress` (chief-only display), `history`
+        (Keras' `History`, continuing `history`).
     """
     import keras
 
-    from keras_dp.callbacks import LearningRateLogger, Progress, Throughput
+    from keras_dp.callbacks import (BackupAndRestore, LearningRateLogger, Progress, Throughput,
+                                    is_replayed_step)
 
     class StopAtStep(keras.callbacks.Callback):
         def __init__(self):
@@ -176,17 +197,31 @@ def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_s
             self.step = initial_step
 
         def on_train_batch_end(self, batch, logs=None):
+            if is_replayed_step(self.model, batch):
+                return  # done before the backup this run resumed from
             self.step += max(1, self.model.steps_per_execution or 1)
             if self.step >= total_steps:
                 self.model.stop_training = True
 
-    return {
+    callbacks = {}
+    history_callback = keras.callbacks.History()
+    history_callback.history = {k: list(v) for k, v in (history or {}).items()}
+    if backup_dir:
+        # The job keeps the backups until its final model is saved, and starts
+        # its input at the resumed step (nothing to replay).
+        callbacks["backup"] = BackupAndRestore(
+            backup_dir, save_freq=config.backup_every, delete_checkpoint=False,
+            replay_data=False,
+            metadata=lambda: {"job": plan, "history": _floats(history_callback.history)})
+    callbacks.update({
         "lr": LearningRateLogger(),
         "throughput": Throughput(global_batch, seq_len, context.num_replicas),
         "stop": StopAtStep(),
         "progress": Progress(total_steps, initial_step=initial_step, style=config.progress,
                              bits_per=unit, is_chief=context.is_chief),
-    }
+        "history": history_callback,
+    })
+    return callbacks
 
 
 def _total_steps(config: TrainConfig, layout) -> int:
@@ -214,7 +249,7 @@ def _compile(model, config: TrainConfig, schedule):
 
     optimizer = keras.optimizers.AdamW(
         schedule, weight_decay=config.weight_decay, beta_1=0.9, beta_2=0.99,
-        clipnorm=config.clipnorm or None)
+        clipnorm=config.clipnorm or None, global_clipnorm=config.global_clipnorm or None)
     # Norms, biases and position embeddings are not decayed.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "position"])
     model.compile(optimizer=optimizer,
@@ -260,6 +295,61 @@ def _resume_point(config: TrainConfig, data_key: Dict[str, Any]) -> Optional[Dic
             "same sequence of batches", variable="resume", received=True,
             fix="resume with the earlier settings, or use a new --output-dir")
     return state
+
+
+def _floats(history: Dict[str, List[Any]]) -> Dict[str, List[float]]:
+    return {k: [float(v) for v in values] for k, values in history.items()}
+
+
+def _has_backup(config: TrainConfig) -> bool:
+    from keras_dp.callbacks import latest_backup
+
+    return latest_backup(config.backup_dir or os.path.join(config.output_dir, BACKUP_DIR)) \
+        is not None
+
+
+def backup_dir_of(config: TrainConfig) -> Optional[str]:
+    """Where the job keeps its backups (None with `backup=False`)."""
+    if not config.backup:
+        return None
+    return config.backup_dir or os.path.join(config.output_dir, BACKUP_DIR)
+
+
+def _backup_point(config: TrainConfig, backup_dir: Optional[str],
+                  data_key: Dict[str, Any], total_steps: int) -> Optional[Dict[str, Any]]:
+    """The interrupted run to continue from `backup_dir`, or None.
+
+    Returns:
+        `{"step": steps done, "first_step": where that run's plan started,
+        "every": its validation interval, "history": its epoch logs}`.
+    """
+    from keras_dp.callbacks import latest_backup
+
+    found = latest_backup(backup_dir)
+    if found is None:
+        return None
+    job = (found.get("metadata") or {}).get("job")
+    fix = (f"run the interrupted command again unchanged, or delete {backup_dir} "
+           "(or pass --no-backup) to start over")
+    if not job:
+        raise ConfigError(f"{backup_dir} holds backups that keras-dp train did not write",
+                          variable="backup_dir", received=backup_dir,
+                          fix="use another --backup-dir / --output-dir, or delete it")
+    if job.get("data") != data_key:
+        raise ConfigError(
+            f"the interrupted run backed up in {backup_dir} used other data settings "
+            f"({job.get('data')}); continuing needs the same data, seq_len, global batch and "
+            "seed", variable="backup_dir", received=backup_dir, fix=fix)
+    step = int(job["first_step"]) + int(found["global_step"])
+    # step == total_steps: training ended (e.g. a preemption agreed on the last
+    # step) but the final validation and save did not happen; the run finishes them.
+    if step > total_steps:
+        raise ConfigError(
+            f"the interrupted run backed up in {backup_dir} already trained {step} steps",
+            variable="steps", received=total_steps,
+            fix=f"pass --steps larger than {step}, or delete {backup_dir} to start over")
+    return {"step": step, "first_step": int(job["first_step"]), "every": int(job["every"]),
+            "history": (found.get("metadata") or {}).get("history") or {}}
 
 
 def _save(model, config: TrainConfig, context, state: Dict[str, Any]) -> Optional[str]:
@@ -318,12 +408,21 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     total_steps = _total_steps(config, layout)
     data_key = {"source": corpus.name, "seq_len": seq_len, "global_batch_size": global_batch,
                 "seed": config.seed}
-    state = _resume_point(config, data_key) if config.resume else None
-    initial_step = int(state["step"]) if state else 0
-    if initial_step >= total_steps:
+    backup_dir = backup_dir_of(config)
+    backed_up = _backup_point(config, backup_dir, data_key, total_steps) if backup_dir \
+        else None
+    # A backup (an interrupted run) wins over --resume (a finished run's saved model):
+    # it is newer, and holds the whole training state.
+    state = _resume_point(config, data_key) if config.resume and not backed_up else None
+    first_step = backed_up["first_step"] if backed_up else int(state["step"]) if state else 0
+    initial_step = backed_up["step"] if backed_up else first_step
+    if not backed_up and initial_step >= total_steps:
         raise ConfigError(f"the run in {config.output_dir} already trained {initial_step} "
                           f"steps", variable="steps", received=total_steps,
                           fix=f"pass --steps larger than {initial_step} to train further")
+    if not backup_dir and context.is_chief and _has_backup(config):
+        print(f"keras-dp train: --no-backup: ignoring the backup of an interrupted run in "
+              f"{os.path.join(config.output_dir, BACKUP_DIR)}", file=sys.stderr)
 
     peak = scaled_learning_rate(config.learning_rate, global_batch, config.base_batch)
     schedule = WarmupSchedule(peak, min(config.warmup_steps, max(0, total_steps - 1)),
@@ -336,6 +435,8 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
             saved = keras.saving.load_model(os.path.join(config.output_dir, MODEL_FILE))
             _restore(model, saved)
             del saved
+    # The batches depend only on the step: the input starts where training resumes,
+    # so the backup callback reads nothing to catch up (replay_data=False).
     train_ds = data_lib.text_dataset(corpus, split="train", seq_len=seq_len,
                                      global_batch_size=global_batch, seed=config.seed,
                                      start_step=initial_step, strategy=context.strategy)
@@ -356,11 +457,16 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
         print("keras-dp train: the validation split is too small for this batch; "
               "reporting training loss only", file=sys.stderr)
 
-    remaining = total_steps - initial_step
-    every = min(config.validate_every or max(1, math.ceil(total_steps / 5)), remaining)
+    # Epochs are validation intervals of `every` steps counted from `first_step`
+    # (where this plan began); a run resumed from a backup keeps its plan, so it
+    # validates at the same steps as the uninterrupted run.
+    every = backed_up["every"] if backed_up else min(
+        config.validate_every or max(1, math.ceil(total_steps / 5)), total_steps - first_step)
+    plan = {"first_step": first_step, "every": every, "data": data_key}
     callbacks = build_callbacks(config, context, total_steps=total_steps,
                                 initial_step=initial_step, global_batch=global_batch,
-                                seq_len=seq_len, unit=unit)
+                                seq_len=seq_len, unit=unit, backup_dir=backup_dir, plan=plan,
+                                history=backed_up["history"] if backed_up else None)
     if context.is_chief:
         print(f"keras-dp train: {context.describe()}", file=sys.stderr)
         print(f"keras-dp train: data {corpus.describe()}; global batch {global_batch} x "
@@ -370,12 +476,17 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
               f"{'; XLA' if config.xla else ''}"
               f"{'; ' + config.mixed_precision if config.mixed_precision else ''}",
               file=sys.stderr)
-    history = model.fit(train_ds, epochs=initial_step // every + math.ceil(remaining / every),
-                        initial_epoch=initial_step // every, steps_per_epoch=every,
+        if backed_up:
+            print(f"keras-dp train: resuming the interrupted run from its backup at step "
+                  f"{initial_step} in {backup_dir}", file=sys.stderr)
+    initial_epoch = first_step // every
+    history = model.fit(train_ds, epochs=initial_epoch + math.ceil((total_steps - first_step)
+                                                                   / every),
+                        initial_epoch=initial_epoch, steps_per_epoch=every,
                         validation_data=val_ds, validation_steps=val_steps,
                         callbacks=list(callbacks.values()), verbose=0)
     steps_done = callbacks["stop"].step
-    hist = {k: [float(v) for v in values] for k, values in history.history.items()}
+    hist = _floats(history.history)
     train_loss = hist["loss"][-1]
     val_loss = hist["val_loss"][-1] if "val_loss" in hist else None
     speed = callbacks["throughput"].summary()
@@ -384,6 +495,9 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
                  "train_loss": train_loss, "val_loss": val_loss,
                  "tokens_per_sec": speed.get("tokens_per_sec"), "history": hist}
     output_dir = _save(model, config, context, state_out)
+    if backup_dir:
+        # Only now that the model is saved are the backups no longer needed.
+        callbacks["backup"].delete_backups()
     sample = None
     if context.is_chief and config.sample_tokens:
         sample = model.generate(config.prompt, config.sample_tokens,

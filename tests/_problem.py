@@ -28,7 +28,12 @@ def initial_weights():
     return [rng.normal(scale=0.5, size=s).astype("float32") for s in shapes]
 
 
-def build_model():
+#: Gradient clipping that bites at every step of this problem (gradient norms ~0.3-1).
+CLIPPING = {"clipnorm": 0.1, "global_clipnorm": 0.1, "clipvalue": 0.02}
+
+
+def build_model(**clipping):
+    """The model with fixed initial weights, compiled with SGD (`clipping`: its clip options)."""
     import keras
 
     model = keras.Sequential([
@@ -38,7 +43,7 @@ def build_model():
         keras.layers.Dense(1),
     ])
     model.set_weights(initial_weights())
-    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), loss="mse")
+    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE, **clipping), loss="mse")
     return model
 
 
@@ -61,10 +66,10 @@ def distributed_dataset(strategy, steps=STEPS, global_batch=GLOBAL_BATCH, arrays
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def train(strategy, steps=STEPS):
+def train(strategy, steps=STEPS, **clipping):
     """Trains a fresh model for `steps` steps; returns (model, weights)."""
     with strategy.scope():
-        model = build_model()
+        model = build_model(**clipping)
     model.fit(distributed_dataset(strategy, steps), epochs=1, steps_per_epoch=steps,
               verbose=0, shuffle=False)
     return model, [np.array(w) for w in model.get_weights()]

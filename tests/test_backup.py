@@ -14,7 +14,8 @@ import pytest
 
 import _problem
 from keras_dp.callbacks import (BackupAndRestore, BackupError, CSVLogger, ModelCheckpoint,
-                                TensorBoard)
+                                Progress, TensorBoard, Throughput, is_replayed_step,
+                                latest_backup)
 from keras_dp.callbacks import backup as backup_module
 from keras_dp.callbacks import checkpoint as checkpoint_module
 from keras_dp.callbacks._backup_store import BackupStore
@@ -93,6 +94,41 @@ def test_ignoring_the_data_position_would_change_the_result(tf, tmp_path, uninte
     monkeypatch.setattr(BackupAndRestore, "_take", lambda self, iterator, count: None)
     model, _ = fit(tf, True, [BackupAndRestore(directory, save_freq=3)])
     assert diff(model.get_weights(), uninterrupted[True]) > 1e-4
+
+
+@pytest.mark.parametrize("replay_data", [False, True])
+def test_an_input_that_starts_at_the_backups_step_needs_no_replay(tf, tmp_path, uninterrupted,
+                                                                  replay_data):
+    """`latest_backup()` + `replay_data=False`: what `keras-dp train` does. Replaying on
+    top of an input that already starts there would skip the steps twice."""
+    directory = str(tmp_path / "backup")
+    with pytest.raises(KeyboardInterrupt):
+        fit(tf, True, [BackupAndRestore(directory, save_freq=3), Interrupt(11)])
+    step = latest_backup(directory)["global_step"]
+    assert step == 9 and latest_backup(str(tmp_path / "none")) is None
+
+    class Count(keras.callbacks.Callback):
+        steps = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            if not is_replayed_step(self.model, batch):
+                self.steps += 1
+
+    counter = Count()
+    progress = Progress(EPOCHS * STEPS, initial_step=step, style="none")
+    throughput = Throughput(_problem.GLOBAL_BATCH, skip_steps=0)
+    model = _problem.build_model()
+    model.fit(dataset(tf, True).skip(step), epochs=EPOCHS, steps_per_epoch=STEPS, verbose=0,
+              callbacks=[BackupAndRestore(directory, save_freq=3, replay_data=replay_data),
+                         counter, progress, throughput])
+    if replay_data:
+        assert diff(model.get_weights(), uninterrupted[True]) > 1e-4
+        return
+    assert diff(model.get_weights(), uninterrupted[True]) <= 1e-6
+    # The 3 steps of epoch 2 done before the backup are skipped, not counted.
+    assert counter.steps == EPOCHS * STEPS - step
+    assert progress.step == EPOCHS * STEPS
+    assert throughput.steps == EPOCHS * STEPS - step
 
 
 def test_sigterm_saves_the_current_step_exits_75_and_resumes(tf, tmp_path, uninterrupted):

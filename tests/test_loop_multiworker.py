@@ -78,13 +78,16 @@ LOOPBACK = ["--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "lo",
 @pytest.mark.skipif(MPIRUN is None, reason="mpirun is not installed (apt-get install "
                                            "openmpi-bin; .ci/run installs it)")
 def test_example_under_mpirun_on_loopback(tmp_path):
-    """`mpirun -np 2 python examples/custom_loop.py`: the ranks exchange free ports through
-    MPI and end with identical weights."""
+    """`mpirun -np 2 python examples/custom_loop.py` (the Transformer LM on the builtin
+    corpus, made small): the ranks exchange free ports through MPI and end with identical
+    weights."""
     env = base_env({"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
                     "OMPI_MCA_rmaps_base_oversubscribe": "1"})
     command = [MPIRUN, "-np", "2", "--bind-to", "none", *LOOPBACK, os.sys.executable,
-               os.path.join(ROOT, "examples", "custom_loop.py"), "--model", "mlp",
-               "--steps", "20", "--save-weights", str(tmp_path)]
+               os.path.join(ROOT, "examples", "custom_loop.py"), "--steps", "6",
+               "--log-every", "3", "--seq-len", "16", "--d-model", "32", "--num-layers", "1",
+               "--per-replica-batch", "4", "--sample-tokens", "8", "--save-weights",
+               str(tmp_path)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -106,4 +109,6 @@ def test_example_under_mpirun_on_loopback(tmp_path):
     addresses = results[0]["addresses"]
     assert addresses == results[1]["addresses"] and len(set(addresses)) == 2
     assert all(a.startswith("127.0.0.1:") for a in addresses)
-    assert "step 20: loss" in output
+    assert "step 6: loss" in output and "sample: The " in output
+    # The LM's weights: token table [256, 32], positions [16, 32], one block.
+    assert w0[0].shape == (256, 32) and w0[1].shape == (16, 32)

@@ -18,7 +18,8 @@ def reference_weights(tf):
     return weights
 
 
-def test_two_workers_fit_evaluate_predict_and_match_one_device(tmp_path, reference_weights):
+def test_two_workers_fit_evaluate_predict_and_match_one_device(tf, tmp_path,
+                                                              reference_weights):
     results = run_workers("fit_worker.py", 2, [str(tmp_path)], timeout=240)
     for result in results:
         result.check()
@@ -32,6 +33,14 @@ def test_two_workers_fit_evaluate_predict_and_match_one_device(tmp_path, referen
     assert diff <= 1e-5, diff
     moved = max(float(np.max(np.abs(a - b))) for a, b in zip(w0, _problem.initial_weights()))
     assert moved > 0.05, moved
+
+    # With global_clipnorm, the 2 workers clip the all-reduced gradient as one device does.
+    clipped = [list(np.load(tmp_path / f"weights_clipped_{w}.npz").values()) for w in (0, 1)]
+    _, alone = _problem.train(tf.distribute.get_strategy(),
+                              global_clipnorm=_problem.CLIPPING["global_clipnorm"])
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(clipped[0], alone))
+    print(f"2 workers with global_clipnorm: max abs diff to one device {diff:.2e}")
+    assert diff <= 1e-5, diff
 
     r0 = json.loads((tmp_path / "result_0.json").read_text())
     r1 = json.loads((tmp_path / "result_1.json").read_text())

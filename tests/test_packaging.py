@@ -31,3 +31,13 @@ def test_setup_declares_what_is_needed():
                         "tensorflow-cpu", "tensorflow[and-cuda]", "portpicker",
                         "keras-dp = keras_dp.cli:entry_point"):
         assert requirement in setup, requirement
+
+
+def test_extras_in_the_readme_commands_exist():
+    """Every extra the set-up commands install (e.g. `.[cpu,test,ray]`) is declared."""
+    setup = read("setup.py")
+    declared = set(re.findall(r'^\s+"([\w-]+)": \[', setup, re.M))
+    used = {extra for command in readme_commands()
+            for group in re.findall(r'"\.\[([\w,-]+)\]"', command) for extra in group.split(",")}
+    assert {"cpu", "test", "ray"} <= used
+    assert used <= declared, used - declared

@@ -88,3 +88,76 @@ def test_train_missing_tfds_dataset_exits_2(tmp_path):
                           str(tmp_path), "--steps", "1")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "tfds build tiny_shakespeare" in result.stderr and "Traceback" not in result.stderr
+
+
+def job(args, timeout=300):
+    """`keras-dp train` through tests/workers/job_worker.py (STEP lines, self-signals)."""
+    from _multiproc import TESTS_DIR
+
+    return subprocess.run([sys.executable, os.path.join(TESTS_DIR, "workers", "job_worker.py"),
+                           *args], env=base_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_killed_run_resumes_exactly_when_the_same_command_runs_again(trained, tmp_path):
+    """SIGKILL after step 4 (backup at 3), then after step 6 = the last (backup at 6),
+    then a run that only validates and saves: `trained`'s weights and history."""
+    from keras_dp.callbacks import latest_backup
+
+    out = tmp_path / "out"
+    args = ["--", "--steps", "6", "--output-dir", str(out), "--backup-every", "3", "--json",
+            *SMALL]
+    killed = job(["--signal", "4", "SIGKILL", "0", "0", *args])
+    assert killed.returncode == -9, killed.stderr[-4000:]
+    assert latest_backup(out / "backup")["global_step"] == 3
+    assert sorted(os.listdir(out)) == ["backup"]  # no model yet
+
+    killed = job(["--signal", "6", "SIGKILL", "0", "0", *args])
+    assert killed.returncode == -9, killed.stderr[-4000:]
+    assert "resuming the interrupted run from its backup at step 3" in killed.stderr
+    # The step replayed without training is not counted, shown or signalled.
+    assert killed.stdout.split() == ["STEP", "4", "STEP", "5", "STEP", "6"], killed.stdout
+    assert latest_backup(out / "backup")["global_step"] == 6
+
+    done = job(args)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "resuming the interrupted run from its backup at step 6" in done.stderr
+    assert "STEP" not in done.stdout and "step 6/6" in done.stderr
+    report = json.loads(done.stdout[done.stdout.index("{\n"):])
+    assert report["initial_step"] == 6 and report["steps"] == 6
+    assert sorted(os.listdir(out)) == ["model.keras", "tokenizer.json", "train_state.json"]
+    reference = json.loads((trained[0] / "train_state.json").read_text())["history"]
+    for key in ("loss", "val_loss", "lr"):  # every validation, at the same steps
+        assert report["history"][key] == pytest.approx(reference[key], rel=1e-6), key
+    resumed = keras.saving.load_model(str(out / "model.keras"))
+    uninterrupted = keras.saving.load_model(str(trained[0] / "model.keras"))
+    diff = max(float(abs(a - b).max()) for a, b in zip(resumed.get_weights(),
+                                                       uninterrupted.get_weights()))
+    print(f"1 process, killed twice: max abs diff to the uninterrupted run {diff:.2e}")
+    assert diff <= 1e-6
+    assert int(resumed.optimizer.iterations) == 6
+
+
+def test_a_backup_of_other_settings_is_refused(tmp_path):
+    from keras_dp.callbacks._backup_store import BackupStore
+    from keras_dp.errors import ConfigError
+    from keras_dp.train import TrainConfig, _backup_point, backup_dir_of
+
+    config = TrainConfig(output_dir=str(tmp_path))
+    directory = backup_dir_of(config)
+    assert directory == str(tmp_path / "backup")
+    assert backup_dir_of(TrainConfig(backup=False)) is None
+    data = {"source": "x", "seq_len": 8, "global_batch_size": 4, "seed": 0}
+    meta = {"global_step": 5, "metadata": {"job": {"first_step": 2, "every": 3, "data": data},
+                                           "history": {"loss": [1.0]}}}
+    BackupStore(directory, is_chief=True).save(5, lambda prefix: None, meta)
+    assert _backup_point(config, directory, data, 9) == {
+        "step": 7, "first_step": 2, "every": 3, "history": {"loss": [1.0]}}
+    assert _backup_point(config, directory, data, 7)["step"] == 7  # only validate and save
+    with pytest.raises(ConfigError, match=r"already trained 7 steps.*Received: steps=6"):
+        _backup_point(config, directory, data, 6)
+    with pytest.raises(ConfigError, match="used other data settings"):
+        _backup_point(config, directory, dict(data, seed=1), 9)
+    BackupStore(directory, is_chief=True).save(6, lambda prefix: None, {"global_step": 6})
+    with pytest.raises(ConfigError, match="keras-dp train did not write"):
+        _backup_point(config, directory, data, 9)

@@ -28,6 +28,16 @@ from the start (no unseeded shuffle): the batch for step k is a function of k.
 Supported inputs: a finite dataset re-iterated each epoch (`steps_per_epoch`
 unset, or equal to its length), or an infinite one (`.repeat()`) with
 `steps_per_epoch`.
+
+Replaying costs one `next()` per batch already taken (O(steps)). A program
+whose input can start at any step (e.g. `keras_dp.data.text_dataset(
+start_step=...)`) reads the backup's step first with `latest_backup()`,
+builds its input from there and passes `replay_data=False`: the resumed
+epoch's first steps are then skipped without reading any data.
+
+While the resumed epoch's already-done steps are skipped, Keras still calls
+every callback's batch hooks for them; `is_replayed_step(model, batch)`
+tells a callback (progress, throughput, step counters) to ignore those.
 """
 
 from __future__ import annotations
@@ -50,6 +60,55 @@ log = logging.getLogger("keras_dp")
 
 FORMAT = 1
 _generations = itertools.count()
+_ACTIVE = "_keras_dp_backup"
+
+
+def latest_backup(backup_dir) -> Optional[Dict[str, Any]]:
+    """The metadata of the newest complete backup in `backup_dir`, or None.
+
+    Reads only `meta.json` (no TensorFlow state), so a program can learn
+    where training will resume before it builds its model and input:
+    `global_step` (steps done, counted from the first `fit` that wrote
+    backups there), `epoch`, `step_in_epoch`, and the `metadata` the
+    callback was given.
+
+    Args:
+        backup_dir: The callback's `backup_dir`.
+
+    Returns:
+        A dict, or None when there is no complete backup.
+
+    Example:
+
+    ```python
+    found = keras_dp.callbacks.latest_backup("/shared/run1/backup")
+    start = found["global_step"] if found else 0
+    ds = keras_dp.data.text_dataset(..., start_step=start)
+    model.fit(ds, callbacks=[keras_dp.callbacks.BackupAndRestore(
+        "/shared/run1/backup", save_freq=100, replay_data=False)], ...)
+    ```
+    """
+    if not backup_dir:
+        return None
+    found = BackupStore(str(backup_dir), is_chief=False).latest()
+    return None if found is None else found[1]
+
+
+def is_replayed_step(model, batch: int) -> bool:
+    """Whether `fit`'s step `batch` only skips a step done before a restore.
+
+    After `BackupAndRestore` restores a backup taken in the middle of an
+    epoch, Keras runs that epoch from its first step; the steps done before
+    the backup are skipped (no training) but Keras still calls the batch
+    hooks of every callback. Callbacks that count or time steps ignore them
+    with this function.
+
+    Args:
+        model: The model being trained (`callback.model`).
+        batch: The `batch` argument of `on_train_batch_begin/end`.
+    """
+    backup = getattr(model, _ACTIVE, None)
+    return backup is not None and backup.is_replayed(batch)
 
 
 class BackupError(KerasDPError, RuntimeError):
@@ -91,13 +150,21 @@ class BackupAndRestore(keras.callbacks.Callback):
         delete_checkpoint: Delete the backups when training finishes.
         save_before_preemption: On SIGTERM, save at a step every worker
             shares and exit with code 75 (`keras_dp.fault.EXIT_PREEMPTED`).
+        replay_data: On resume, take the batches the interrupted run had
+            taken from a fresh input iterator (default). `False` when the
+            program already starts its input at the backup's step (see
+            `latest_backup()`): nothing is read to catch up.
+        metadata: A JSON-able dict, or a function returning one, saved with
+            every backup (`latest_backup(...)["metadata"]`); a function is
+            called at each save (e.g. to include the history so far).
 
     Raises:
         ConfigError: for an empty `backup_dir` or a bad `save_freq`.
     """
 
     def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False,
-                 delete_checkpoint=True, *, save_before_preemption=True):
+                 delete_checkpoint=True, *, save_before_preemption=True, replay_data=True,
+                 metadata=None):
         super().__init__()
         if not backup_dir:
             raise ConfigError("must name a directory", variable="backup_dir",
@@ -114,6 +181,8 @@ class BackupAndRestore(keras.callbacks.Callback):
         self.double_checkpoint = double_checkpoint
         self.delete_checkpoint = delete_checkpoint
         self.save_before_preemption = save_before_preemption
+        self.replay_data = bool(replay_data)
+        self.metadata = metadata
         self._store: Optional[BackupStore] = None
         self._watcher: Optional[PreemptionWatcher] = None
         self._reset_counters()
@@ -151,9 +220,25 @@ class BackupAndRestore(keras.callbacks.Callback):
         return {group: [[getattr(v, "path", getattr(v, "name", "")), list(v.shape)]
                         for v in variables] for group, variables in state.items()}
 
+    def is_replayed(self, batch: int) -> bool:
+        """Whether step `batch` of the current epoch is skipped (done before the restore)."""
+        resume = self._resume
+        return (resume is not None and self._epoch == resume["epoch"]
+                and int(batch) < resume["step_in_epoch"])
+
+    def delete_backups(self) -> None:
+        """Deletes the backups after `fit` (chief only), e.g. once the final model is saved.
+
+        With `delete_checkpoint=False` a program keeps the backups until its
+        own output is safely written, then calls this.
+        """
+        if self._store is not None:
+            self._store.delete_all()
+
     # -- Keras hooks ----------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._reset_counters()
+        setattr(self.model, _ACTIVE, self)
         strategy = self.model.distribute_strategy
         index, count, is_chief = worker_position(strategy)
         self._index, self._count = index, count
@@ -212,6 +297,8 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._uninstall_train_function()
+        if getattr(self.model, _ACTIVE, None) is self:
+            setattr(self.model, _ACTIVE, None)
         pending = False
         if self._watcher is not None:
             pending = self._watcher.pending
@@ -238,6 +325,8 @@ class BackupAndRestore(keras.callbacks.Callback):
             "num_workers": self._count, "variables": self._describe_variables(state),
             "metrics_variables": len(self.model.metrics_variables),
         }
+        if self.metadata is not None:
+            meta["metadata"] = self.metadata() if callable(self.metadata) else self.metadata
         checkpoint = tf.train.Checkpoint(metrics=list(self.model.metrics_variables), **state)
         where = self._store.save(self.global_step, lambda prefix: checkpoint.write(prefix), meta)
         self._last_saved_step = self.global_step
@@ -316,7 +405,8 @@ class BackupAndRestore(keras.callbacks.Callback):
                         "metrics_variables": meta.get("metrics_variables")}
         self._resume_prefix = prefix
         self._replay_calls = math.ceil(step / spe)
-        self._hidden_skip = max(0, position - self._replay_calls * spe)
+        self._hidden_skip = max(0, position - self._replay_calls * spe) \
+            if self.replay_data else 0
         self._replay_logs = dict(meta.get("logs") or {})
         self._epoch = epoch
         if epoch:
@@ -354,7 +444,8 @@ class BackupAndRestore(keras.callbacks.Callback):
                 callback._save("epoch")
             if callback._replay_calls > 0:
                 callback._replay_calls -= 1
-                callback._take(iterator, spe)
+                if callback.replay_data:
+                    callback._take(iterator, spe)
                 return callback._replay_logs
             outputs = original(iterator)
             callback._position += spe

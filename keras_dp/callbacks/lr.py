@@ -12,6 +12,8 @@ from typing import Callable, Union
 
 import keras
 
+from keras_dp.callbacks.backup import is_replayed_step
+
 
 def current_learning_rate(optimizer) -> float:
     """The optimizer's learning rate now (evaluating a schedule at its step)."""
@@ -64,8 +66,12 @@ class WarmupScheduler(keras.callbacks.Callback):
         return float(value(step) if value is not None else self.schedule(step))
 
     def on_train_batch_begin(self, batch, logs=None):
+        if is_replayed_step(self.model, batch):
+            return  # a step done before the backup was restored
         optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
         optimizer.learning_rate = self._value(self.step)
 
     def on_train_batch_end(self, batch, logs=None):
+        if is_replayed_step(self.model, batch):
+            return
         self.step += 1

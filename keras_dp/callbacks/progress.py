@@ -15,6 +15,8 @@ from typing import Optional, TextIO
 
 import keras
 
+from keras_dp.callbacks.backup import is_replayed_step
+
 STYLES = ("auto", "rich", "plain", "none")
 
 
@@ -103,6 +105,8 @@ class Progress(keras.callbacks.Callback):
                                                  completed=self.step, info="")
 
     def on_train_batch_end(self, batch, logs=None):
+        if is_replayed_step(self.model, batch):
+            return  # a step done before the backup was restored
         executed = max(1, getattr(self.model, "steps_per_execution", 1) or 1) \
             if self.model is not None else 1
         self.step += executed

@@ -12,6 +12,8 @@ from typing import Dict, Optional
 
 import keras
 
+from keras_dp.callbacks.backup import is_replayed_step
+
 
 class Throughput(keras.callbacks.Callback):
     """Measures examples/s and tokens/s of training.
@@ -42,10 +44,14 @@ class Throughput(keras.callbacks.Callback):
         self._epoch_seconds = 0.0
 
     def on_train_batch_begin(self, batch, logs=None):
+        if is_replayed_step(self.model, batch):
+            return  # a step done before the backup was restored
         if self._mark is None and self.steps >= self.skip_steps:
             self._mark = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
+        if is_replayed_step(self.model, batch):
+            return  # a step done before the backup was restored
         executed = max(1, getattr(self.model, "steps_per_execution", 1) or 1) \
             if self.model is not None else 1
         self.steps += executed

@@ -6,6 +6,14 @@ picks, shows progress on the chief, reports train and validation loss (nats
 and bits per byte) and tokens/s, saves the model and tokenizer into
 `--output-dir` and prints a short generated sample. Run the same command on
 every worker (TF_CONFIG, KERAS_DP_WORKERS, SLURM, MPI, ...) to train on several.
+
+Nothing is lost: the chief backs up the whole training state into
+OUTPUT_DIR/backup every --backup-every steps (and on SIGTERM, when all workers
+save at a common step and exit 75). If the run is killed, crashes or is
+preempted, run the SAME command again (or let `keras-dp launch --max-restarts`
+do it): it continues from the last backup at the exact step, data position,
+learning rate and validation schedule. --resume is different: it continues a
+FINISHED run (OUTPUT_DIR/model.keras) to a larger --steps.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ def register(subparsers) -> None:
     d = TrainConfig()
     parser = subparsers.add_parser(
         "train", help="train the Transformer LM data-parallel (the main job)",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        description="\n\n".join(p.replace("\n", " ") for p in __doc__.split("\n\n")[1:3]),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--data", default=d.data, metavar="SOURCE",
@@ -71,9 +79,12 @@ def register(subparsers) -> None:
     opt.add_argument("--decay", default=d.decay, choices=["cosine", "linear", "constant"])
     opt.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
     opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    opt.add_argument("--clipnorm", type=float, default=d.clipnorm,
-                     help="clip each gradient's norm (Keras 3 clips per replica before the "
-                          "all-reduce: not equivalent to one device when it bites)")
+    clip = opt.add_mutually_exclusive_group()
+    clip.add_argument("--clipnorm", type=float, default=d.clipnorm,
+                      help="clip each gradient tensor's norm (of the global batch's gradient: "
+                           "keras_dp fixes Keras 3, which clips per replica)")
+    clip.add_argument("--global-clipnorm", type=float, default=d.global_clipnorm,
+                      help="clip the norm of all gradients together (as GPT training does)")
     speed = parser.add_argument_group("speed")
     speed.add_argument("--mixed-precision", type=_mixed, default=None, metavar="POLICY",
                        help="mixed_bfloat16 (bf16) or mixed_float16 (fp16); default float32")
@@ -85,7 +96,18 @@ def register(subparsers) -> None:
                      help="where the chief saves model.keras, tokenizer.json, train_state.json")
     run.add_argument("--seed", type=int, default=d.seed)
     run.add_argument("--resume", action="store_true",
-                     help="continue from the model and optimizer state saved in --output-dir")
+                     help="continue a FINISHED run (model.keras and optimizer state in "
+                          "--output-dir) to a larger --steps; an interrupted run needs no "
+                          "flag: running the same command again resumes from its backup")
+    run.add_argument("--backup-every", type=int, default=d.backup_every, metavar="N",
+                     help="back up the training state every N steps (chief writes; SIGTERM "
+                          "also saves, at a step all workers share, then exits 75)")
+    run.add_argument("--backup-dir", default=None,
+                     help="where the backups go (default OUTPUT_DIR/backup; in a multi-node "
+                          "run every worker must read it: a shared filesystem or gs://)")
+    run.add_argument("--backup", action=argparse.BooleanOptionalAction, default=d.backup,
+                     help="back up the training state so an interrupted run resumes; "
+                          "--no-backup: it starts over")
     run.add_argument("--validate-every", type=int, default=None,
                      help="steps between validations (default: 5 per run)")
     run.add_argument("--val-steps", type=int, default=d.val_steps,

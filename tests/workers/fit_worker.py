@@ -22,6 +22,12 @@ with keras_dp.scope() as ctx:
                         steps_per_epoch=_problem.STEPS, verbose=0, shuffle=False)
     evaluation = model.evaluate(_problem.distributed_dataset(ctx.strategy), steps=3,
                                 verbose=0, return_dict=True)
+# Gradient clipping across the 2 workers: the global gradient is clipped.
+with ctx:
+    clipped = _problem.build_model(global_clipnorm=_problem.CLIPPING["global_clipnorm"])
+    clipped.fit(_problem.distributed_dataset(ctx.strategy), epochs=1,
+                steps_per_epoch=_problem.STEPS, verbose=0, shuffle=False)
+np.savez(os.path.join(out, f"weights_clipped_{ctx.worker_index}.npz"), *clipped.get_weights())
 x, _ = _problem.data()
 predictions = model.predict(x[:32], batch_size=8, verbose=0)
 np.savez(os.path.join(out, f"weights_{ctx.worker_index}.npz"), *model.get_weights())

@@ -1,0 +1,157 @@
+"""The Keras 3 fixes that apply in one process: clipping across replicas, the step after a
+finite input's end. (The multi-worker parts are in test_multiworker.py.)
+
+Each test runs with and without its part of the fix: without it the Keras fault shows
+(measured and printed, `pytest -s`), with it the result is exact.
+"""
+
+import time
+
+import numpy as np
+import pytest
+
+import _problem
+import keras_dp
+from keras_dp import keras_fix
+from keras_dp.cluster import resolve_cluster
+from keras_dp.errors import ConfigError
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+@pytest.fixture
+def fix_parts():
+    """Lets a test remove parts of the fix; puts back what was applied before."""
+    before = [part for part in keras_fix.PARTS if keras_fix.is_applied(part)]
+    yield
+    keras_fix.remove()
+    keras_fix.apply(before)
+
+
+@pytest.fixture(scope="module")
+def two_replicas(tf):
+    return keras_dp.get_strategy("mirrored", cluster=resolve_cluster({}),
+                                 devices=["/cpu:0", "/cpu:1"])
+
+
+@pytest.mark.parametrize("option", sorted(_problem.CLIPPING))
+def test_clipping_on_two_replicas_matches_one_device(tf, two_replicas, fix_parts, option):
+    clipping = {option: _problem.CLIPPING[option]}
+    _, alone = _problem.train(tf.distribute.get_strategy(), **clipping)
+    _, unclipped = _problem.train(tf.distribute.get_strategy())
+    assert max_diff(alone, unclipped) > 1e-2  # the clipping bites
+
+    assert keras_fix.is_applied("gradient_clipping")  # get_strategy applied it (2 replicas)
+    _, fixed = _problem.train(two_replicas, **clipping)
+    keras_fix.remove(["gradient_clipping"])
+    _, keras_alone = _problem.train(two_replicas, **clipping)
+    print(f"{option}: 2 replicas vs 1 device, max abs diff {max_diff(keras_alone, alone):.2e} "
+          f"with Keras alone, {max_diff(fixed, alone):.2e} with the fix")
+    assert max_diff(keras_alone, alone) > 1e-2  # each replica clipped its own gradient
+    assert max_diff(fixed, alone) <= 1e-5
+
+
+def test_clipping_in_a_custom_loop_on_two_replicas(tf, two_replicas, fix_parts):
+    """optimizer.apply_gradients inside ctx.run / strategy.run is fixed the same way."""
+    import keras
+
+    keras_fix.apply(["gradient_clipping"])
+    clip = {"global_clipnorm": _problem.CLIPPING["global_clipnorm"]}
+    _, alone = _problem.train(tf.distribute.get_strategy(), **clip)
+    with two_replicas.scope():
+        model = _problem.build_model(**clip)
+    loss_fn = keras.losses.MeanSquaredError(reduction=None)
+
+    @tf.function
+    def step(x, y):
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                loss = keras_dp.compute_loss(loss_fn(y, model(x)),
+                                             global_batch_size=_problem.GLOBAL_BATCH)
+            grads = tape.gradient(loss, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        two_replicas.run(replica_step, args=(x, y))
+
+    for x, y in _problem.distributed_dataset(two_replicas):
+        step(x, y)
+    assert max_diff(model.get_weights(), alone) <= 1e-5
+
+
+def _static_batches_of_unknown_length(tf, strategy, steps):
+    """`steps` batches with a static batch size, of unknown length (a distributed
+    dataset), whose end takes 0.3 s to show, as a large input pipeline's may."""
+    x, y = _problem.data(steps, _problem.GLOBAL_BATCH)
+
+    def slow(value):
+        time.sleep(0.3)
+        return value
+
+    def dataset_fn(ctx):
+        per_replica = ctx.get_per_replica_batch_size(_problem.GLOBAL_BATCH)
+        batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(per_replica,
+                                                                    drop_remainder=True)
+        slow_end = tf.data.Dataset.range(1).map(
+            lambda i: tf.numpy_function(slow, [i], tf.int64)).filter(lambda i: False).map(
+            lambda i: (tf.zeros([per_replica, _problem.FEATURES]), tf.zeros([per_replica, 1])))
+        return batches.concatenate(slow_end)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+@pytest.mark.filterwarnings("ignore:Your input ran out of data")
+def test_evaluate_and_fit_on_an_input_of_unknown_length(tf, two_replicas, fix_parts, replicas):
+    steps = 4
+    strategy = two_replicas if replicas == 2 else tf.distribute.get_strategy()
+    exact = _problem.build_model().evaluate(
+        tf.data.Dataset.from_tensor_slices(_problem.data(steps)).batch(_problem.GLOBAL_BATCH),
+        verbose=0)
+
+    def run():
+        with strategy.scope():
+            model = _problem.build_model()
+        loss = model.evaluate(_static_batches_of_unknown_length(tf, strategy, steps), verbose=0)
+        model.fit(_static_batches_of_unknown_length(tf, strategy, steps), epochs=2, verbose=0)
+        return loss, int(model.optimizer.iterations.numpy())
+
+    keras_fix.apply(["exhausted_input"])
+    fixed_loss, fixed_steps = run()
+    keras_fix.remove(["exhausted_input"])
+    keras_loss, keras_steps = run()
+    print(f"{replicas} replica(s), evaluate over {steps} batches: {exact:.4f} exact, "
+          f"{keras_loss:.4f} Keras alone ({keras_loss / exact:.3f}x), {fixed_loss:.4f} fixed; "
+          f"fit 2 epochs: optimizer.iterations {keras_steps} Keras alone, {fixed_steps} fixed")
+    assert keras_loss == pytest.approx(exact * steps / (steps + 1), rel=1e-5)
+    assert keras_steps == 2 * (steps + 1)
+    assert fixed_loss == pytest.approx(exact, rel=1e-6)
+    assert fixed_steps == 2 * steps
+
+
+def test_with_the_fix_a_first_xla_step_still_builds_the_optimizer(tf, fix_parts):
+    """The first step creates the optimizer's variables; XLA lifts them out of the step,
+    which the batch dependency must not prevent."""
+    import keras
+
+    keras_fix.apply(["exhausted_input"])
+    model = keras.Sequential([keras.Input((_problem.FEATURES,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse", jit_compile=True)
+    x, y = _problem.data(2)
+    history = model.fit(x, y, batch_size=_problem.GLOBAL_BATCH, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0]) and model.optimizer.built
+
+
+def test_parts_are_checked_switchable_and_chosen_per_strategy(tf, two_replicas, monkeypatch):
+    assert set(keras_fix.needed()) == set(keras_fix.PARTS)
+    assert all(keras_fix.needed().values())  # Keras 3.15.1 has all four faults
+    assert keras_fix.parts_for(tf.distribute.get_strategy()) == ("exhausted_input",)
+    assert keras_fix.parts_for(two_replicas) == ("gradient_clipping", "exhausted_input")
+    monkeypatch.setenv("KERAS_DP_KERAS_FIX", "gradient_clipping, exhausted_input")
+    assert keras_fix.enabled_parts() == ("gradient_clipping", "exhausted_input")
+    monkeypatch.setenv("KERAS_DP_KERAS_FIX", "0")
+    assert keras_fix.enabled_parts() == ()
+    monkeypatch.setenv("KERAS_DP_KERAS_FIX", "clipping")
+    with pytest.raises(ConfigError, match=r"KERAS_DP_KERAS_FIX.*gradient_clipping.*"
+                                          r"Received: KERAS_DP_KERAS_FIX=clipping"):
+        keras_fix.enabled_parts()
