@@ -83,7 +83,8 @@ class TrainConfig:
     clipnorm: Optional[float] = None
     global_clipnorm: Optional[float] = None
     mixed_precision: Optional[str] = None
-    xla: bool = True
+    # None: XLA unless several replicas run on CPU devices (see `_use_xla`).
+    xla: Optional[bool] = None
     steps_per_execution: int = 1
     output_dir: str = "keras_dp_output"
     seed: int = 0
@@ -244,6 +245,45 @@ def _make_model(config: TrainConfig, vocab_size: int, tokenizer):
                                      **overrides)
 
 
+def _use_xla(requested: Optional[bool], context) -> bool:
+    """Whether the job compiles its train step with XLA on this strategy.
+
+    TensorFlow (2.20, 2.21) cannot XLA-compile a step that runs on several CPU
+    replicas: under MirroredStrategy over logical CPUs the compiled step reads
+    a variable of another device ("Trying to access resource ... located in
+    device CPU:1 from device CPU:0"), and under MultiWorkerMirroredStrategy XLA
+    has no CPU kernel for the embedding gradient's `CollectiveGatherV2`.
+
+    Args:
+        requested: `TrainConfig.xla`: None (decide), True or False.
+        context: The `keras_dp.scope()` context.
+
+    Returns:
+        `requested` if given, else True unless several replicas run on CPUs.
+
+    Raises:
+        ConfigError: XLA was asked for where TensorFlow cannot compile the step.
+    """
+    if context.num_replicas <= 1:
+        return True if requested is None else bool(requested)
+    try:
+        devices = tuple(context.strategy.extended.worker_devices)
+    except (AttributeError, RuntimeError):   # a strategy without device list
+        devices = ()
+    on_cpu = bool(devices) and all("CPU" in str(d).upper().rsplit("/", 1)[-1]
+                                   for d in devices)
+    if requested is None:
+        return not on_cpu
+    if requested and on_cpu:
+        raise ConfigError(
+            f"TensorFlow cannot XLA-compile a train step over {context.num_replicas} CPU "
+            "replicas (MirroredStrategy over logical CPUs reads another device's variables; "
+            "MultiWorkerMirroredStrategy has no XLA CPU kernel for CollectiveGatherV2)",
+            variable="xla", received=True,
+            fix="leave --xla unset (the job then compiles without XLA here) or pass --no-xla")
+    return bool(requested)
+
+
 def _compile(model, config: TrainConfig, schedule):
     import keras
 
@@ -385,6 +425,8 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     import keras_dp
 
     context = keras_dp.scope(config.strategy, cpu_replicas=config.cpu_replicas)
+    xla_off = "" if config.xla is False else "; no XLA (several CPU replicas)"
+    config = dataclasses.replace(config, xla=_use_xla(config.xla, context))
     import keras
 
     from keras_dp import data as data_lib
@@ -473,7 +515,7 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
               f"{seq_len} tokens; {layout.steps_per_epoch} steps per epoch", file=sys.stderr)
         print(f"keras-dp train: TransformerLM {config.preset} ({model.count_params():,} "
               f"parameters); steps {initial_step}->{total_steps}; peak lr {peak:.2e}"
-              f"{'; XLA' if config.xla else ''}"
+              f"{'; XLA' if config.xla else xla_off}"
               f"{'; ' + config.mixed_precision if config.mixed_precision else ''}",
               file=sys.stderr)
         if backed_up:

@@ -161,3 +161,41 @@ def test_a_backup_of_other_settings_is_refused(tmp_path):
     BackupStore(directory, is_chief=True).save(6, lambda prefix: None, {"global_step": 6})
     with pytest.raises(ConfigError, match="keras-dp train did not write"):
         _backup_point(config, directory, data, 9)
+
+
+class _Extended:
+    def __init__(self, devices):
+        self.worker_devices = devices
+
+
+class _Context:
+    def __init__(self, devices, replicas):
+        self.strategy = type("S", (), {"extended": _Extended(devices)})()
+        self.num_replicas = replicas
+
+
+CPU2 = tuple(f"/job:localhost/replica:0/task:0/device:CPU:{i}" for i in range(2))
+GPU2 = tuple(f"/job:localhost/replica:0/task:0/device:GPU:{i}" for i in range(2))
+WORKER_CPU = ("/job:worker/replica:0/task:1/device:CPU:0",)
+
+
+@pytest.mark.parametrize("requested, devices, replicas, expected", [
+    (None, ("/job:localhost/replica:0/task:0/device:CPU:0",), 1, True),
+    (None, CPU2, 2, False),
+    (None, WORKER_CPU, 2, False),          # 2 workers, one CPU each
+    (None, GPU2, 2, True),
+    (False, ("/job:localhost/replica:0/task:0/device:CPU:0",), 1, False),
+    (True, GPU2, 2, True),
+])
+def test_xla_is_decided_by_the_replicas_devices(requested, devices, replicas, expected):
+    from keras_dp.train import _use_xla
+
+    assert _use_xla(requested, _Context(devices, replicas)) is expected
+
+
+def test_xla_asked_for_on_several_cpu_replicas_is_a_config_error():
+    from keras_dp.errors import ConfigError
+    from keras_dp.train import _use_xla
+
+    with pytest.raises(ConfigError, match=r"--no-xla.*Received: xla=True"):
+        _use_xla(True, _Context(CPU2, 2))
