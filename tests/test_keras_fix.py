@@ -1,5 +1,6 @@
 """The Keras 3 fixes that apply in one process: clipping across replicas, the step after a
-finite input's end. (The multi-worker parts are in test_multiworker.py.)
+finite input's end, embedding gradients under Adam. (The multi-worker parts are in
+test_multiworker.py.)
 
 Each test runs with and without its part of the fix: without it the Keras fault shows
 (measured and printed, `pytest -s`), with it the result is exact.
@@ -144,9 +145,11 @@ def test_with_the_fix_a_first_xla_step_still_builds_the_optimizer(tf, fix_parts)
 
 def test_parts_are_checked_switchable_and_chosen_per_strategy(tf, two_replicas, monkeypatch):
     assert set(keras_fix.needed()) == set(keras_fix.PARTS)
-    assert all(keras_fix.needed().values())  # Keras 3.15.1 has all four faults
-    assert keras_fix.parts_for(tf.distribute.get_strategy()) == ("exhausted_input",)
-    assert keras_fix.parts_for(two_replicas) == ("gradient_clipping", "exhausted_input")
+    assert all(keras_fix.needed().values())  # Keras 3.10-3.15 have all five faults
+    assert keras_fix.parts_for(tf.distribute.get_strategy()) == (
+        "exhausted_input", "sparse_gradients")
+    assert keras_fix.parts_for(two_replicas) == (
+        "gradient_clipping", "exhausted_input", "sparse_gradients")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "gradient_clipping, exhausted_input")
     assert keras_fix.enabled_parts() == ("gradient_clipping", "exhausted_input")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "0")
@@ -155,3 +158,55 @@ def test_parts_are_checked_switchable_and_chosen_per_strategy(tf, two_replicas, 
     with pytest.raises(ConfigError, match=r"KERAS_DP_KERAS_FIX.*gradient_clipping.*"
                                           r"Received: KERAS_DP_KERAS_FIX=clipping"):
         keras_fix.enabled_parts()
+
+
+def test_deduplicate_sums_the_slices_of_a_row(tf):
+    slices = tf.IndexedSlices(tf.constant([[1.0, 2.0], [3.0, 4.0], [10.0, 20.0]]),
+                              tf.constant([2, 0, 2]), tf.constant([4, 2]))
+    unique = keras_fix.deduplicate(slices)
+    assert sorted(unique.indices.numpy().tolist()) == [0, 2]
+    np.testing.assert_array_equal(tf.convert_to_tensor(unique).numpy(),
+                                  tf.convert_to_tensor(slices).numpy())
+    dense = tf.ones((2, 2))
+    assert keras_fix.deduplicate(dense) is dense
+
+
+def _embedding_lm(**optimizer):
+    """Token + position embeddings (gathered: IndexedSlices gradients), untied head, Adam."""
+    import keras
+
+    from keras_dp.models import TransformerLM
+
+    keras.utils.set_random_seed(3)
+    model = TransformerLM(vocab_size=256, seq_len=16, d_model=16, num_heads=2, num_layers=1,
+                          tie_embeddings=False)
+    model.compile(optimizer=keras.optimizers.Adam(5e-3, beta_2=0.99),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.build((None, 16))
+    return model
+
+
+def test_adam_on_embeddings_on_two_replicas_matches_one_device(tf, two_replicas, fix_parts):
+    tokens = np.random.default_rng(5).integers(0, 256, size=(3 * 8, 17)).astype("int32")
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    keras_fix.apply(["sparse_gradients"])   # as keras_dp does for every strategy
+    alone = _embedding_lm()
+    initial = alone.get_weights()
+    alone.fit(x, y, batch_size=8, shuffle=False, verbose=0)
+
+    def two(fix):
+        keras_fix.remove(["sparse_gradients"])
+        if fix:
+            keras_fix.apply(["sparse_gradients"])
+        with two_replicas.scope():
+            model = _embedding_lm()
+        model.set_weights(initial)
+        model.fit(x, y, batch_size=8, shuffle=False, verbose=0)
+        return model.get_weights()
+
+    keras_alone, fixed = max_diff(two(False), alone.get_weights()), \
+        max_diff(two(True), alone.get_weights())
+    print(f"Adam, 3 steps, 2 replicas vs 1 device: max abs weight diff {keras_alone:.2e} "
+          f"with Keras alone, {fixed:.2e} with the fix")
+    assert keras_alone > 1e-3   # duplicate slices squared one by one (lr 5e-3)
+    assert fixed <= 1e-5
