@@ -191,6 +191,7 @@ def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_s
 
     from keras_dp.callbacks import (BackupAndRestore, LearningRateLogger, Progress, Throughput,
                                     is_replayed_step)
+    from keras_dp.callbacks.backup import steps_per_batch
 
     class StopAtStep(keras.callbacks.Callback):
         def __init__(self):
@@ -200,7 +201,7 @@ def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_s
         def on_train_batch_end(self, batch, logs=None):
             if is_replayed_step(self.model, batch):
                 return  # done before the backup this run resumed from
-            self.step += max(1, self.model.steps_per_execution or 1)
+            self.step += steps_per_batch(self.model)
             if self.step >= total_steps:
                 self.model.stop_training = True
 

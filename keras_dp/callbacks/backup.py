@@ -94,6 +94,11 @@ def latest_backup(backup_dir) -> Optional[Dict[str, Any]]:
     return None if found is None else found[1]
 
 
+def steps_per_batch(model) -> int:
+    """How many training steps one `fit` batch hook stands for (`steps_per_execution`)."""
+    return max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+
+
 def is_replayed_step(model, batch: int) -> bool:
     """Whether `fit`'s step `batch` only skips a step done before a restore.
 
@@ -399,7 +404,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         self.global_step = int(meta["global_step"])
         self._last_saved_step = self.global_step
         epoch, step = int(meta["epoch"]), int(meta["step_in_epoch"])
-        spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        spe = steps_per_batch(self.model)
         position = int(meta.get("data_position", step))
         self._resume = {"epoch": epoch, "step_in_epoch": step,
                         "metrics_variables": meta.get("metrics_variables")}
@@ -429,7 +434,7 @@ class BackupAndRestore(keras.callbacks.Callback):
     def _install_train_function(self) -> None:
         model = self.model
         original = getattr(model.train_function, "_keras_dp_original", model.train_function)
-        spe = int(getattr(model, "steps_per_execution", 1) or 1)
+        spe = steps_per_batch(model)
         callback = self
 
         def train_function(iterator):

@@ -15,7 +15,7 @@ from typing import Optional, TextIO
 
 import keras
 
-from keras_dp.callbacks.backup import is_replayed_step
+from keras_dp.callbacks.backup import is_replayed_step, steps_per_batch
 
 STYLES = ("auto", "rich", "plain", "none")
 
@@ -107,8 +107,7 @@ class Progress(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if is_replayed_step(self.model, batch):
             return  # a step done before the backup was restored
-        executed = max(1, getattr(self.model, "steps_per_execution", 1) or 1) \
-            if self.model is not None else 1
+        executed = steps_per_batch(self.model)
         self.step += executed
         logs = dict(logs or {})
         logs.update({k: v for k, v in self.last_logs.items() if k not in logs})

@@ -12,7 +12,7 @@ from typing import Dict, Optional
 
 import keras
 
-from keras_dp.callbacks.backup import is_replayed_step
+from keras_dp.callbacks.backup import is_replayed_step, steps_per_batch
 
 
 class Throughput(keras.callbacks.Callback):
@@ -52,8 +52,7 @@ class Throughput(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if is_replayed_step(self.model, batch):
             return  # a step done before the backup was restored
-        executed = max(1, getattr(self.model, "steps_per_execution", 1) or 1) \
-            if self.model is not None else 1
+        executed = steps_per_batch(self.model)
         self.steps += executed
         if self._mark is not None:
             now = time.perf_counter()
