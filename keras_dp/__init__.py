@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from keras_dp import early as _early
 from keras_dp._tf_check import require_tensorflow
 from keras_dp.cluster import ClusterInfo, resolve_cluster
 from keras_dp.errors import (ClusterConfigError, ConfigError, ConflictingSourcesError,
@@ -26,6 +27,7 @@ from keras_dp.errors import (ClusterConfigError, ConfigError, ConflictingSources
                              ReplicaContextError, StrategyError)
 
 require_tensorflow()
+_early.install()   # multi-worker collectives set up when TensorFlow is imported
 
 __version__ = "0.1.0"
 

@@ -236,7 +236,11 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
                 f"{_describe_options(requested)}. TensorFlow keeps one strategy per "
                 "process: reuse the first scope's options, or start a new process.")
         env = os.environ if environ is None else environ
-        cluster = resolve_cluster(env, exchange=_exchange_for(env))
+        from keras_dp import early
+
+        cluster = early.cluster() if environ is None and early.is_set_up() else None
+        if cluster is None:
+            cluster = resolve_cluster(env, exchange=_exchange_for(env))
         _quiet_known_noise()
         if environ is None:
             _export_tf_config(cluster)

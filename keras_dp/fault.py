@@ -396,8 +396,9 @@ def report_to_cluster(exc: BaseException) -> None:
     try:
         from tensorflow.python.eager import context
 
-        if context.context().coordination_service is None:
-            return
+        ctx = context.context()
+        if ctx.coordination_service is None or not getattr(ctx, "_initialized", False):
+            return  # no cluster joined yet (keras_dp.early configures before the start)
         summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         context.context().report_error_to_cluster(2, f"{_REPORT_MARKER}: {summary[:500]}")
         time.sleep(0.5)  # let the service pass it on before this process vanishes

@@ -84,7 +84,9 @@ MULTI_WORKER_PARTS = ("symbolic_build", "metric_reduction")
 MULTI_REPLICA_PARTS = ("gradient_clipping",)
 #: Parts for every strategy keras_dp creates.
 ANY_STRATEGY_PARTS = ("exhausted_input", "sparse_gradients")
-PARTS = MULTI_WORKER_PARTS + MULTI_REPLICA_PARTS + ANY_STRATEGY_PARTS
+#: Parts applied when TensorFlow is imported (see `keras_dp.early`).
+IMPORT_PARTS = ("early_collectives",)
+PARTS = MULTI_WORKER_PARTS + MULTI_REPLICA_PARTS + ANY_STRATEGY_PARTS + IMPORT_PARTS
 
 _CONSEQUENCE = {
     "symbolic_build": "model.fit fails under MultiWorkerMirroredStrategy",
@@ -95,6 +97,8 @@ _CONSEQUENCE = {
                        "one empty batch, and fit adds an optimizer step per epoch",
     "sparse_gradients": "Adam-like optimizers square an embedding gradient's duplicate slices "
                         "one by one (N replicas differ from one device)",
+    "early_collectives": "a multi-worker program that makes a tensor or dataset before "
+                         "keras_dp.scope() cannot get its strategy",
 }
 
 _MISSING = object()   # the owner class did not define the replaced attribute itself
@@ -137,6 +141,8 @@ def needed() -> Dict[str, bool]:
     Returns:
         `{part name: bool}` for every name in `PARTS`.
     """
+    from keras_dp import early
+
     trainer = _trainer_module()
     tf_optimizer, base_optimizer = _optimizer_classes()
     build_src = _source(_original("symbolic_build", trainer.TensorFlowTrainer,
@@ -157,6 +163,7 @@ def needed() -> Dict[str, bool]:
         # The update step gets the gradient's slices as they are.
         "sparse_gradients": "self.update_step(grad, var, learning_rate)" in _source(
             _original("sparse_gradients", tf_optimizer, "_distributed_tf_update_step")),
+        "early_collectives": early.needed(),
     }
 
 
@@ -211,10 +218,13 @@ def describe() -> str:
     allowed = enabled_parts()
     when = {**{p: "multi-worker strategies" for p in MULTI_WORKER_PARTS},
             **{p: "strategies with several replicas" for p in MULTI_REPLICA_PARTS},
-            **{p: "every keras_dp strategy" for p in ANY_STRATEGY_PARTS}}
+            **{p: "every keras_dp strategy" for p in ANY_STRATEGY_PARTS},
+            "early_collectives": "multi-worker environments, when TensorFlow is imported"}
 
     def state(part):
-        if part in _applied:
+        from keras_dp import early
+
+        if part in _applied or (part == early.PART and early.is_set_up()):
             return "applied"
         if part not in allowed:
             return f"DISABLED by {DISABLE_VARIABLE}"
@@ -240,8 +250,8 @@ def apply(parts: Iterable[str] = PARTS) -> bool:
     allowed = enabled_parts()
     bugs = needed()
     for part in parts:
-        if part in _applied or not bugs.get(part):
-            continue
+        if part in _applied or not bugs.get(part) or part not in _INSTALL:
+            continue  # (IMPORT_PARTS are set up by keras_dp.early)
         if part not in allowed:
             if part not in _warned:
                 _warned.add(part)

@@ -197,11 +197,13 @@ def context_initialized() -> bool:
 _STARTUP_EXPLANATION = (
     "TensorFlow already started its runtime in this process (something created a "
     "tensor, listed logical devices or built a model before the strategy), and {what} "
-    "can only be set up before that. Create the strategy first: call "
-    "keras_dp.scope() (or keras_dp.get_strategy()) at the top of the program, before "
-    "any other TensorFlow or Keras call. In a notebook, restart the runtime and run "
-    "the keras_dp cell first, or use keras_dp.launch(fn, num_workers=N), which runs "
-    "the training function in fresh worker processes."
+    "can only be set up before that. Import keras_dp before the program's first "
+    "TensorFlow op (keras_dp then sets the multi-worker runtime up when TensorFlow is "
+    "imported), or create the strategy first: call keras_dp.scope() (or "
+    "keras_dp.get_strategy()) before any other TensorFlow or Keras call. In a "
+    "notebook, restart the runtime and run the keras_dp cell first, or use "
+    "keras_dp.launch(fn, num_workers=N), which runs the training function in fresh "
+    "worker processes."
 )
 
 
@@ -254,7 +256,7 @@ def apply_gpu_split(cluster: ClusterInfo, environ: Mapping[str, str]) -> int:
 
 def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[float],
                            heartbeat_timeout: Optional[float],
-                           shutdown_timeout: Optional[float]) -> None:
+                           shutdown_timeout: Optional[float], replace: bool = False) -> None:
     """Sets up TF's coordination service with our time limits (before MWMS).
 
     MultiWorkerMirroredStrategy configures the service itself with no limits
@@ -271,6 +273,9 @@ def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[fl
       off: TF 2.21's eager context already has a service-to-client channel,
       and with both it aborts every collective with "Should not use error
       polling from service when there is service to client connection".)
+
+    A configuration already in place (the program's own) is kept unless
+    `replace` (keras_dp's early set-up, see `keras_dp.early`).
     """
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
@@ -280,7 +285,7 @@ def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[fl
     from keras_dp import fault
 
     ctx = context.context()
-    if ctx.coordination_service is not None:
+    if ctx.coordination_service is not None and not replace:
         return
     spec = server_lib.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()})
     jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
@@ -302,7 +307,7 @@ def _multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeo
                            shutdown_timeout):
     import tensorflow as tf
 
-    from keras_dp import fault, keras_fix
+    from keras_dp import early, fault, keras_fix
 
     key = (cluster.to_json(),)
     with _lock:
@@ -313,12 +318,24 @@ def _multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeo
                     "in this process; TensorFlow allows one per process. Start a new "
                     "process for the new cluster.")
             return _multi_worker["strategy"]
-        if context_initialized():
-            raise StrategyError(_STARTUP_EXPLANATION.format(
-                what="MultiWorkerMirroredStrategy's collective ops"))
-        configure_coordination(cluster, startup_timeout=startup_timeout,
-                               heartbeat_timeout=heartbeat_timeout,
-                               shutdown_timeout=shutdown_timeout)
+        early_cluster = early.cluster() if early.is_set_up() else None
+        if early_cluster is not None and early_cluster.to_json() != cluster.to_json():
+            raise StrategyError(
+                f"TensorFlow was set up at import for {early_cluster.describe()} "
+                f"({early_cluster.source}); keras_dp cannot create a strategy for "
+                f"{cluster.describe()} in this process. Pass no cluster/environ to "
+                "keras_dp.scope(), or start a new process.")
+        if early_cluster is not None:
+            early.reconfigure(startup_timeout=startup_timeout,
+                              heartbeat_timeout=heartbeat_timeout,
+                              shutdown_timeout=shutdown_timeout)
+        else:
+            if context_initialized():
+                raise StrategyError(_STARTUP_EXPLANATION.format(
+                    what="MultiWorkerMirroredStrategy's collective ops"))
+            configure_coordination(cluster, startup_timeout=startup_timeout,
+                                   heartbeat_timeout=heartbeat_timeout,
+                                   shutdown_timeout=shutdown_timeout)
         fault.install(cluster)
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()}),
@@ -326,7 +343,8 @@ def _multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeo
             rpc_layer=cluster.rpc_layer or "grpc",
             num_accelerators={"GPU": len(tf.config.get_visible_devices("GPU"))})
         try:
-            with fault.startup_guard(cluster, startup_timeout):
+            with fault.startup_guard(cluster, startup_timeout), \
+                    early.quiet_second_enable():
                 strategy = tf.distribute.MultiWorkerMirroredStrategy(
                     cluster_resolver=resolver, communication_options=options)
         except RuntimeError as exc:
@@ -412,6 +430,10 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
     """`get_strategy` without the Keras fix."""
     import tensorflow as tf
 
+    from keras_dp import early
+
+    if cluster is None and environ is None and early.is_set_up():
+        cluster = early.cluster()
     environ = os.environ if environ is None else environ
     kind = normalize_kind(kind)
     cluster = cluster if cluster is not None else resolve_cluster(environ)

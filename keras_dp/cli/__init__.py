@@ -44,8 +44,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Runs `keras-dp`; returns the exit status."""
     import os
 
+    from keras_dp import early
     from keras_dp.errors import KerasDPError
 
+    # keras-dp's own commands set their strategy up themselves, in order (and
+    # `keras-dp env` must not start a worker's runtime).
+    early.disable()
     # TensorFlow's C++ INFO lines (oneDNN, CPU features) drown the output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     parser = build_parser()

@@ -40,9 +40,10 @@ if case == "cpu_replicas":
 elif case == "collectives_after_startup":
     import tensorflow as tf
 
+    tf.constant(1.0) + 1  # starts TensorFlow's runtime before keras_dp is imported
+
     import keras_dp
 
-    tf.constant(1.0) + 1  # starts TensorFlow's runtime
     try:
         keras_dp.scope()
     except keras_dp.StrategyError as exc:

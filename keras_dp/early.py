@@ -1,0 +1,359 @@
+"""Early set-up of multi-worker collectives, so tensors made before `keras_dp.scope()` work.
+
+TensorFlow enables multi-worker collective ops when
+`MultiWorkerMirroredStrategy` is created, and only before its runtime starts:
+afterwards `configure_collective_ops` raises "Collective ops must be configured
+at program startup", and tensors or datasets made before the strategy live on
+`/job:localhost` devices that the multi-worker runtime no longer knows
+(`InvalidArgumentError: /job:localhost/replica:0/task:0/device:CPU:0 unknown
+device`). Most guides (keras.io's "Multi-GPU distributed training with
+TensorFlow" among them) build their `tf.data` datasets first and create the
+strategy afterwards, which single-worker MirroredStrategy allows.
+
+This part (`early_collectives`) removes that ordering constraint: as soon as
+TensorFlow is imported in a process that imported `keras_dp` and whose
+environment resolves to several workers, it configures the collective ops
+and the coordination service exactly as `MultiWorkerMirroredStrategy` will,
+and gives TensorFlow the worker's server definition. TensorFlow's runtime then
+starts as this cluster's worker at the program's first op, wherever that is,
+and `keras_dp.scope()` later creates the strategy on the running runtime.
+Nothing runs at import time beyond that configuration (no server starts, no
+device is initialised, so `tf.config` calls that must precede the runtime,
+such as `set_memory_growth`, still work).
+
+Cluster resolution, `keras-dp tf-config` and `keras-dp launch` stay free of
+TensorFlow: the set-up waits for TensorFlow to be imported by the program.
+Only a program that ran TensorFlow ops before importing keras_dp keeps the
+"create the strategy first" error.
+
+Upstream: tensorflow/tensorflow's TODO(b/129298253) in
+`Context.enable_collective_ops` ("Allow creating datasets/tensors before
+enabling collective ops"). Switch it off with `KERAS_DP_KERAS_FIX` (a list
+without `early_collectives`, or `0`).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import logging
+import os
+import sys
+import threading
+from typing import Any, Dict, Optional
+
+from keras_dp.errors import KerasDPError, StrategyError
+
+log = logging.getLogger("keras_dp")
+
+PART = "early_collectives"
+#: Seconds the runtime's start (the program's first op) waits for every peer.
+STARTUP_TIMEOUT_VARIABLE = "KERAS_DP_STARTUP_TIMEOUT"
+DEFAULT_STARTUP_TIMEOUT = 120.0
+
+_lock = threading.RLock()
+_state: Dict[str, Any] = {}      # cluster, exchanged, server_def (once set up)
+_switch = {"off": False}         # keras_dp's CLI turns the set-up off for its own commands
+
+
+def disable() -> None:
+    """Turns the early set-up off for this process (keras_dp's own CLI commands)."""
+    _switch["off"] = True
+    _Finder.remove()
+
+
+def cluster():
+    """The cluster the early set-up configured TensorFlow for, or None.
+
+    Raises:
+        StrategyError: when the environment changed since (for example
+            `TF_CONFIG` set after TensorFlow was imported): TensorFlow's
+            runtime is already configured for the first cluster.
+    """
+    with _lock:
+        configured = _state.get("cluster")
+        if configured is None or _state.get("exchanged"):
+            return configured
+    from keras_dp.cluster import resolve_cluster
+
+    now = resolve_cluster(os.environ)
+    if now.to_json() != configured.to_json():
+        raise StrategyError(
+            "the cluster changed after TensorFlow was imported: keras_dp set up "
+            f"TensorFlow's collective ops for {configured.describe()} (from "
+            f"{configured.source}), and the environment now says {now.describe()}. "
+            "Set TF_CONFIG (or the launcher's variables) before importing TensorFlow, "
+            "or switch the early set-up off with KERAS_DP_KERAS_FIX (a list of parts "
+            "without early_collectives) and create the strategy before any TensorFlow op.")
+    return configured
+
+
+def is_set_up() -> bool:
+    """Whether this process's TensorFlow was configured early for a cluster."""
+    return "cluster" in _state
+
+
+def needed() -> bool:
+    """Whether the installed TensorFlow refuses collectives after its start-up."""
+    import inspect
+
+    from tensorflow.python.eager import context
+
+    try:
+        source = inspect.getsource(context.Context.configure_collective_ops)
+    except (OSError, TypeError):
+        return True
+    return "must be configured at program startup" in source
+
+
+def allowed() -> bool:
+    from keras_dp import keras_fix
+
+    try:
+        return PART in keras_fix.enabled_parts()
+    except KerasDPError:
+        return False  # scope() reports the bad KERAS_DP_KERAS_FIX value
+
+
+def set_up() -> bool:
+    """Configures TensorFlow for this worker's cluster if that is still possible.
+
+    Called when TensorFlow is imported (see `install()`). Never raises: any
+    problem (a malformed environment, a runtime that already started) is left
+    for `keras_dp.scope()` to report with its usual message.
+
+    Returns:
+        True if TensorFlow is (now) configured for a multi-worker cluster.
+    """
+    with _lock:
+        if "cluster" in _state:
+            return True
+        if _switch["off"] or _state.get("tried"):
+            return False
+        _state["tried"] = True
+        try:
+            return _set_up()
+        except Exception as exc:  # noqa: BLE001 - scope() reports it properly
+            log.debug("keras_dp: no early set-up of collectives (%s: %s)",
+                      type(exc).__name__, exc)
+            return False
+
+
+def _set_up() -> bool:
+    from keras_dp.cluster import resolve_cluster
+    from keras_dp.context import _exchange_for
+
+    environ = os.environ
+    if not allowed():
+        return False
+    from tensorflow.python.eager import context
+
+    if getattr(context.context(), "_initialized", False) or not needed():
+        return False
+    exchange = _exchange_for(environ)
+    info = resolve_cluster(environ, exchange=exchange)
+    if not (info.is_multi_worker and info.is_training_task):
+        return False
+    if "ps" in info.cluster:
+        return False  # choose_kind() refuses parameter servers with its message
+    from keras_dp import fault, strategy as strategy_lib
+
+    timeout = startup_timeout(environ)
+    strategy_lib.apply_gpu_split(info, environ)
+    server_def = configure(info, startup_timeout=timeout)
+    fault.install(info)
+    _state["startup_timeout"] = timeout
+    _guard_first_start(info)
+    _state.update(cluster=info, exchanged=exchange is not None, server_def=server_def)
+    log.info("keras_dp: TensorFlow set up early as %s", info.describe())
+    return True
+
+
+def startup_timeout(environ) -> Optional[float]:
+    """`KERAS_DP_STARTUP_TIMEOUT` in seconds (0: no bound), default 120.
+
+    Raises:
+        ConfigError: for a value that is not a number of seconds.
+    """
+    from keras_dp.errors import ConfigError
+
+    raw = str(environ.get(STARTUP_TIMEOUT_VARIABLE, "")).strip()
+    if not raw:
+        return DEFAULT_STARTUP_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise ConfigError("is not a number of seconds", variable=STARTUP_TIMEOUT_VARIABLE,
+                          received=raw, fix="set it to e.g. 300, or 0 for no bound")
+    return value or None
+
+
+def configure(info, *, startup_timeout: Optional[float] = 120.0,
+              heartbeat_timeout: Optional[float] = None,
+              shutdown_timeout: Optional[float] = None):
+    """Configures collectives, coordination and the server exactly as MWMS will.
+
+    The arguments of `configure_collective_ops` are those of
+    `CollectiveAllReduceExtended._initialize_multi_worker`, so the strategy's
+    own call later is a no-op; the server definition is the one it builds
+    (cluster, job, task, protocol and the session config with the scoped
+    allocator, the collective group leader and the device filters).
+
+    Returns:
+        The `ServerDef` given to `enable_collective_ops`.
+    """
+    import copy
+
+    from tensorflow.core.protobuf import rewriter_config_pb2, tensorflow_server_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+    from tensorflow.python.training import server_lib
+
+    from keras_dp import strategy as strategy_lib
+
+    spec = multi_worker_util.normalize_cluster_spec(
+        server_lib.ClusterSpec({k: list(v) for k, v in info.cluster.items()}))
+    task_type, task_id = info.task_type, info.task_index
+    device_filter = "/job:%s/task:%d" % (task_type, task_id)
+    leader = multi_worker_util.collective_leader(spec, task_type, task_id)
+    ctx = context.context()
+    ctx.configure_collective_ops(collective_leader=leader,
+                                 scoped_allocator_enabled_ops=("CollectiveReduce",),
+                                 device_filters=(device_filter,))
+    strategy_lib.configure_coordination(info, startup_timeout=startup_timeout,
+                                        heartbeat_timeout=heartbeat_timeout,
+                                        shutdown_timeout=shutdown_timeout, replace=True)
+    config = copy.deepcopy(ctx.config)
+    rewrite = config.graph_options.rewrite_options
+    rewrite.scoped_allocator_optimization = rewriter_config_pb2.RewriterConfig.ON
+    del rewrite.scoped_allocator_opts.enable_op[:]
+    rewrite.scoped_allocator_opts.enable_op.append("CollectiveReduce")
+    config.experimental.collective_group_leader = leader
+    del config.device_filters[:]
+    config.device_filters.append(device_filter)
+    server_def = tensorflow_server_pb2.ServerDef(
+        cluster=spec.as_cluster_def(), default_session_config=config, job_name=task_type,
+        task_index=task_id, protocol=info.rpc_layer or "grpc", port=0)
+    ctx.enable_collective_ops(server_def)
+    return server_def
+
+
+def _guard_first_start(info) -> None:
+    """Bounds the wait for the peers at the runtime's start, wherever it happens.
+
+    The runtime starts at the program's first TensorFlow op, which registers
+    with the coordination service and waits for every peer. That first
+    `Context.ensure_initialized` runs inside `keras_dp.fault.startup_guard`
+    (a peer that never starts is named, the process exits 77), then the
+    original method is put back.
+    """
+    from tensorflow.python.eager import context
+
+    from keras_dp import fault
+
+    cls = context.Context
+    original = cls.__dict__["ensure_initialized"]
+
+    def ensure_initialized(self):
+        if self._initialized:
+            return original(self)
+        with _lock:
+            if cls.__dict__.get("ensure_initialized") is ensure_initialized:
+                cls.ensure_initialized = original
+        with fault.startup_guard(info, _state.get("startup_timeout")):
+            return original(self)
+
+    cls.ensure_initialized = ensure_initialized
+
+
+def reconfigure(*, startup_timeout, heartbeat_timeout, shutdown_timeout) -> None:
+    """Applies `scope()`'s time limits when the runtime has not started yet."""
+    from tensorflow.python.eager import context
+
+    if not is_set_up() or getattr(context.context(), "_initialized", False):
+        return
+    _state["startup_timeout"] = startup_timeout
+    from keras_dp import strategy as strategy_lib
+
+    strategy_lib.configure_coordination(_state["cluster"], startup_timeout=startup_timeout,
+                                        heartbeat_timeout=heartbeat_timeout,
+                                        shutdown_timeout=shutdown_timeout, replace=True)
+
+
+# -- the import hook ------------------------------------------------------------
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Runs `set_up()` right after `import tensorflow` finishes."""
+
+    _instance: Optional["_Finder"] = None
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow":
+            return None
+        _Finder.remove()
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader = spec.loader
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                set_up()
+
+        spec.loader = _Loader()
+        return spec
+
+    @classmethod
+    def remove(cls) -> None:
+        if cls._instance is not None and cls._instance in sys.meta_path:
+            sys.meta_path.remove(cls._instance)
+        cls._instance = None
+
+
+def install() -> None:
+    """Sets up now if TensorFlow is imported, else right after it is (`import keras_dp`)."""
+    if _switch["off"]:
+        return
+    if "tensorflow" in sys.modules:
+        if getattr(sys.modules["tensorflow"], "__spec__", None) is not None:
+            set_up()
+        return
+    if _Finder._instance is None:
+        _Finder._instance = _Finder()
+        sys.meta_path.insert(0, _Finder._instance)
+
+
+def reset_for_tests() -> None:
+    _state.clear()
+    _switch["off"] = False
+
+
+class _SecondEnableFilter(logging.Filter):
+    def filter(self, record):
+        return "Enabling collective ops after program startup" not in record.getMessage()
+
+
+class quiet_second_enable:
+    """Hides TensorFlow's warning when the strategy enables the collectives set up early.
+
+    `MultiWorkerMirroredStrategy` calls `enable_collective_ops` again with the
+    same server definition; on a started runtime TensorFlow only updates the
+    server with it and warns that earlier tensors may break, which does not
+    apply to a runtime that started as this worker.
+    """
+
+    _filter = _SecondEnableFilter()
+
+    def __enter__(self):
+        if is_set_up():
+            logging.getLogger("absl").addFilter(self._filter)
+        return self
+
+    def __exit__(self, *exc_info):
+        logging.getLogger("absl").removeFilter(self._filter)
