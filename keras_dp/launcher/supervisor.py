@@ -9,6 +9,9 @@ every output line copied to ours with a `[worker N]` prefix. The launcher:
   themselves (keras_dp workers notice a dead peer and exit with
   `EXIT_PEER_FAILED`), then kills them, and prints a summary naming the
   worker that failed first, how (exit code or signal) and its last lines;
+- treats a worker stopped (SIGSTOP) for `stop_grace` seconds as failed and
+  kills it: its peers would otherwise wait for it (up to `startup_timeout`
+  in start-up);
 - with `max_restarts`, starts all workers again on new ports after a
   failure or a preemption (`KERAS_DP_RESTART_COUNT` tells them which try
   this is; `keras_dp.callbacks.BackupAndRestore` resumes the training), but
