@@ -68,6 +68,11 @@ def weights(out: str):
     return keras.saving.load_model(os.path.join(out, "model.keras")).get_weights()
 
 
+def _losses(out: str) -> list:
+    with open(os.path.join(out, "train_state.json"), encoding="utf-8") as handle:
+        return json.load(handle)["history"]["val_loss"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="keras_dp_resize_check")
@@ -118,8 +123,11 @@ def main() -> None:
                 continue
             diff = max(float(np.max(np.abs(a - b))) for a, b in zip(weights(path(name)),
                                                                      reference))
-            results[name] = diff
-            print(f"{name:12s} vs 2w: max abs diff {diff:.2e}")
+            losses = [_losses(path(n)) for n in (name, "2w")]
+            loss_diff = max(abs(a - b) for a, b in zip(*losses))
+            results[name] = {"weights": diff, "val_loss": loss_diff}
+            print(f"{name:12s} vs 2w: weights max abs diff {diff:.2e}; validation losses "
+                  f"max abs diff {loss_diff:.1e} nats")
     with open(results_file, "w") as handle:
         json.dump({"steps": args.steps, "kill_at": args.kill_at, **results}, handle, indent=1)
 

@@ -156,6 +156,7 @@ def run_trial(out: str, fault: Dict[str, str], ref, timeout: float = 420) -> Dic
     record["fired"] = fault_at is not None
     restart_at = run.first(r"\[launcher\] restarting all 2 workers")
     record["restarts"] = len(re.findall(r"\[launcher\] restarting all", text))
+    record["stopped_worker_killed"] = "has been stopped (SIGSTOP)" in text
     reasons = []
     if fault_at is not None:
         if restart_at is not None:
@@ -209,6 +210,9 @@ def main() -> None:
     parser.add_argument("--out", default="keras_dp_soak")
     parser.add_argument("--json", default=None, help="default OUT/trials.jsonl")
     parser.add_argument("--summary", action="store_true", help="only print the figures")
+    parser.add_argument("--fault", nargs=3, default=None, metavar=("WORKER", "SIGNAL", "MOMENT"),
+                        help="one trial of this fault (e.g. 1 SIGSTOP start:5) instead of "
+                             "random ones")
     args = parser.parse_args()
     results = args.json or os.path.join(args.out, "trials.jsonl")
     os.makedirs(args.out, exist_ok=True)
@@ -218,7 +222,9 @@ def main() -> None:
         ref = reference(args.out)
         rng = random.Random(args.seed)
         for trial in range(args.trials):
-            fault = pick_fault(rng)
+            fault = pick_fault(rng) if not args.fault else {
+                "worker": args.fault[0], "signal": args.fault[1],
+                "moment": args.fault[2].split(":")[0], "spec": args.fault[2]}
             record = run_trial(os.path.join(args.out, "trial"), fault, ref)
             record.update(seed=args.seed, trial=trial)
             with open(results, "a", encoding="utf-8") as handle:
