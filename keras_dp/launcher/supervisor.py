@@ -146,7 +146,8 @@ class Launcher:
         log_dir: Directory for `worker-N.log` files (one per worker).
         env: Base environment (default: ours).
         stop_grace: Seconds the other workers get to stop by themselves
-            after one fails, before they are killed.
+            after one fails, before they are killed; also how long a worker
+            may stay stopped (SIGSTOP) before it counts as failed.
         signal_grace: Seconds the workers get to save and exit after a
             forwarded SIGTERM/SIGINT, before they are killed.
         prefix: Prefix every output line with `[worker N] `.
