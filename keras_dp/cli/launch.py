@@ -47,7 +47,8 @@ def register(subparsers) -> None:
                         help="also write each worker's output to DIR/worker-N.log")
     parser.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
                         help="after a worker fails, seconds the others get to stop by "
-                             "themselves before they are killed (default 10)")
+                             "themselves before they are killed; a worker stopped (SIGSTOP) "
+                             "this long counts as failed (default 10)")
     parser.add_argument("--no-prefix", action="store_true",
                         help="do not prefix output lines with [worker N]")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
