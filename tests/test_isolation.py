@@ -41,6 +41,8 @@ def test_unavailable_namespaces_give_one_error_with_why_and_what_to_do(monkeypat
         raise OSError(errno.EPERM, os.strerror(errno.EPERM))
 
     monkeypatch.setattr(isolation, "_unshare", refused)
+    # (Other tests of the session may have left threads running.)
+    monkeypatch.setattr(isolation.threading, "active_count", lambda: 1)
     with pytest.raises(isolation.IsolationUnavailable) as caught:
         isolation.enter_private_network()
     message = str(caught.value)

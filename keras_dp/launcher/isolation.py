@@ -47,6 +47,13 @@ def _unshare(flags: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
+def _unshare_user_and_network() -> None:
+    if threading.active_count() > 1:
+        raise _unavailable("the process already runs threads; the kernel creates a user "
+                           "namespace only for a single-threaded process")
+    _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+
+
 def _write(path: str, text: str) -> None:
     with open(path, "w", encoding="ascii") as handle:
         handle.write(text)
@@ -96,9 +103,6 @@ def enter_private_network() -> str:
     """
     if not hasattr(os, "geteuid") or not os.path.exists("/proc/self/ns/net"):
         raise _unavailable("network namespaces are a Linux feature")
-    if threading.active_count() > 1:
-        raise _unavailable("the process already runs threads; the kernel creates a user "
-                           "namespace only for a single-threaded process")
     uid, gid = os.geteuid(), os.getegid()
     how = "network namespace"
     try:
@@ -109,11 +113,11 @@ def enter_private_network() -> str:
                 if exc.errno != errno.EPERM:
                     raise
                 # Root without CAP_SYS_ADMIN (a container): a user namespace may still work.
-                _unshare(CLONE_NEWUSER | CLONE_NEWNET)
-                how = "user and network namespaces"
+                _unshare_user_and_network()
+                how = "user and network namespace"
         else:
-            _unshare(CLONE_NEWUSER | CLONE_NEWNET)
-            how = "user and network namespaces"
+            _unshare_user_and_network()
+            how = "user and network namespace"
     except OSError as exc:
         detail = {errno.EPERM: "unshare() was not permitted: unprivileged user namespaces "
                                "are disabled or a security profile forbids them",
