@@ -87,7 +87,7 @@ def enter_private_network() -> str:
 
     Returns:
         How it was done: `"network namespace"` (root) or `"user and network
-        namespaces"`.
+        namespace"`.
 
     Raises:
         IsolationUnavailable: the kernel refused (why, and what to do), or
