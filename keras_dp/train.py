@@ -377,6 +377,11 @@ def _backup_point(config: TrainConfig, backup_dir: Optional[str],
                           variable="backup_dir", received=backup_dir,
                           fix="use another --backup-dir / --output-dir, or delete it")
     if job.get("data") != data_key:
+        before = (job.get("data") or {}).get("global_batch_size")
+        if before != data_key["global_batch_size"] and before is not None:
+            # Resizing keeps the run only with its global batch (docs/resizing.md).
+            fix = (f"to continue it on another number of workers or replicas, keep its "
+                   f"global batch: pass --global-batch-size {before}; or " + fix)
         raise ConfigError(
             f"the interrupted run backed up in {backup_dir} used other data settings "
             f"({job.get('data')}); continuing needs the same data, seq_len, global batch and "
@@ -390,7 +395,8 @@ def _backup_point(config: TrainConfig, backup_dir: Optional[str],
             variable="steps", received=total_steps,
             fix=f"pass --steps larger than {step}, or delete {backup_dir} to start over")
     return {"step": step, "first_step": int(job["first_step"]), "every": int(job["every"]),
-            "history": (found.get("metadata") or {}).get("history") or {}}
+            "history": (found.get("metadata") or {}).get("history") or {},
+            "num_workers": found.get("num_workers")}
 
 
 def _save(model, config: TrainConfig, context, state: Dict[str, Any]) -> Optional[str]:
@@ -522,6 +528,11 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
         if backed_up:
             print(f"keras-dp train: resuming the interrupted run from its backup at step "
                   f"{initial_step} in {backup_dir}", file=sys.stderr)
+            if backed_up["num_workers"] not in (None, context.num_workers):
+                print(f"keras-dp train: the backup was written by {backed_up['num_workers']} "
+                      f"worker(s), this run has {context.num_workers} ({context.num_replicas} "
+                      f"replica(s)): the same global batch {global_batch}, so the same batches "
+                      "and the same trajectory", file=sys.stderr)
     initial_epoch = first_step // every
     history = model.fit(train_ds, epochs=initial_epoch + math.ceil((total_steps - first_step)
                                                                    / every),

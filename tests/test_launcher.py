@@ -166,3 +166,49 @@ def test_cli_runs_a_command_after_the_separator(capfd):
     out = capfd.readouterr().out
     assert code == 0
     assert re.search(r"^worker 1 of 2, restart 0, replicas None$", out, re.M), out
+
+
+def test_a_stopped_worker_counts_as_failed_and_the_restart_recovers():
+    """Worker 1 SIGSTOPs itself while worker 0 waits for it (as in start-up): without the
+    launcher's check nothing ever ends (a stopped process neither exits nor answers)."""
+    import threading
+
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(
+        zip(("result", "out", "err"), launch("stop-once", 2, stop_grace=1.0, max_restarts=1))),
+        daemon=True)
+    thread.start()
+    thread.join(45)
+    if thread.is_alive():
+        for line in subprocess.run(["pgrep", "-f", DUMMY], capture_output=True,
+                                   text=True).stdout.split():
+            os.kill(int(line), signal.SIGKILL)
+        thread.join(10)
+        pytest.fail("the launcher never noticed the stopped worker")
+    result, err = outcome["result"], outcome["err"]
+    assert result.returncode == 0 and result.attempts == 2, err
+    assert "worker 1 has been stopped (SIGSTOP) for 1 s and holds up every other worker: " \
+           "killing it" in err
+    assert re.search(r"worker 1 \(127\.0\.0\.1:\d+, pid \d+\) failed first: killed by SIGKILL, "
+                     r"after it had been stopped \(SIGSTOP\) for 1 s", err), err
+
+
+def test_is_stopped_reads_the_process_state():
+    from keras_dp.launcher.stopped import is_stopped
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        assert is_stopped(proc.pid) is False
+        os.kill(proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while not is_stopped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert is_stopped(proc.pid) is True
+        os.kill(proc.pid, signal.SIGCONT)
+        while is_stopped(proc.pid) and time.monotonic() < deadline + 10:
+            time.sleep(0.02)
+        assert is_stopped(proc.pid) is False
+    finally:
+        proc.kill()
+        proc.wait()
+    assert is_stopped(proc.pid) is None  # gone

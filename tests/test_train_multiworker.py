@@ -9,6 +9,7 @@ twice and must end with its weights.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -147,3 +148,124 @@ def test_a_killed_worker_then_a_preemption_lose_nothing(tf, uninterrupted, tmp_p
         np.testing.assert_allclose(resumed["history"][key], reference["history"][key],
                                    rtol=1e-5)
     assert not (out / "backup").exists()  # deleted once the final model was saved
+
+
+# -- resizing: the same run continued on another number of workers ------------------
+# The global batch fixes the batches (keras_dp.data's rule), so a run killed on 2
+# workers continues on 1 process (1 or 2 replicas), and one killed on 1 process
+# continues on 2 workers, along the uninterrupted trajectory. The bound is the
+# 1e-5 of every resume test: after 8 steps, 1 vs 2 replicas differ by the order
+# in which the batch's gradient terms are summed, about 1e-7 here (measured
+# over 60 steps of the default job: benchmarks/resize_check.py, RESULTS.md).
+RESIZED = ARGS[:ARGS.index("--batch-size")] + ["--global-batch-size", "8"] + \
+    ARGS[ARGS.index("--batch-size") + 2:]
+
+
+def job_command(out, *extra, signal_spec=()):
+    return [JOB_WORKER, *signal_spec, "--", "--output-dir", str(out), "--sample-tokens", "0",
+            *RESIZED, *extra]
+
+
+def one_process(out, *extra, signal_spec=()):
+    return subprocess.run([sys.executable, *job_command(out, *extra, signal_spec=signal_spec)],
+                          env=base_env(), capture_output=True, text=True, timeout=300)
+
+
+def check_resized(text, report, out, uninterrupted, *, workers, replicas, was):
+    base, (chief, _) = uninterrupted
+    assert "resuming the interrupted run from its backup at step 3" in text, text[-6000:]
+    assert (f"the backup was written by {was} worker(s), this run has {workers} "
+            f"({replicas} replica(s)): the same global batch 8") in text, text[-6000:]
+    resumed, reference = report, report_of(chief.output)
+    assert (resumed["num_workers"], resumed["num_replicas"]) == (workers, replicas)
+    assert resumed["initial_step"] == 3 and resumed["steps"] == 8
+    diff = max_diff(weights(out), weights(base / "w0" / "out"))
+    print(f"{was} worker(s) -> {workers} worker(s) x {replicas} replica(s) at step 3: max abs "
+          f"diff to the uninterrupted 2-worker run {diff:.2e}")
+    assert diff <= 1e-5
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(resumed["history"][key], reference["history"][key],
+                                   rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def killed_on_two_workers(tmp_path_factory):
+    """2 workers, worker 1 SIGKILLed after step 4; the latest backup is step 3's."""
+    out = tmp_path_factory.mktemp("killed_on_two") / "out"
+    run = LaunchRun(["-n", "2", *job_command(out, signal_spec=["--signal", "4", "SIGKILL",
+                                                                "1", "0"])])
+    code = run.finish(300)
+    assert code != 0 and re.search(r"worker 1 .* failed first: killed by SIGKILL",
+                                   run.text()), run.text()[-6000:]
+    assert json.loads((out / "backup" / "latest").read_text())["name"].startswith(
+        "ckpt-000000003")
+    return out
+
+
+@pytest.mark.parametrize("replicas", [1, 2], ids=["1-replica", "2-cpu-replicas"])
+def test_two_workers_continued_by_one_process(uninterrupted, killed_on_two_workers, tmp_path,
+                                              replicas):
+    out = tmp_path / "out"
+    shutil.copytree(killed_on_two_workers, out)
+    done = one_process(out, *(["--cpu-replicas", "2"] if replicas == 2 else []))
+    assert done.returncode == 0, done.stderr[-6000:]
+    check_resized(done.stderr, report_of(done.stdout), out, uninterrupted, workers=1,
+                  replicas=replicas, was=2)
+
+
+def test_one_process_continued_by_two_workers(uninterrupted, tmp_path):
+    out = tmp_path / "out"
+    killed = one_process(out, signal_spec=["--signal", "4", "SIGKILL", "0", "0"])
+    assert killed.returncode == -9, killed.stderr[-6000:]
+    run = LaunchRun(["-n", "2", *job_command(out)])
+    assert run.finish(300) == 0, run.text()[-6000:]
+    chief = worker_output(run.text(), 0)
+    check_resized(chief, report_of(chief), out, uninterrupted, workers=2, replicas=2, was=1)
+
+
+def test_another_global_batch_is_refused(killed_on_two_workers, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(killed_on_two_workers, out)
+    # --batch-size 4 on one process is a global batch of 4, not the run's 8.
+    refused = subprocess.run(
+        [sys.executable, "-m", "keras_dp", "train", "--output-dir", str(out),
+         "--sample-tokens", "0", *ARGS], env=base_env(), capture_output=True, text=True,
+        timeout=300)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr
+    assert (f"the interrupted run backed up in {out}/backup used other data settings"
+            in refused.stderr)
+    assert ("continuing needs the same data, seq_len, global batch and seed. Fix: to "
+            "continue it on another number of workers or replicas, keep its global batch: "
+            "pass --global-batch-size 8") in refused.stderr
+
+
+# The same with a user's fit (keras_dp.data at a fixed global batch +
+# BackupAndRestore replaying the data position): 2 workers killed after step 5
+# (backup at 3) are continued by one process; the reference is one process.
+FIT_WORKER = os.path.join(TESTS_DIR, "workers", "elastic_fit_worker.py")
+
+
+def fit_result(text):
+    return json.loads(re.search(r"^(?:\[worker 0\] )?RESULT (.*)$", text, re.M).group(1))
+
+
+def test_a_users_fit_killed_on_two_workers_continues_on_one_process(tmp_path):
+    alone = subprocess.run([sys.executable, FIT_WORKER, str(tmp_path / "alone")],
+                           env=base_env(), capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-6000:]
+    out = tmp_path / "resized"
+    run = LaunchRun(["-n", "2", FIT_WORKER, str(out), "--kill-at", "5", "--kill-worker", "1"])
+    assert run.finish(300) != 0 and (out / "backup").exists(), run.text()[-6000:]
+    done = subprocess.run([sys.executable, FIT_WORKER, str(out)], env=base_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert "restored the backup of step 3 (epoch 1, step 3 of it)" in done.stderr
+    assert re.findall(r"^STEP (\d+)", done.stdout, re.M) == [str(s) for s in range(4, 9)]
+    reference = list(np.load(tmp_path / "alone" / "weights.npz").values())
+    diff = max_diff(list(np.load(out / "weights.npz").values()), reference)
+    print(f"fit: 2 workers -> 1 process at step 3: max abs diff {diff:.2e}")
+    assert diff <= 1e-5
+    assert fit_result(done.stdout)["workers"] == 1
+    np.testing.assert_allclose(fit_result(done.stdout)["loss"],
+                               fit_result(alone.stdout)["loss"], rtol=1e-5)

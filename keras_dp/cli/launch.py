@@ -37,11 +37,18 @@ def register(subparsers) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address the workers listen on and reach each other at "
                              "(default 127.0.0.1)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="run the workers in a private network namespace holding only "
+                             "loopback: their TensorFlow ports (which listen on every interface, "
+                             "unauthenticated) cannot be reached from other machines or from "
+                             "this one outside the launch; needs root or unprivileged user "
+                             "namespaces (Linux); the workers then have no other network")
     parser.add_argument("--log-dir", default=None, metavar="DIR",
                         help="also write each worker's output to DIR/worker-N.log")
     parser.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
                         help="after a worker fails, seconds the others get to stop by "
-                             "themselves before they are killed (default 10)")
+                             "themselves before they are killed; a worker stopped (SIGSTOP) "
+                             "this long counts as failed (default 10)")
     parser.add_argument("--no-prefix", action="store_true",
                         help="do not prefix output lines with [worker N]")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
@@ -50,8 +57,23 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import sys
+
+    from keras_dp.errors import ConfigError
     from keras_dp.launcher import Launcher
 
+    if args.isolate:
+        from keras_dp.launcher.isolation import enter_private_network
+
+        if args.host not in ("127.0.0.1", "localhost"):
+            raise ConfigError("--isolate keeps the workers on this machine's loopback, where "
+                              f"nothing can reach {args.host}", variable="--host",
+                              received=args.host,
+                              fix="leave --host out with --isolate, or drop --isolate")
+        how = enter_private_network()
+        print(f"[launcher] isolated: the workers run in a private {how} holding only "
+              "loopback; their ports are unreachable from outside this launch",
+              file=sys.stderr, flush=True)
     launcher = Launcher(args.command, args.num_workers, max_restarts=args.max_restarts,
                         cpu_replicas=args.cpu_replicas, port_base=args.port_base,
                         host=args.host, log_dir=args.log_dir, stop_grace=args.stop_grace,

@@ -9,6 +9,9 @@ every output line copied to ours with a `[worker N]` prefix. The launcher:
   themselves (keras_dp workers notice a dead peer and exit with
   `EXIT_PEER_FAILED`), then kills them, and prints a summary naming the
   worker that failed first, how (exit code or signal) and its last lines;
+- treats a worker stopped (SIGSTOP) for `stop_grace` seconds as failed and
+  kills it: its peers would otherwise wait for it (up to `startup_timeout`
+  in start-up);
 - with `max_restarts`, starts all workers again on new ports after a
   failure or a preemption (`KERAS_DP_RESTART_COUNT` tells them which try
   this is; `keras_dp.callbacks.BackupAndRestore` resumes the training), but
@@ -32,6 +35,8 @@ from keras_dp.errors import ConfigError
 from keras_dp.fault import (EXIT_PEER_FAILED, EXIT_PREEMPTED, EXIT_USAGE, PEER_LINE,
                             describe_exit)
 from keras_dp.launcher.output import WorkerOutput
+from keras_dp.launcher.ports import pick_ports
+from keras_dp.launcher.stopped import StoppedWorkers
 
 RESTART_VARIABLE = "KERAS_DP_RESTART_COUNT"
 #: Variables a worker must not inherit: they would describe another cluster.
@@ -49,6 +54,7 @@ class WorkerStatus:
         returncode: Exit status (negative: killed by that signal).
         ended: Seconds after the attempt started when it ended.
         killed_by_launcher: The launcher stopped it (after another failed).
+        stopped: Seconds it had been stopped (SIGSTOP) when the launcher killed it.
         tail: Its last output lines.
     """
 
@@ -58,6 +64,7 @@ class WorkerStatus:
     returncode: Optional[int] = None
     ended: Optional[float] = None
     killed_by_launcher: bool = False
+    stopped: Optional[float] = None
     tail: List[str] = dataclasses.field(default_factory=list)
 
 
@@ -94,38 +101,6 @@ def worker_command(command: Sequence[str]) -> List[str]:
     if command[0].endswith(".py"):
         return [sys.executable, "-u", *command]
     return command
-
-
-def pick_ports(count: int, *, host: str = "127.0.0.1", port_base: Optional[int] = None,
-               attempt: int = 0) -> List[int]:
-    """Ports for `count` workers: free ones from portpicker, or `port_base` onwards.
-
-    With `port_base`, attempt `k` uses the `count` ports after those of
-    attempt `k - 1` (a restarted TensorFlow server cannot always rebind at
-    once), and each must be free.
-    """
-    import portpicker
-
-    if port_base is None:
-        ports: List[int] = []
-        while len(ports) < count:
-            port = portpicker.pick_unused_port()
-            if port not in ports:
-                ports.append(port)
-        return ports
-    first = port_base + attempt * count
-    ports = list(range(first, first + count))
-    if ports[-1] > 65535:
-        raise ConfigError(f"{count} workers from port {first} would pass port 65535",
-                          variable="--port-base", received=port_base,
-                          fix="choose a lower --port-base")
-    for port in ports:
-        if not portpicker.is_port_free(port):
-            raise ConfigError(f"port {port} on {host} is in use", variable="--port-base",
-                              received=port_base,
-                              fix="choose another --port-base, or leave it out to use free "
-                                  "ports")
-    return ports
 
 
 def worker_environments(num_workers: int, ports: Sequence[int], *, host: str = "127.0.0.1",
@@ -171,7 +146,8 @@ class Launcher:
         log_dir: Directory for `worker-N.log` files (one per worker).
         env: Base environment (default: ours).
         stop_grace: Seconds the other workers get to stop by themselves
-            after one fails, before they are killed.
+            after one fails, before they are killed; also how long a worker
+            may stay stopped (SIGSTOP) before it counts as failed.
         signal_grace: Seconds the workers get to save and exit after a
             forwarded SIGTERM/SIGINT, before they are killed.
         prefix: Prefix every output line with `[worker N] `.
@@ -303,6 +279,7 @@ class Launcher:
         if self._signal is not None:  # a signal came while starting
             self._forward(self._signal)
         order: List[int] = []
+        stopped = StoppedWorkers(self.stop_grace)
         kill_at: Optional[float] = None
         signalled = self._signal
         while True:
@@ -316,6 +293,16 @@ class Launcher:
             running = [s for s in statuses if s.returncode is None]
             if not running:
                 break
+            for status in stopped.overdue(running, now):
+                # Its peers would wait for it in start-up (up to startup_timeout) or
+                # in a collective: it counts as the failed worker.
+                status.stopped = stopped.grace
+                self._say(f"worker {status.index} has been stopped (SIGSTOP) for "
+                          f"{stopped.grace:g} s and holds up every other worker: killing it")
+                try:
+                    os.killpg(status.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             failed = [i for i in order if statuses[i].returncode != 0]
             if self._signal is not None and signalled is None:
                 signalled = self._signal
@@ -365,6 +352,8 @@ class Launcher:
         blamed = self._blamed_peer(first)
         if blamed is not None:
             lines[0] += f"; it reports that worker {blamed} failed"
+        if first.stopped is not None:
+            lines[0] += f", after it had been stopped (SIGSTOP) for {first.stopped:g} s"
         lines.append(f"last lines of worker {first.index}:")
         lines.extend("    " + line for line in first.tail[-12:])
         for status in statuses:

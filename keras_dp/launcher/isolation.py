@@ -1,0 +1,144 @@
+"""`keras-dp launch --isolate`: the workers in a private network namespace (loopback only).
+
+TensorFlow's gRPC server (every multi-worker TensorFlow program runs one)
+listens on `0.0.0.0:PORT` whatever TF_CONFIG says, with no authentication:
+whoever reaches the port can run TensorFlow operations as the training user.
+When every worker runs on this machine, they need nothing but loopback, so
+the launcher moves itself, before it starts any worker, into a new network
+namespace that holds only its own `lo` (brought up here). The workers
+inherit it: they reach each other on 127.0.0.1 as before, and their ports
+exist in no other namespace (other machines, and this machine's own
+127.0.0.1, get "connection refused").
+
+As root this is `unshare(CLONE_NEWNET)`; as another user it is a new user
+namespace too (`CLONE_NEWUSER`, the user mapped to itself), which the
+kernel allows when unprivileged user namespaces are enabled. The workers
+then also have no other network: no downloads, no remote filesystem.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import socket
+import struct
+import threading
+
+from keras_dp.errors import KerasDPError
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+class IsolationUnavailable(KerasDPError, RuntimeError):
+    """This machine does not let the launcher create a private network namespace."""
+
+    exit_code = 2
+
+
+def _unshare(flags: int) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.unshare(ctypes.c_int(flags)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _unshare_user_and_network() -> None:
+    if threading.active_count() > 1:
+        raise _unavailable("the process already runs threads; the kernel creates a user "
+                           "namespace only for a single-threaded process")
+    _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write(text)
+
+
+def _loopback_up() -> None:
+    """Sets the IFF_UP flag of `lo` (a new namespace's loopback starts down)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | _IFF_UP))
+
+
+def _unavailable(why: str) -> IsolationUnavailable:
+    return IsolationUnavailable(
+        f"--isolate: this machine does not let keras-dp launch create a private network "
+        f"namespace ({why}). Fix: run as root; or allow unprivileged user namespaces "
+        f"(sysctl user.max_user_namespaces=15000, and on Debian/Ubuntu "
+        f"kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0; "
+        f"in a container, a seccomp/AppArmor profile that permits unshare); or leave --isolate "
+        f"out and fence the workers' ports as the README's Security section says. "
+        f"Received: --isolate=True")
+
+
+def enter_private_network() -> str:
+    """Moves this process into a new network namespace holding only loopback (up).
+
+    Call it before starting the workers (they inherit the namespace), in a
+    process that exists for the launch (the `keras-dp launch` command): the
+    process stays in the namespace.
+
+    Returns:
+        How it was done: `"network namespace"` (root) or `"user and network
+        namespace"`.
+
+    Raises:
+        IsolationUnavailable: the kernel refused (why, and what to do), or
+            this is not Linux.
+
+    Example:
+
+    ```python
+    from keras_dp.launcher.isolation import enter_private_network
+    enter_private_network()
+    keras_dp.launcher.launch_command(["train.py"], 2)
+    ```
+    """
+    if not hasattr(os, "geteuid") or not os.path.exists("/proc/self/ns/net"):
+        raise _unavailable("network namespaces are a Linux feature")
+    uid, gid = os.geteuid(), os.getegid()
+    how = "network namespace"
+    try:
+        if uid == 0:
+            try:
+                _unshare(CLONE_NEWNET)
+            except OSError as exc:
+                if exc.errno != errno.EPERM:
+                    raise
+                # Root without CAP_SYS_ADMIN (a container): a user namespace may still work.
+                _unshare_user_and_network()
+                how = "user and network namespace"
+        else:
+            _unshare_user_and_network()
+            how = "user and network namespace"
+    except OSError as exc:
+        detail = {errno.EPERM: "unshare() was not permitted: unprivileged user namespaces "
+                               "are disabled or a security profile forbids them",
+                  errno.EINVAL: "the kernel does not support these namespaces",
+                  errno.ENOSPC: "the limit of user namespaces is reached "
+                                "(user.max_user_namespaces)",
+                  errno.EUSERS: "the limit of nested user namespaces is reached",
+                  errno.ENOMEM: "the kernel could not allocate the namespace"}
+        raise _unavailable(detail.get(exc.errno, f"unshare() failed: {exc.strerror}")) \
+            from None
+    if how != "network namespace":
+        # Map the user to itself, so files are written as the user, as before.
+        try:
+            _write("/proc/self/setgroups", "deny")
+        except FileNotFoundError:  # kernels before 3.19
+            pass
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    try:
+        _loopback_up()
+    except OSError as exc:
+        raise _unavailable(f"the new namespace's loopback could not be brought up: "
+                           f"{exc.strerror}") from None
+    return how

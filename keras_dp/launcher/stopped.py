@@ -1,0 +1,59 @@
+"""Noticing a worker that is stopped (SIGSTOP) rather than dead.
+
+A stopped process neither exits nor answers: its peers wait for it in the
+start-up barrier (up to `startup_timeout`, two minutes by default) or in a
+collective until TensorFlow's heartbeat gives up. The launcher reads each
+running worker's state from `/proc/PID/stat` (Linux; elsewhere nothing is
+noticed) and names a worker stopped for longer than a grace period, so it
+can be treated as failed. A worker stopped by a debugger (state `t`) is left
+alone.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+
+def is_stopped(pid: int) -> Optional[bool]:
+    """Whether process `pid` is stopped by a signal (None: cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # "pid (comm) state ...": comm may hold spaces and parentheses.
+    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"T"
+
+
+class StoppedWorkers:
+    """Tracks how long each running worker has been stopped.
+
+    Args:
+        grace: Seconds a worker may stay stopped before `overdue` names it.
+
+    Example:
+
+    ```python
+    stopped = StoppedWorkers(10.0)
+    for status in stopped.overdue(running_statuses, time.monotonic()):
+        kill(status.pid)
+    ```
+    """
+
+    def __init__(self, grace: float):
+        self.grace = grace
+        self._since: Dict[int, float] = {}
+        self._named: set = set()
+
+    def overdue(self, statuses: Sequence, now: float) -> List:
+        """The statuses (with `.pid`) stopped for `grace` seconds, each named once."""
+        found = []
+        for status in statuses:
+            if is_stopped(status.pid):
+                since = self._since.setdefault(status.pid, now)
+                if now - since >= self.grace and status.pid not in self._named:
+                    self._named.add(status.pid)
+                    found.append(status)
+            else:
+                self._since.pop(status.pid, None)
+        return found
