@@ -288,7 +288,8 @@ def test_two_workers_run_the_stock_program(tf, tmp_path):
     for name in ("final.keras", "alias.keras", "tutorial/model.keras", "legacy.h5",
                  "ckpt/ckpt-1.keras", "ckpt/ckpt-2.keras", "ckpt/ckpt-3.keras",
                  "ckpt/ckpt-4.keras"):
-        keras.saving.load_model(shared / name)
+        # (compile=False: Keras' legacy .h5 loader cannot rebuild the "mse" loss.)
+        keras.saving.load_model(shared / name, compile=False)
     with open(shared / "log.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["epoch"]) for r in rows] == [2, 3]
