@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import zlib
 from typing import Callable
 

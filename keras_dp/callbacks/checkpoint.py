@@ -65,7 +65,7 @@ def file_path_as_worker(callback, path: str) -> str:
 
 
 def set_model_as_worker(callback, set_model, model):
-    """`TensorBoard.set_model`: a non-chief logs into a temporary directory (see `drop_worker_dir`)."""
+    """`TensorBoard.set_model`: a non-chief logs into a temporary directory (`drop_worker_dir`)."""
     index, is_chief = _role(model)
     worker_dir = getattr(callback, "_worker_dir", None)
     if is_chief or (worker_dir and callback.log_dir == worker_dir):
