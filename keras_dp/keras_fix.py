@@ -59,6 +59,10 @@ Silent errors:
    gradient are summed (`tf.unique` + `unsorted_segment_sum`) before the
    optimizer's update, as TF's Keras 2 optimizers did.
 
+6-7. `stock_callbacks`, `chief_saving` (multi-worker; in their own modules
+   `stock_callbacks.py`, `dropin_saving.py`): Keras' file-writing callbacks
+   and `model.save()` & co. write once, from the chief (atomically).
+
 `KERAS_DP_KERAS_FIX`: unset or `1` allows every part, `0` none, or a
 comma-separated list of part names allows those (the tests use this to show
 that each part is needed).
@@ -79,7 +83,7 @@ log = logging.getLogger("keras_dp")
 DISABLE_VARIABLE = "KERAS_DP_KERAS_FIX"
 
 #: Parts for multi-worker strategies only.
-MULTI_WORKER_PARTS = ("symbolic_build", "metric_reduction")
+MULTI_WORKER_PARTS = ("symbolic_build", "metric_reduction", "stock_callbacks", "chief_saving")
 #: Parts for every strategy with more than one replica.
 MULTI_REPLICA_PARTS = ("gradient_clipping",)
 #: Parts for every strategy keras_dp creates.
@@ -99,6 +103,9 @@ _CONSEQUENCE = {
                         "one by one (N replicas differ from one device)",
     "early_collectives": "a multi-worker program that makes a tensor or dataset before "
                          "keras_dp.scope() cannot get its strategy",
+    "stock_callbacks": "every worker's ModelCheckpoint/BackupAndRestore/TensorBoard/CSVLogger "
+                       "writes the same files (BackupAndRestore: BlockingIOError)",
+    "chief_saving": "model.save/save_weights/export on every worker write the same path",
 }
 
 _MISSING = object()   # the owner class did not define the replaced attribute itself
@@ -118,6 +125,13 @@ def _optimizer_classes():
     from keras.src.optimizers.base_optimizer import BaseOptimizer
 
     return TFOptimizer, BaseOptimizer
+
+
+def _module(name: str):
+    """A part's own module (`keras_dp.<name>`)."""
+    import importlib
+
+    return importlib.import_module(f"keras_dp.{name}")
 
 
 def _source(obj) -> str:
@@ -164,6 +178,10 @@ def needed() -> Dict[str, bool]:
         "sparse_gradients": "self.update_step(grad, var, learning_rate)" in _source(
             _original("sparse_gradients", tf_optimizer, "_distributed_tf_update_step")),
         "early_collectives": early.needed(),
+        "stock_callbacks": _module("stock_callbacks").needed(
+            lambda owner, name: _original("stock_callbacks", owner, name)),
+        "chief_saving": _module("dropin_saving").needed(
+            lambda owner, name: _original("chief_saving", owner, name)),
     }
 
 
@@ -430,4 +448,6 @@ _INSTALL = {
     "gradient_clipping": _install_gradient_clipping,
     "exhausted_input": _install_exhausted_input,
     "sparse_gradients": _install_sparse_gradients,
+    "stock_callbacks": lambda: _module("stock_callbacks").install(_replace),
+    "chief_saving": lambda: _module("dropin_saving").install(_replace),
 }

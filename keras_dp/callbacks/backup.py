@@ -120,6 +120,38 @@ class BackupError(KerasDPError, RuntimeError):
     """A backup cannot be used (written by another model, or not visible to every worker)."""
 
 
+def agree_across_workers(mine: str, index: int, count: int, backup_dir) -> None:
+    """Checks that every worker found the same backup (a filesystem all of them read).
+
+    Every worker calls it at the same point (it waits for all of them).
+
+    Args:
+        mine: What this worker found (`"none"`, or e.g. `"step 120"`).
+        index: This worker's index.
+        count: The number of workers.
+        backup_dir: The directory (for the message).
+
+    Raises:
+        BackupError: when the workers found different backups.
+    """
+    if count <= 1:
+        return
+    from tensorflow.python.eager import context
+
+    prefix = f"keras_dp/backup/{next(_generations)}/found"
+    ctx = context.context()
+    ctx.set_config_key_value(f"{prefix}/{index}", mine)
+    seen = {i: ctx.get_config_key_value(f"{prefix}/{i}", timeout_in_ms=600_000)
+            for i in range(count)}
+    if len(set(seen.values())) > 1:
+        described = ", ".join(f"worker {i}: {'no backup' if v == 'none' else v}"
+                              for i, v in seen.items())
+        raise BackupError(
+            f"the workers see different backups in {backup_dir!r} ({described}). "
+            "backup_dir must be on a filesystem every worker reads (NFS, a cluster "
+            f"filesystem, gs://...). Received: backup_dir={backup_dir}")
+
+
 def _floats(logs: Optional[Dict[str, Any]]) -> Dict[str, float]:
     out = {}
     for key, value in (logs or {}).items():
@@ -352,24 +384,8 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def _agree_across_workers(self, found) -> None:
         """Checks that every worker sees the same latest backup (a shared filesystem)."""
-        if self._count <= 1:
-            return
-        from tensorflow.python.eager import context
-
-        generation = next(_generations)
-        mine = "none" if found is None else f"{found[1]['global_step']}"
-        prefix = f"keras_dp/backup/{generation}/found"
-        ctx = context.context()
-        ctx.set_config_key_value(f"{prefix}/{self._index}", mine)
-        seen = {i: ctx.get_config_key_value(f"{prefix}/{i}", timeout_in_ms=600_000)
-                for i in range(self._count)}
-        if len(set(seen.values())) > 1:
-            described = ", ".join(f"worker {i}: {'no backup' if v == 'none' else 'step ' + v}"
-                                  for i, v in seen.items())
-            raise BackupError(
-                f"the workers see different backups in {self.backup_dir!r} ({described}). "
-                "backup_dir must be on a filesystem every worker reads (NFS, a cluster "
-                f"filesystem, gs://...). Received: backup_dir={self.backup_dir}")
+        agree_across_workers("none" if found is None else f"step {found[1]['global_step']}",
+                             self._index, self._count, self.backup_dir)
 
     def _restore(self, prefix: str, meta: Dict[str, Any]) -> None:
         import tensorflow as tf

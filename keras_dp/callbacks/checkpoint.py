@@ -7,33 +7,97 @@ you give. The other workers still run everything that may involve them
 into a temporary directory of their own that they delete; `CSVLogger` does
 nothing on them, as writing a CSV row involves no other worker. In a single
 process they behave exactly like Keras'.
+
+The worker-aware behaviour is in the functions below (`save_as_worker`,
+...), which the classes call with Keras' own method; keras_dp's Keras-layer
+part `stock_callbacks` calls them from the stock Keras classes, so that
+`keras.callbacks.ModelCheckpoint` & co. behave the same under a keras_dp
+multi-worker strategy.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
-import tempfile
 from typing import Optional
 
 import keras
 
+from keras_dp.chief_files import position, private_dir
 from keras_dp.errors import ConfigError
-from keras_dp.fault import worker_position
 
 
 def _role(model):
     """`(worker index, is chief)` for the model's strategy."""
-    index, _, is_chief = worker_position(model.distribute_strategy)
+    index, _, is_chief = position(model)
     return index, is_chief
 
 
-def _temp_dir(kind: str, index: int) -> str:
-    path = tempfile.mkdtemp(prefix=f"keras_dp_{kind}_worker{index}_")
-    atexit.register(shutil.rmtree, path, True)
+# -- the worker-aware behaviour, given Keras' own method ---------------------------
+
+def save_as_worker(callback, save, *args, **kwargs):
+    """`ModelCheckpoint._save_model`: a non-chief saves into a temporary directory it deletes.
+
+    Args:
+        callback: The `keras.callbacks.ModelCheckpoint`.
+        save: Keras' `_save_model`, bound to `callback`.
+        *args, **kwargs: Its arguments (`epoch`, `batch`, `logs`).
+    """
+    index, is_chief = _role(callback.model)
+    if is_chief or getattr(callback, "_redirect", None):
+        return save(*args, **kwargs)
+    callback._redirect = private_dir("checkpoint", index)
+    verbose, callback.verbose = callback.verbose, 0
+    try:
+        return save(*args, **kwargs)
+    finally:
+        shutil.rmtree(callback._redirect, ignore_errors=True)
+        callback._redirect = None
+        callback.verbose = verbose
+
+
+def file_path_as_worker(callback, path: str) -> str:
+    """`ModelCheckpoint._get_file_path`: the path inside the non-chief's temporary directory."""
+    redirect = getattr(callback, "_redirect", None)
+    if redirect:
+        return os.path.join(redirect, os.path.basename(path))
     return path
 
+
+def set_model_as_worker(callback, set_model, model):
+    """`TensorBoard.set_model`: a non-chief logs into a temporary directory (`drop_worker_dir`)."""
+    index, is_chief = _role(model)
+    worker_dir = getattr(callback, "_worker_dir", None)
+    if is_chief or (worker_dir and callback.log_dir == worker_dir):
+        return set_model(model)
+    drop_worker_dir(callback)
+    callback._worker_dir = private_dir("tensorboard", index, at_exit=True)
+    log_dir, callback.log_dir = callback.log_dir, callback._worker_dir
+    try:
+        return set_model(model)
+    finally:
+        callback.log_dir = log_dir
+
+
+def drop_worker_dir(callback) -> None:
+    """Deletes a non-chief TensorBoard's temporary directory (at the end of training)."""
+    worker_dir = getattr(callback, "_worker_dir", None)
+    if worker_dir:
+        shutil.rmtree(worker_dir, ignore_errors=True)
+        callback._worker_dir = None
+
+
+def writes_csv(callback) -> bool:
+    """Whether this worker's `CSVLogger` writes its file (the chief alone)."""
+    return _role(callback.model)[1]
+
+
+def csv_is_open(callback) -> bool:
+    """Whether the `CSVLogger` opened its file (Keras < 3.11 sets `csv_file` only then)."""
+    return getattr(callback, "csv_file", None) is not None
+
+
+# -- the classes --------------------------------------------------------------------
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """`keras.callbacks.ModelCheckpoint` where only the chief writes `filepath`.
@@ -51,23 +115,10 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     _redirect: Optional[str] = None
 
     def _save_model(self, epoch, batch, logs):
-        index, is_chief = _role(self.model)
-        if is_chief:
-            return super()._save_model(epoch, batch, logs)
-        self._redirect = tempfile.mkdtemp(prefix=f"keras_dp_checkpoint_worker{index}_")
-        verbose, self.verbose = self.verbose, 0
-        try:
-            return super()._save_model(epoch, batch, logs)
-        finally:
-            shutil.rmtree(self._redirect, ignore_errors=True)
-            self._redirect = None
-            self.verbose = verbose
+        return save_as_worker(self, super()._save_model, epoch, batch, logs)
 
     def _get_file_path(self, epoch, batch, logs):
-        path = super()._get_file_path(epoch, batch, logs)
-        if self._redirect:
-            return os.path.join(self._redirect, os.path.basename(path))
-        return path
+        return file_path_as_worker(self, super()._get_file_path(epoch, batch, logs))
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
@@ -87,25 +138,11 @@ class TensorBoard(keras.callbacks.TensorBoard):
                 "the TensorBoard callback needs the tensorboard package, which "
                 "tensorflow-cpu does not install", variable="TensorBoard",
                 fix="pip install tensorboard") from None
-        index, is_chief = _role(model)
-        if is_chief:
-            return super().set_model(model)
-        self._drop_worker_dir()
-        self._worker_dir = _temp_dir("tensorboard", index)
-        log_dir, self.log_dir = self.log_dir, self._worker_dir
-        try:
-            return super().set_model(model)
-        finally:
-            self.log_dir = log_dir
+        return set_model_as_worker(self, super().set_model, model)
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
-        self._drop_worker_dir()
-
-    def _drop_worker_dir(self):
-        if self._worker_dir:
-            shutil.rmtree(self._worker_dir, ignore_errors=True)
-            self._worker_dir = None
+        drop_worker_dir(self)
 
 
 class CSVLogger(keras.callbacks.CSVLogger):
@@ -115,18 +152,14 @@ class CSVLogger(keras.callbacks.CSVLogger):
     workers, so the chief's file is the run's.
     """
 
-    def _is_chief(self) -> bool:
-        return _role(self.model)[1]
-
     def on_train_begin(self, logs=None):
-        if self._is_chief():
+        if writes_csv(self):
             super().on_train_begin(logs)
 
-    # Keras < 3.11 sets `csv_file` only in on_train_begin, which a non-chief skips.
     def on_epoch_end(self, epoch, logs=None):
-        if getattr(self, "csv_file", None) is not None:
+        if csv_is_open(self):
             super().on_epoch_end(epoch, logs)
 
     def on_train_end(self, logs=None):
-        if getattr(self, "csv_file", None) is not None:
+        if csv_is_open(self):
             super().on_train_end(logs)

@@ -1,0 +1,182 @@
+"""One writer per file in a multi-worker run: the chief writes, atomically; the others elsewhere.
+
+The pieces keras_dp's worker-aware callbacks (`keras_dp.callbacks`) and its
+Keras-layer parts `stock_callbacks` and `chief_saving` share:
+
+- `position(model)`: this process's `(worker index, number of workers, is
+  chief)`, from the model's strategy or else from the multi-worker strategy
+  keras_dp created in this process (a model built outside the scope is still
+  saved by a worker of that cluster);
+- `elsewhere(path, kind, index)`: a path with the same file name in a private
+  temporary directory, deleted afterwards: where a non-chief worker writes
+  (it still does the work, as saving reads variables, which TensorFlow may
+  turn into collectives for some of them);
+- `atomic(path)`: a temporary name next to `path` that replaces `path` in one
+  rename once written, so a process killed mid-write never leaves a half
+  file at `path` (for a directory: the old one is swapped out, then deleted).
+
+Paths may be local or any filesystem `tf.io.gfile` knows (`gs://...`); a
+remote directory, or a path `tf.io.gfile` cannot rename (`hf://`), is
+written in place.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from typing import Iterator, Tuple
+
+from keras_dp.fault import worker_position
+
+#: Suffixes kept at the end of a temporary name (Keras checks them).
+SUFFIXES = (".weights.h5", ".weights.json", ".keras", ".hdf5", ".h5")
+#: Marks keras_dp's temporary names next to a target (`.NAME.keras_dp-tmp-...`).
+TEMP_MARK = ".keras_dp-tmp-"
+
+
+def _store():
+    # The small filesystem helpers of the backups (imported late: keras_dp.callbacks
+    # imports this module).
+    from keras_dp.callbacks import _backup_store
+
+    return _backup_store
+
+
+def _is_local(path: str) -> bool:
+    return _store()._is_local(str(path))
+
+
+def position(model=None) -> Tuple[int, int, bool]:
+    """This process's `(worker index, number of workers, is chief)`.
+
+    Args:
+        model: A Keras model (its `distribute_strategy` is asked first), or
+            None for the process's multi-worker strategy alone.
+
+    Returns:
+        `(0, 1, True)` in a single process.
+    """
+    strategy = getattr(model, "distribute_strategy", None) if model is not None else None
+    if strategy is not None:
+        found = worker_position(strategy)
+        if found[1] > 1:
+            return found
+    from keras_dp.strategy import _multi_worker
+
+    process = _multi_worker.get("strategy")
+    return worker_position(process) if process is not None else (0, 1, True)
+
+
+def private_dir(kind: str, index: int, *, at_exit: bool = False) -> str:
+    """A new temporary directory of this worker (`keras_dp_<kind>_worker<index>_...`).
+
+    Args:
+        kind: What is written there (part of the name).
+        index: This worker's index.
+        at_exit: Also delete it when the process exits.
+    """
+    path = tempfile.mkdtemp(prefix=f"keras_dp_{kind}_worker{index}_")
+    if at_exit:
+        atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+@contextlib.contextmanager
+def elsewhere(path, kind: str, index: int) -> Iterator[str]:
+    """Yields `path`'s file name in a private temporary directory, deleted afterwards."""
+    directory = private_dir(kind, index)
+    try:
+        yield os.path.join(directory, os.path.basename(str(path).rstrip("/")) or kind)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def temp_name(path: str) -> str:
+    """A unique hidden name next to `path`, ending like it (`d/.ckpt.keras_dp-tmp-1-ab.keras`)."""
+    directory, name = os.path.split(str(path).rstrip("/"))
+    suffix = next((s for s in SUFFIXES if name.endswith(s) and name != s), "")
+    stem = name[:len(name) - len(suffix)] if suffix else name
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return os.path.join(directory, f".{stem}{TEMP_MARK}{tag}{suffix}")
+
+
+def can_replace(path: str, *, directory: bool = False) -> bool:
+    """Whether `atomic(path)` can write `path` by a rename."""
+    path = str(path)
+    if _is_local(path):
+        return True
+    return not directory and not path.startswith("hf://")
+
+
+@contextlib.contextmanager
+def atomic(path, *, directory: bool = False) -> Iterator[str]:
+    """Yields a temporary name next to `path`; once written, it replaces `path` in one rename.
+
+    Args:
+        path: The file (or, with `directory=True`, directory) to write.
+        directory: The writer makes a directory (a SavedModel, an unzipped
+            `.keras`).
+
+    Yields:
+        Where to write. On an exception nothing of it is left, and `path`
+        is as it was. Where `can_replace()` is False, `path` itself.
+    """
+    path = str(path)
+    if not can_replace(path, directory=directory):
+        yield path
+        return
+    temp = temp_name(path)
+    try:
+        yield temp
+        _replace(temp, path, directory=directory)
+    except BaseException:
+        _remove(temp)
+        raise
+
+
+def _replace(temp: str, path: str, *, directory: bool) -> None:
+    if not _is_local(path):
+        _store()._gfile().rename(temp, path, overwrite=True)
+        return
+    if directory and os.path.lexists(path):
+        old = temp_name(path) + "-old"
+        os.replace(path, old)
+        os.replace(temp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(temp, path)
+    _store()._fsync_dir(os.path.dirname(path) or ".")
+
+
+def _remove(temp: str) -> None:
+    try:
+        if _is_local(temp):
+            if os.path.isdir(temp) and not os.path.islink(temp):
+                shutil.rmtree(temp, ignore_errors=True)
+            elif os.path.lexists(temp):
+                os.remove(temp)
+            return
+        gfile = _store()._gfile()
+        if gfile.isdir(temp):
+            gfile.rmtree(temp)
+        elif gfile.exists(temp):
+            gfile.remove(temp)
+    except Exception:  # noqa: BLE001 - cleaning up after a failure: keep its error
+        pass
+
+
+def clean_stale(path: str) -> None:
+    """Deletes temporary files an earlier, killed writer left next to local `path`."""
+    path = str(path).rstrip("/")
+    directory, name = os.path.split(path)
+    if not _is_local(path) or not os.path.isdir(directory or "."):
+        return
+    suffix = next((s for s in SUFFIXES if name.endswith(s) and name != s), "")
+    stem = name[:len(name) - len(suffix)] if suffix else name
+    for entry in os.listdir(directory or "."):
+        if entry.startswith(f".{stem}{TEMP_MARK}"):
+            _remove(os.path.join(directory, entry))
