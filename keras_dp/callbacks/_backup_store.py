@@ -39,6 +39,8 @@ import tempfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from keras_dp.callbacks import _backup_verify as verify
+from keras_dp.callbacks._storage import (first_line, free_space, is_io_error, is_local,
+                                        is_storage_error, remove_quietly, write_text)
 from keras_dp.errors import KerasDPError
 
 POINTER = "latest"
@@ -59,7 +61,7 @@ class BackupWriteError(KerasDPError, OSError):
 
     def __init__(self, path: str, free: str, cause: BaseException):
         self.path, self.free, self.cause = path, free, cause
-        super().__init__(f"could not write {path} ({verify._first_line(cause)}; {free})")
+        super().__init__(f"could not write {path} ({first_line(cause)}; {free})")
 
 
 @dataclasses.dataclass
@@ -108,57 +110,6 @@ def _gfile():
     return tf.io.gfile
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
-def _write_text(path: str, text: str) -> None:
-    """Writes a small file so that it is complete or absent (temp file + rename)."""
-    temp = f"{path}.tmp-{os.getpid()}"
-    try:
-        if _is_local(path):
-            with open(temp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-            _fsync_dir(os.path.dirname(path) or ".")
-            return
-        gfile = _gfile()
-        with gfile.GFile(temp, "w") as handle:
-            handle.write(text)
-        gfile.rename(temp, path, overwrite=True)
-    except BaseException:
-        _remove_quietly(temp)
-        raise
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        if _is_local(path):
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            elif os.path.lexists(path):
-                os.remove(path)
-        elif _gfile().exists(path):
-            (_gfile().rmtree if _gfile().isdir(path) else _gfile().remove)(path)
-    except Exception:  # noqa: BLE001 - best effort while reporting another error
-        pass
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _load_json(path: str, what: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     """`(value, None)`, or `(None, why not)`: "<what> is missing" / "is not valid JSON"."""
     gfile = _gfile()
@@ -170,9 +121,9 @@ def _load_json(path: str, what: str) -> Tuple[Optional[Dict[str, Any]], Optional
     except (ValueError, UnicodeDecodeError):
         return None, f"{what} is not valid JSON (damaged)"
     except Exception as exc:  # noqa: BLE001 - OSError or tf.errors.OpError
-        if not verify._is_io_error(exc):
+        if not is_io_error(exc):
             raise
-        return None, f"{what} cannot be read ({verify._first_line(exc)})"
+        return None, f"{what} cannot be read ({first_line(exc)})"
     if not isinstance(value, dict):
         return None, f"{what} is not a JSON object (damaged)"
     return value, None
@@ -283,10 +234,10 @@ class BackupStore:
                 temp = tempfile.mkdtemp(prefix=f"keras_dp_backup_worker{self.worker_index}_")
                 write_state(os.path.join(temp, STATE))
             except Exception as exc:  # noqa: BLE001 - only a refused write is handled
-                if not verify.is_storage_error(exc):
+                if not is_storage_error(exc):
                     raise
                 raise BackupWriteError(temp or tempfile.gettempdir(),
-                                       verify.free_space(temp or tempfile.gettempdir()),
+                                       free_space(temp or tempfile.gettempdir()),
                                        exc) from exc
             finally:
                 if temp:
@@ -306,17 +257,17 @@ class BackupStore:
             files = [f.rstrip("/") for f in gfile.listdir(target) if f.startswith(STATE + ".")]
             meta = dict(meta, files=verify.manifest(target, files))
             meta["checksum"] = verify.meta_checksum(meta)
-            _write_text(os.path.join(target, META), json.dumps(meta, indent=1, sort_keys=True))
+            write_text(os.path.join(target, META), json.dumps(meta, indent=1, sort_keys=True))
         except Exception as exc:  # noqa: BLE001 - only a refused write is handled
             if target != self.directory:
-                _remove_quietly(target)
-            if not verify.is_storage_error(exc):
+                remove_quietly(target)
+            if not is_storage_error(exc):
                 raise
-            raise BackupWriteError(target, verify.free_space(target), exc) from exc
+            raise BackupWriteError(target, free_space(target), exc) from exc
         try:
-            _write_text(os.path.join(self.directory, POINTER), json.dumps({"name": name}))
+            write_text(os.path.join(self.directory, POINTER), json.dumps({"name": name}))
         except Exception as exc:  # noqa: BLE001 - the backup is complete; choose() finds it
-            if not verify.is_storage_error(exc):
+            if not is_storage_error(exc):
                 raise
         self._prune(keep_name=name)
         return target
@@ -339,7 +290,7 @@ class BackupStore:
             _gfile().rmtree(backup.path)
         for entry in self._names():
             if ".tmp-" in entry:
-                _remove_quietly(os.path.join(self.directory, entry))
+                remove_quietly(os.path.join(self.directory, entry))
 
     def set_aside(self, choice: Choice) -> List[str]:
         """Moves the damaged backups of `choice` out of the way (chief only).
@@ -360,7 +311,7 @@ class BackupStore:
                 path = os.path.join(self.directory, name)
                 if not _NAME.match(name) or not _gfile().isdir(path):
                     continue
-                if _is_local(path):
+                if is_local(path):
                     target = os.path.join(self.directory, DAMAGED + name)
                     while os.path.exists(target):
                         target += "+"
@@ -371,11 +322,11 @@ class BackupStore:
                     moved.append(f"{path} deleted")
             pointer = os.path.join(self.directory, POINTER)
             if choice.backup is not None:
-                _write_text(pointer, json.dumps({"name": choice.backup.name}))
+                write_text(pointer, json.dumps({"name": choice.backup.name}))
             elif _gfile().exists(pointer):
                 _gfile().remove(pointer)
         except Exception as exc:  # noqa: BLE001 - a read-only directory: leave them
-            if not verify.is_storage_error(exc):
+            if not is_storage_error(exc):
                 raise
         return moved
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from typing import Any, Dict, Iterable, Optional
+
+from keras_dp.callbacks._storage import first_line, is_io_error
 
 _CHUNK = 1 << 22
 
@@ -100,9 +101,9 @@ def problem(directory: str, meta: Dict[str, Any], prefix: str) -> Optional[str]:
                 return (f"{name} has changed bytes (its SHA-256 differs from the one recorded "
                         "when it was written)")
         except Exception as exc:  # noqa: BLE001 - OSError or tf.errors.OpError on this file
-            if not _is_io_error(exc):
+            if not is_io_error(exc):
                 raise
-            return f"{name} cannot be read ({_first_line(exc)})"
+            return f"{name} cannot be read ({first_line(exc)})"
     return None
 
 
@@ -115,75 +116,7 @@ def _tf_problem(prefix: str) -> Optional[str]:
         for key in reader.get_variable_to_shape_map():
             reader.get_tensor(key)
     except Exception as exc:  # noqa: BLE001 - TensorFlow raises several kinds here
-        if not _is_io_error(exc) and not isinstance(exc, (IndexError, ValueError)):
+        if not is_io_error(exc) and not isinstance(exc, (IndexError, ValueError)):
             raise
-        return f"TensorFlow cannot read its checkpoint ({_first_line(exc)})"
+        return f"TensorFlow cannot read its checkpoint ({first_line(exc)})"
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    text = text[0] if text else type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _is_io_error(exc: BaseException) -> bool:
-    """An error of the filesystem, or TensorFlow's report of one."""
-    if isinstance(exc, OSError):
-        return True
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - this module is only used with TF
-        return False
-    return isinstance(exc, tf.errors.OpError)
-
-
-_STORAGE_WORDS = ("no space left", "read-only file system", "permission denied",
-                  "disk quota exceeded", "input/output error", "file too large")
-
-
-def is_storage_error(exc: BaseException) -> bool:
-    """Whether `exc` means the disk refused a write (full, read-only, no permission).
-
-    A collective that failed during a save (a peer died) is NOT one: it must
-    reach keras_dp's fault handling unchanged.
-    """
-    if isinstance(exc, OSError):
-        return True
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover
-        return False
-    if isinstance(exc, (tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError)):
-        text = str(exc).lower()
-        # ResourceExhausted is also "out of memory": only the disk's kind counts.
-        return isinstance(exc, tf.errors.PermissionDeniedError) or any(
-            word in text for word in _STORAGE_WORDS)
-    if isinstance(exc, tf.errors.OpError):
-        text = str(exc).lower()
-        return any(word in text for word in _STORAGE_WORDS)
-    return False
-
-
-def free_space(path: str) -> str:
-    """How much room is left on the filesystem of `path`, in words (local paths only)."""
-    if "://" in path:
-        return "free space unknown (not a local filesystem)"
-    probe = os.path.abspath(path)
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    try:
-        usage = shutil.disk_usage(probe)
-    except OSError:
-        return "free space unknown"
-    return f"{_size(usage.free)} free of {_size(usage.total)}"
-
-
-def _size(count: int) -> str:
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return _bytes(count)

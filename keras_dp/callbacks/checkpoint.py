@@ -12,6 +12,7 @@ process they behave exactly like Keras'.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -19,8 +20,12 @@ from typing import Optional
 
 import keras
 
+from keras_dp.callbacks._storage import (first_line, free_space, is_local, is_storage_error,
+                                        remove_quietly)
 from keras_dp.errors import ConfigError
 from keras_dp.fault import worker_position
+
+log = logging.getLogger("keras_dp")
 
 
 def _role(model):
@@ -49,11 +54,12 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """
 
     _redirect: Optional[str] = None
+    _pending: Optional[str] = None
 
     def _save_model(self, epoch, batch, logs):
         index, is_chief = _role(self.model)
         if is_chief:
-            return super()._save_model(epoch, batch, logs)
+            return self._save_atomically(epoch, batch, logs)
         self._redirect = tempfile.mkdtemp(prefix=f"keras_dp_checkpoint_worker{index}_")
         verbose, self.verbose = self.verbose, 0
         try:
@@ -63,10 +69,42 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
             self._redirect = None
             self.verbose = verbose
 
+    def _save_atomically(self, epoch, batch, logs):
+        """Writes under a temporary name, then renames: a full disk keeps the previous file.
+
+        A write the disk refuses (full, read-only) is one warning; training goes
+        on and the next save tries again.
+        """
+        self._pending = None
+        self._atomic = True
+        try:
+            super()._save_model(epoch, batch, logs)
+            if self._pending is not None and os.path.exists(self._pending[0]):
+                os.replace(*self._pending)
+        except Exception as exc:  # noqa: BLE001 - only a refused write is handled
+            if not is_storage_error(exc):
+                raise
+            path = self._pending[1] if self._pending else self.filepath
+            log.warning("keras_dp: WARNING: ModelCheckpoint could NOT save %s (%s; %s); any "
+                        "earlier file there is intact. Training goes on; the next save tries "
+                        "again.", path, first_line(exc), free_space(path))
+        finally:
+            if self._pending is not None:
+                remove_quietly(self._pending[0])
+            self._atomic, self._pending = False, None
+
+    _atomic = False
+
     def _get_file_path(self, epoch, batch, logs):
         path = super()._get_file_path(epoch, batch, logs)
         if self._redirect:
             return os.path.join(self._redirect, os.path.basename(path))
+        if self._atomic and is_local(path):
+            directory, base = os.path.split(path)
+            ext = ".weights.h5" if base.endswith(".weights.h5") else os.path.splitext(base)[1]
+            temp = os.path.join(directory, f".{base}.tmp-{os.getpid()}{ext}")
+            self._pending = (temp, path)
+            return temp
         return path
 
 
