@@ -42,8 +42,8 @@ def truncate(directory):
     os.truncate(path, os.path.getsize(path) // 2)
 
 
-def flip_bytes(directory):
-    path = data_file(directory)
+def flip_bytes(directory, name=NEWEST):
+    path = data_file(directory, name)
     with open(path, "r+b") as handle:
         data = bytearray(handle.read())
         for i in range(len(data) // 3, len(data) // 3 + 4):
@@ -129,15 +129,23 @@ def test_with_every_backup_damaged_training_starts_over_and_says_so(tf, tmp_path
     assert f"damaged-{NEWEST}" in entries and f"damaged-{OLDER}" in entries
 
 
-def test_without_the_manifest_changed_bytes_go_unnoticed(tf, tmp_path, uninterrupted,
-                                                         monkeypatch):
-    """Why the sizes and checksums are recorded: TensorFlow reads flipped bytes silently."""
-    directory = str(tmp_path / "backup")
+def test_without_the_checks_a_damaged_backup_ends_the_run_or_goes_unnoticed(
+        tf, tmp_path, uninterrupted, monkeypatch):
+    """The fallback above comes from the checks: without them, TensorFlow's read fails
+    (the run ends), or a changed meta.json is used silently (wrong weights)."""
+    from keras_dp.callbacks import BackupError
+
+    monkeypatch.setattr(_backup_verify, "problem", lambda directory, meta, prefix: None)
+    directory = str(tmp_path / "flipped")
     interrupted_run(tf, directory)
     flip_bytes(directory)
-    monkeypatch.setattr(_backup_verify, "problem", lambda directory, meta, prefix: None)
+    with pytest.raises(BackupError, match="Checksum does not match"):
+        fit(tf, False, [BackupAndRestore(directory, save_freq=2)])
+    directory = str(tmp_path / "edited")
+    interrupted_run(tf, directory)
+    edit_meta(directory)
     model, _ = fit(tf, False, [BackupAndRestore(directory, save_freq=2)])
-    assert diff(model.get_weights(), uninterrupted) > 1e-3
+    assert diff(model.get_weights(), uninterrupted) > 1e-4
 
 
 def test_a_backup_written_before_the_manifest_is_checked_by_reading_it(tf, tmp_path,
@@ -161,8 +169,9 @@ def test_keep_sets_how_many_backups_remain(tf, tmp_path):
     interrupted_run(tf, directory, keep=1)
     with pytest.raises(KeyboardInterrupt):
         fit(tf, False, [BackupAndRestore(directory, save_freq=1, keep=3), Interrupt(3)])
-    names = [b.name for b in BackupStore(directory, is_chief=False).list()]
-    assert names == ["ckpt-000000011-0", "ckpt-000000010-0", "ckpt-000000009-0"]
+    # Steps 9, 10 (and 10 again at the epoch's end: that copy replaces the first), 11.
+    steps = [b.step for b in BackupStore(directory, is_chief=False).list()]
+    assert steps == [11, 10, 9]
 
 
 @pytest.mark.parametrize("keep", [0, -1, 1.5, True, "2"])
@@ -183,3 +192,43 @@ def test_the_choice_depends_only_on_the_files(tf, tmp_path):
     assert {c.backup.name for c in choices} == {OLDER}
     assert all(c.damaged == choices[0].damaged for c in choices)
     assert np.all([c.backup.meta == choices[0].backup.meta for c in choices])
+
+
+def test_the_job_falls_back_past_a_truncated_backup(tmp_path):
+    """Issue 12's report: `keras-dp train` killed after a backup whose data file is then
+    truncated died with `IndexError: Read less bytes than requested`; now it says so and
+    resumes from the older backup, ending with the uninterrupted run's weights."""
+    import subprocess
+    import sys
+
+    import keras
+
+    from _multiproc import TESTS_DIR, base_env
+    from test_train_cli import SMALL
+
+    def job(*args):
+        return subprocess.run([sys.executable, os.path.join(TESTS_DIR, "workers",
+                                                            "job_worker.py"), *args],
+                              env=base_env(), capture_output=True, text=True, timeout=300)
+
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    done = job("--", "--steps", "6", "--output-dir", str(reference), "--no-backup", *SMALL)
+    assert done.returncode == 0, done.stderr[-4000:]
+    args = ["--", "--steps", "6", "--output-dir", str(out), "--backup-every", "2", *SMALL]
+    killed = job("--signal", "5", "SIGKILL", "0", "0", *args)
+    assert killed.returncode == -9, killed.stderr[-4000:]
+    backups = str(out / "backup")
+    newest, older = BackupStore(backups, is_chief=False).list()
+    assert (newest.step, older.step) == (4, 2)
+    path = data_file(backups, newest.name)
+    os.truncate(path, os.path.getsize(path) // 2)
+    done = job(*args)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("cannot use the backup") == 1
+    assert f"{newest.name}: state.data-00000-of-00001 is truncated" in done.stderr
+    assert f"restoring the older backup {older.name} (step 2) instead" in done.stderr
+    assert "resuming the interrupted run from its backup at step 2" in done.stderr
+    resumed = keras.saving.load_model(str(out / "model.keras"))
+    uninterrupted = keras.saving.load_model(str(reference / "model.keras"))
+    assert diff(resumed.get_weights(), uninterrupted.get_weights()) <= 1e-5

@@ -33,14 +33,16 @@ def disk(tmp_path):
 
 def fill(mount):
     """Writes a file until the filesystem is full."""
-    with open(mount / "filler", "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 4096)
-                handle.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    os.sync()
+    fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
 
 
 def remount(mount, mode):

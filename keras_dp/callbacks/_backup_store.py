@@ -273,10 +273,13 @@ class BackupStore:
         return target
 
     def _prune(self, keep_name: str) -> None:
-        """Deletes unfinished backups and complete ones beyond `keep`."""
+        """Deletes unfinished backups, older saves of a step saved again, and steps beyond `keep`."""
         gfile = _gfile()
-        complete = [b.name for b in self.list() if b.complete]
-        kept = set(complete[:self.keep]) | {keep_name}
+        newest_of_step: Dict[int, str] = {}
+        for backup in self.list():  # newest first
+            if backup.complete:
+                newest_of_step.setdefault(backup.step, backup.name)
+        kept = set(list(newest_of_step.values())[:self.keep]) | {keep_name}
         for entry in self._names():
             if _NAME.match(entry) and entry not in kept:
                 gfile.rmtree(os.path.join(self.directory, entry))

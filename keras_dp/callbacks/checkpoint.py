@@ -45,6 +45,9 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     Same arguments as Keras'. On the other workers the model is saved to a
     temporary file (deleted right after), so every worker does the same work.
+    The chief writes under a temporary name and renames it to `filepath`, so a
+    full or read-only disk leaves the earlier file whole; such a refused save
+    is one warning (path, free space) and training goes on.
 
     Example:
 
@@ -54,7 +57,8 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """
 
     _redirect: Optional[str] = None
-    _pending: Optional[str] = None
+    _pending: Optional[tuple] = None   # (temporary path, final path) of the save under way
+    _atomic = False
 
     def _save_model(self, epoch, batch, logs):
         index, is_chief = _role(self.model)
@@ -92,8 +96,6 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
             if self._pending is not None:
                 remove_quietly(self._pending[0])
             self._atomic, self._pending = False, None
-
-    _atomic = False
 
     def _get_file_path(self, epoch, batch, logs):
         path = super()._get_file_path(epoch, batch, logs)
