@@ -168,7 +168,8 @@ def test_keep_sets_how_many_backups_remain(tf, tmp_path):
     directory = str(tmp_path / "backup")
     interrupted_run(tf, directory, keep=1)
     with pytest.raises(KeyboardInterrupt):
-        fit(tf, False, [BackupAndRestore(directory, save_freq=1, keep=3), Interrupt(3)])
+        # 3 steps replayed (done before step 8's backup), then steps 9, 10, 11.
+        fit(tf, False, [BackupAndRestore(directory, save_freq=1, keep=3), Interrupt(6)])
     # Steps 9, 10 (and 10 again at the epoch's end: that copy replaces the first), 11.
     steps = [b.step for b in BackupStore(directory, is_chief=False).list()]
     assert steps == [11, 10, 9]
@@ -203,6 +204,7 @@ def test_the_job_falls_back_past_a_truncated_backup(tmp_path):
 
     import keras
 
+    import keras_dp.models  # noqa: F401 - registers TransformerLM for load_model
     from _multiproc import TESTS_DIR, base_env
     from test_train_cli import SMALL
 

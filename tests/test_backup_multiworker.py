@@ -9,6 +9,7 @@ import re
 import pytest
 
 from _launch import LaunchRun
+from keras_dp.callbacks._backup_store import BackupStore
 from test_backup_damage import flip_bytes
 from test_train_multiworker import (ARGS, JOB_WORKER, max_diff, uninterrupted,  # noqa: F401
                                     weights, worker_output)
@@ -23,16 +24,17 @@ def test_two_workers_restore_the_same_older_backup(tf, uninterrupted, tmp_path):
                "--", "--output-dir", str(out), "--sample-tokens", "0", *ARGS]
     killed = LaunchRun(["-n", "2", *command])
     assert killed.finish(300) != 0, killed.text()[-6000:]
-    assert sorted(p.name for p in (out / "backup").iterdir()) == [
-        "ckpt-000000003-0", "ckpt-000000006-0", "latest"]
-    flip_bytes(str(out / "backup"), "ckpt-000000006-0")
+    newest, older = BackupStore(str(out / "backup"), is_chief=False).list()
+    assert (newest.step, older.step) == (6, 3)
+    flip_bytes(str(out / "backup"), newest.name)
 
     again = LaunchRun(["-n", "2", JOB_WORKER, "--chdir", str(tmp_path), *command[8:]])
     assert again.finish(300) == 0, again.text()[-6000:]
     text = again.text()
     assert "Traceback" not in text
     assert len(re.findall("cannot use the backup", text)) == 1  # the chief says it, once
-    assert "ckpt-000000006-0: state.data-00000-of-00001 has changed bytes" in text
+    assert f"{newest.name}: state.data-00000-of-00001 has changed bytes" in text
+    assert f"restoring the older backup {older.name} (step 3) instead" in text
     for index in (0, 1):
         assert "restored the backup of step 3" in worker_output(text, index), text[-6000:]
     diff = max_diff(weights(out), weights(base / "w0" / "out"))

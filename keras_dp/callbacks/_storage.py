@@ -8,6 +8,7 @@ no permission) from other errors, and the free space, in words.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from typing import Any, Callable
 
@@ -94,10 +95,12 @@ def write_atomically(path: str, write: Callable[[str], Any], suffix: str = "") -
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an error's message, at most 200 characters."""
-    text = str(exc).strip().splitlines()
+    """The first line of an error's message, without TensorFlow's op decorations."""
+    text = str(getattr(exc, "message", None) or exc).strip().splitlines()
     text = text[0] if text else type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    text = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:\w+\]$", "", text)
+    return text if len(text) <= 400 else text[:150] + " ... " + text[-245:]
 
 
 def is_io_error(exc: BaseException) -> bool:

@@ -221,6 +221,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._resume_prefix: Optional[str] = None
         self._boundary_save = False
         self._last_saved_step: Optional[int] = None
+        self._last_good_step: Optional[int] = None   # of the last backup actually written
         self._last_logs: Dict[str, float] = {}
         self._set_initial_epoch = False
 
@@ -356,20 +357,24 @@ class BackupAndRestore(keras.callbacks.Callback):
             where = self._store.save(self.global_step, lambda prefix: checkpoint.write(prefix),
                                      meta)
         except BackupWriteError as exc:
+            # Still "saved here" for the epoch-boundary decision, which every worker
+            # must take alike (a save is collective); only the chief's write failed.
+            self._last_saved_step = self.global_step
             self._warn_not_saved(exc)
             return None
-        self._last_saved_step = self.global_step
+        self._last_saved_step = self._last_good_step = self.global_step
         log.info("keras_dp: backup of step %d (%s) in %s", self.global_step, reason, where)
         return where
 
     def _warn_not_saved(self, exc: BackupWriteError) -> None:
         """One loud warning for a backup the disk refused; training goes on."""
-        kept = self._last_saved_step
+        kept = self._last_good_step
         previous = (f"the previous backup (step {kept}) is intact and will be restored if "
                     "the run stops" if kept is not None else "there is no earlier backup")
         retry = (f"the next backup is tried at step "
                  f"{(self.global_step // self.save_freq + 1) * self.save_freq}"
-                 if isinstance(self.save_freq, int) else "the next backup is tried as planned")
+                 if isinstance(self.save_freq, int) and not isinstance(self.save_freq, bool)
+                 else "the next backup is tried as planned")
         log.warning("keras_dp: WARNING: the backup of step %d was NOT saved: %s. Training "
                     "goes on: %s; %s. Free space (or fix the permissions) in %s.",
                     self.global_step, exc, previous, retry, self.backup_dir)
@@ -446,7 +451,7 @@ class BackupAndRestore(keras.callbacks.Callback):
                 f"written by another TensorFlow version? Delete {self.backup_dir!r} to start "
                 f"over. Received: backup_dir={self.backup_dir}") from None
         self.global_step = int(meta["global_step"])
-        self._last_saved_step = self.global_step
+        self._last_saved_step = self._last_good_step = self.global_step
         epoch, step = int(meta["epoch"]), int(meta["step_in_epoch"])
         spe = steps_per_batch(self.model)
         position = int(meta.get("data_position", step))
