@@ -160,7 +160,9 @@ def test_a_backup_of_other_settings_is_refused(tmp_path):
         _backup_point(config, directory, data, 6)
     with pytest.raises(ConfigError, match="used other data settings"):
         _backup_point(config, directory, dict(data, seed=1), 9)
-    BackupStore(directory, is_chief=True).save(6, lambda prefix: None, {"global_step": 6})
+    BackupStore(directory, is_chief=True).save(6, lambda prefix: open(prefix + ".index",
+                                                                      "w").close(),
+                                               {"global_step": 6})
     with pytest.raises(ConfigError, match="keras-dp train did not write"):
         _backup_point(config, directory, data, 9)
 
