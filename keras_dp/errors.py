@@ -53,9 +53,9 @@ class ConfigError(KerasDPError, ValueError):
             where = f"{self.variable} (field '{self.field}'): "
         elif self.variable:
             where = f"{self.variable}: "
-        text = where + self.problem.rstrip(".") + "."
+        text = where + _sentence(self.problem)
         if self.fix:
-            text += " Fix: " + self.fix.rstrip(".") + "."
+            text += " Fix: " + _sentence(self.fix)
         if self.variable is not None and self.received is not None:
             value = self.received
             if not isinstance(value, str):
@@ -64,6 +64,12 @@ class ConfigError(KerasDPError, ValueError):
                 value = value[:297] + "..."
             text += f" Received: {self.variable}={value}"
         return text
+
+
+def _sentence(text: str) -> str:
+    """`text` ending with one full stop; an ellipsis ("0, 1, ...") is kept whole."""
+    text = text.rstrip()
+    return text if text.endswith("...") else text.rstrip(".") + "."
 
 
 class ClusterConfigError(ConfigError):

@@ -55,7 +55,8 @@ class TrainConfig:
     `temperature`, `top_k`. Run: `seed`, `resume`, `validate_every`,
     `val_steps`, `progress`, `strategy`, `cpu_replicas`. Fault tolerance:
     `backup` (on by default), `backup_every` steps, `backup_dir` (default
-    `<output_dir>/backup`).
+    `<output_dir>/backup`), `keep_backups` (how many are kept; a damaged one
+    is reported and the next older one restored).
     """
 
     data: Any = "builtin"
@@ -92,6 +93,7 @@ class TrainConfig:
     backup: bool = True
     backup_every: int = 100
     backup_dir: Optional[str] = None
+    keep_backups: int = 2
     validate_every: Optional[int] = None
     val_steps: Optional[int] = 50
     sample_tokens: int = 200
@@ -117,7 +119,7 @@ class TrainConfig:
             raise ConfigError("give steps or epochs, not both", variable="epochs",
                               received=self.epochs)
         for name in ("steps", "batch_size", "global_batch_size", "validate_every", "val_steps",
-                     "steps_per_execution", "backup_every"):
+                     "steps_per_execution", "backup_every", "keep_backups"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or int(value) != value
                                       or value < 1):
@@ -213,7 +215,7 @@ def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_s
         # its input at the resumed step (nothing to replay).
         callbacks["backup"] = BackupAndRestore(
             backup_dir, save_freq=config.backup_every, delete_checkpoint=False,
-            replay_data=False,
+            replay_data=False, keep=config.keep_backups,
             metadata=lambda: {"job": plan, "history": _floats(history_callback.history)})
     callbacks.update({
         "lr": LearningRateLogger(),
@@ -399,19 +401,47 @@ def _backup_point(config: TrainConfig, backup_dir: Optional[str],
             "num_workers": found.get("num_workers")}
 
 
-def _save(model, config: TrainConfig, context, state: Dict[str, Any]) -> Optional[str]:
-    """Every worker saves (saving may need all of them); only the chief keeps it."""
+def _save(model, config: TrainConfig, context, state: Dict[str, Any],
+          backup_dir: Optional[str] = None) -> Optional[str]:
+    """Every worker saves (saving may need all of them); only the chief keeps it.
+
+    Each file is written under a temporary name and renamed, so a full disk
+    leaves the files of an earlier run whole.
+
+    Raises:
+        ConfigError: The disk refused the save (full, read-only); the
+            backups are kept, so the same command finishes the run later.
+    """
+    from keras_dp.callbacks._storage import free_space, is_storage_error, write_atomically
+    from keras_dp.data.tokenizer import TOKENIZER_FILE
+
     target = config.output_dir if context.is_chief else tempfile.mkdtemp(prefix="keras_dp_")
-    os.makedirs(target, exist_ok=True)
     try:
-        model.save(os.path.join(target, MODEL_FILE))
-        model.tokenizer.save(target)
-        with open(os.path.join(target, STATE_FILE), "w", encoding="utf-8") as handle:
-            json.dump(state, handle, indent=2, default=str)
+        os.makedirs(target, exist_ok=True)
+        write_atomically(os.path.join(target, MODEL_FILE), model.save, suffix=".keras")
+        write_atomically(os.path.join(target, TOKENIZER_FILE),
+                         lambda temp: _write_json(temp, model.tokenizer.get_config()))
+        write_atomically(os.path.join(target, STATE_FILE), lambda temp: _write_json(temp, state))
+    except Exception as exc:  # noqa: BLE001 - only a refused write is explained
+        if not is_storage_error(exc):
+            raise
+        kept = (f"the backups in {backup_dir} are kept: free space and run the same command "
+                "again, it finishes from the last backup" if backup_dir else
+                "free space and run again")
+        raise ConfigError(f"could not save the trained model in {target} ({exc}; "
+                          f"{free_space(target)})", variable="output_dir", received=target,
+                          fix=kept) from None
     finally:
         if not context.is_chief:
             shutil.rmtree(target, ignore_errors=True)
     return target if context.is_chief else None
+
+
+def _write_json(path: str, value: Any) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
@@ -548,7 +578,7 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     state_out = {"step": steps_done, "data": data_key, "config": dataclasses.asdict(config),
                  "train_loss": train_loss, "val_loss": val_loss,
                  "tokens_per_sec": speed.get("tokens_per_sec"), "history": hist}
-    output_dir = _save(model, config, context, state_out)
+    output_dir = _save(model, config, context, state_out, backup_dir)
     if backup_dir:
         # Only now that the model is saved are the backups no longer needed.
         callbacks["backup"].delete_backups()

@@ -241,7 +241,7 @@ def test_a_save_killed_midway_leaves_the_previous_backup_latest(tmp_path, monkey
     def crash(path, text):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr("keras_dp.callbacks._backup_store._write_text", crash)
+    monkeypatch.setattr("keras_dp.callbacks._backup_store.write_text", crash)
     with pytest.raises(KeyboardInterrupt):
         _save(store, 6, "six")
     monkeypatch.undo()

@@ -4,13 +4,14 @@ import pytest
 
 import keras_dp
 from keras_dp import strategy as strategy_lib
-from keras_dp.cluster import resolve_cluster
+from keras_dp.cluster import ClusterInfo, resolve_cluster
 from keras_dp.errors import ConfigError, StrategyError
 
 SINGLE = resolve_cluster({})
 TWO_WORKERS = resolve_cluster({"KERAS_DP_WORKERS": "a:1,b:1", "KERAS_DP_TASK_INDEX": "0"})
-WITH_PS = resolve_cluster({"TF_CONFIG": '{"cluster": {"worker": ["a:1"], "ps": ["p:1"]},'
-                                        ' "task": {"type": "worker", "index": 0}}'})
+# resolve_cluster refuses a ps job (ClusterConfigError); a ClusterInfo built by hand
+# still meets choose_kind's own refusal.
+WITH_PS = ClusterInfo(source="tf_config", cluster={"worker": ("a:1",), "ps": ("p:1",)})
 EVALUATOR = resolve_cluster({"TF_CONFIG": '{"cluster": {"worker": ["a:1", "b:1"], '
                                           '"evaluator": ["e:1"]}, '
                                           '"task": {"type": "evaluator", "index": 0}}'})

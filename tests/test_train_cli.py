@@ -150,7 +150,9 @@ def test_a_backup_of_other_settings_is_refused(tmp_path):
     data = {"source": "x", "seq_len": 8, "global_batch_size": 4, "seed": 0}
     meta = {"global_step": 5, "metadata": {"job": {"first_step": 2, "every": 3, "data": data},
                                            "history": {"loss": [1.0]}}}
-    BackupStore(directory, is_chief=True).save(5, lambda prefix: None, meta)
+    # A backup has checkpoint files (their sizes and checksums are checked on restore).
+    BackupStore(directory, is_chief=True).save(5, lambda prefix: open(prefix + ".index",
+                                                                      "w").close(), meta)
     assert _backup_point(config, directory, data, 9) == {
         "step": 7, "first_step": 2, "every": 3, "history": {"loss": [1.0]}}
     assert _backup_point(config, directory, data, 7)["step"] == 7  # only validate and save
@@ -158,7 +160,9 @@ def test_a_backup_of_other_settings_is_refused(tmp_path):
         _backup_point(config, directory, data, 6)
     with pytest.raises(ConfigError, match="used other data settings"):
         _backup_point(config, directory, dict(data, seed=1), 9)
-    BackupStore(directory, is_chief=True).save(6, lambda prefix: None, {"global_step": 6})
+    BackupStore(directory, is_chief=True).save(6, lambda prefix: open(prefix + ".index",
+                                                                      "w").close(),
+                                               {"global_step": 6})
     with pytest.raises(ConfigError, match="keras-dp train did not write"):
         _backup_point(config, directory, data, 9)
 

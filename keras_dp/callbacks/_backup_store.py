@@ -1,26 +1,36 @@
-"""The on-disk layout of `BackupAndRestore` backups, written atomically.
+"""The on-disk layout of `BackupAndRestore` backups: atomic, checked, the last K kept.
 
 ```
 backup_dir/
   latest                 # {"name": "ckpt-000000120-0"}: the newest complete backup
   ckpt-000000120-0/      # global step 120 (the last number tells saves of one step apart)
     state.index, state.data-00000-of-00001   # tf.train.Checkpoint of the variables
-    meta.json            # step, epoch, data position, ...; written last
+    meta.json            # step, epoch, data position, ..., and the manifest; written last
+  ckpt-000000100-0/      # the one before (`keep` backups are kept, default 2)
+  damaged-ckpt-.../      # a backup found unusable on restore, moved aside
 ```
 
 A backup directory counts only once its `meta.json` exists, and `latest` is
 replaced (write to a temporary name, then rename) only after that, so a
-process killed mid-save leaves the previous backup as the latest one.
-Older backups are deleted only after `latest` points past them. Only the
-chief writes here; the other workers write the same checkpoint into a
-temporary directory of their own and delete it (TensorFlow needs every
+process killed mid-save leaves the previous backup as the latest one. Older
+backups are deleted only after `latest` points past them. `meta.json` holds
+the size and SHA-256 of every checkpoint file and its own checksum
+(`_backup_verify`): `choose()` restores the newest backup that is exactly as
+written and says what is wrong with each newer one. A save the disk refuses
+(full, read-only) removes what it wrote and raises `BackupWriteError`; the
+previous backups are untouched.
+
+Only the chief writes here; the other workers write the same checkpoint into
+a temporary directory of their own and delete it (TensorFlow needs every
 worker to take part in saving). Paths may be local or any filesystem
 `tf.io.gfile` knows (`gs://...`); every worker must be able to read the
-directory (a shared filesystem) to restore.
+directory (a shared filesystem) to restore, and since the check is a pure
+function of the files, every worker then chooses the same backup.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -28,10 +38,70 @@ import shutil
 import tempfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from keras_dp.callbacks import _backup_verify as verify
+from keras_dp.callbacks._storage import (first_line, free_space, is_io_error, is_local,
+                                        is_storage_error, remove_quietly, write_text)
+from keras_dp.errors import KerasDPError
+
 POINTER = "latest"
 META = "meta.json"
 STATE = "state"
+DAMAGED = "damaged-"
 _NAME = re.compile(r"^ckpt-(\d+)-(\d+)$")
+
+
+class BackupWriteError(KerasDPError, OSError):
+    """The disk refused a backup (full, read-only, no permission); the older ones are intact.
+
+    Attributes:
+        path: Where the backup was being written.
+        free: The free space there, in words.
+        cause: The error the filesystem or TensorFlow raised.
+    """
+
+    def __init__(self, path: str, free: str, cause: BaseException):
+        self.path, self.free, self.cause = path, free, cause
+        super().__init__(f"could not write {path} ({first_line(cause)}; {free})")
+
+
+@dataclasses.dataclass
+class Backup:
+    """One backup directory, as found on disk (not yet checked).
+
+    Attributes:
+        name: The directory's name, `ckpt-<step>-<serial>`.
+        step: The global step it was saved at.
+        path: The directory.
+        prefix: The prefix of its TensorFlow checkpoint.
+        meta: Its `meta.json`, or None when absent or unreadable.
+        meta_problem: Why `meta.json` is unusable ("meta.json is missing", ...).
+    """
+
+    name: str
+    step: int
+    serial: int
+    path: str
+    prefix: str
+    meta: Optional[Dict[str, Any]]
+    meta_problem: Optional[str]
+
+    @property
+    def complete(self) -> bool:
+        return self.meta is not None
+
+
+@dataclasses.dataclass
+class Choice:
+    """What `BackupStore.choose()` found: the backup to restore and the unusable ones.
+
+    Attributes:
+        backup: The newest intact backup, or None.
+        damaged: `(name, what is wrong)` for every unusable backup newer than
+            `backup`, newest first (a `latest` pointer to nothing included).
+    """
+
+    backup: Optional[Backup]
+    damaged: List[Tuple[str, str]]
 
 
 def _gfile():
@@ -40,54 +110,27 @@ def _gfile():
     return tf.io.gfile
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
-def _write_text(path: str, text: str) -> None:
-    """Writes a small file so that it is complete or absent (temp file + rename)."""
-    temp = f"{path}.tmp-{os.getpid()}"
-    if _is_local(path):
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-        _fsync_dir(os.path.dirname(path) or ".")
-        return
-    gfile = _gfile()
-    with gfile.GFile(temp, "w") as handle:
-        handle.write(text)
-    gfile.rename(temp, path, overwrite=True)
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _read_json(path: str) -> Optional[Dict[str, Any]]:
+def _load_json(path: str, what: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """`(value, None)`, or `(None, why not)`: "<what> is missing" / "is not valid JSON"."""
     gfile = _gfile()
     try:
         if not gfile.exists(path):
-            return None
-        with gfile.GFile(path, "r") as handle:
-            value = json.loads(handle.read())
-        return value if isinstance(value, dict) else None
-    except (ValueError, OSError):
-        return None
-    except Exception as exc:  # noqa: BLE001 - tf.errors.OpError without importing tf here
-        if type(exc).__module__.startswith("tensorflow"):
-            return None
-        raise
+            return None, f"{what} is missing"
+        with gfile.GFile(path, "rb") as handle:
+            value = json.loads(handle.read().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None, f"{what} is not valid JSON (damaged)"
+    except Exception as exc:  # noqa: BLE001 - OSError or tf.errors.OpError
+        if not is_io_error(exc):
+            raise
+        return None, f"{what} cannot be read ({first_line(exc)})"
+    if not isinstance(value, dict):
+        return None, f"{what} is not a JSON object (damaged)"
+    return value, None
+
+
+def _read_json(path: str) -> Optional[Dict[str, Any]]:
+    return _load_json(path, os.path.basename(path))[0]
 
 
 class BackupStore:
@@ -107,30 +150,65 @@ class BackupStore:
         self.keep = max(1, int(keep))
 
     # -- reading ------------------------------------------------------------
-    def _complete(self) -> List[Tuple[Tuple[int, int], str]]:
+    def _names(self) -> List[str]:
         gfile = _gfile()
         if not gfile.isdir(self.directory):
             return []
+        return [entry.rstrip("/") for entry in gfile.listdir(self.directory)]
+
+    def list(self) -> List[Backup]:
+        """Every backup directory, newest first, with its `meta.json` (nothing verified)."""
         found = []
-        for name in gfile.listdir(self.directory):
-            name = name.rstrip("/")
+        for name in self._names():
             match = _NAME.match(name)
-            if match and gfile.exists(os.path.join(self.directory, name, META)):
-                found.append(((int(match.group(1)), int(match.group(2))), name))
-        return sorted(found)
+            if not match:
+                continue
+            path = os.path.join(self.directory, name)
+            meta, why = _load_json(os.path.join(path, META), META)
+            found.append(Backup(name, int(match.group(1)), int(match.group(2)), path,
+                                os.path.join(path, STATE), meta, why))
+        return sorted(found, key=lambda b: (b.step, b.serial), reverse=True)
+
+    def _pointer(self) -> Tuple[Optional[str], Optional[str]]:
+        value, why = _load_json(os.path.join(self.directory, POINTER), POINTER)
+        if value is None:
+            return None, None if why and why.endswith("missing") else why
+        name = value.get("name")
+        return (name, None) if isinstance(name, str) else (None, f"{POINTER} names no backup")
+
+    def _unfinished(self, backups: List[Backup], pointer: Optional[str]) -> List[Backup]:
+        """Directories of a save that never finished: no meta.json, newer than any complete one."""
+        floor = max([(b.step, b.serial) for b in backups
+                     if b.complete or b.name == pointer], default=(-1, -1))
+        return [b for b in backups if not b.complete and b.meta_problem == f"{META} is missing"
+                and (b.step, b.serial) > floor]
+
+    def choose(self) -> Choice:
+        """The newest backup that is exactly as written, and what is wrong with newer ones.
+
+        Deterministic for given files, so workers on one shared filesystem agree.
+        """
+        backups = self.list()
+        pointer, pointer_problem = self._pointer()
+        damaged: List[Tuple[str, str]] = []
+        if pointer_problem:
+            damaged.append((POINTER, pointer_problem))
+        elif pointer is not None and pointer not in {b.name for b in backups}:
+            damaged.append((pointer, f"the {POINTER} pointer names it but it does not exist"))
+        unfinished = {b.name for b in self._unfinished(backups, pointer)}
+        for backup in backups:
+            if backup.name in unfinished:
+                continue
+            why = backup.meta_problem or verify.problem(backup.path, backup.meta, backup.prefix)
+            if why is None:
+                return Choice(backup, damaged)
+            damaged.append((backup.name, why))
+        return Choice(None, damaged)
 
     def latest(self) -> Optional[Tuple[str, Dict[str, Any]]]:
-        """The newest complete backup as `(state prefix, metadata)`, or None."""
-        pointer = _read_json(os.path.join(self.directory, POINTER))
-        candidates = [name for _, name in reversed(self._complete())]
-        if pointer and pointer.get("name") in candidates:
-            candidates.remove(pointer["name"])
-            candidates.insert(0, pointer["name"])
-        for name in candidates:
-            meta = _read_json(os.path.join(self.directory, name, META))
-            if meta is not None:
-                return os.path.join(self.directory, name, STATE), meta
-        return None
+        """The newest intact backup as `(state prefix, metadata)`, or None."""
+        chosen = self.choose().backup
+        return None if chosen is None else (chosen.prefix, chosen.meta)
 
     # -- writing ------------------------------------------------------------
     def save(self, step: int, write_state: Callable[[str], Any], meta: Dict[str, Any]) -> str:
@@ -139,42 +217,70 @@ class BackupStore:
         Args:
             step: The global step (names the backup).
             write_state: Writes the checkpoint to the prefix it is given.
-            meta: JSON-able metadata, written after the state.
+            meta: JSON-able metadata, written after the state with the manifest.
 
         Returns:
             Where this worker wrote (a temporary directory, already deleted,
             on non-chief workers).
+
+        Raises:
+            BackupWriteError: The disk refused the write (full, read-only, no
+                permission). What this save wrote is removed; the older
+                backups and `latest` are unchanged.
         """
         if not self.is_chief:
-            temp = tempfile.mkdtemp(prefix=f"keras_dp_backup_worker{self.worker_index}_")
+            temp = None
             try:
+                temp = tempfile.mkdtemp(prefix=f"keras_dp_backup_worker{self.worker_index}_")
                 write_state(os.path.join(temp, STATE))
+            except Exception as exc:  # noqa: BLE001 - only a refused write is handled
+                if not is_storage_error(exc):
+                    raise
+                raise BackupWriteError(temp or tempfile.gettempdir(),
+                                       free_space(temp or tempfile.gettempdir()),
+                                       exc) from exc
             finally:
-                shutil.rmtree(temp, ignore_errors=True)
+                if temp:
+                    shutil.rmtree(temp, ignore_errors=True)
             return temp
-        gfile = _gfile()
-        gfile.makedirs(self.directory)
-        entries = [e.rstrip("/") for e in gfile.listdir(self.directory)]
-        serials = [int(m.group(2)) for m in map(_NAME.match, entries)
-                   if m and int(m.group(1)) == int(step)]
-        # A new name even for a step saved before: the complete backup stays
-        # intact until the new one is.
-        name = f"ckpt-{int(step):09d}-{max(serials, default=-1) + 1}"
-        target = os.path.join(self.directory, name)
-        gfile.makedirs(target)
-        write_state(os.path.join(target, STATE))
-        _write_text(os.path.join(target, META), json.dumps(meta, indent=1, sort_keys=True))
-        _write_text(os.path.join(self.directory, POINTER), json.dumps({"name": name}))
+        target = self.directory
+        try:
+            gfile = _gfile()
+            gfile.makedirs(self.directory)
+            serials = [b.serial for b in self.list() if b.step == int(step)]
+            # A new name even for a step saved before: the complete backup stays
+            # intact until the new one is.
+            name = f"ckpt-{int(step):09d}-{max(serials, default=-1) + 1}"
+            target = os.path.join(self.directory, name)
+            gfile.makedirs(target)
+            write_state(os.path.join(target, STATE))
+            files = [f.rstrip("/") for f in gfile.listdir(target) if f.startswith(STATE + ".")]
+            meta = dict(meta, files=verify.manifest(target, files))
+            meta["checksum"] = verify.meta_checksum(meta)
+            write_text(os.path.join(target, META), json.dumps(meta, indent=1, sort_keys=True))
+        except Exception as exc:  # noqa: BLE001 - only a refused write is handled
+            if target != self.directory:
+                remove_quietly(target)
+            if not is_storage_error(exc):
+                raise
+            raise BackupWriteError(target, free_space(target), exc) from exc
+        try:
+            write_text(os.path.join(self.directory, POINTER), json.dumps({"name": name}))
+        except Exception as exc:  # noqa: BLE001 - the backup is complete; choose() finds it
+            if not is_storage_error(exc):
+                raise
         self._prune(keep_name=name)
         return target
 
     def _prune(self, keep_name: str) -> None:
-        """Deletes unfinished backups and complete ones beyond `keep`."""
+        """Deletes unfinished backups, older saves of a step saved again, and steps beyond `keep`."""
         gfile = _gfile()
-        complete = [name for _, name in self._complete()]
-        kept = set(complete[-self.keep:]) | {keep_name}
-        for entry in gfile.listdir(self.directory):
-            entry = entry.rstrip("/")
+        newest_of_step: Dict[int, str] = {}
+        for backup in self.list():  # newest first
+            if backup.complete:
+                newest_of_step.setdefault(backup.step, backup.name)
+        kept = set(list(newest_of_step.values())[:self.keep]) | {keep_name}
+        for entry in self._names():
             if _NAME.match(entry) and entry not in kept:
                 gfile.rmtree(os.path.join(self.directory, entry))
 
@@ -182,16 +288,51 @@ class BackupStore:
         """Deletes backups a killed process left half-written (chief only)."""
         if not self.is_chief or not _gfile().isdir(self.directory):
             return
-        gfile = _gfile()
-        complete = {name for _, name in self._complete()}
-        for entry in gfile.listdir(self.directory):
-            entry = entry.rstrip("/")
-            path = os.path.join(self.directory, entry)
-            if (_NAME.match(entry) and entry not in complete) or ".tmp-" in entry:
-                if gfile.isdir(path):
-                    gfile.rmtree(path)
+        pointer = self._pointer()[0]
+        for backup in self._unfinished(self.list(), pointer):
+            _gfile().rmtree(backup.path)
+        for entry in self._names():
+            if ".tmp-" in entry:
+                remove_quietly(os.path.join(self.directory, entry))
+
+    def set_aside(self, choice: Choice) -> List[str]:
+        """Moves the damaged backups of `choice` out of the way (chief only).
+
+        Local directories are renamed `damaged-<name>` (for a person to look
+        at; `delete_all` removes them); on other filesystems they are deleted.
+        `latest` is pointed at the chosen backup. Call it only once every
+        worker has chosen (see `BackupAndRestore`).
+
+        Returns:
+            Where each damaged backup went.
+        """
+        if not self.is_chief:
+            return []
+        moved = []
+        try:
+            for name, _ in choice.damaged:
+                path = os.path.join(self.directory, name)
+                if not _NAME.match(name) or not _gfile().isdir(path):
+                    continue
+                if is_local(path):
+                    target = os.path.join(self.directory, DAMAGED + name)
+                    while os.path.exists(target):
+                        target += "+"
+                    os.rename(path, target)
+                    moved.append(target)
                 else:
-                    gfile.remove(path)
+                    _gfile().rmtree(path)
+                    moved.append(f"{path} deleted")
+            pointer = os.path.join(self.directory, POINTER)
+            if choice.backup is not None:
+                write_text(pointer, json.dumps({"name": choice.backup.name}))
+            elif _gfile().exists(pointer):
+                _gfile().remove(pointer)
+        except Exception as exc:  # noqa: BLE001 - a read-only directory: leave them
+            if not is_storage_error(exc):
+                raise
+        return moved
+
 
     def delete_all(self) -> None:
         """Removes every backup (chief only), then the directory if it is empty."""
@@ -200,12 +341,28 @@ class BackupStore:
         gfile = _gfile()
         if not gfile.isdir(self.directory):
             return
-        for entry in gfile.listdir(self.directory):
-            entry = entry.rstrip("/")
+        for entry in self._names():
             path = os.path.join(self.directory, entry)
-            if _NAME.match(entry):
+            if _NAME.match(entry) or entry.startswith(DAMAGED):
                 gfile.rmtree(path)
             elif entry == POINTER or entry.startswith(POINTER + ".tmp-"):
                 gfile.remove(path)
         if not gfile.listdir(self.directory):
             gfile.rmtree(self.directory)
+
+
+def describe(choice: Choice, directory: str, moved: List[str] = ()) -> Optional[str]:
+    """The one message about the unusable backups of `choice` (None if there are none)."""
+    if not choice.damaged:
+        return None
+    problems = "; ".join(f"{name}: {why}" for name, why in choice.damaged)
+    older = any(_NAME.match(name) for name, _ in choice.damaged)
+    if choice.backup is not None:
+        then = (f"restoring the {'older ' if older else ''}backup {choice.backup.name} "
+                f"(step {choice.backup.step}) instead")
+    else:
+        then = "no usable backup is left, so training starts over from the beginning"
+    aside = f" Moved aside: {', '.join(moved)}." if moved else ""
+    plural = "s" if len(choice.damaged) > 1 else ""
+    return (f"keras_dp: cannot use the backup{plural} in {directory} ({problems}); "
+            f"{then}.{aside}")

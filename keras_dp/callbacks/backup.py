@@ -51,7 +51,7 @@ from typing import Any, Dict, List, Optional
 
 import keras
 
-from keras_dp.callbacks._backup_store import BackupStore
+from keras_dp.callbacks._backup_store import BackupStore, BackupWriteError, describe
 from keras_dp.errors import ConfigError, KerasDPError
 from keras_dp.fault import worker_position
 from keras_dp.preemption import Preempted, PreemptionWatcher
@@ -66,8 +66,11 @@ _ACTIVE = "_keras_dp_backup"
 def latest_backup(backup_dir) -> Optional[Dict[str, Any]]:
     """The metadata of the newest complete backup in `backup_dir`, or None.
 
-    Reads only `meta.json` (no TensorFlow state), so a program can learn
-    where training will resume before it builds its model and input:
+    Checks the backups as a restore does (their files against the sizes and
+    checksums recorded when they were written) and reads `meta.json`, without
+    loading any state, so a program can learn where training will resume
+    before it builds its model and input (the callback restores the same
+    backup):
     `global_step` (steps done, counted from the first `fit` that wrote
     backups there), `epoch`, `step_in_epoch`, and the `metadata` the
     callback was given.
@@ -76,7 +79,7 @@ def latest_backup(backup_dir) -> Optional[Dict[str, Any]]:
         backup_dir: The callback's `backup_dir`.
 
     Returns:
-        A dict, or None when there is no complete backup.
+        A dict, or None when there is no intact backup.
 
     Example:
 
@@ -90,8 +93,8 @@ def latest_backup(backup_dir) -> Optional[Dict[str, Any]]:
     """
     if not backup_dir:
         return None
-    found = BackupStore(str(backup_dir), is_chief=False).latest()
-    return None if found is None else found[1]
+    found = BackupStore(str(backup_dir), is_chief=False).choose().backup
+    return None if found is None else found.meta
 
 
 def steps_per_batch(model) -> int:
@@ -183,7 +186,8 @@ class BackupAndRestore(keras.callbacks.Callback):
         save_freq: `"epoch"` (at each epoch's end), an integer N (every N
             steps, counted from the start of training, so saves fall on the
             same steps after a restart), or `False` (only on preemption).
-        double_checkpoint: Keep the two newest backups instead of one.
+        double_checkpoint: Keep at least the two newest backups (as Keras';
+            `keep=2`, the default, already does).
         delete_checkpoint: Delete the backups when training finishes.
         save_before_preemption: On SIGTERM, save at a step every worker
             shares and exit with code 75 (`keras_dp.fault.EXIT_PREEMPTED`).
@@ -194,14 +198,21 @@ class BackupAndRestore(keras.callbacks.Callback):
         metadata: A JSON-able dict, or a function returning one, saved with
             every backup (`latest_backup(...)["metadata"]`); a function is
             called at each save (e.g. to include the history so far).
+        keep: How many backups to keep (default 2). On restore, a backup
+            that is damaged (truncated, changed bytes, files missing) is
+            reported and the next older one is used.
+
+    A backup the disk refuses (full, read-only) is reported in one warning
+    naming the path and the free space; training goes on, the previous
+    backup stays intact, and the next interval tries again.
 
     Raises:
-        ConfigError: for an empty `backup_dir` or a bad `save_freq`.
+        ConfigError: for an empty `backup_dir`, a bad `save_freq` or `keep`.
     """
 
     def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False,
                  delete_checkpoint=True, *, save_before_preemption=True, replay_data=True,
-                 metadata=None):
+                 metadata=None, keep=2):
         super().__init__()
         if not backup_dir:
             raise ConfigError("must name a directory", variable="backup_dir",
@@ -213,6 +224,11 @@ class BackupAndRestore(keras.callbacks.Callback):
             raise ConfigError("must be 'epoch', a positive number of steps, or False",
                               variable="save_freq", received=repr(save_freq),
                               fix="pass save_freq='epoch' or e.g. save_freq=100")
+        if isinstance(keep, bool) or not isinstance(keep, numbers.Integral) or keep < 1:
+            raise ConfigError("must be a whole number >= 1 (how many backups to keep)",
+                              variable="keep", received=repr(keep),
+                              fix="pass keep=2 (the default) or more")
+        self.keep = max(int(keep), 2 if double_checkpoint else 1)
         self.backup_dir = str(backup_dir)
         self.save_freq = save_freq
         self.double_checkpoint = double_checkpoint
@@ -237,6 +253,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._resume_prefix: Optional[str] = None
         self._boundary_save = False
         self._last_saved_step: Optional[int] = None
+        self._last_good_step: Optional[int] = None   # of the last backup actually written
         self._last_logs: Dict[str, float] = {}
         self._set_initial_epoch = False
 
@@ -280,13 +297,16 @@ class BackupAndRestore(keras.callbacks.Callback):
         index, count, is_chief = worker_position(strategy)
         self._index, self._count = index, count
         self._store = BackupStore(self.backup_dir, is_chief=is_chief, worker_index=index,
-                                  keep=2 if self.double_checkpoint else 1)
+                                  keep=self.keep)
         self._store.clean_unfinished()
         self._ensure_built()
-        found = self._store.latest()
-        self._agree_across_workers(found)
-        if found is not None:
-            self._restore(*found)
+        choice = self._store.choose()
+        self._agree_across_workers(choice.backup)
+        message = describe(choice, self.backup_dir, self._store.set_aside(choice))
+        if message and is_chief:
+            log.warning(message)
+        if choice.backup is not None:
+            self._restore(choice.backup.prefix, choice.backup.meta)
         self._install_train_function()
         if self.save_before_preemption:
             self._watcher = PreemptionWatcher(strategy).start()
@@ -311,7 +331,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._step_in_epoch = done
         self._last_logs = _floats(logs)
         if self._watcher is not None and self._watcher.should_stop(self.global_step):
-            where = self._save("preemption")
+            where = self._save("preemption")  # None: the disk refused it
             self._watcher.stop()
             self._uninstall_train_function()
             raise Preempted(self.global_step, where)
@@ -365,10 +385,31 @@ class BackupAndRestore(keras.callbacks.Callback):
         if self.metadata is not None:
             meta["metadata"] = self.metadata() if callable(self.metadata) else self.metadata
         checkpoint = tf.train.Checkpoint(metrics=list(self.model.metrics_variables), **state)
-        where = self._store.save(self.global_step, lambda prefix: checkpoint.write(prefix), meta)
-        self._last_saved_step = self.global_step
+        try:
+            where = self._store.save(self.global_step, lambda prefix: checkpoint.write(prefix),
+                                     meta)
+        except BackupWriteError as exc:
+            # Still "saved here" for the epoch-boundary decision, which every worker
+            # must take alike (a save is collective); only the chief's write failed.
+            self._last_saved_step = self.global_step
+            self._warn_not_saved(exc)
+            return None
+        self._last_saved_step = self._last_good_step = self.global_step
         log.info("keras_dp: backup of step %d (%s) in %s", self.global_step, reason, where)
         return where
+
+    def _warn_not_saved(self, exc: BackupWriteError) -> None:
+        """One loud warning for a backup the disk refused; training goes on."""
+        kept = self._last_good_step
+        previous = (f"the previous backup (step {kept}) is intact and will be restored if "
+                    "the run stops" if kept is not None else "there is no earlier backup")
+        retry = (f"the next backup is tried at step "
+                 f"{(self.global_step // self.save_freq + 1) * self.save_freq}"
+                 if isinstance(self.save_freq, int) and not isinstance(self.save_freq, bool)
+                 else "the next backup is tried as planned")
+        log.warning("keras_dp: WARNING: the backup of step %d was NOT saved: %s. Training "
+                    "goes on: %s; %s. Free space (or fix the permissions) in %s.",
+                    self.global_step, exc, previous, retry, self.backup_dir)
 
     # -- restoring -------------------------------------------------------------
     def _ensure_built(self) -> None:
@@ -383,8 +424,8 @@ class BackupAndRestore(keras.callbacks.Callback):
                 optimizer.build(model.trainable_variables)
 
     def _agree_across_workers(self, found) -> None:
-        """Checks that every worker sees the same latest backup (a shared filesystem)."""
-        agree_across_workers("none" if found is None else f"step {found[1]['global_step']}",
+        """Checks that every worker chose the same backup (a shared filesystem)."""
+        agree_across_workers("none" if found is None else found.name,
                              self._index, self._count, self.backup_dir)
 
     def _restore(self, prefix: str, meta: Dict[str, Any]) -> None:
@@ -416,9 +457,17 @@ class BackupAndRestore(keras.callbacks.Callback):
                     f"the backup in {self.backup_dir!r} was written by a different {group} "
                     f"({detail}). Use a new backup_dir for a new model, or delete this one. "
                     f"Received: backup_dir={self.backup_dir}")
-        tf.train.Checkpoint(**state).read(prefix).expect_partial()
+        try:
+            tf.train.Checkpoint(**state).read(prefix).expect_partial()
+        except (tf.errors.OpError, IndexError, ValueError) as exc:
+            # Its files are exactly as written (checked): not damage.
+            raise BackupError(
+                f"TensorFlow cannot read the backup {prefix!r}, whose files are intact "
+                f"({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}); was it "
+                f"written by another TensorFlow version? Delete {self.backup_dir!r} to start "
+                f"over. Received: backup_dir={self.backup_dir}") from None
         self.global_step = int(meta["global_step"])
-        self._last_saved_step = self.global_step
+        self._last_saved_step = self._last_good_step = self.global_step
         epoch, step = int(meta["epoch"]), int(meta["step_in_epoch"])
         spe = steps_per_batch(self.model)
         position = int(meta.get("data_position", step))

@@ -17,14 +17,19 @@ multi-worker strategy.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from typing import Optional
 
 import keras
 
+from keras_dp.callbacks._storage import (first_line, free_space, is_local, is_storage_error,
+                                        remove_quietly)
 from keras_dp.chief_files import position, private_dir
 from keras_dp.errors import ConfigError
+
+log = logging.getLogger("keras_dp")
 
 
 def _role(model):
@@ -104,6 +109,9 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     Same arguments as Keras'. On the other workers the model is saved to a
     temporary file (deleted right after), so every worker does the same work.
+    The chief writes under a temporary name and renames it to `filepath`, so a
+    full or read-only disk leaves the earlier file whole; such a refused save
+    is one warning (path, free space) and training goes on.
 
     Example:
 
@@ -113,12 +121,47 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """
 
     _redirect: Optional[str] = None
+    _pending: Optional[tuple] = None   # (temporary path, final path) of the save under way
+    _atomic = False
 
     def _save_model(self, epoch, batch, logs):
+        if _role(self.model)[1]:
+            return self._save_atomically(epoch, batch, logs)
         return save_as_worker(self, super()._save_model, epoch, batch, logs)
 
+    def _save_atomically(self, epoch, batch, logs):
+        """Writes under a temporary name, then renames: a full disk keeps the previous file.
+
+        A write the disk refuses (full, read-only) is one warning; training goes
+        on and the next save tries again.
+        """
+        self._pending = None
+        self._atomic = True
+        try:
+            super()._save_model(epoch, batch, logs)
+            if self._pending is not None and os.path.exists(self._pending[0]):
+                os.replace(*self._pending)
+        except Exception as exc:  # noqa: BLE001 - only a refused write is handled
+            if not is_storage_error(exc):
+                raise
+            path = self._pending[1] if self._pending else self.filepath
+            log.warning("keras_dp: WARNING: ModelCheckpoint could NOT save %s (%s; %s); any "
+                        "earlier file there is intact. Training goes on; the next save tries "
+                        "again.", path, first_line(exc), free_space(path))
+        finally:
+            if self._pending is not None:
+                remove_quietly(self._pending[0])
+            self._atomic, self._pending = False, None
+
     def _get_file_path(self, epoch, batch, logs):
-        return file_path_as_worker(self, super()._get_file_path(epoch, batch, logs))
+        path = file_path_as_worker(self, super()._get_file_path(epoch, batch, logs))
+        if self._atomic and not self._redirect and is_local(path):
+            directory, base = os.path.split(path)
+            ext = ".weights.h5" if base.endswith(".weights.h5") else os.path.splitext(base)[1]
+            temp = os.path.join(directory, f".{base}.tmp-{os.getpid()}{ext}")
+            self._pending = (temp, path)
+            return temp
+        return path
 
 
 class TensorBoard(keras.callbacks.TensorBoard):

@@ -106,6 +106,9 @@ def register(subparsers) -> None:
     run.add_argument("--backup-dir", default=None,
                      help="where the backups go (default OUTPUT_DIR/backup; in a multi-node "
                           "run every worker must read it: a shared filesystem or gs://)")
+    run.add_argument("--keep-backups", type=int, default=d.keep_backups, metavar="K",
+                     help="keep the last K backups (default %(default)s): a damaged one is "
+                          "reported and the next older one restored")
     run.add_argument("--backup", action=argparse.BooleanOptionalAction, default=d.backup,
                      help="back up the training state so an interrupted run resumes; "
                           "--no-backup: it starts over")

@@ -8,33 +8,41 @@ instance methods turn them into numbers and addresses, raising
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, List, Mapping, Optional, Tuple
 
 from keras_dp.errors import ClusterConfigError
 
 DEFAULT_PORT_BASE = 8888
+#: The most tasks a cluster may have: larger counts are typos (and a list of
+#: 10**20 addresses would never finish being built).
+MAX_TASKS = 100_000
 PORT_BASE_VARIABLE = "KERAS_DP_PORT_BASE"
 
 
 def read_int(environ: Mapping[str, str], name: str, *, minimum: Optional[int] = 0,
-             fix: Optional[str] = None) -> int:
-    """Reads an integer variable, with an error that names it."""
+             fix: Optional[str] = None, maximum: Optional[int] = None) -> int:
+    """Reads an integer variable (ASCII digits, optional sign), with an error that names it."""
     raw = environ.get(name)
     if raw is None:
         raise ClusterConfigError(
             "is not set", variable=name,
             fix=fix or f"set {name} to a whole number")
     text = str(raw).strip()
-    try:
-        value = int(text)
-    except ValueError:
+    # int() also takes "1_000", "²"-free Unicode digits such as "٣": not what launchers write.
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
         raise ClusterConfigError(
-            f"is not a whole number", variable=name, received=raw,
-            fix=fix or f"set {name} to a whole number") from None
+            "is not a whole number", variable=name, received=raw,
+            fix=fix or f"set {name} to a whole number")
+    value = int(text)
     if minimum is not None and value < minimum:
         raise ClusterConfigError(
             f"must be at least {minimum}", variable=name, received=raw,
             fix=fix or f"set {name} to a whole number >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ClusterConfigError(
+            f"is {value}, more than the {maximum:,} keras_dp accepts", variable=name,
+            received=raw, fix=fix or f"set {name} to a whole number <= {maximum}")
     return value
 
 

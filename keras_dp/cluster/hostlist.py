@@ -13,6 +13,7 @@ import itertools
 import re
 from typing import List
 
+from keras_dp.cluster.base import MAX_TASKS
 from keras_dp.errors import ClusterConfigError
 
 
@@ -50,7 +51,7 @@ def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
     values: List[str] = []
     for item in group.split(","):
         item = item.strip()
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+        match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", item)
         if not match:
             raise ClusterConfigError(
                 f"bad range {item!r} inside [{group}] in host list {text!r}",
@@ -66,6 +67,11 @@ def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
                 f"range {item!r} runs backwards in host list {text!r}",
                 variable=variable, received=text,
                 fix="write ranges as low-high")
+        if high - low >= MAX_TASKS:
+            raise ClusterConfigError(
+                f"range {item!r} in host list {text!r} names {high - low + 1:,} hosts, more "
+                f"than the {MAX_TASKS:,} keras_dp accepts", variable=variable, received=text,
+                fix="check the range's bounds")
         width = len(low_text) if low_text.startswith("0") and len(low_text) > 1 else 0
         width = max(width, len(low_text) if len(low_text) == len(high_text) else 0)
         values.extend(str(n).zfill(width) for n in range(low, high + 1))
@@ -111,6 +117,13 @@ def expand_hostlist(text: str, *, variable: str = "SLURM_STEP_NODELIST") -> List
                 choices.append(_expand_range_group(inner, text=text, variable=variable))
             elif piece:
                 choices.append([piece])
+        count = 1
+        for options in choices:
+            count *= len(options)
+        if len(hosts) + count > MAX_TASKS:
+            raise ClusterConfigError(
+                f"host list {text!r} names more than the {MAX_TASKS:,} hosts keras_dp "
+                "accepts", variable=variable, received=text, fix="check its ranges")
         hosts.extend("".join(combo) for combo in itertools.product(*choices))
     return hosts
 
@@ -124,12 +137,17 @@ def expand_tasks_per_node(text: str, *,
     """
     counts: List[int] = []
     for item in (text or "").split(","):
-        match = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", item)
+        match = re.fullmatch(r"\s*([0-9]+)(?:\(x([0-9]+)\))?\s*", item)
         if not match:
             raise ClusterConfigError(
                 f"bad entry {item!r} in tasks-per-node list {text!r}",
                 variable=variable, received=text,
                 fix="SLURM writes this as counts with optional repeats, e.g. 2(x3),1")
         count, repeat = int(match.group(1)), int(match.group(2) or 1)
+        if repeat + len(counts) > MAX_TASKS:
+            raise ClusterConfigError(
+                f"entry {item!r} in tasks-per-node list {text!r} repeats {repeat:,} times, "
+                f"more than the {MAX_TASKS:,} nodes keras_dp accepts", variable=variable,
+                received=text, fix="check the repeat count")
         counts.extend([count] * repeat)
     return counts

@@ -21,7 +21,7 @@ from __future__ import annotations
 import string
 from typing import List, Mapping
 
-from keras_dp.cluster.base import LauncherEnvironment, read_int
+from keras_dp.cluster.base import MAX_TASKS, LauncherEnvironment, read_int
 from keras_dp.errors import ClusterConfigError
 
 INDEX = "JOB_COMPLETION_INDEX"
@@ -58,7 +58,7 @@ class KubernetesEnvironment(LauncherEnvironment):
                 variable=NUM_WORKERS,
                 fix="add env KERAS_DP_NUM_WORKERS with the Job's completions "
                     "(or list every address in KERAS_DP_WORKERS)")
-        return read_int(self.environ, NUM_WORKERS, minimum=1)
+        return read_int(self.environ, NUM_WORKERS, minimum=1, maximum=MAX_TASKS)
 
     def pods_per_job(self) -> int:
         if PODS_PER_JOB in self.environ:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from typing import List, Mapping, Optional, Tuple
 
-from keras_dp.cluster.base import LauncherEnvironment, ports_fit, read_int
+from keras_dp.cluster.base import MAX_TASKS, LauncherEnvironment, ports_fit, read_int
 from keras_dp.errors import ClusterConfigError
 
 HOSTFILE = "KERAS_DP_HOSTFILE"
@@ -101,7 +101,7 @@ class MPIEnvironment(LauncherEnvironment):
             raise ClusterConfigError(
                 "is not set, so the number of ranks is unknown", variable=name,
                 fix="launch with mpirun (it sets PMIX_SIZE) or set KERAS_DP_WORKERS")
-        return read_int(self.environ, name, minimum=1)
+        return read_int(self.environ, name, minimum=1, maximum=MAX_TASKS)
 
     def rank(self) -> int:
         rank = read_int(self.environ, self.flavour[1], minimum=0)
@@ -138,7 +138,11 @@ class MPIEnvironment(LauncherEnvironment):
             return None
         try:
             with open(os.path.expanduser(path), encoding="utf-8") as handle:
-                text = handle.read()
+                text = handle.read(1 << 20)
+        except UnicodeDecodeError:
+            raise ClusterConfigError(
+                "is not a text hostfile (it is not UTF-8)", variable=HOSTFILE, received=path,
+                fix="point KERAS_DP_HOSTFILE at the hostfile given to mpirun") from None
         except OSError as exc:
             raise ClusterConfigError(
                 f"cannot read the hostfile ({exc.strerror})", variable=HOSTFILE,

@@ -27,7 +27,7 @@ from keras_dp.cluster.explicit import TASK_INDEX, WORKERS, ExplicitEnvironment
 from keras_dp.cluster.kubernetes import KubernetesEnvironment
 from keras_dp.cluster.mpi import MPIEnvironment
 from keras_dp.cluster.slurm import SlurmEnvironment
-from keras_dp.cluster.spec import ClusterInfo
+from keras_dp.cluster.spec import ClusterInfo, parse_address
 from keras_dp.cluster.tf_config import TFConfigEnvironment
 from keras_dp.errors import ClusterConfigError, ConflictingSourcesError
 
@@ -39,6 +39,10 @@ LAUNCHERS: Sequence[Type[LauncherEnvironment]] = (
 
 #: Every accepted value of KERAS_DP_CLUSTER, in precedence order.
 SOURCES = ("tf_config", "explicit", "mpi", "slurm", "kubernetes", "single")
+
+#: The variable that names the hosts each launcher's addresses are derived from.
+_ADDRESS_VARIABLES = {"kubernetes": "KERAS_DP_HOST_PATTERN", "slurm": "SLURM_STEP_NODELIST",
+                      "mpi": "KERAS_DP_HOSTFILE"}
 
 #: Called as exchange(launcher) when a launcher does not tell the other
 #: tasks' hosts; returns every task's address (e.g. an MPI allgather).
@@ -265,6 +269,11 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
                         "through MPI")
             addresses = list(exchange(launcher))
             notes.append(f"addresses exchanged through {launcher.title}")
+        # Derived from host names and patterns: each must be an address gRPC can use.
+        source_variable = _ADDRESS_VARIABLES.get(launcher.name, "KERAS_DP_PORT_BASE")
+        for i, address in enumerate(addresses):
+            parse_address(address, variable=source_variable, field=f"derived address {i}",
+                          received=environ.get(source_variable, address))
         if len(set(a.lower() for a in addresses)) != len(addresses):
             raise ClusterConfigError(
                 f"the derived worker addresses repeat: {addresses}",

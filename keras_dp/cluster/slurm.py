@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import List, Mapping, Optional, Tuple
 
-from keras_dp.cluster.base import LauncherEnvironment, ports_fit, read_int
+from keras_dp.cluster.base import MAX_TASKS, LauncherEnvironment, ports_fit, read_int
 from keras_dp.cluster.hostlist import expand_hostlist, expand_tasks_per_node
 from keras_dp.errors import ClusterConfigError
 

@@ -45,6 +45,10 @@ def parse_address(address: Any, *, variable: str, field: Optional[str] = None,
             fix="write every address as host:port, e.g. 10.0.0.1:2222",
         )
     text = address.strip()
+    if text != address:
+        raise ClusterConfigError(
+            f"address {address!r} has spaces around it", variable=variable, field=field,
+            received=shown, fix=f"write it without spaces: {text}")
     if "://" in text:
         raise ClusterConfigError(
             f"address {text!r} has a URL scheme",
@@ -62,11 +66,17 @@ def parse_address(address: Any, *, variable: str, field: Optional[str] = None,
         host, port_text = "[" + match.group(1) + "]", match.group(2)
     else:
         host, sep, port_text = text.rpartition(":")
-        if not sep or not host:
+        if not sep:
             raise ClusterConfigError(
                 f"address {text!r} has no port",
                 variable=variable, field=field, received=shown,
-                fix=f"add the port, e.g. {text or 'host'}:2222",
+                fix=f"add the port, e.g. {text}:2222",
+            )
+        if not host:
+            raise ClusterConfigError(
+                f"address {text!r} has no host",
+                variable=variable, field=field, received=shown,
+                fix=f"put the host before the port, e.g. 10.0.0.1{text} or localhost{text}",
             )
         if not _HOST_RE.match(host):
             raise ClusterConfigError(
@@ -74,7 +84,7 @@ def parse_address(address: Any, *, variable: str, field: Optional[str] = None,
                 variable=variable, field=field, received=shown,
                 fix="use a host name or IP address (letters, digits, '.', '-', '_')",
             )
-    if not port_text.isdigit():
+    if not re.fullmatch(r"[0-9]+", port_text):
         raise ClusterConfigError(
             f"the port of {text!r} is not a number ({port_text!r})",
             variable=variable, field=field, received=shown,

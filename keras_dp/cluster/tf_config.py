@@ -3,17 +3,19 @@
 TF_CONFIG is taken as the user's word: it is validated and explained, never
 rewritten. Accepted shape:
 
-    {"cluster": {"chief": ["h:p"], "worker": ["h:p", ...], "ps": [...],
-                 "evaluator": ["h:p"]},
+    {"cluster": {"chief": ["h:p"], "worker": ["h:p", ...], "evaluator": ["h:p"]},
      "task": {"type": "worker", "index": 0},
      "rpc_layer": "grpc", "environment": "cloud"}
 
 Extra keys that platforms add (Vertex AI's `job`, `task.trial`) are kept.
+A `ps` job (parameter-server training) is refused: keras_dp trains with
+MultiWorkerMirroredStrategy, which would never use it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, Mapping, Optional
 
 from keras_dp.cluster.spec import (ROLES, ClusterInfo, check_no_duplicates,
@@ -48,6 +50,9 @@ class TFConfigEnvironment:
         """Parses the JSON, with the line and column of a syntax error."""
         try:
             config = json.loads(self.raw)
+        except RecursionError:
+            raise self._error("is nested too deeply to be a TF_CONFIG",
+                              fix="set it to {\"cluster\": {...}, \"task\": {...}}") from None
         except json.JSONDecodeError as exc:
             raise self._error(
                 f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
@@ -133,7 +138,7 @@ class TFConfigEnvironment:
         task_type = task.get("type")
         if task_type is None:
             raise self._error("'task' has no 'type'", field="task.type",
-                              fix="add \"type\": \"worker\" (or chief, ps, evaluator)")
+                              fix="add \"type\": \"worker\" (or chief, evaluator)")
         if task_type not in ROLES:
             raise self._error(f"unknown task type {task_type!r}", field="task.type",
                               fix=f"use one of {', '.join(ROLES)}")
@@ -147,9 +152,11 @@ class TFConfigEnvironment:
             raise self._error("'task' has no 'index'", field="task.index",
                               fix="add \"index\": N, this process's position in its job")
         if isinstance(index, bool) or not isinstance(index, (int, str)) or (
-                isinstance(index, str) and not index.strip().isdigit()):
+                isinstance(index, str) and not re.fullmatch(r"[0-9]+", index.strip())):
             raise self._error(f"'task.index' must be a whole number, got {index!r}",
-                              field="task.index", fix="write \"index\": 0, 1, ...")
+                              field="task.index",
+                              fix="write \"index\": N, this process's position in its job "
+                                  "as a whole number (0 for the first)")
         index = int(index)
         count = len(jobs[task_type])
         if not 0 <= index < count:
@@ -168,7 +175,14 @@ class TFConfigEnvironment:
             raise self._error("'environment' must be a string", field="environment",
                               fix="remove it or set it to a string such as \"cloud\"")
         if "ps" in jobs:
-            notes.append("the cluster has 'ps' tasks (parameter-server training)")
+            raise self._error(
+                f"'cluster' has {len(jobs['ps'])} 'ps' task(s): parameter-server training is "
+                "not supported; keras_dp trains synchronously with "
+                "MultiWorkerMirroredStrategy, where the ps tasks would never be used",
+                field="cluster.ps",
+                fix="remove the 'ps' job (list those machines under 'worker' to train on "
+                    "them too), or use tf.distribute.ParameterServerStrategy without "
+                    "keras_dp for asynchronous training")
         ordered = {role: jobs[role] for role in ROLES if role in jobs}
         return ClusterInfo(
             source=self.name, cluster=ordered, task_type=task_type, task_index=index,

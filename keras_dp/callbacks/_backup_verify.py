@@ -1,0 +1,122 @@
+"""Checks that a backup is exactly what was written: a manifest, and why one is unusable.
+
+When a backup is saved, `BackupStore.save` records in its `meta.json` the
+size and SHA-256 of every file of the TensorFlow checkpoint (`files`), and a
+checksum of `meta.json` itself (`checksum`). Before a backup is restored,
+`problem()` compares them with the files on disk: a truncated file (a partial
+copy, a full disk), changed bytes (a bad sector; TensorFlow may read those
+without noticing), a missing index or data file, or an edited or damaged
+`meta.json` is named, in words, instead of surfacing as a TensorFlow
+traceback or, worse, as silently wrong weights.
+
+Backups written before the manifest existed (no `files` in `meta.json`) are
+checked by reading every tensor with TensorFlow's checkpoint reader instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Dict, Iterable, Optional
+
+from keras_dp.callbacks._storage import first_line, is_io_error
+
+_CHUNK = 1 << 22
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
+
+
+def _open(path: str):
+    if "://" not in path:
+        return open(path, "rb")
+    return _gfile().GFile(path, "rb")
+
+
+def file_digest(path: str) -> Dict[str, Any]:
+    """`{"size": bytes, "sha256": hex}` of one file (local or any `tf.io.gfile` path)."""
+    digest, size = hashlib.sha256(), 0
+    with _open(path) as handle:
+        while True:
+            chunk = handle.read(_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def manifest(directory: str, names: Iterable[str]) -> Dict[str, Dict[str, Any]]:
+    """The size and SHA-256 of each named file in `directory`."""
+    return {name: file_digest(os.path.join(directory, name)) for name in sorted(names)}
+
+
+def meta_checksum(meta: Dict[str, Any]) -> str:
+    """The SHA-256 of `meta` without its own `checksum` (canonical JSON)."""
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _bytes(count: int) -> str:
+    return f"{count:,} byte{'s' if count != 1 else ''}"
+
+
+def problem(directory: str, meta: Dict[str, Any], prefix: str) -> Optional[str]:
+    """What makes the backup in `directory` unusable, in words, or None if it is intact.
+
+    Args:
+        directory: The backup's directory.
+        meta: Its parsed `meta.json`.
+        prefix: The prefix of its TensorFlow checkpoint (`directory/state`).
+
+    Returns:
+        None, or a phrase such as "state.data-00000-of-00001 is truncated
+        (1,024 bytes of 4,096)".
+    """
+    if "checksum" in meta and meta.get("checksum") != meta_checksum(meta):
+        return "meta.json was changed after it was written (its checksum does not match)"
+    files = meta.get("files")
+    if files is None:
+        return _tf_problem(prefix)
+    if not isinstance(files, dict) or not files:
+        return "meta.json lists no checkpoint files"
+    gfile = _gfile()
+    for name in sorted(files):
+        expected = files[name]
+        path = os.path.join(directory, name)
+        try:
+            if not gfile.exists(path):
+                return f"{name} is missing"
+            size = gfile.stat(path).length
+            if size != expected.get("size"):
+                kind = "truncated" if size < expected.get("size", 0) else "longer than written"
+                return (f"{name} is {kind} ({_bytes(size)} on disk, "
+                        f"{_bytes(int(expected.get('size', 0)))} were written)")
+            if file_digest(path)["sha256"] != expected.get("sha256"):
+                return (f"{name} has changed bytes (its SHA-256 differs from the one recorded "
+                        "when it was written)")
+        except Exception as exc:  # noqa: BLE001 - OSError or tf.errors.OpError on this file
+            if not is_io_error(exc):
+                raise
+            return f"{name} cannot be read ({first_line(exc)})"
+    return None
+
+
+def _tf_problem(prefix: str) -> Optional[str]:
+    """A backup without manifest: reads every tensor, so that a damaged one is found now."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for key in reader.get_variable_to_shape_map():
+            reader.get_tensor(key)
+    except Exception as exc:  # noqa: BLE001 - TensorFlow raises several kinds here
+        if not is_io_error(exc) and not isinstance(exc, (IndexError, ValueError)):
+            raise
+        return f"TensorFlow cannot read its checkpoint ({first_line(exc)})"
+    return None
