@@ -1,4 +1,4 @@
-"""Fixes for Keras 3 under `tf.distribute`: two multi-worker crashes and three silent errors.
+"""Fixes for Keras 3 under `tf.distribute`: three crashes and three silent errors.
 
 Each part replaces one Keras function, is applied only if the installed Keras
 still has the faulty code (checked in its source, so a Keras release that
@@ -62,6 +62,12 @@ Silent errors:
 6-7. `stock_callbacks`, `chief_saving` (multi-worker; in their own modules
    `stock_callbacks.py`, `dropin_saving.py`): Keras' file-writing callbacks
    and `model.save()` & co. write once, from the chief (atomically).
+8. `optimizer_variables` (applied when keras_dp creates a strategy with more
+   than one replica): a custom loop's first `optimizer.apply()` inside
+   `strategy.run` in a `tf.function` creates a stateful optimizer's slots while
+   the step is traced and fails (keras-team/keras#23085); the slots are created
+   in `tf.init_scope()` as the upstream fix does. See
+   `keras_dp/optimizer_variables.py`.
 
 `KERAS_DP_KERAS_FIX`: unset or `1` allows every part, `0` none, or a
 comma-separated list of part names allows those (the tests use this to show
@@ -85,7 +91,7 @@ DISABLE_VARIABLE = "KERAS_DP_KERAS_FIX"
 #: Parts for multi-worker strategies only.
 MULTI_WORKER_PARTS = ("symbolic_build", "metric_reduction", "stock_callbacks", "chief_saving")
 #: Parts for every strategy with more than one replica.
-MULTI_REPLICA_PARTS = ("gradient_clipping",)
+MULTI_REPLICA_PARTS = ("gradient_clipping", "optimizer_variables")
 #: Parts for every strategy keras_dp creates.
 ANY_STRATEGY_PARTS = ("exhausted_input", "sparse_gradients")
 #: Parts applied when TensorFlow is imported (see `keras_dp.early`).
@@ -99,6 +105,9 @@ _CONSEQUENCE = {
                          "gradient (N replicas differ from one device)",
     "exhausted_input": "evaluate() without steps on an input of unknown length averages in "
                        "one empty batch, and fit adds an optimizer step per epoch",
+    "optimizer_variables": "a custom loop's first optimizer.apply() inside strategy.run in a "
+                           "tf.function fails (You must feed a value for placeholder tensor "
+                           "'cond/.../Placeholder'; keras-team/keras#23085)",
     "sparse_gradients": "Adam-like optimizers square an embedding gradient's duplicate slices "
                         "one by one (N replicas differ from one device)",
     "early_collectives": "a multi-worker program that makes a tensor or dataset before "
@@ -156,6 +165,7 @@ def needed() -> Dict[str, bool]:
         `{part name: bool}` for every name in `PARTS`.
     """
     from keras_dp import early
+    from keras_dp import optimizer_variables
 
     trainer = _trainer_module()
     tf_optimizer, base_optimizer = _optimizer_classes()
@@ -174,6 +184,8 @@ def needed() -> Dict[str, bool]:
                               and "_all_reduce_sum_gradients" in update_src),
         # The one-step path reads the batch without an Optional.
         "exhausted_input": "one_step_on_data(iterator.get_next())" in make_src,
+        "optimizer_variables": optimizer_variables.needed(
+            tf_optimizer, _original("optimizer_variables", tf_optimizer, "add_variable")),
         # The update step gets the gradient's slices as they are.
         "sparse_gradients": "self.update_step(grad, var, learning_rate)" in _source(
             _original("sparse_gradients", tf_optimizer, "_distributed_tf_update_step")),
@@ -442,6 +454,15 @@ def _install_sparse_gradients():
              _distributed_tf_update_step)
 
 
+def _install_optimizer_variables():
+    from keras_dp import optimizer_variables
+
+    tf_optimizer, _ = _optimizer_classes()
+    original = _original("optimizer_variables", tf_optimizer, "add_variable")
+    _replace("optimizer_variables", tf_optimizer, "add_variable",
+             optimizer_variables.make_add_variable(original))
+
+
 _INSTALL = {
     "symbolic_build": _install_symbolic_build,
     "metric_reduction": _install_metric_reduction,
@@ -450,4 +471,5 @@ _INSTALL = {
     "sparse_gradients": _install_sparse_gradients,
     "stock_callbacks": lambda: _module("stock_callbacks").install(_replace),
     "chief_saving": lambda: _module("dropin_saving").install(_replace),
+    "optimizer_variables": _install_optimizer_variables,
 }

@@ -143,13 +143,54 @@ def test_with_the_fix_a_first_xla_step_still_builds_the_optimizer(tf, fix_parts)
     assert np.isfinite(history.history["loss"][0]) and model.optimizer.built
 
 
+def _adam_built_in_a_custom_loop(tf, strategy, steps=4, batch=8):
+    """keras.io's loop from scratch with a strategy: Adam is built by its first apply()."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+        optimizer = keras.optimizers.Adam(1e-2)
+    loss_fn = keras.losses.MeanSquaredError(reduction=None)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(steps * batch, 8)).astype("float32")
+    y = rng.normal(size=(steps * batch, 4)).astype("float32")
+    data = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(batch))
+
+    @tf.function
+    def step(x, y):
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                loss = tf.nn.compute_average_loss(loss_fn(y, model(x)), global_batch_size=batch)
+            optimizer.apply(tape.gradient(loss, model.trainable_weights),
+                            model.trainable_weights)
+        strategy.run(replica_step, args=(x, y))
+
+    for xb, yb in data:
+        step(xb, yb)
+    return model.get_weights()
+
+
+def test_optimizer_built_in_a_custom_loop_on_two_replicas(tf, two_replicas, fix_parts):
+    """Slots created by the first apply() inside strategy.run (keras-team/keras#23085)."""
+    alone = _adam_built_in_a_custom_loop(tf, tf.distribute.get_strategy())
+    keras_fix.apply(["optimizer_variables"])   # as keras_dp does for 2 replicas
+    fixed = _adam_built_in_a_custom_loop(tf, two_replicas)
+    assert max_diff(fixed, alone) <= 1e-5   # the same training as one device
+    keras_fix.remove(["optimizer_variables"])
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="must feed a value for placeholder tensor"):
+        _adam_built_in_a_custom_loop(tf, two_replicas)
+
+
 def test_parts_are_checked_switchable_and_chosen_per_strategy(tf, two_replicas, monkeypatch):
     assert set(keras_fix.needed()) == set(keras_fix.PARTS)
-    assert all(keras_fix.needed().values())  # Keras 3.10-3.15 have all five faults
+    assert all(keras_fix.needed().values())  # Keras 3.10-3.15 have all six faults
     assert keras_fix.parts_for(tf.distribute.get_strategy()) == (
         "exhausted_input", "sparse_gradients")
     assert keras_fix.parts_for(two_replicas) == (
-        "gradient_clipping", "exhausted_input", "sparse_gradients")
+        "gradient_clipping", "optimizer_variables", "exhausted_input", "sparse_gradients")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "gradient_clipping, exhausted_input")
     assert keras_fix.enabled_parts() == ("gradient_clipping", "exhausted_input")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "0")
