@@ -72,6 +72,7 @@ import os
 import threading
 from typing import Dict, Iterable
 
+from keras_dp import replica_xla
 from keras_dp.errors import ConfigError
 
 log = logging.getLogger("keras_dp")
@@ -83,7 +84,7 @@ MULTI_WORKER_PARTS = ("symbolic_build", "metric_reduction")
 #: Parts for every strategy with more than one replica.
 MULTI_REPLICA_PARTS = ("gradient_clipping",)
 #: Parts for every strategy keras_dp creates.
-ANY_STRATEGY_PARTS = ("exhausted_input", "sparse_gradients")
+ANY_STRATEGY_PARTS = ("exhausted_input", "sparse_gradients", "replica_xla")
 PARTS = MULTI_WORKER_PARTS + MULTI_REPLICA_PARTS + ANY_STRATEGY_PARTS
 
 _CONSEQUENCE = {
@@ -95,6 +96,7 @@ _CONSEQUENCE = {
                        "one empty batch, and fit adds an optimizer step per epoch",
     "sparse_gradients": "Adam-like optimizers square an embedding gradient's duplicate slices "
                         "one by one (N replicas differ from one device)",
+    "replica_xla": replica_xla.CONSEQUENCE,
 }
 
 _MISSING = object()   # the owner class did not define the replaced attribute itself
@@ -157,6 +159,9 @@ def needed() -> Dict[str, bool]:
         # The update step gets the gradient's slices as they are.
         "sparse_gradients": "self.update_step(grad, var, learning_rate)" in _source(
             _original("sparse_gradients", tf_optimizer, "_distributed_tf_update_step")),
+        # The whole multi-replica step in one XLA function; "auto" off under strategies.
+        "replica_xla": replica_xla.needed(
+            make_src, _source(trainer.base_trainer.Trainer._resolve_auto_jit_compile)),
     }
 
 
@@ -420,4 +425,6 @@ _INSTALL = {
     "gradient_clipping": _install_gradient_clipping,
     "exhausted_input": _install_exhausted_input,
     "sparse_gradients": _install_sparse_gradients,
+    "replica_xla": lambda: replica_xla.install(
+        lambda owner, name, function: _replace("replica_xla", owner, name, function)),
 }
