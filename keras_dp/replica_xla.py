@@ -210,3 +210,20 @@ def install(replace) -> None:
     replace(owner, "make_train_function", make_train_function)
     replace(owner, "make_test_function", make_test_function)
     replace(owner, "_resolve_auto_jit_compile", _resolve_auto_jit_compile)
+
+
+def describe(num_gpus: int, enabled: bool) -> str:
+    """What XLA does under keras_dp here (`keras-dp env`).
+
+    Args:
+        num_gpus: GPUs this process sees.
+        enabled: Whether `KERAS_DP_KERAS_FIX` allows the part.
+    """
+    if not enabled:
+        return ("Keras' own: jit_compile='auto' off under strategies; jit_compile=True "
+                f"compiles the whole step (part {PART} switched off); keras-dp train: off "
+                "with several CPU replicas")
+    auto = "on (GPUs visible)" if num_gpus else "off (CPU only, as Keras decides)"
+    return (f"jit_compile='auto' {auto}; jit_compile=True with several replicas or workers "
+            "compiles each replica's forward and backward pass, all-reduce and update "
+            f"outside XLA (part {PART}); keras-dp train: on")

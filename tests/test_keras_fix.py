@@ -145,11 +145,11 @@ def test_with_the_fix_a_first_xla_step_still_builds_the_optimizer(tf, fix_parts)
 
 def test_parts_are_checked_switchable_and_chosen_per_strategy(tf, two_replicas, monkeypatch):
     assert set(keras_fix.needed()) == set(keras_fix.PARTS)
-    assert all(keras_fix.needed().values())  # Keras 3.10-3.15 have all five faults
+    assert all(keras_fix.needed().values())  # Keras 3.10-3.15 have all six faults
     assert keras_fix.parts_for(tf.distribute.get_strategy()) == (
-        "exhausted_input", "sparse_gradients")
+        "exhausted_input", "sparse_gradients", "replica_xla")
     assert keras_fix.parts_for(two_replicas) == (
-        "gradient_clipping", "exhausted_input", "sparse_gradients")
+        "gradient_clipping", "exhausted_input", "sparse_gradients", "replica_xla")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "gradient_clipping, exhausted_input")
     assert keras_fix.enabled_parts() == ("gradient_clipping", "exhausted_input")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "0")
