@@ -143,11 +143,13 @@ def test_mixed_precision_loss_scaling_with_xla(tf):
 
 
 def test_without_the_part_keras_cannot_compile_the_step(tf, fix_parts):
+    strategy = mirrored(2)   # (get_strategy applies the parts)
     keras_fix.remove(["replica_xla"])
-    with mirrored(2).scope():
-        model = _problem.embedding_lm(jit_compile=True)
+    with strategy.scope():
+        model = _problem.build_model(jit_compile=True)
     with pytest.raises(tf.errors.InvalidArgumentError, match="Trying to access resource"):
-        model.fit(*_problem.lm_data(), batch_size=_problem.LM_BATCH, verbose=0)
+        model.fit(_problem.distributed_dataset(strategy), epochs=1,
+                  steps_per_epoch=_problem.STEPS, verbose=0, shuffle=False)
 
 
 def test_auto_means_xla_where_keras_would_use_it_without_a_strategy(tf, fix_parts,
