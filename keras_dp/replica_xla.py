@@ -172,29 +172,24 @@ def install(replace) -> None:
     """Installs the part; `replace(owner, name, function)` records what it replaces."""
     trainer = _trainer()
     owner = trainer.TensorFlowTrainer
-    original_train = owner.make_train_function
-    original_test = owner.make_test_function
     original_auto = owner._resolve_auto_jit_compile
 
-    def make_train_function(self, force=False):
-        if self.train_function is not None and not force:
-            return self.train_function
-        if not _applies(self, "train_step"):
-            return original_train(self, force=force)
-        step = functools.partial(_train_step, self, compiled_part(self, "train"))
-        with _outer_without_xla(self):
-            self.train_function = self._make_function(step)
-        return self.train_function
+    def maker(kind, replica_step):
+        """Keras' `make_<kind>_function`, with `replica_step` around the compiled part."""
+        original = getattr(owner, f"make_{kind}_function")
+        attribute = f"{kind}_function"
 
-    def make_test_function(self, force=False):
-        if self.test_function is not None and not force:
-            return self.test_function
-        if not _applies(self, "test_step"):
-            return original_test(self, force=force)
-        step = functools.partial(_test_step, self, compiled_part(self, "test"))
-        with _outer_without_xla(self):
-            self.test_function = self._make_function(step)
-        return self.test_function
+        def make_function(self, force=False):
+            if getattr(self, attribute) is not None and not force:
+                return getattr(self, attribute)
+            if not _applies(self, f"{kind}_step"):
+                return original(self, force=force)
+            step = functools.partial(replica_step, self, compiled_part(self, kind))
+            with _outer_without_xla(self):
+                setattr(self, attribute, self._make_function(step))
+            return getattr(self, attribute)
+
+        return make_function
 
     def _resolve_auto_jit_compile(self):
         import tensorflow as tf
@@ -207,8 +202,8 @@ def install(replace) -> None:
             return False   # Keras' rule: no XLA by default on CPU-only machines
         return bool(trainer.base_trainer.model_supports_jit(self))
 
-    replace(owner, "make_train_function", make_train_function)
-    replace(owner, "make_test_function", make_test_function)
+    replace(owner, "make_train_function", maker("train", _train_step))
+    replace(owner, "make_test_function", maker("test", _test_step))
     replace(owner, "_resolve_auto_jit_compile", _resolve_auto_jit_compile)
 
 

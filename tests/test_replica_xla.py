@@ -17,23 +17,11 @@ import keras_dp
 from _multiproc import run_workers
 from keras_dp import keras_fix
 from keras_dp.cluster import resolve_cluster
+from test_keras_fix import fix_parts, max_diff  # noqa: F401 (fix_parts: a fixture)
 
 #: Ops of the gradient all-reduce, which must stay out of the XLA-compiled function.
 COLLECTIVES = ("CollectiveReduceV2", "CollectiveGatherV2", "CollectiveReduce",
                "CollectiveGather", "NcclAllReduce", "_Send", "_Recv")
-
-
-def max_diff(a, b):
-    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
-
-
-@pytest.fixture
-def fix_parts():
-    """Lets a test remove parts of the fix; puts back what was applied before."""
-    before = [part for part in keras_fix.PARTS if keras_fix.is_applied(part)]
-    yield
-    keras_fix.remove()
-    keras_fix.apply(before)
 
 
 def mirrored(replicas):
