@@ -82,6 +82,7 @@ import os
 import threading
 from typing import Dict, Iterable
 
+from keras_dp import replica_xla
 from keras_dp.errors import ConfigError
 
 log = logging.getLogger("keras_dp")
@@ -93,7 +94,7 @@ MULTI_WORKER_PARTS = ("symbolic_build", "metric_reduction", "stock_callbacks", "
 #: Parts for every strategy with more than one replica.
 MULTI_REPLICA_PARTS = ("gradient_clipping", "optimizer_variables")
 #: Parts for every strategy keras_dp creates.
-ANY_STRATEGY_PARTS = ("exhausted_input", "sparse_gradients")
+ANY_STRATEGY_PARTS = ("exhausted_input", "sparse_gradients", "replica_xla")
 #: Parts applied when TensorFlow is imported (see `keras_dp.early`).
 IMPORT_PARTS = ("early_collectives",)
 PARTS = MULTI_WORKER_PARTS + MULTI_REPLICA_PARTS + ANY_STRATEGY_PARTS + IMPORT_PARTS
@@ -115,6 +116,7 @@ _CONSEQUENCE = {
     "stock_callbacks": "every worker's ModelCheckpoint/BackupAndRestore/TensorBoard/CSVLogger "
                        "writes the same files (BackupAndRestore: BlockingIOError)",
     "chief_saving": "model.save/save_weights/export on every worker write the same path",
+    "replica_xla": replica_xla.CONSEQUENCE,
 }
 
 _MISSING = object()   # the owner class did not define the replaced attribute itself
@@ -194,6 +196,9 @@ def needed() -> Dict[str, bool]:
             lambda owner, name: _original("stock_callbacks", owner, name)),
         "chief_saving": _module("dropin_saving").needed(
             lambda owner, name: _original("chief_saving", owner, name)),
+        # The whole multi-replica step in one XLA function; "auto" off under strategies.
+        "replica_xla": replica_xla.needed(
+            make_src, _source(trainer.base_trainer.Trainer._resolve_auto_jit_compile)),
     }
 
 
@@ -472,4 +477,6 @@ _INSTALL = {
     "stock_callbacks": lambda: _module("stock_callbacks").install(_replace),
     "chief_saving": lambda: _module("dropin_saving").install(_replace),
     "optimizer_variables": _install_optimizer_variables,
+    "replica_xla": lambda: replica_xla.install(
+        lambda owner, name, function: _replace("replica_xla", owner, name, function)),
 }

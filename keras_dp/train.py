@@ -84,7 +84,7 @@ class TrainConfig:
     clipnorm: Optional[float] = None
     global_clipnorm: Optional[float] = None
     mixed_precision: Optional[str] = None
-    # None: XLA unless several replicas run on CPU devices (see `_use_xla`).
+    # None: XLA (several CPU replicas only with keras_fix's replica_xla, see `_use_xla`).
     xla: Optional[bool] = None
     steps_per_execution: int = 1
     output_dir: str = "keras_dp_output"
@@ -251,23 +251,30 @@ def _make_model(config: TrainConfig, vocab_size: int, tokenizer):
 def _use_xla(requested: Optional[bool], context) -> bool:
     """Whether the job compiles its train step with XLA on this strategy.
 
-    TensorFlow (2.20, 2.21) cannot XLA-compile a step that runs on several CPU
-    replicas: under MirroredStrategy over logical CPUs the compiled step reads
-    a variable of another device ("Trying to access resource ... located in
-    device CPU:1 from device CPU:0"), and under MultiWorkerMirroredStrategy XLA
-    has no CPU kernel for the embedding gradient's `CollectiveGatherV2`.
+    With several replicas, keras_dp's Keras fix (part `replica_xla`) compiles
+    each replica's forward and backward pass and leaves the all-reduce and
+    the update outside XLA, which TensorFlow can run on CPUs too. Without
+    that part TensorFlow (2.20, 2.21) cannot XLA-compile a step over several
+    CPU replicas: under MirroredStrategy over logical CPUs the compiled step
+    reads a variable of another device ("Trying to access resource ...
+    located in device CPU:1 from device CPU:0"), and under
+    MultiWorkerMirroredStrategy XLA has no CPU kernel for the embedding
+    gradient's `CollectiveGatherV2`.
 
     Args:
         requested: `TrainConfig.xla`: None (decide), True or False.
         context: The `keras_dp.scope()` context.
 
     Returns:
-        `requested` if given, else True unless several replicas run on CPUs.
+        `requested` if given, else True unless several replicas run on CPUs
+        without the part `replica_xla`.
 
     Raises:
         ConfigError: XLA was asked for where TensorFlow cannot compile the step.
     """
-    if context.num_replicas <= 1:
+    from keras_dp import keras_fix
+
+    if context.num_replicas <= 1 or keras_fix.is_applied("replica_xla"):
         return True if requested is None else bool(requested)
     try:
         devices = tuple(context.strategy.extended.worker_devices)
@@ -280,10 +287,11 @@ def _use_xla(requested: Optional[bool], context) -> bool:
     if requested and on_cpu:
         raise ConfigError(
             f"TensorFlow cannot XLA-compile a train step over {context.num_replicas} CPU "
-            "replicas (MirroredStrategy over logical CPUs reads another device's variables; "
-            "MultiWorkerMirroredStrategy has no XLA CPU kernel for CollectiveGatherV2)",
+            "replicas without the Keras fix's part replica_xla (KERAS_DP_KERAS_FIX leaves it "
+            "out): MirroredStrategy over logical CPUs reads another device's variables; "
+            "MultiWorkerMirroredStrategy has no XLA CPU kernel for CollectiveGatherV2",
             variable="xla", received=True,
-            fix="leave --xla unset (the job then compiles without XLA here) or pass --no-xla")
+            fix="allow the part replica_xla (unset KERAS_DP_KERAS_FIX) or pass --no-xla")
     return bool(requested)
 
 
@@ -462,7 +470,7 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     import keras_dp
 
     context = keras_dp.scope(config.strategy, cpu_replicas=config.cpu_replicas)
-    xla_off = "" if config.xla is False else "; no XLA (several CPU replicas)"
+    xla_off = "" if config.xla is False else "; no XLA (several CPU replicas, no replica_xla)"
     config = dataclasses.replace(config, xla=_use_xla(config.xla, context))
     import keras
 

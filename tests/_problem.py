@@ -32,7 +32,7 @@ def initial_weights():
 CLIPPING = {"clipnorm": 0.1, "global_clipnorm": 0.1, "clipvalue": 0.02}
 
 
-def build_model(**clipping):
+def build_model(jit_compile=False, metrics=None, **clipping):
     """The model with fixed initial weights, compiled with SGD (`clipping`: its clip options)."""
     import keras
 
@@ -43,7 +43,8 @@ def build_model(**clipping):
         keras.layers.Dense(1),
     ])
     model.set_weights(initial_weights())
-    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE, **clipping), loss="mse")
+    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE, **clipping), loss="mse",
+                  metrics=metrics, jit_compile=jit_compile)
     return model
 
 
@@ -66,10 +67,37 @@ def distributed_dataset(strategy, steps=STEPS, global_batch=GLOBAL_BATCH, arrays
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def train(strategy, steps=STEPS, **clipping):
+def train(strategy, steps=STEPS, jit_compile=False, **clipping):
     """Trains a fresh model for `steps` steps; returns (model, weights)."""
     with strategy.scope():
-        model = build_model(**clipping)
+        model = build_model(jit_compile, **clipping)
     model.fit(distributed_dataset(strategy, steps), epochs=1, steps_per_epoch=steps,
               verbose=0, shuffle=False)
     return model, [np.array(w) for w in model.get_weights()]
+
+
+#: Batches of `lm_data()`: (global batch, number of steps).
+LM_BATCH, LM_STEPS = 8, 3
+
+
+def lm_data():
+    """Token sequences for `embedding_lm` (inputs, next-token targets)."""
+    tokens = np.random.default_rng(5).integers(0, 256, size=(LM_STEPS * LM_BATCH, 17))
+    tokens = tokens.astype("int32")
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def embedding_lm(jit_compile=False, **optimizer):
+    """Token + position embeddings (gathered: IndexedSlices gradients), untied head, Adam."""
+    import keras
+
+    from keras_dp.models import TransformerLM
+
+    keras.utils.set_random_seed(3)
+    model = TransformerLM(vocab_size=256, seq_len=16, d_model=16, num_heads=2, num_layers=1,
+                          tie_embeddings=False)
+    model.compile(optimizer=keras.optimizers.Adam(5e-3, beta_2=0.99, **optimizer),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit_compile)
+    model.build((None, 16))
+    return model

@@ -69,6 +69,7 @@ def test_env_report_with_devices_as_json():
     assert report["strategy"]["auto"] == "default"
     assert report["cluster"]["source"] == "single"
     assert "metric_reduction" in report["keras_fix"] and "symbolic_build" in report["keras_fix"]
+    assert "jit_compile='auto' off (CPU only" in report["xla"] and "replica_xla" in report["xla"]
 
 
 def test_env_bad_input_exit_2():

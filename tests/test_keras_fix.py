@@ -188,9 +188,10 @@ def test_parts_are_checked_switchable_and_chosen_per_strategy(tf, two_replicas, 
     assert set(keras_fix.needed()) == set(keras_fix.PARTS)
     assert all(keras_fix.needed().values())  # Keras 3.10-3.15 have all six faults
     assert keras_fix.parts_for(tf.distribute.get_strategy()) == (
-        "exhausted_input", "sparse_gradients")
+        "exhausted_input", "sparse_gradients", "replica_xla")
     assert keras_fix.parts_for(two_replicas) == (
-        "gradient_clipping", "optimizer_variables", "exhausted_input", "sparse_gradients")
+        "gradient_clipping", "optimizer_variables", "exhausted_input", "sparse_gradients",
+        "replica_xla")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "gradient_clipping, exhausted_input")
     assert keras_fix.enabled_parts() == ("gradient_clipping", "exhausted_input")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "0")
@@ -212,26 +213,10 @@ def test_deduplicate_sums_the_slices_of_a_row(tf):
     assert keras_fix.deduplicate(dense) is dense
 
 
-def _embedding_lm(**optimizer):
-    """Token + position embeddings (gathered: IndexedSlices gradients), untied head, Adam."""
-    import keras
-
-    from keras_dp.models import TransformerLM
-
-    keras.utils.set_random_seed(3)
-    model = TransformerLM(vocab_size=256, seq_len=16, d_model=16, num_heads=2, num_layers=1,
-                          tie_embeddings=False)
-    model.compile(optimizer=keras.optimizers.Adam(5e-3, beta_2=0.99),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.build((None, 16))
-    return model
-
-
 def test_adam_on_embeddings_on_two_replicas_matches_one_device(tf, two_replicas, fix_parts):
-    tokens = np.random.default_rng(5).integers(0, 256, size=(3 * 8, 17)).astype("int32")
-    x, y = tokens[:, :-1], tokens[:, 1:]
+    x, y = _problem.lm_data()
     keras_fix.apply(["sparse_gradients"])   # as keras_dp does for every strategy
-    alone = _embedding_lm()
+    alone = _problem.embedding_lm()
     initial = alone.get_weights()
     alone.fit(x, y, batch_size=8, shuffle=False, verbose=0)
 
@@ -240,7 +225,7 @@ def test_adam_on_embeddings_on_two_replicas_matches_one_device(tf, two_replicas,
         if fix:
             keras_fix.apply(["sparse_gradients"])
         with two_replicas.scope():
-            model = _embedding_lm()
+            model = _problem.embedding_lm()
         model.set_weights(initial)
         model.fit(x, y, batch_size=8, shuffle=False, verbose=0)
         return model.get_weights()

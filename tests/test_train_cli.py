@@ -183,23 +183,33 @@ GPU2 = tuple(f"/job:localhost/replica:0/task:0/device:GPU:{i}" for i in range(2)
 WORKER_CPU = ("/job:worker/replica:0/task:1/device:CPU:0",)
 
 
-@pytest.mark.parametrize("requested, devices, replicas, expected", [
-    (None, ("/job:localhost/replica:0/task:0/device:CPU:0",), 1, True),
-    (None, CPU2, 2, False),
-    (None, WORKER_CPU, 2, False),          # 2 workers, one CPU each
-    (None, GPU2, 2, True),
-    (False, ("/job:localhost/replica:0/task:0/device:CPU:0",), 1, False),
-    (True, GPU2, 2, True),
+@pytest.mark.parametrize("requested, devices, replicas, part, expected", [
+    (None, ("/job:localhost/replica:0/task:0/device:CPU:0",), 1, False, True),
+    (None, CPU2, 2, True, True),             # keras_fix's replica_xla: per-replica XLA
+    (None, WORKER_CPU, 2, True, True),       # 2 workers, one CPU each
+    (True, CPU2, 2, True, True),
+    (None, CPU2, 2, False, False),           # the part switched off: TF cannot compile it
+    (None, WORKER_CPU, 2, False, False),
+    (None, GPU2, 2, False, True),
+    (False, ("/job:localhost/replica:0/task:0/device:CPU:0",), 1, True, False),
+    (False, CPU2, 2, True, False),
+    (True, GPU2, 2, False, True),
 ])
-def test_xla_is_decided_by_the_replicas_devices(requested, devices, replicas, expected):
+def test_xla_is_decided_by_the_replicas_devices(monkeypatch, requested, devices, replicas,
+                                                part, expected):
+    from keras_dp import keras_fix
     from keras_dp.train import _use_xla
 
+    monkeypatch.setattr(keras_fix, "is_applied", lambda name=None: part)
     assert _use_xla(requested, _Context(devices, replicas)) is expected
 
 
-def test_xla_asked_for_on_several_cpu_replicas_is_a_config_error():
+def test_xla_asked_for_on_several_cpu_replicas_without_the_part_is_a_config_error(
+        monkeypatch):
+    from keras_dp import keras_fix
     from keras_dp.errors import ConfigError
     from keras_dp.train import _use_xla
 
-    with pytest.raises(ConfigError, match=r"--no-xla.*Received: xla=True"):
+    monkeypatch.setattr(keras_fix, "is_applied", lambda name=None: False)
+    with pytest.raises(ConfigError, match=r"replica_xla.*--no-xla.*Received: xla=True"):
         _use_xla(True, _Context(CPU2, 2))

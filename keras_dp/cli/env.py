@@ -57,9 +57,10 @@ def collect(with_devices: bool = True) -> dict:
         report["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__,
                               "cuda": build.get("cuda_version"),
                               "cudnn": build.get("cudnn_version")}
-        from keras_dp import keras_fix
+        from keras_dp import keras_fix, replica_xla
 
         report["keras_fix"] = keras_fix.describe()
+        report["xla"] = replica_xla.describe(used, replica_xla.PART in keras_fix.enabled_parts())
         report["devices"] = {
             "cpu": len(tf.config.list_physical_devices("CPU")),
             "gpu": [g.name for g in gpus],
@@ -114,6 +115,8 @@ def format_report(report: dict) -> str:
         lines.append(f"Strategy (auto): {s['auto']}  ({s['reason']})")
     if "keras_fix" in report:
         lines.append(f"Keras fix      : {report['keras_fix']}")
+    if "xla" in report:
+        lines.append(f"XLA            : {report['xla']}")
     lines.append("")
     lines.append("TF_CONFIG      : " + json.dumps(cluster["tf_config"], separators=(",", ":")))
     return "\n".join(lines)

@@ -89,8 +89,8 @@ def register(subparsers) -> None:
     speed.add_argument("--mixed-precision", type=_mixed, default=None, metavar="POLICY",
                        help="mixed_bfloat16 (bf16) or mixed_float16 (fp16); default float32")
     speed.add_argument("--xla", action=argparse.BooleanOptionalAction, default=d.xla,
-                       help="compile train steps with XLA (jit_compile); default: on, except with "
-                            "several replicas on CPU, which TensorFlow cannot compile")
+                       help="compile train steps with XLA (jit_compile; with several replicas "
+                            "each replica's forward and backward pass); default: on")
     speed.add_argument("--steps-per-execution", type=int, default=d.steps_per_execution)
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default=d.output_dir,

@@ -1,0 +1,224 @@
+"""The Keras fix's part `replica_xla`: XLA for each replica's step under a strategy.
+
+Keras 3 (3.10-3.15, TensorFlow backend) compiles the whole distributed step
+with XLA when `jit_compile=True`: `_make_function` wraps
+`strategy.run(train_step)` and the reduction of its results in one
+`tf.function(jit_compile=True)`. With several replicas that function holds
+the gradient all-reduce, the optimizer update on mirrored variables and
+every replica's computation, which TensorFlow cannot compile on CPU:
+under MirroredStrategy over logical CPUs the compiled step reads a variable
+of another device ("Trying to access resource ... located in device CPU:1
+from device CPU:0"), and under MultiWorkerMirroredStrategy XLA has no CPU
+kernel for the collectives (`CollectiveGatherV2` of an embedding's sparse
+gradient). And `jit_compile="auto"` resolves to False under any
+tf.distribute strategy, so scaling out loses XLA.
+
+With this part, under a strategy with several replicas (or several
+workers) and `jit_compile=True`, Keras' stock `train_step` and `test_step`
+run with their forward pass, loss and backward pass in a
+`tf.function(jit_compile=True)` inside the replica function (compiled for
+the replica's own device), and the loss tracker, the gradient all-reduce,
+the optimizer update (with the other parts: clipping of the global
+gradient, summed sparse slices, accumulation) and the metrics outside it,
+as `keras_dp.train_step(..., jit_compile=True)` does. The outer step
+function is then traced without XLA. `predict` needs nothing: Keras
+already compiles `predict_step` inside the replica function. Models that
+override `train_step` or `test_step` keep Keras' own behaviour (a whole
+step with XLA, which TensorFlow can compile on GPUs at best).
+
+`jit_compile="auto"` under a keras_dp strategy means what it means without
+a strategy in Keras (on when an accelerator is visible and every layer
+supports XLA: where it is faster), instead of always off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+
+PART = "replica_xla"
+CONSEQUENCE = ("jit_compile=True fails with several CPU replicas or workers (Keras compiles "
+               "the all-reduce and the update into the step), and jit_compile='auto' is "
+               "off under every strategy")
+
+
+def _trainer():
+    from keras.src.backend.tensorflow import trainer
+
+    return trainer
+
+
+def needed(make_function_source: str, resolve_source: str) -> bool:
+    """Whether Keras' step and `"auto"` have the faults (read from their source).
+
+    Args:
+        make_function_source: Source of Keras' `TensorFlowTrainer._make_function`.
+        resolve_source: Source of Keras' `Trainer._resolve_auto_jit_compile`.
+    """
+    whole_step = ("distribute_strategy.run(step_function" in make_function_source
+                  and "jit_compile=self.jit_compile" in make_function_source)
+    return whole_step and "self._distribute_strategy" in resolve_source
+
+
+def splits(strategy) -> bool:
+    """Whether the step runs the all-reduce across devices or workers (so XLA goes inside)."""
+    if strategy is None or "TPU" in type(strategy).__name__:
+        return False   # TPUStrategy compiles its whole step itself
+    return strategy.num_replicas_in_sync > 1 or _trainer()._collective_all_reduce_multi_worker(
+        strategy)
+
+
+def _stock(model, step: str) -> bool:
+    return getattr(type(model), step) is getattr(_trainer().TensorFlowTrainer, step)
+
+
+def _applies(model, step: str) -> bool:
+    return (not model.run_eagerly and bool(model.jit_compile) and _stock(model, step)
+            and splits(model._distribute_strategy))
+
+
+@contextlib.contextmanager
+def _outer_without_xla(model):
+    """Keras traces the step function with `jit_compile=self.jit_compile`: False meanwhile."""
+    saved = model._jit_compile
+    model._jit_compile = False
+    try:
+        yield
+    finally:
+        model._jit_compile = saved
+
+
+def _batch_size(x):
+    import tensorflow as tf
+    from keras.src import tree
+
+    return tf.shape(next(i for i in tree.flatten(x) if i is not None))[0]
+
+
+def _forward_backward(model, x, y, sample_weight):
+    """Forward pass, loss and its gradients: the part of Keras' train_step XLA compiles."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                   training=True)
+        scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
+    weights = model.trainable_weights
+    grads = tape.gradient(scaled, weights) if weights else None
+    return y_pred, loss, grads
+
+
+def _forward(model, x, y, sample_weight):
+    """Forward pass and loss: the part of Keras' test_step XLA compiles."""
+    y_pred = model(x, training=False) if model._call_has_training_arg else model(x)
+    loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                               training=False)
+    return y_pred, loss
+
+
+def _track_loss(model, x, loss):
+    from keras.src.losses import loss as loss_module
+
+    model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
+                                     sample_weight=_batch_size(x))
+
+
+def _train_step(model, compiled, data):
+    """Keras' train_step (3.10-3.15) with `compiled` doing the forward and backward pass."""
+    from keras.src.trainers.data_adapters import data_adapter_utils
+
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    y_pred, loss, grads = compiled(x, y, sample_weight)
+    _track_loss(model, x, loss)
+    if grads is not None:
+        model.optimizer.apply_gradients(zip(grads, model.trainable_weights))
+    else:
+        warnings.warn("The model does not have any trainable weights.")
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _test_step(model, compiled, data):
+    """Keras' test_step (3.10-3.15) with `compiled` doing the forward pass and loss."""
+    from keras.src.trainers.data_adapters import data_adapter_utils
+
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    y_pred, loss = compiled(x, y, sample_weight)
+    _track_loss(model, x, loss)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def compiled_part(model, kind: str):
+    """The `tf.function(jit_compile=True)` one replica runs for `kind` ("train" or "test")."""
+    import tensorflow as tf
+
+    if kind == "train":
+        def replica_forward_backward(x, y, sample_weight):
+            return _forward_backward(model, x, y, sample_weight)
+        body = replica_forward_backward
+    else:
+        def replica_forward(x, y, sample_weight):
+            return _forward(model, x, y, sample_weight)
+        body = replica_forward
+    function = tf.function(body, jit_compile=True, reduce_retracing=True)
+    if not hasattr(model, "_keras_dp_replica_xla"):
+        model._keras_dp_replica_xla = {}
+    model._keras_dp_replica_xla[kind] = function   # for inspection (tests)
+    return function
+
+
+def install(replace) -> None:
+    """Installs the part; `replace(owner, name, function)` records what it replaces."""
+    trainer = _trainer()
+    owner = trainer.TensorFlowTrainer
+    original_auto = owner._resolve_auto_jit_compile
+
+    def maker(kind, replica_step):
+        """Keras' `make_<kind>_function`, with `replica_step` around the compiled part."""
+        original = getattr(owner, f"make_{kind}_function")
+        attribute = f"{kind}_function"
+
+        def make_function(self, force=False):
+            if getattr(self, attribute) is not None and not force:
+                return getattr(self, attribute)
+            if not _applies(self, f"{kind}_step"):
+                return original(self, force=force)
+            step = functools.partial(replica_step, self, compiled_part(self, kind))
+            with _outer_without_xla(self):
+                setattr(self, attribute, self._make_function(step))
+            return getattr(self, attribute)
+
+        return make_function
+
+    def _resolve_auto_jit_compile(self):
+        import tensorflow as tf
+
+        strategy = self._distribute_strategy
+        if strategy is None or "TPU" in type(strategy).__name__ \
+                or not _stock(self, "train_step") or not _stock(self, "test_step"):
+            return original_auto(self)
+        if not any(d.device_type != "CPU" for d in tf.config.list_physical_devices()):
+            return False   # Keras' rule: no XLA by default on CPU-only machines
+        return bool(trainer.base_trainer.model_supports_jit(self))
+
+    replace(owner, "make_train_function", maker("train", _train_step))
+    replace(owner, "make_test_function", maker("test", _test_step))
+    replace(owner, "_resolve_auto_jit_compile", _resolve_auto_jit_compile)
+
+
+def describe(num_gpus: int, enabled: bool) -> str:
+    """What XLA does under keras_dp here (`keras-dp env`).
+
+    Args:
+        num_gpus: GPUs this process sees.
+        enabled: Whether `KERAS_DP_KERAS_FIX` allows the part.
+    """
+    if not enabled:
+        return ("Keras' own: jit_compile='auto' off under strategies; jit_compile=True "
+                f"compiles the whole step (part {PART} switched off); keras-dp train: off "
+                "with several CPU replicas")
+    auto = "on (GPUs visible)" if num_gpus else "off (CPU only, as Keras decides)"
+    return (f"jit_compile='auto' {auto}; jit_compile=True with several replicas or workers "
+            "compiles each replica's forward and backward pass, all-reduce and update "
+            f"outside XLA (part {PART}); keras-dp train: on")
