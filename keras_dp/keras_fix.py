@@ -59,6 +59,13 @@ Silent errors:
    gradient are summed (`tf.unique` + `unsorted_segment_sum`) before the
    optimizer's update, as TF's Keras 2 optimizers did.
 
+6. `gradient_accumulation` (several replicas; `accumulation.py`): Keras'
+   `gradient_accumulation_steps` fails under tf.distribute (keras#16633); it
+   now trains like one device with k times the batch, one all-reduce per update.
+7. `tensorboard_check` (every strategy; `tensorboard_check.py`):
+   `keras.callbacks.TensorBoard` without the tensorboard package fails at its
+   construction with the fix, not after the first epoch.
+
 `KERAS_DP_KERAS_FIX`: unset or `1` allows every part, `0` none, or a
 comma-separated list of part names allows those (the tests use this to show
 that each part is needed).
@@ -81,9 +88,9 @@ DISABLE_VARIABLE = "KERAS_DP_KERAS_FIX"
 #: Parts for multi-worker strategies only.
 MULTI_WORKER_PARTS = ("symbolic_build", "metric_reduction")
 #: Parts for every strategy with more than one replica.
-MULTI_REPLICA_PARTS = ("gradient_clipping",)
+MULTI_REPLICA_PARTS = ("gradient_clipping", "gradient_accumulation")
 #: Parts for every strategy keras_dp creates.
-ANY_STRATEGY_PARTS = ("exhausted_input", "sparse_gradients")
+ANY_STRATEGY_PARTS = ("exhausted_input", "sparse_gradients", "tensorboard_check")
 PARTS = MULTI_WORKER_PARTS + MULTI_REPLICA_PARTS + ANY_STRATEGY_PARTS
 
 _CONSEQUENCE = {
@@ -95,6 +102,10 @@ _CONSEQUENCE = {
                        "one empty batch, and fit adds an optimizer step per epoch",
     "sparse_gradients": "Adam-like optimizers square an embedding gradient's duplicate slices "
                         "one by one (N replicas differ from one device)",
+    "gradient_accumulation": "gradient_accumulation_steps fails on several replicas "
+                             "(merge_call called while defining a new graph)",
+    "tensorboard_check": "keras.callbacks.TensorBoard without tensorboard fails after the "
+                         "first epoch (TBNotInstalledError)",
 }
 
 _MISSING = object()   # the owner class did not define the replaced attribute itself
@@ -137,6 +148,8 @@ def needed() -> Dict[str, bool]:
     Returns:
         `{part name: bool}` for every name in `PARTS`.
     """
+    from keras_dp import accumulation, tensorboard_check
+
     trainer = _trainer_module()
     tf_optimizer, base_optimizer = _optimizer_classes()
     build_src = _source(_original("symbolic_build", trainer.TensorFlowTrainer,
@@ -157,6 +170,10 @@ def needed() -> Dict[str, bool]:
         # The update step gets the gradient's slices as they are.
         "sparse_gradients": "self.update_step(grad, var, learning_rate)" in _source(
             _original("sparse_gradients", tf_optimizer, "_distributed_tf_update_step")),
+        "gradient_accumulation": accumulation.needed(
+            lambda owner, name: _original("gradient_accumulation", owner, name)),
+        "tensorboard_check": tensorboard_check.needed(
+            lambda owner, name: _original("tensorboard_check", owner, name)),
     }
 
 
@@ -420,4 +437,12 @@ _INSTALL = {
     "gradient_clipping": _install_gradient_clipping,
     "exhausted_input": _install_exhausted_input,
     "sparse_gradients": _install_sparse_gradients,
+    "gradient_accumulation": lambda: _part_module("accumulation").install(_replace),
+    "tensorboard_check": lambda: _part_module("tensorboard_check").install(_replace),
 }
+
+
+def _part_module(name: str):
+    import importlib
+
+    return importlib.import_module(f"keras_dp.{name}")

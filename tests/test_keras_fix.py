@@ -145,11 +145,12 @@ def test_with_the_fix_a_first_xla_step_still_builds_the_optimizer(tf, fix_parts)
 
 def test_parts_are_checked_switchable_and_chosen_per_strategy(tf, two_replicas, monkeypatch):
     assert set(keras_fix.needed()) == set(keras_fix.PARTS)
-    assert all(keras_fix.needed().values())  # Keras 3.10-3.15 have all five faults
+    assert all(keras_fix.needed().values())  # Keras 3.10-3.15 have all the faults
     assert keras_fix.parts_for(tf.distribute.get_strategy()) == (
-        "exhausted_input", "sparse_gradients")
+        "exhausted_input", "sparse_gradients", "tensorboard_check")
     assert keras_fix.parts_for(two_replicas) == (
-        "gradient_clipping", "exhausted_input", "sparse_gradients")
+        "gradient_clipping", "gradient_accumulation", "exhausted_input", "sparse_gradients",
+        "tensorboard_check")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "gradient_clipping, exhausted_input")
     assert keras_fix.enabled_parts() == ("gradient_clipping", "exhausted_input")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "0")
