@@ -67,14 +67,15 @@ def test_accumulating_micro_batches_is_not_training_on_them(tf, full_batch):
     assert max_diff(micro, full_batch[1]) > 1e-2
 
 
-def test_one_all_reduce_per_optimizer_update(tf, monkeypatch):
+@pytest.mark.parametrize("clipping", [None, {"global_clipnorm": 0.3}])
+def test_one_all_reduce_per_optimizer_update(tf, monkeypatch, clipping):
     strategy = _strategy("mirrored")
     counter = _accumulation.count_all_reduces(strategy, monkeypatch)
-    _accumulation.train(strategy, accumulate=None)   # plain: one all-reduce per step
+    _accumulation.train(strategy, accumulate=None, clipping=clipping)   # one per step
     plain = int(counter.numpy())
     assert plain == _accumulation.MICRO_STEPS // _accumulation.ACCUMULATE
     counter.assign(0)
-    _accumulation.train(strategy)
+    _accumulation.train(strategy, clipping=clipping)
     updates = _accumulation.MICRO_STEPS // _accumulation.ACCUMULATE
     print(f"{_accumulation.MICRO_STEPS} micro-batches, {updates} updates: "
           f"{int(counter.numpy())} all-reduces")

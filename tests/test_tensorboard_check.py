@@ -44,7 +44,7 @@ def test_keras_dp_callback_fails_when_created_on_any_strategy(tf, fix_parts, no_
         keras_dp.callbacks.TensorBoard(str(tmp_path))
 
 
-def test_without_the_part_keras_fails_after_training_an_epoch(tf, fix_parts, no_tensorboard,
+def test_without_the_part_keras_fails_inside_fit(tf, fix_parts, no_tensorboard,
                                                               tmp_path):
     import keras
 
@@ -56,7 +56,7 @@ def test_without_the_part_keras_fails_after_training_an_epoch(tf, fix_parts, no_
         model.fit(x, y, batch_size=_problem.GLOBAL_BATCH, epochs=1, verbose=0,
                   callbacks=[callback])
     assert type(failure.value).__name__ == "TBNotInstalledError"
-    assert model.optimizer.iterations.numpy() == 2   # the epoch's work was done
+    assert model.optimizer.iterations.numpy() >= 1   # after training had begun
 
 
 def test_with_tensorboard_the_callbacks_are_created_and_write(tf, fix_parts, tmp_path):
