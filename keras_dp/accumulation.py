@@ -68,8 +68,10 @@ def needed(original: Callable) -> bool:
         original: `original(owner, name)` returns Keras' own method (the
             saved one once the part is installed).
     """
-    try:
-        source = inspect.getsource(original(_optimizer_class(), "_backend_apply_gradients"))
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    try:   # Keras' own method is BaseOptimizer's (the part replaces it on TFOptimizer)
+        source = inspect.getsource(original(BaseOptimizer, "_backend_apply_gradients"))
     except (AttributeError, OSError, TypeError):
         return False
     return ("ops.cond(" in source and "_update_step_fn(grads, trainable_variables)" in source
