@@ -22,6 +22,10 @@ def _readme():
 # have run, the upper bounds the next releases we have not.
 TENSORFLOW = "tensorflow>=2.20,<2.22"
 TENSORFLOW_CPU = "tensorflow-cpu>=2.20,<2.22"
+# tf.summary (keras.callbacks.TensorBoard) needs it, and TensorFlow 2.21 no
+# longer installs it (tensorflow/tensorflow#110709): every TensorFlow extra
+# brings it, as `pip install tensorflow` did up to 2.20.
+TENSORBOARD = "tensorboard>=2.20"
 
 setup(
     name="keras-dp",
@@ -47,9 +51,11 @@ setup(
         "rich>=13.0",
     ],
     extras_require={
-        "cpu": [TENSORFLOW_CPU],
-        "gpu": ["tensorflow[and-cuda]>=2.20,<2.22"],
-        "tf": [TENSORFLOW],
+        "cpu": [TENSORFLOW_CPU, TENSORBOARD],
+        "gpu": ["tensorflow[and-cuda]>=2.20,<2.22", TENSORBOARD],
+        "tf": [TENSORFLOW, TENSORBOARD],
+        # for a TensorFlow installed otherwise (a container's, a cluster's module)
+        "tensorboard": [TENSORBOARD],
         "mpi": ["mpi4py>=3.1"],
         # examples/ray: keras_dp inside Ray Train's TensorflowTrainer (tested with 2.60.0)
         "ray": ["ray[train]>=2.40"],
@@ -57,7 +63,7 @@ setup(
         # keras-dp bench's PNG plots (the benchmarks run without it)
         "bench": ["matplotlib>=3.8"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.3", "nbclient>=0.10", "nbformat>=5.9",
-                 "ipykernel>=6.0", "matplotlib>=3.8", "tensorboard>=2.20",
+                 "ipykernel>=6.0", "matplotlib>=3.8", TENSORBOARD,
                  # tests/test_recipes.py reads the Kubernetes manifests
                  "pyyaml>=6.0",
                  # the mpirun test's address exchange (binary wheels; the MPI

@@ -68,6 +68,12 @@ Silent errors:
    the step is traced and fails (keras-team/keras#23085); the slots are created
    in `tf.init_scope()` as the upstream fix does. See
    `keras_dp/optimizer_variables.py`.
+9. `gradient_accumulation` (several replicas; `accumulation.py`): Keras'
+   `gradient_accumulation_steps` fails under tf.distribute (keras#16633); it
+   now trains like one device with k times the batch, one all-reduce per update.
+10. `tensorboard_check` (every strategy; `tensorboard_check.py`):
+   `keras.callbacks.TensorBoard` without the tensorboard package fails at its
+   construction with the fix, not after the first epoch.
 
 `KERAS_DP_KERAS_FIX`: unset or `1` allows every part, `0` none, or a
 comma-separated list of part names allows those (the tests use this to show
@@ -92,9 +98,9 @@ DISABLE_VARIABLE = "KERAS_DP_KERAS_FIX"
 #: Parts for multi-worker strategies only.
 MULTI_WORKER_PARTS = ("symbolic_build", "metric_reduction", "stock_callbacks", "chief_saving")
 #: Parts for every strategy with more than one replica.
-MULTI_REPLICA_PARTS = ("gradient_clipping", "optimizer_variables")
+MULTI_REPLICA_PARTS = ("gradient_clipping", "optimizer_variables", "gradient_accumulation")
 #: Parts for every strategy keras_dp creates.
-ANY_STRATEGY_PARTS = ("exhausted_input", "sparse_gradients", "replica_xla")
+ANY_STRATEGY_PARTS = ("exhausted_input", "sparse_gradients", "replica_xla", "tensorboard_check")
 #: Parts applied when TensorFlow is imported (see `keras_dp.early`).
 IMPORT_PARTS = ("early_collectives",)
 PARTS = MULTI_WORKER_PARTS + MULTI_REPLICA_PARTS + ANY_STRATEGY_PARTS + IMPORT_PARTS
@@ -117,6 +123,10 @@ _CONSEQUENCE = {
                        "writes the same files (BackupAndRestore: BlockingIOError)",
     "chief_saving": "model.save/save_weights/export on every worker write the same path",
     "replica_xla": replica_xla.CONSEQUENCE,
+    "gradient_accumulation": "gradient_accumulation_steps fails on several replicas "
+                             "(merge_call called while defining a new graph)",
+    "tensorboard_check": "keras.callbacks.TensorBoard without tensorboard fails after the "
+                         "first epoch (TBNotInstalledError)",
 }
 
 _MISSING = object()   # the owner class did not define the replaced attribute itself
@@ -166,8 +176,7 @@ def needed() -> Dict[str, bool]:
     Returns:
         `{part name: bool}` for every name in `PARTS`.
     """
-    from keras_dp import early
-    from keras_dp import optimizer_variables
+    from keras_dp import accumulation, early, optimizer_variables, tensorboard_check
 
     trainer = _trainer_module()
     tf_optimizer, base_optimizer = _optimizer_classes()
@@ -199,6 +208,10 @@ def needed() -> Dict[str, bool]:
         # The whole multi-replica step in one XLA function; "auto" off under strategies.
         "replica_xla": replica_xla.needed(
             make_src, _source(trainer.base_trainer.Trainer._resolve_auto_jit_compile)),
+        "gradient_accumulation": accumulation.needed(
+            lambda owner, name: _original("gradient_accumulation", owner, name)),
+        "tensorboard_check": tensorboard_check.needed(
+            lambda owner, name: _original("tensorboard_check", owner, name)),
     }
 
 
@@ -479,4 +492,7 @@ _INSTALL = {
     "optimizer_variables": _install_optimizer_variables,
     "replica_xla": lambda: replica_xla.install(
         lambda owner, name, function: _replace("replica_xla", owner, name, function)),
+    "gradient_accumulation": lambda: _module("accumulation").install(_replace),
+    "tensorboard_check": lambda: _module("tensorboard_check").install(_replace),
 }
+

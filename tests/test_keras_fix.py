@@ -186,12 +186,12 @@ def test_optimizer_built_in_a_custom_loop_on_two_replicas(tf, two_replicas, fix_
 
 def test_parts_are_checked_switchable_and_chosen_per_strategy(tf, two_replicas, monkeypatch):
     assert set(keras_fix.needed()) == set(keras_fix.PARTS)
-    assert all(keras_fix.needed().values())  # Keras 3.10-3.15 have all six faults
+    assert all(keras_fix.needed().values())  # Keras 3.10-3.15 have all the faults
     assert keras_fix.parts_for(tf.distribute.get_strategy()) == (
-        "exhausted_input", "sparse_gradients", "replica_xla")
+        "exhausted_input", "sparse_gradients", "replica_xla", "tensorboard_check")
     assert keras_fix.parts_for(two_replicas) == (
-        "gradient_clipping", "optimizer_variables", "exhausted_input", "sparse_gradients",
-        "replica_xla")
+        "gradient_clipping", "optimizer_variables", "gradient_accumulation", "exhausted_input",
+        "sparse_gradients", "replica_xla", "tensorboard_check")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "gradient_clipping, exhausted_input")
     assert keras_fix.enabled_parts() == ("gradient_clipping", "exhausted_input")
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "0")

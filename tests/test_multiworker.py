@@ -66,3 +66,25 @@ def test_keras_fix_is_needed(tmp_path, setting, error):
     for result in results:
         assert result.returncode != 0
         assert error in result.output, result.output[-3000:]
+
+
+def test_two_workers_accumulate_gradients_as_one_device_with_the_full_batch(tf, tmp_path):
+    """Keras' gradient_accumulation_steps=2 on 2 workers x global batch 16 == 1 device x 32,
+    with one all-reduce per update (keras_fix part gradient_accumulation)."""
+    import _accumulation
+
+    results = run_workers("accumulation_worker.py", 2, [str(tmp_path)], timeout=240)
+    for result in results:
+        result.check()
+    workers = [list(np.load(tmp_path / f"accumulated_{w}.npz").values()) for w in (0, 1)]
+    for a, b in zip(*workers):
+        np.testing.assert_array_equal(a, b)
+    _, alone = _accumulation.train(tf.distribute.get_strategy(), accumulate=None)
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(workers[0], alone))
+    print(f"2 workers x 16 x 2 accumulated vs 1 device x 32: max abs diff {diff:.2e}")
+    assert diff <= 1e-5, diff
+    updates = _accumulation.MICRO_STEPS // _accumulation.ACCUMULATE
+    for w in (0, 1):
+        counts = json.loads((tmp_path / f"accumulated_{w}.json").read_text())
+        assert counts == {"all_reduces": updates, "iterations": updates,
+                          "micro_batches": _accumulation.MICRO_STEPS}, counts

@@ -173,6 +173,12 @@ class TensorBoard(keras.callbacks.TensorBoard):
 
     _worker_dir: Optional[str] = None
 
+    def __init__(self, *args, **kwargs):
+        from keras_dp.tensorboard_check import require_tensorboard
+
+        require_tensorboard("keras_dp.callbacks.TensorBoard")   # here, not after an epoch
+        super().__init__(*args, **kwargs)
+
     def set_model(self, model):
         try:
             import tensorboard  # noqa: F401 - tf.summary needs it to write anything
