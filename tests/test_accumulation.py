@@ -12,7 +12,8 @@ import _problem
 import keras_dp
 from keras_dp import keras_fix
 from keras_dp.cluster import resolve_cluster
-from test_keras_fix import _embedding_lm, fix_parts, max_diff  # noqa: F401 - fixture
+from _problem import embedding_lm as _embedding_lm
+from test_keras_fix import fix_parts, max_diff  # noqa: F401 - fixture
 
 SINGLE = resolve_cluster({})
 
