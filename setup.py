@@ -23,7 +23,7 @@ def _readme():
 TENSORFLOW = "tensorflow>=2.20,<2.22"
 TENSORFLOW_CPU = "tensorflow-cpu>=2.20,<2.22"
 # tf.summary (keras.callbacks.TensorBoard) needs it, and TensorFlow 2.21 no
-# longer installs it: every TensorFlow extra
+# longer installs it (tensorflow/tensorflow#110709): every TensorFlow extra
 # brings it, as `pip install tensorflow` did up to 2.20.
 TENSORBOARD = "tensorboard>=2.20"
 
