@@ -41,13 +41,13 @@ TEMP_MARK = ".keras_dp-tmp-"
 def _store():
     # The small filesystem helpers of the backups (imported late: keras_dp.callbacks
     # imports this module).
-    from keras_dp.callbacks import _backup_store
+    from keras_dp.callbacks import _storage
 
-    return _backup_store
+    return _storage
 
 
 def _is_local(path: str) -> bool:
-    return _store()._is_local(str(path))
+    return _store().is_local(str(path))
 
 
 def position(model=None) -> Tuple[int, int, bool]:
@@ -149,7 +149,7 @@ def _replace(temp: str, path: str, *, directory: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(temp, path)
-    _store()._fsync_dir(os.path.dirname(path) or ".")
+    _store().fsync_dir(os.path.dirname(path) or ".")
 
 
 def _remove(temp: str) -> None:
