@@ -423,7 +423,16 @@ def _save(model, config: TrainConfig, context, state: Dict[str, Any],
     from keras_dp.callbacks._storage import free_space, is_storage_error, write_atomically
     from keras_dp.data.tokenizer import TOKENIZER_FILE
 
-    target = config.output_dir if context.is_chief else tempfile.mkdtemp(prefix="keras_dp_")
+    if not context.is_chief:
+        # The save still runs here (it may need every worker); keras_dp's
+        # chief_saving part (or this private directory) keeps it off the paths.
+        target = tempfile.mkdtemp(prefix="keras_dp_")
+        try:
+            model.save(os.path.join(target, MODEL_FILE))
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
+        return None
+    target = config.output_dir
     try:
         os.makedirs(target, exist_ok=True)
         write_atomically(os.path.join(target, MODEL_FILE), model.save, suffix=".keras")
@@ -439,10 +448,7 @@ def _save(model, config: TrainConfig, context, state: Dict[str, Any],
         raise ConfigError(f"could not save the trained model in {target} ({exc}; "
                           f"{free_space(target)})", variable="output_dir", received=target,
                           fix=kept) from None
-    finally:
-        if not context.is_chief:
-            shutil.rmtree(target, ignore_errors=True)
-    return target if context.is_chief else None
+    return target
 
 
 def _write_json(path: str, value: Any) -> None:

@@ -17,6 +17,7 @@ multi-worker strategy.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -173,6 +174,7 @@ class TensorBoard(keras.callbacks.TensorBoard):
 
     _worker_dir: Optional[str] = None
 
+    @functools.wraps(keras.callbacks.TensorBoard.__init__)   # the same signature
     def __init__(self, *args, **kwargs):
         from keras_dp.tensorboard_check import require_tensorboard
 
