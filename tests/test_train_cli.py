@@ -154,7 +154,8 @@ def test_a_backup_of_other_settings_is_refused(tmp_path):
     BackupStore(directory, is_chief=True).save(5, lambda prefix: open(prefix + ".index",
                                                                       "w").close(), meta)
     assert _backup_point(config, directory, data, 9) == {
-        "step": 7, "first_step": 2, "every": 3, "history": {"loss": [1.0]}}
+        "step": 7, "first_step": 2, "every": 3, "history": {"loss": [1.0]},
+        "num_workers": None}   # a backup that does not say how many workers wrote it
     assert _backup_point(config, directory, data, 7)["step"] == 7  # only validate and save
     with pytest.raises(ConfigError, match=r"already trained 7 steps.*Received: steps=6"):
         _backup_point(config, directory, data, 6)
