@@ -314,4 +314,7 @@ def test_two_workers_without_the_parts_write_the_same_files(tmp_path):
         if json.loads((tmp_path / "record_0.json").read_text())["tensorboard"]:
             assert len(event_file_pids(tmp_path / "shared" / "tb")) == 2
     else:
-        assert "unable to lock file" in output or "No such file" in output, output[-4000:]
+        # Stock Keras' two writers collide: h5py's lock, a file the other removed, or
+        # both creating backup_dir at once (a race: any of the three).
+        assert any(symptom in output for symptom in (
+            "unable to lock file", "No such file", "File exists")), output[-4000:]
