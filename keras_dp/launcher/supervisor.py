@@ -360,7 +360,9 @@ class Launcher:
             if status.index == first.index:
                 continue
             how = describe_exit(status.returncode)
-            if status.killed_by_launcher:
+            if status.stopped is not None:
+                how += f", after it had been stopped (SIGSTOP) for {status.stopped:g} s"
+            elif status.killed_by_launcher:
                 how += ", stopped by the launcher"
             lines.append(f"worker {status.index} ({status.address}): {how}")
         lines.append(f"exit code {code}")
