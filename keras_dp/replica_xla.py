@@ -21,9 +21,12 @@ the replica's own device), and the loss tracker, the gradient all-reduce,
 the optimizer update (with the other parts: clipping of the global
 gradient, summed sparse slices, accumulation) and the metrics outside it,
 as `keras_dp.train_step(..., jit_compile=True)` does. The outer step
-function is then traced without XLA. `predict` needs nothing: Keras
-already compiles `predict_step` inside the replica function. Models that
-override `train_step` or `test_step` keep Keras' own behaviour (a whole
+function is then traced without XLA. `predict_step` runs the same way: Keras
+already compiles it inside the replica function, but with TensorFlow 2.20 and
+Keras 3.10 that compiled step reads the replica-1 variables from CPU:0 ("Trying
+to access resource ... replica_1 ... from device CPU:0"), whereas the forward
+pass in a function of its own runs on every version. Models that override
+`train_step`, `test_step` or `predict_step` keep Keras' own behaviour (a whole
 step with XLA, which TensorFlow can compile on GPUs at best).
 
 `jit_compile="auto"` under a keras_dp strategy means what it means without
@@ -149,14 +152,27 @@ def _test_step(model, compiled, data):
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
+def _predict_step(model, compiled, data):
+    """Keras' predict_step (3.10-3.15) with `compiled` doing the forward pass."""
+    from keras.src.trainers.data_adapters import data_adapter_utils
+
+    x, _, _ = data_adapter_utils.unpack_x_y_sample_weight(data)
+    return compiled(x)
+
+
 def compiled_part(model, kind: str):
-    """The `tf.function(jit_compile=True)` one replica runs for `kind` ("train" or "test")."""
+    """The `tf.function(jit_compile=True)` one replica runs for `kind` ("train", "test"
+    or "predict")."""
     import tensorflow as tf
 
     if kind == "train":
         def replica_forward_backward(x, y, sample_weight):
             return _forward_backward(model, x, y, sample_weight)
         body = replica_forward_backward
+    elif kind == "predict":
+        def replica_predict(x):
+            return model(x, training=False) if model._call_has_training_arg else model(x)
+        body = replica_predict
     else:
         def replica_forward(x, y, sample_weight):
             return _forward(model, x, y, sample_weight)
@@ -202,8 +218,31 @@ def install(replace) -> None:
             return False   # Keras' rule: no XLA by default on CPU-only machines
         return bool(trainer.base_trainer.model_supports_jit(self))
 
+    original_predict = owner.make_predict_function
+
+    def make_predict_function(self, force=False):
+        """Keras' own, with the model's `predict_step` the replica's compiled forward pass.
+
+        Keras' predict function calls `self.predict_step` in each replica when it
+        is traced, so the instance attribute stands in for the class's method
+        (which `_stock` still sees) for as long as this predict function is used.
+        """
+        if self.predict_function is not None and not force:
+            return self.predict_function
+        if getattr(vars(self).get("predict_step"), "_keras_dp_replica_xla", False):
+            del self.predict_step
+        if not _applies(self, "predict_step"):
+            return original_predict(self, force=force)
+        step = functools.partial(_predict_step, self, compiled_part(self, "predict"))
+        step._keras_dp_replica_xla = True
+        self.predict_step = step
+        with _outer_without_xla(self):
+            original_predict(self, force=force)
+        return self.predict_function
+
     replace(owner, "make_train_function", maker("train", _train_step))
     replace(owner, "make_test_function", maker("test", _test_step))
+    replace(owner, "make_predict_function", make_predict_function)
     replace(owner, "_resolve_auto_jit_compile", _resolve_auto_jit_compile)
 
 

@@ -9,6 +9,8 @@ number of logical CPUs, a multi-worker strategy) run in subprocesses; see
 Markers:
   multiprocess: starts several TensorFlow processes (slower; `-m multiprocess`
       selects them, `-m "not multiprocess"` skips them). CI runs them all.
+  bench, soak: the benchmarks' smoke runs and the soak's trials (harness
+      end to end; CI's oldest-versions stage skips them, see .ci/run).
 """
 
 import os
@@ -29,6 +31,8 @@ NUM_LOGICAL_CPUS = 4
 def pytest_configure(config):
     config.addinivalue_line("markers", "multiprocess: starts several TensorFlow processes")
     config.addinivalue_line("markers", "slow: takes more than ~30 s on a 2-core machine")
+    config.addinivalue_line("markers", "bench: runs a benchmark end to end (smoke)")
+    config.addinivalue_line("markers", "soak: runs fault-injection trials of the soak")
 
 
 @pytest.fixture(scope="session")

@@ -126,6 +126,7 @@ def test_unknown_benchmark_is_a_usage_error(capsys):
 # -- smoke runs: every benchmark in its smallest configuration ---------------------
 
 @pytest.mark.multiprocess
+@pytest.mark.bench
 def test_overhead_smoke(tmp_path):
     result = bench("overhead", "--smoke", "--out", str(tmp_path), "--no-plot")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -148,6 +149,7 @@ def test_overhead_smoke(tmp_path):
 
 
 @pytest.mark.multiprocess
+@pytest.mark.bench
 def test_scaling_smoke(tmp_path):
     result = bench("scaling", "--smoke", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -177,6 +179,7 @@ def test_scaling_smoke(tmp_path):
 
 
 @pytest.mark.multiprocess
+@pytest.mark.bench
 def test_data_smoke_each_pipeline_reads_its_share(tmp_path):
     result = bench("data", "--smoke", "--out", str(tmp_path), "--no-plot")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -204,6 +207,7 @@ def test_data_smoke_each_pipeline_reads_its_share(tmp_path):
 
 
 @pytest.mark.multiprocess
+@pytest.mark.bench
 def test_startup_smoke(tmp_path):
     result = bench("startup", "--smoke", "--out", str(tmp_path), "--no-plot")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -219,6 +223,7 @@ def test_startup_smoke(tmp_path):
 
 
 @pytest.mark.multiprocess
+@pytest.mark.bench
 def test_convergence_smoke_two_workers_match_one(tmp_path):
     result = bench("convergence", "--smoke", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -236,6 +241,7 @@ def test_convergence_smoke_two_workers_match_one(tmp_path):
 
 
 @pytest.mark.multiprocess
+@pytest.mark.bench
 def test_gpu_script_runs_its_cpu_fallback(tmp_path):
     env = base_env({"PYTHON": sys.executable, "PATH": os.environ["PATH"]})
     result = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), "--smoke",

@@ -307,9 +307,13 @@ def test_two_workers_without_the_parts_write_the_same_files(tmp_path):
     duplicated = written_by(tmp_path, 1)
     print(f"without the parts: exit codes {[r.returncode for r in results]}, "
           f"lock error: {'unable to lock file' in output}, non-chief wrote {sorted(duplicated)}")
-    assert ("h5py", "backup/latest.weights.h5") in duplicated
-    assert ("open", "ckpt/ckpt-1.keras") in duplicated
+    # The non-chief wrote into the user's files (how far it got depends on which
+    # collision below ends the run first).
+    assert duplicated & {("open", "log.csv"), ("h5py", "backup/latest.weights.h5"),
+                         ("open", "ckpt/ckpt-1.keras")}, duplicated
     if all(r.returncode == 0 for r in results):
+        assert ("h5py", "backup/latest.weights.h5") in duplicated
+        assert ("open", "ckpt/ckpt-1.keras") in duplicated
         assert ("open", "final.keras") in duplicated
         if json.loads((tmp_path / "record_0.json").read_text())["tensorboard"]:
             assert len(event_file_pids(tmp_path / "shared" / "tb")) == 2

@@ -17,7 +17,7 @@ from _multiproc import ROOT
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import soak  # noqa: E402
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.soak]
 
 
 @pytest.fixture(scope="module")

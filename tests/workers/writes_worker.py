@@ -127,8 +127,12 @@ except RuntimeError as exc:
 model.set_weights(_problem.initial_weights())   # the restore must bring epoch 2's weights back
 second = Record()
 stop = keras.callbacks.EarlyStopping(monitor="loss", patience=1, min_delta=10.0)
+# A new CSVLogger: Keras 3.10's, used for a second fit, keeps writing through the first
+# fit's file object after reopening the file (Keras 3.15 resets it in on_train_begin).
+again = [keras.callbacks.CSVLogger(os.path.join(shared, "log.csv")) if
+         isinstance(c, keras.callbacks.CSVLogger) else c for c in common]
 history = model.fit(data, epochs=6, steps_per_epoch=_problem.STEPS, verbose=0,
-                    callbacks=common + [stop, second])
+                    callbacks=again + [stop, second])
 
 final = os.path.join(shared, "final.keras")
 model.save(final)

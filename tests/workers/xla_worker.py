@@ -40,6 +40,7 @@ with keras_dp.scope() as ctx:
                 steps_per_epoch=_problem.STEPS, verbose=0, shuffle=False)
     save("clipped", clipped)
     lm = _problem.embedding_lm(jit_compile=True)
+    save("adam_embedding_initial", lm)   # the reference starts from these
     lm.fit(_problem.distributed_dataset(ctx.strategy, steps=_problem.LM_STEPS,
                                         global_batch=_problem.LM_BATCH,
                                         arrays=_problem.lm_data()),
