@@ -6,7 +6,7 @@ replicas. Tests that need their own process configuration (a different
 number of logical CPUs, a multi-worker strategy) run in subprocesses; see
 `tests/_multiproc.py`.
 
-Markers:
+Markers (registered in pytest.ini):
   multiprocess: starts several TensorFlow processes (slower; `-m multiprocess`
       selects them, `-m "not multiprocess"` skips them). CI runs them all.
   bench, soak: the benchmarks' smoke runs and the soak's trials (harness
@@ -26,13 +26,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 NUM_LOGICAL_CPUS = 4
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "multiprocess: starts several TensorFlow processes")
-    config.addinivalue_line("markers", "slow: takes more than ~30 s on a 2-core machine")
-    config.addinivalue_line("markers", "bench: runs a benchmark end to end (smoke)")
-    config.addinivalue_line("markers", "soak: runs fault-injection trials of the soak")
 
 
 @pytest.fixture(scope="session")
