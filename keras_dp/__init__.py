@@ -39,13 +39,13 @@ _LAZY = {
     "get_strategy": ("keras_dp.strategy", "get_strategy"),
     "keras_fix": ("keras_dp.keras_fix", None),
     "strategy": ("keras_dp.strategy", None),
-    # launcher, worker-aware callbacks, failures and preemption (issue 6)
+    # launcher, worker-aware callbacks, failures and preemption
     "launch": ("keras_dp.launcher.notebook", "launch"),
     "launcher": ("keras_dp.launcher", None),
     "callbacks": ("keras_dp.callbacks", None),
     "fault": ("keras_dp.fault", None),
     "preemption": ("keras_dp.preemption", None),
-    # custom training loops (issue 7)
+    # custom training loops
     "compute_loss": ("keras_dp.loop", "compute_loss"),
     "train_step": ("keras_dp.loop", "train_step"),
     "TrainStep": ("keras_dp.loop", "TrainStep"),
@@ -55,7 +55,7 @@ _LAZY = {
     "loop_checks": ("keras_dp.loop_checks", None),
     "SameDataWarning": ("keras_dp.loop_checks", "SameDataWarning"),
     "mpi": ("keras_dp.mpi", None),
-    # data, models, schedules (issue 3)
+    # data, models, schedules
     "data": ("keras_dp.data", None),
     "models": ("keras_dp.models", None),
     "schedules": ("keras_dp.schedules", None),

@@ -161,16 +161,7 @@ def code_lines(path):
     return len(lines - docstrings)
 
 
-def test_readme_line_counts_match_the_files():
-    """The README's "lines saved" figures are the examples' real code-line counts."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
-        readme = handle.read()
+def test_keras_dp_script_is_less_than_half_the_hand_written_one():
+    """docs/examples.md: train_lm.py has less than half the code lines of its by-hand twin."""
     ours, theirs = code_lines(TRAIN_LM), code_lines(BY_HAND)
-    match = re.search(r"`examples/train_lm.py` \| (\d+) \|.*\n.*`examples/by_hand/train_lm.py`"
-                      r" \| (\d+) \|", readme)
-    assert match, "README: the lines-saved table is missing"
-    assert (int(match.group(1)), int(match.group(2))) == (ours, theirs)
-    saved = theirs - ours
-    assert f"keras_dp saves {saved} of the {theirs} lines ({round(100 * saved / theirs)} %)" \
-        in readme
-    assert theirs > 2 * ours
+    assert 0 < 2 * ours < theirs, f"examples/train_lm.py {ours} lines, by_hand {theirs}"

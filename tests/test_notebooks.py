@@ -36,15 +36,62 @@ def test_stored_without_outputs(name):
     assert "widgets" not in notebook.metadata
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_open_in_colab_badge_points_at_the_notebook(name):
-    notebook = load(name)
-    text = "\n".join(cell.source for cell in notebook.cells)
+class _Installed(Exception):
+    """Stops the install cell once it has called pip."""
+
+
+def run_install_cell(name, cwd, monkeypatch):
+    """Runs the notebook's cells up to its pip install, keras_dp not importable; returns pip's args."""
+    import importlib.util
+    import subprocess
+
+    calls = []
+
+    def pip(args, **kwargs):
+        calls.append(list(args))
+        raise _Installed
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda module, *a: None if module == "keras_dp" else find_spec(module, *a))
+    monkeypatch.setattr(subprocess, "run", pip)
+    monkeypatch.chdir(cwd)
+    namespace = {}
+    for cell in load(name).cells:
+        if cell.cell_type == "code":
+            try:
+                exec(compile(cell.source, f"{name} cell", "exec"), namespace)
+            except _Installed:
+                break
+    assert len(calls) == 1, f"{name}: no cell ran pip install when keras_dp was missing"
+    command = calls[0]
+    assert command[1:4] == ["-m", "pip", "install"], command
+    return [arg for arg in command[4:] if arg != "-q"]
+
+
+def colab_badge_repository(name):
+    """The GitHub repository the notebook's "Open in Colab" badge opens it from."""
+    text = "\n".join(cell.source for cell in load(name).cells if cell.cell_type == "markdown")
     badge = re.search(r"https://colab\.research\.google\.com/github/([\w.-]+/[\w.-]+)"
                       r"/blob/main/(\S+?)\)", text)
-    assert badge and badge.group(2) == f"examples/notebooks/{name}"
-    # The install cell installs from the same repository the badge opens.
-    assert f'KERAS_DP_SOURCE = "git+https://github.com/{badge.group(1)}"' in text
+    assert badge, f"{name}: no Open in Colab badge"
+    assert badge.group(2) == f"examples/notebooks/{name}"  # the badge opens this notebook
+    return badge.group(1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_colab_installs_from_the_badge_repository(name, tmp_path, monkeypatch):
+    """Opened from the badge (no checkout around it), the notebook pip-installs that repository."""
+    colab = tmp_path / "content" / "notebooks"
+    colab.mkdir(parents=True)
+    assert run_install_cell(name, colab, monkeypatch) == [
+        f"git+https://github.com/{colab_badge_repository(name)}"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_clone_installs_itself(name, monkeypatch):
+    """Opened in a clone without keras_dp installed, the notebook installs that clone."""
+    assert run_install_cell(name, NOTEBOOKS, monkeypatch) == ["-e", ROOT]
 
 
 def execute(name, workdir, monkeypatch, timeout=600):
