@@ -103,7 +103,7 @@ def run_benchmarks(names: Sequence[str], options: BenchOptions) -> Dict[str, dic
 
 
 def build_parser(names: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
-    """The flags every benchmark script takes; `names` fixed: the script runs those."""
+    """The flags every benchmark script takes (`names` given: the script runs those)."""
     parser = argparse.ArgumentParser(
         prog=f"benchmarks/{BENCHMARKS[names[0]]}.py" if names else "benchmarks/run.py",
         description="Measures keras_dp on this machine; prints the machine, the versions, "
@@ -133,18 +133,17 @@ def build_parser(names: Optional[Sequence[str]] = None) -> argparse.ArgumentPars
                         help="load average under which the machine counts as quiet")
     parser.add_argument("--timeout", type=float, default=1200.0,
                         help="seconds after which a benchmark's child process is stopped")
-    if names is None or "gpu" in names:
-        parser.add_argument("--presets", default=None,
-                            help="gpu: comma-separated presets (default small,base on GPUs, "
-                                 "tiny on the CPU fallback)")
-        parser.add_argument("--batch-size", type=int, default=None,
-                            help="gpu: sequences per GPU (default per preset)")
-        parser.add_argument("--peak-tflops", type=float, default=None,
-                            help="gpu: the GPU's peak dense bf16 TFLOP/s for MFU (default: "
-                                 "from a table of known GPUs)")
-        parser.add_argument("--mixed-precision", default="mixed_bfloat16",
-                            choices=["mixed_bfloat16", "mixed_float16", "float32"],
-                            help="gpu: precision policy")
+    parser.add_argument("--presets", default=None,
+                        help="gpu: comma-separated presets (default small,base on GPUs, "
+                             "tiny on the CPU fallback)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="gpu: sequences per GPU (default per preset)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="gpu: the GPU's peak dense bf16 TFLOP/s for MFU (default: "
+                             "from a table of known GPUs)")
+    parser.add_argument("--mixed-precision", default="mixed_bfloat16",
+                        choices=["mixed_bfloat16", "mixed_float16", "float32"],
+                        help="gpu: precision policy")
     return parser
 
 
@@ -161,17 +160,16 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
             raise ConfigError("is not a benchmark", variable="BENCHMARK", received=name,
                               fix=f"use all or some of: {', '.join(BENCHMARKS)}")
     for flag in ("rounds", "steps", "batch_size"):
-        value = getattr(args, flag, None)
+        value = getattr(args, flag)
         if value is not None and value < 1:
             raise ConfigError("must be a whole number >= 1",
                               variable=f"--{flag.replace('_', '-')}", received=value)
-    gpu = {"presets": getattr(args, "presets", None),
-           "batch_size": getattr(args, "batch_size", None),
-           "peak_tflops": getattr(args, "peak_tflops", None),
-           "precision": getattr(args, "mixed_precision", "mixed_bfloat16")}
     return BenchOptions(out=args.out, smoke=args.smoke, rounds=args.rounds, steps=args.steps,
                         plot=args.plot, timeout=args.timeout, quiet_load=args.quiet_load,
-                        wait_quiet=args.wait_quiet, gpu=gpu)
+                        wait_quiet=args.wait_quiet,
+                        gpu={"presets": args.presets, "batch_size": args.batch_size,
+                             "peak_tflops": args.peak_tflops,
+                             "precision": args.mixed_precision})
 
 
 def main(argv: Optional[Sequence[str]] = None, names: Optional[Sequence[str]] = None) -> int:
