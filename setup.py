@@ -60,7 +60,7 @@ setup(
         # examples/ray: keras_dp inside Ray Train's TensorflowTrainer (tested with 2.60.0)
         "ray": ["ray[train]>=2.40"],
         "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.0", "matplotlib>=3.8"],
-        # keras-dp bench's PNG plots (the benchmarks run without it)
+        # the PNG plots of the benchmarks in benchmarks/ (not installed; they run without it)
         "bench": ["matplotlib>=3.8"],
         "test": ["pytest>=8.0", "pytest-timeout>=2.3", "nbclient>=0.10", "nbformat>=5.9",
                  "ipykernel>=6.0", "matplotlib>=3.8", TENSORBOARD,

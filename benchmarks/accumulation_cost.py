@@ -29,27 +29,27 @@ def child(replicas: int, bursts: int, steps: int) -> dict:
     import keras
 
     import keras_dp
-    from keras_dp.bench import lm
+    from harness import workload
 
     context = keras_dp.scope(cpu_replicas=replicas if replicas > 1 else None,
                              kind="auto" if replicas > 1 else "default")
     models = {}
     for name, accumulate in (("plain", None), ("accumulate_2", 2)):
-        lm.set_seed(0)
+        workload.set_seed(0)
         with context:
-            model = lm.build_lm("tiny", seq_len=SEQ_LEN, xla=False)
+            model = workload.build_lm("tiny", seq_len=SEQ_LEN, xla=False)
             model.compile(optimizer=keras.optimizers.AdamW(
                 1e-3, weight_decay=0.01, beta_2=0.99, gradient_accumulation_steps=accumulate),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         data = keras_dp.data.text_dataset("builtin", seq_len=SEQ_LEN,
                                           global_batch_size=context.global_batch(BATCH))
-        lm.timed_fit(model, data, 4)   # trace and warm up
+        workload.timed_fit(model, data, 4)   # trace and warm up
         models[name] = (model, data)
     times = {name: [] for name in models}
     for burst in range(bursts):
         for name in (list(models) if burst % 2 == 0 else list(models)[::-1]):
             model, data = models[name]
-            times[name].append(lm.timed_fit(model, data, steps))
+            times[name].append(workload.timed_fit(model, data, steps))
     updates = int(models["accumulate_2"][0].optimizer.iterations.numpy())
     micro = int(models["accumulate_2"][0].optimizer._iterations.numpy())
     return {"replicas": context.num_replicas, "strategy": type(context.strategy).__name__,

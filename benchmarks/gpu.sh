@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu.sh             # figures in keras_dp_bench_gpu/
 #   bash benchmarks/gpu.sh --peak-tflops 989 --batch-size 16 --steps 100
 #
-# Extra arguments go to `keras-dp bench gpu` (see `keras-dp bench --help`):
+# Extra arguments go to benchmarks/gpu.py (see `python benchmarks/gpu.py --help`):
 # --presets small,base  --batch-size N (per GPU)  --steps N  --peak-tflops X
 # --mixed-precision mixed_bfloat16|mixed_float16|float32  --out DIR  --smoke
 # Without a GPU it runs its CPU fallback (tiny preset, a few steps, no MFU).
@@ -27,4 +27,4 @@ fi
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 export TF_GPU_ALLOCATOR="${TF_GPU_ALLOCATOR:-cuda_malloc_async}"
 
-exec "$PYTHON" -m keras_dp bench gpu --out "$OUT" "$@"
+exec "$PYTHON" "$(dirname "$0")/gpu.py" --out "$OUT" "$@"

@@ -1,4 +1,4 @@
-"""1 vs 2 workers, loss at the same step, every 20 steps (a diagnostic of `keras-dp bench convergence`).
+"""1 vs 2 workers, loss at the same step, every 20 steps (a diagnostic of `benchmarks/convergence.py`).
 
 Trains the default `keras-dp train` job for `--steps` steps (360) with a
 validation every 20 steps, as 1 worker and as 2 MultiWorkerMirroredStrategy
@@ -16,7 +16,7 @@ the 2-worker run (keras_fix part `replica_xla`), so it checks that path too.
 
 import argparse
 
-from keras_dp.bench.common import BenchOptions, run_children
+from harness.common import BenchOptions, run_children
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
         train = {"global_batch_size": 32, "progress": "none", "xla": args.xla,
                  "steps": args.steps, "validate_every": 20, "val_steps": 4,
                  "output_dir": f"{args.out}/run-{workers}w"}
-        chief = run_children("keras_dp.bench.convergence", {"train": train}, workers,
+        chief = run_children("convergence", {"train": train}, workers,
                              options=options, label=f"same-step-{workers}w")[0]
         losses[workers] = [(p["step"], p["loss"], p["val_loss"]) for p in chief["timeline"]]
     print(f"XLA {'on' if args.xla else 'off'} in both runs")

@@ -1,9 +1,9 @@
-"""`keras-dp bench`: the pure parts, and every benchmark's smoke run.
+"""The benchmarks in `benchmarks/` (not installed): the pure parts, and every smoke run.
 
-The smoke runs (`--smoke`: the smallest configuration, seconds each) keep
-every benchmark from rotting; they assert what each must show whatever the
-machine's speed (who reads what, the same loss for 1 and 2 workers, phases
-that add up), never a timing.
+The smoke runs (`python benchmarks/<name>.py --smoke`: the smallest
+configuration, seconds each) keep every benchmark from rotting; they assert
+what each must show whatever the machine's speed (who reads what, the same
+loss for 1 and 2 workers, phases that add up), never a timing.
 """
 
 import json
@@ -17,12 +17,21 @@ import pytest
 
 from _multiproc import ROOT, base_env
 
-from keras_dp.bench import common, convergence, gpu, machine, report, startup
+BENCHMARKS_DIR = os.path.join(ROOT, "benchmarks")
+sys.path.insert(0, BENCHMARKS_DIR)
+
+import convergence  # noqa: E402  (benchmarks/convergence.py)
+import gpu  # noqa: E402
+import harness  # noqa: E402
+import startup  # noqa: E402
+from harness import common, machine, report  # noqa: E402
 
 
-def bench(*args, timeout=400):
-    return subprocess.run([sys.executable, "-m", "keras_dp", "bench", *args], env=base_env(),
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+def bench(script, *args, timeout=400):
+    """Runs `python benchmarks/<script>.py ARGS` (from another folder: paths must not matter)."""
+    return subprocess.run([sys.executable, os.path.join(BENCHMARKS_DIR, f"{script}.py"), *args],
+                          env=base_env(), capture_output=True, text=True, timeout=timeout,
+                          cwd=os.path.dirname(ROOT))
 
 
 def results_of(out):
@@ -68,12 +77,12 @@ def test_model_flops_per_token():
     assert (flops - attention) / 6 == pytest.approx(124e6, rel=0.01)
 
 
-@pytest.mark.parametrize("name,peak", [
-    ("NVIDIA H100 80GB HBM3", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.0),
-    ("NVIDIA A100-SXM4-40GB", 312.0), ("NVIDIA A10", 125.0), ("NVIDIA L40S", 362.0),
-    ("NVIDIA L4", 121.0), ("Tesla T4", None), ("CPU", None)])
-def test_peak_tflops_table(name, peak):
-    assert gpu.peak_tflops(name) == peak
+def test_peak_tflops_matches_the_most_specific_name_first():
+    # "H100 PCIe" and "L40S" also contain "H100" and "L4": the first match in the table wins.
+    assert gpu.peak_tflops("NVIDIA H100 PCIe") != gpu.peak_tflops("NVIDIA H100 80GB HBM3")
+    assert gpu.peak_tflops("NVIDIA L40S") != gpu.peak_tflops("NVIDIA L4")
+    assert gpu.peak_tflops("nvidia a100-sxm4-40gb") == gpu.peak_tflops("NVIDIA A100")
+    assert gpu.peak_tflops("Tesla T4") is None and gpu.peak_tflops("") is None
 
 
 def test_startup_phases_add_up():
@@ -105,7 +114,7 @@ def test_results_merge_and_summary(tmp_path):
     common.save_result(str(tmp_path), "startup", {
         "summary": {"1": {**{p: 1.0 for p in startup.PHASES}, "total": 6.0,
                           "second_step": 0.2}},
-        "command": "keras-dp bench startup", "seconds": 12.0, "smoke": False,
+        "command": "python benchmarks/startup.py", "seconds": 12.0, "smoke": False,
         "machine": machine.machine_info(), "load_after": [0.1, 0.1, 0.1]})
     common.save_result(str(tmp_path), "other", {"x": 1})
     results = common.load_results(str(tmp_path))
@@ -116,11 +125,15 @@ def test_results_merge_and_summary(tmp_path):
 
 
 def test_unknown_benchmark_is_a_usage_error(capsys):
-    from keras_dp.cli import main
-
-    assert main(["bench", "speed", "--out", "/nonexistent"]) == 2
+    assert harness.main(["speed", "--out", "/nonexistent"]) == 2
     err = capsys.readouterr().err
     assert "BENCHMARK: is not a benchmark" in err and "overhead" in err
+
+
+def test_every_benchmark_is_a_script_with_the_harness_flags():
+    for name, module in harness.BENCHMARKS.items():
+        assert os.path.exists(os.path.join(BENCHMARKS_DIR, f"{module}.py")), name
+        assert __import__(module).NAME == name
 
 
 # -- smoke runs: every benchmark in its smallest configuration ---------------------
@@ -181,7 +194,7 @@ def test_scaling_smoke(tmp_path):
 @pytest.mark.multiprocess
 @pytest.mark.bench
 def test_data_smoke_each_pipeline_reads_its_share(tmp_path):
-    result = bench("data", "--smoke", "--out", str(tmp_path), "--no-plot")
+    result = bench("dataio", "--smoke", "--out", str(tmp_path), "--no-plot")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = results_of(tmp_path)["data"]
     reads = data["reads"]

@@ -23,7 +23,6 @@ COMMANDS = [
     "keras_dp.cli.train",
     "keras_dp.cli.generate",
     "keras_dp.cli.launch",
-    "keras_dp.cli.bench",
 ]
 
 EXIT_USAGE = 2

@@ -1,7 +1,7 @@
 """Turns `results.json` into `summary.md` (headline figures) and the PNG plots.
 
-Both are rebuilt from everything in `results.json` after each `keras-dp
-bench` run, so running the benchmarks one at a time gives the same files as
+Both are rebuilt from everything in `results.json` after each benchmark
+run, so running the benchmarks one at a time gives the same files as
 running them together. Plots need matplotlib (`pip install keras-dp[bench]`);
 without it they are skipped with a note.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List
 
-from keras_dp.bench.common import markdown_table, say
+from harness.common import markdown_table, say
 
 
 def _load(data: Dict[str, Any]) -> str:
@@ -77,7 +77,7 @@ def _data(data) -> List[str]:
 
 
 def _startup(data) -> List[str]:
-    from keras_dp.bench.startup import PHASES
+    from startup import PHASES
 
     rows = []
     for key, entry in data["summary"].items():
@@ -129,10 +129,10 @@ _SECTIONS = {"overhead": _overhead, "scaling": _scaling, "data": _data, "startup
 
 def write_summary(results: Dict[str, Any], out: str) -> str:
     """Writes `out/summary.md` with each benchmark's headline table; returns its path."""
-    from keras_dp.bench import BENCHMARKS
+    from harness import BENCHMARKS
 
-    lines = ["# keras-dp bench summary", "",
-             "Generated from results.json by `keras-dp bench`; raw measurements are there.", ""]
+    lines = ["# keras_dp benchmark summary", "",
+             "Generated from results.json by the benchmark scripts (`benchmarks/`); raw measurements are there.", ""]
     benchmarks = results.get("benchmarks", {})
     for name in BENCHMARKS:
         if name in benchmarks:
@@ -219,7 +219,7 @@ def _plot_scaling(plt, data):
     right.set_ylabel("ms per step")
     right.set_title("share of the step in gradient all-reduce")
     right.legend(fontsize=8, loc="upper right")
-    figure.suptitle(f"keras-dp bench scaling - {_subtitle(data)}", fontsize=9)
+    figure.suptitle(f"benchmarks/scaling.py - {_subtitle(data)}", fontsize=9)
     return figure
 
 
@@ -255,5 +255,5 @@ def _plot_convergence(plt, data):
     right.set_title("against the step: 1 vs 2 workers, same global batches")
     left.legend(fontsize=7)
     right.legend(fontsize=7)
-    figure.suptitle(f"keras-dp bench convergence - {_subtitle(data)}", fontsize=9)
+    figure.suptitle(f"benchmarks/convergence.py - {_subtitle(data)}", fontsize=9)
     return figure

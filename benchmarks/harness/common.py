@@ -1,7 +1,7 @@
 """What every benchmark shares: options, statistics, output, results, child processes.
 
-The parent process of `keras-dp bench` never imports TensorFlow. Each
-measurement runs in fresh child processes (`python -m keras_dp.bench._child`),
+The parent process of a benchmark never imports TensorFlow. Each
+measurement runs in fresh child processes (`benchmarks/harness/child.py`),
 started through keras_dp's own launcher (`keras_dp.launcher.Launcher`), so a
 2-worker measurement is exactly what `keras-dp launch -n 2` runs: one
 TF_CONFIG per worker on 127.0.0.1, free ports. A child writes its raw
@@ -18,17 +18,28 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from keras_dp.errors import KerasDPError
 
 RESULTS_FILE = "results.json"
 #: Model overrides of the smoke configurations (the `tiny` preset, smaller).
 SMOKE_MODEL = {"d_model": 32, "num_layers": 1, "num_heads": 2}
-#: Variables that would make a child join some other cluster.
-_CLUSTER_PREFIXES = ("TF_CONFIG", "KERAS_DP_WORKERS", "KERAS_DP_TASK_INDEX", "KERAS_DP_CLUSTER",
-                     "KERAS_DP_CPU_REPLICAS", "SLURM_", "OMPI_", "PMI_", "PMIX_",
-                     "JOB_COMPLETION_INDEX")
+CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "child.py")
+
+
+def cluster_variables() -> Tuple[str, ...]:
+    """The variables that would make a child join some other cluster (names or prefixes).
+
+    MERGE (issue 14): the ONE place the harness gets this list. Replace the
+    body with `from keras_dp.cluster import cluster_variables; return
+    cluster_variables()` once keras_dp.cluster has it (the cluster helper's
+    branch); `child_environment` matches names and prefixes alike
+    (`str.startswith`), and also drops `KERAS_DP_CPU_REPLICAS`, which is a
+    strategy setting rather than a cluster variable.
+    """
+    return ("TF_CONFIG", "KERAS_DP_WORKERS", "KERAS_DP_TASK_INDEX", "KERAS_DP_CLUSTER",
+            "SLURM_", "OMPI_", "PMI_", "PMIX_", "JOB_COMPLETION_INDEX")
 
 
 class BenchmarkError(KerasDPError, RuntimeError):
@@ -39,7 +50,7 @@ class BenchmarkError(KerasDPError, RuntimeError):
 
 @dataclasses.dataclass
 class BenchOptions:
-    """Options every benchmark takes (the `keras-dp bench` flags).
+    """Options every benchmark takes (the flags of the benchmark scripts).
 
     Attributes:
         out: Folder for `results.json`, `summary.md`, the PNG plots and logs.
@@ -165,7 +176,8 @@ def _json_default(value):
 # -- child processes -------------------------------------------------------------
 def child_environment(extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """Our environment without cluster variables, TensorFlow's INFO lines silenced."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_CLUSTER_PREFIXES)}
+    drop = tuple(cluster_variables()) + ("KERAS_DP_CPU_REPLICAS",)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("KERAS_BACKEND", "tensorflow")
@@ -177,6 +189,9 @@ def run_children(module: str, config: Mapping[str, Any], num_workers: int, *,
                  options: BenchOptions, label: str,
                  env: Optional[Mapping[str, str]] = None) -> List[Dict[str, Any]]:
     """Runs `<module>.child(config)` in `num_workers` worker processes.
+
+    `module` is a benchmark script's module name (`"scaling"`: the file
+    `benchmarks/scaling.py`).
 
     The workers are started by `keras_dp.launcher.Launcher` (one TF_CONFIG
     each on 127.0.0.1 when `num_workers > 1`); their output goes to
@@ -195,8 +210,7 @@ def run_children(module: str, config: Mapping[str, Any], num_workers: int, *,
     work = tempfile.mkdtemp(prefix=f"keras_dp_bench_{label}_")
     pattern = os.path.join(work, "worker-{index}.json")
     config = dict(config, timeout=int(options.timeout))
-    command = [sys.executable, "-m", "keras_dp.bench._child", module, json.dumps(config),
-               pattern]
+    command = [sys.executable, CHILD, module, json.dumps(config), pattern]
     log_path = os.path.join(logs, f"{label}.log")
     child_env = child_environment(env)
     with open(log_path, "w", encoding="utf-8") as log:

@@ -1,5 +1,7 @@
 """Start-up: from launch to the first finished training step, for 1 and 2 workers.
 
+    python benchmarks/startup.py [--smoke] [--rounds N] [--steps N] [--out DIR]
+
 The parent notes the time, then starts the workers with keras_dp's launcher
 (what `keras-dp launch -n N` does). Each worker notes when it reaches each
 phase (wall-clock times, same machine, so the parent's and the workers'
@@ -26,10 +28,11 @@ rounds.
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Dict, List
 
-from keras_dp.bench.common import BenchOptions, median, run_children, say, table
+from harness.common import BenchOptions, median, run_children, say, table
 
 NAME = "startup"
 PHASES = ["process start", "TF import", "cluster formation", "model + data", "fit set-up",
@@ -105,14 +108,14 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
     import tensorflow as tf  # noqa: F401
 
     marks["imported"] = time.time()
-    from keras_dp.bench import lm
+    from harness import workload
 
     import keras_dp
 
     context = keras_dp.scope()
     marks["scope"] = time.time()
     with context:
-        model = lm.build_lm(config["preset"], seq_len=config["seq_len"], xla=config["xla"],
+        model = workload.build_lm(config["preset"], seq_len=config["seq_len"], xla=config["xla"],
                             **config.get("model", {}))
     data = keras_dp.data.text_dataset("builtin", seq_len=config["seq_len"],
                                       global_batch_size=context.global_batch(config["batch"]))
@@ -129,3 +132,9 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
     model.fit(data, epochs=1, steps_per_epoch=2, callbacks=[Marks()], verbose=0)
     return {"marks": marks, "second_step": marks["second_step"] - marks["first_step"],
             "strategy": context.describe(), "load": os.getloadavg()[0]}
+
+
+if __name__ == "__main__":
+    from harness import main
+
+    sys.exit(main(names=[NAME]))

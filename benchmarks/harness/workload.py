@@ -1,8 +1,9 @@
 """The workload the benchmarks time, and how they time it (child processes only).
 
-The workload is the default `keras-dp train` model: the `tiny` TransformerLM
-(d_model 128, 2 blocks, 4 heads, seq 128) on the builtin corpus, 32
-sequences per replica, AdamW, XLA. `handwritten_dataset_fn` is the input
+The workload is the default `keras-dp train` model, built and compiled by
+the job's own code (`keras_dp.train`): the `tiny` TransformerLM (d_model
+128, 2 blocks, 4 heads, seq 128) on the builtin corpus, 32 sequences per
+replica, the job's AdamW and schedule, XLA. `handwritten_dataset_fn` is the input
 pipeline a careful user writes by hand for `distribute_datasets_from_function`
 (the baseline of the overhead and GPU benchmarks).
 
@@ -39,28 +40,48 @@ def split_cpu(count: int) -> None:
 
 
 def build_lm(preset: str = "tiny", *, seq_len: Optional[int] = None, dtype=None,
-             xla: bool = True, learning_rate: float = 1e-3, **overrides):
-    """A compiled TransformerLM of `preset` (build it inside the strategy's scope)."""
-    from keras_dp.models import TransformerLM
+             xla: bool = True, **overrides):
+    """The default job's model, compiled as the job compiles it (build it in the scope).
 
-    if seq_len:
-        overrides["seq_len"] = seq_len
-    if dtype:
-        overrides["dtype"] = dtype
-    model = TransformerLM.from_preset(preset, **overrides)
-    optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=0.01, beta_1=0.9,
-                                       beta_2=0.99)
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=bool(xla))
+    Args:
+        preset: A `keras_dp.models.PRESETS` name.
+        seq_len: Sequence length (default: the preset's).
+        dtype: A mixed-precision policy (`TrainConfig.mixed_precision`) or None.
+        xla: Whether the train step is XLA-compiled (given explicitly: every
+            compared run of a benchmark must run the same step).
+        **overrides: Other `keras_dp.train.TrainConfig` fields (`d_model`,
+            `num_layers`, `num_heads`, ...).
+
+    Returns:
+        A built, compiled `TransformerLM`: `keras-dp train`'s model,
+        optimizer (AdamW, its learning-rate schedule - for the job's default
+        batch: the rate does not change what a step costs -, weight decay and
+        its exclusions), loss and XLA setting for that `TrainConfig`.
+    """
+    from keras_dp import train as job
+    from keras_dp.data import load_corpus
+    from keras_dp.schedules import WarmupSchedule, scaled_learning_rate
+
+    config = job.TrainConfig(preset=preset, seq_len=seq_len, mixed_precision=dtype,
+                             xla=bool(xla), **overrides)
+    config.check()
+    corpus = load_corpus(config.data)
+    steps = config.steps or job.TrainConfig.DEFAULT_STEPS
+    schedule = WarmupSchedule(
+        scaled_learning_rate(config.learning_rate, config.batch_size, config.base_batch),
+        min(config.warmup_steps, steps - 1), steps, config.decay, config.min_lr_ratio)
+    # MERGE (issue 14): the job's own model and compile steps (keras_dp/train.py). If
+    # train.py makes them public or renames them, these two calls are the ones to change.
+    model = job._make_model(config, corpus.vocab_size, corpus.tokenizer)
+    job._compile(model, config, schedule)
     model.build((None, model.seq_len))
     return model
 
 
 def builtin_tokens(split: str = "train") -> np.ndarray:
-    from keras_dp.data.builtin import builtin_corpus
+    from keras_dp.data import load_corpus
 
-    return builtin_corpus().tokens(split)
+    return load_corpus("builtin").tokens(split)
 
 
 def handwritten_dataset_fn(tokens: np.ndarray, seq_len: int, global_batch: int,

@@ -1,5 +1,7 @@
 """Data: what each input pipeline reads, and input vs training throughput.
 
+    python benchmarks/dataio.py [--smoke] [--rounds N] [--steps N] [--out DIR]
+
 Part 1, elements and bytes read per pipeline. The builtin corpus is stored
 the way a local text file is (`keras_dp/data/store.py`: a tfds dataset of
 16 shard files per split). For N = 1, 2, 4 input pipelines, each pipeline is
@@ -30,9 +32,10 @@ of each and their ratio (> 1: the input is not the bottleneck).
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Dict, List
 
-from keras_dp.bench.common import BenchOptions, ratio, run_children, say, table
+from harness.common import BenchOptions, ratio, run_children, say, table
 
 NAME = "data"
 
@@ -121,14 +124,13 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
     import tensorflow_datasets as tfds
     from tensorflow.python.distribute import input_ops
 
-    from keras_dp.bench import lm
-    from keras_dp.data import text_dataset_fn
-    from keras_dp.data.builtin import builtin_corpus
+    from harness import workload
+    from keras_dp.data import load_corpus, text_dataset_fn
     from keras_dp.data.store import write_store
 
     load_before = os.getloadavg()[0]
     seq_len, batch = int(config["seq_len"]), int(config["batch"])
-    corpus = builtin_corpus()
+    corpus = load_corpus("builtin")
     work = tempfile.mkdtemp(prefix="keras_dp_bench_data_")
     reads: List[Dict[str, Any]] = []
     try:
@@ -196,12 +198,12 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
 
     context = keras_dp.scope()
     with context:
-        model = lm.build_lm(config["preset"], seq_len=seq_len, xla=config["xla"],
+        model = workload.build_lm(config["preset"], seq_len=seq_len, xla=config["xla"],
                             **config["model"])
     train_data = keras_dp.data.text_dataset("builtin", seq_len=seq_len,
                                             global_batch_size=batch)
-    lm.timed_fit(model, train_data, 3)
-    steps = lm.timed_fit(model, train_data, int(config["train_steps"]) + 1)
+    workload.timed_fit(model, train_data, 3)
+    steps = workload.timed_fit(model, train_data, int(config["train_steps"]) + 1)
     step = sorted(steps)[len(steps) // 2]
     tokens = batch * seq_len
     return {"reads": reads, "load": [load_before, os.getloadavg()[0]],
@@ -210,3 +212,9 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
                            "input_tokens_per_sec": int(config["input_batches"]) * tokens
                            / input_seconds,
                            "train_tokens_per_sec": tokens / step, "train_steps": len(steps)}}
+
+
+if __name__ == "__main__":
+    from harness import main
+
+    sys.exit(main(names=[NAME]))

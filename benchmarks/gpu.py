@@ -1,11 +1,13 @@
 """GPU: tokens/s and model FLOPs utilisation of the `small` and `base` presets.
 
-`benchmarks/gpu.sh` runs this (`keras-dp bench gpu`). On one GPU, with XLA
+    python benchmarks/gpu.py [--smoke] [--rounds N] [--steps N] [--out DIR] [--presets ...]
+
+`benchmarks/gpu.sh` runs this script. On one GPU, with XLA
 and bf16 (`mixed_bfloat16`), each preset is trained for a few dozen steps
 three ways, each in a fresh process:
 
 - plain Keras: no strategy, the hand-written tf.data pipeline
-  (`keras_dp.bench.lm.handwritten_dataset_fn`), `model.fit`;
+  (`harness.workload.handwritten_dataset_fn`), `model.fit`;
 - keras_dp on 1 GPU: `keras_dp.scope()` (OneDeviceStrategy) and
   `keras_dp.data.text_dataset`;
 - keras_dp on all GPUs, when there are several: `keras_dp.scope()`
@@ -29,9 +31,10 @@ tested on machines without GPUs. Those figures are not GPU figures.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Dict, List, Optional
 
-from keras_dp.bench.common import (BenchmarkError, BenchOptions, ratio, run_children, say,
+from harness.common import (BenchmarkError, BenchOptions, ratio, run_children, say,
                                    table)
 
 NAME = "gpu"
@@ -82,7 +85,7 @@ def settings(options: BenchOptions, gpu_count: int) -> Dict[str, Any]:
 
 
 def run(options: BenchOptions) -> Dict[str, Any]:
-    from keras_dp.bench import machine
+    from harness import machine
 
     gpus = machine.gpus()
     config = settings(options, len(gpus))
@@ -161,7 +164,7 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from keras_dp.bench import lm
+    from harness import workload
 
     gpus = tf.config.list_physical_devices("GPU")
     build = tf.sysconfig.get_build_info()
@@ -176,17 +179,17 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
         device = details.get("device_name", "GPU")
         capability = details.get("compute_capability")
         if capability and capability[0] < 8 and config["precision"] == "mixed_bfloat16":
-            print(f"keras-dp bench gpu: {device} (compute capability {capability}) has no "
+            print(f"benchmarks/gpu.py: {device} (compute capability {capability}) has no "
                   "bf16 tensor cores; --mixed-precision mixed_float16 suits it better",
                   flush=True)
-    lm.set_seed(0)
+    workload.set_seed(0)
     context = None
     if config["variant"] == "keras_dp":
         import keras_dp
 
         context = keras_dp.scope()
     replicas = context.num_replicas if context else 1
-    tokens = lm.builtin_tokens()
+    tokens = workload.builtin_tokens()
     results: List[Dict[str, Any]] = []
     for preset in config["presets"]:
         batch = int(config["batch"][preset])
@@ -195,7 +198,7 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
         while True:
             try:
                 results.append(_time_preset(dict(config, xla=xla), preset, batch, context,
-                                            tokens, lm, tf))
+                                            tokens, workload, tf))
                 results[-1].update(oom_retries=retries, xla=xla)
                 break
             except tf.errors.InvalidArgumentError as exc:
@@ -204,7 +207,7 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
                 if not (xla and replicas > 1 and _xla_failure(exc)):
                     raise
                 xla = False
-                print(f"keras-dp bench gpu: XLA could not compile the {replicas}-replica "
+                print(f"benchmarks/gpu.py: XLA could not compile the {replicas}-replica "
                       f"step of {preset} ({_xla_reason(exc)}); measuring it without XLA",
                       flush=True)
             except (tf.errors.ResourceExhaustedError, tf.errors.InternalError) as exc:
@@ -213,7 +216,7 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
                 if batch == 1 or not out_of_memory:
                     raise
                 batch, retries = batch // 2, retries + 1
-                print(f"keras-dp bench gpu: {preset} ran out of memory; batch {batch} per "
+                print(f"benchmarks/gpu.py: {preset} ran out of memory; batch {batch} per "
                       "device", flush=True)
             finally:
                 if context is None:
@@ -238,7 +241,7 @@ def _xla_reason(exc) -> str:
     return (lines or ["unknown error"])[0][:200]
 
 
-def _time_preset(config, preset, batch, context, tokens, lm, tf) -> Dict[str, Any]:
+def _time_preset(config, preset, batch, context, tokens, workload, tf) -> Dict[str, Any]:
     import statistics
 
     overrides = dict(config.get("model") or {})
@@ -248,14 +251,14 @@ def _time_preset(config, preset, batch, context, tokens, lm, tf) -> Dict[str, An
         import keras_dp
 
         with context:
-            model = lm.build_lm(preset, **kwargs)
+            model = workload.build_lm(preset, **kwargs)
         data = keras_dp.data.text_dataset("builtin", seq_len=model.seq_len,
                                           global_batch_size=context.global_batch(batch))
     else:
-        model = lm.build_lm(preset, **kwargs)
-        data = lm.handwritten_dataset_fn(tokens, model.seq_len, batch)(None)
-    lm.timed_fit(model, data, int(config["warmup_steps"]) + 1)
-    steps = lm.timed_fit(model, data, int(config["steps"]) + 1)
+        model = workload.build_lm(preset, **kwargs)
+        data = workload.handwritten_dataset_fn(tokens, model.seq_len, batch)(None)
+    workload.timed_fit(model, data, int(config["warmup_steps"]) + 1)
+    steps = workload.timed_fit(model, data, int(config["steps"]) + 1)
     step = statistics.median(steps)
     replicas = context.num_replicas if context is not None else 1
     result = {"preset": preset, "batch": batch, "seq_len": model.seq_len,
@@ -267,3 +270,9 @@ def _time_preset(config, preset, batch, context, tokens, lm, tf) -> Dict[str, An
                         "mlp_ratio": model.mlp_ratio}}
     del model, data
     return result
+
+
+if __name__ == "__main__":
+    from harness import main
+
+    sys.exit(main(names=[NAME]))

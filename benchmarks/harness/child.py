@@ -1,8 +1,8 @@
 """Entry point of a benchmark's child process.
 
-`python -m keras_dp.bench._child MODULE CONFIG_JSON RESULT_PATTERN` runs
-`MODULE.child(config)` (e.g. `keras_dp.bench.scaling`) and writes its dict as JSON to
-`RESULT_PATTERN.format(index=worker_index)`.
+`python benchmarks/harness/child.py MODULE CONFIG_JSON RESULT_PATTERN` runs
+`MODULE.child(config)` (e.g. `scaling`: `benchmarks/scaling.py`) and writes its
+dict as JSON to `RESULT_PATTERN.format(index=worker_index)`.
 
 Before anything imports TensorFlow it applies the process settings a
 measurement asks for in `config`: `affinity` (a list of core lists, one per
@@ -20,6 +20,9 @@ import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+
+# `benchmarks/` (the benchmark scripts and the harness package) on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def worker_index(environ=None) -> int:

@@ -1,5 +1,7 @@
 """Scaling on this machine: workers and replicas at the same per-replica batch.
 
+    python benchmarks/scaling.py [--smoke] [--rounds N] [--steps N] [--out DIR]
+
 Configurations (each a fresh process or processes, started by
 `keras_dp.launcher.Launcher`, run round-robin for `rounds` rounds, the order
 reversed every other round so load drift hits all alike):
@@ -38,9 +40,10 @@ multi-replica configurations:
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Dict, List
 
-from keras_dp.bench.common import (BenchOptions, median, ratio, run_children, say, summarize,
+from harness.common import (BenchOptions, median, ratio, run_children, say, summarize,
                                    table)
 
 NAME = "scaling"
@@ -158,20 +161,20 @@ def _pct(value) -> str:
 def child(config: Dict[str, Any]) -> Dict[str, Any]:
     import tensorflow as tf
 
-    from keras_dp.bench import lm
+    from harness import workload
 
     load_before = os.getloadavg()[0]
-    lm.configure_threads(config)
-    lm.set_seed(0)
+    workload.configure_threads(config)
+    workload.set_seed(0)
     import keras_dp
 
     context = keras_dp.scope(cpu_replicas=config.get("cpu_replicas"))
     with context:
-        model = lm.build_lm(config["preset"], seq_len=config["seq_len"], xla=config["xla"],
+        model = workload.build_lm(config["preset"], seq_len=config["seq_len"], xla=config["xla"],
                             **config["model"])
     data = keras_dp.data.text_dataset("builtin", seq_len=config["seq_len"],
                                       global_batch_size=context.global_batch(config["batch"]))
-    lm.timed_fit(model, data, config["warmup_steps"])
+    workload.timed_fit(model, data, config["warmup_steps"])
     result: Dict[str, Any] = {"strategy": context.describe(), "steps": [],
                               "no_comm_steps": []}
     functions = {"with": model.train_function}
@@ -180,14 +183,14 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
         # its own gradients (wrong training, identical compute).
         model.optimizer._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
         model.train_function = None
-        lm.timed_fit(model, data, config["warmup_steps"])
+        workload.timed_fit(model, data, config["warmup_steps"])
         functions["without"] = model.train_function
     for _ in range(int(config["bursts"])):
         model.train_function = functions["with"]
-        result["steps"].extend(lm.timed_fit(model, data, config["steps"]))
+        result["steps"].extend(workload.timed_fit(model, data, config["steps"]))
         if "without" in functions:
             model.train_function = functions["without"]
-            result["no_comm_steps"].extend(lm.timed_fit(model, data, config["steps"]))
+            result["no_comm_steps"].extend(workload.timed_fit(model, data, config["steps"]))
     if context.num_replicas > 1:
         result["allreduce"], result["gradient_bytes"] = _time_allreduce(
             tf, context.strategy, model, int(config["allreduce_reps"]))
@@ -219,3 +222,9 @@ def _time_allreduce(tf, strategy, model, reps: int):
         times.append(time.perf_counter() - started)
     size = sum(int(tf.TensorShape(s).num_elements()) * tf.as_dtype(d).size for s, d in shapes)
     return times, size
+
+
+if __name__ == "__main__":
+    from harness import main
+
+    sys.exit(main(names=[NAME]))

@@ -3,7 +3,7 @@
 Every benchmark prints this with its figures: a number without the machine,
 the load it ran under and the versions is not a result. Nothing here imports
 TensorFlow (versions come from the installed distributions), so the parent
-process of `keras-dp bench` stays light.
+process of a benchmark stays light.
 """
 
 from __future__ import annotations

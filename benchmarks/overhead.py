@@ -1,11 +1,13 @@
 """Overhead: keras_dp versus hand-written tf.distribute, same LM, same step.
 
+    python benchmarks/overhead.py [--smoke] [--rounds N] [--steps N] [--out DIR]
+
 One process trains the same model twice, each on its own copy:
 
 - hand-written: the CPU split into logical devices with `tf.config` by hand,
   `tf.distribute.MirroredStrategy(devices)` (or TensorFlow's default strategy
   for one replica) created by hand, the input pipeline written by hand
-  (`keras_dp.bench.lm.handwritten_dataset_fn`) and distributed with
+  (`harness.workload.handwritten_dataset_fn`) and distributed with
   `strategy.distribute_datasets_from_function`;
 - keras_dp: `keras_dp.scope(cpu_replicas=N)` and
   `keras_dp.data.text_dataset("builtin", ...)`.
@@ -32,9 +34,10 @@ so there is nothing to compare with.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Dict, List
 
-from keras_dp.bench.common import (BenchOptions, median, ratio, run_children, say, summarize,
+from harness.common import (BenchOptions, median, ratio, run_children, say, summarize,
                                    table)
 
 NAME = "overhead"
@@ -105,13 +108,13 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
 
     import tensorflow as tf
 
-    from keras_dp.bench import lm
+    from harness import workload
 
     replicas = int(config["replicas"])
     load_before = os.getloadavg()[0]
-    lm.configure_threads(config)
-    lm.split_cpu(replicas)  # by hand, as hand-written code does
-    lm.set_seed(0)
+    workload.configure_threads(config)
+    workload.split_cpu(replicas)  # by hand, as hand-written code does
+    workload.set_seed(0)
     seq_len, batch = int(config["seq_len"]), int(config["batch"])
     global_batch = batch * replicas
 
@@ -122,22 +125,22 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
     else:
         hand_strategy = tf.distribute.get_strategy()
     with hand_strategy.scope():
-        hand_model = lm.build_lm(config["preset"], seq_len=seq_len, xla=config["xla"],
+        hand_model = workload.build_lm(config["preset"], seq_len=seq_len, xla=config["xla"],
                                  **config["model"])
     hand_data = hand_strategy.distribute_datasets_from_function(
-        lm.handwritten_dataset_fn(lm.builtin_tokens(), seq_len, global_batch))
-    lm.timed_fit(hand_model, hand_data, config["warmup_steps"])
+        workload.handwritten_dataset_fn(workload.builtin_tokens(), seq_len, global_batch))
+    workload.timed_fit(hand_model, hand_data, config["warmup_steps"])
 
     # -- keras_dp -----------------------------------------------------------
     import keras_dp
 
     context = keras_dp.scope(cpu_replicas=replicas if replicas > 1 else None)
     with context:
-        kdp_model = lm.build_lm(config["preset"], seq_len=seq_len, xla=config["xla"],
+        kdp_model = workload.build_lm(config["preset"], seq_len=seq_len, xla=config["xla"],
                                  **config["model"])
     kdp_data = keras_dp.data.text_dataset("builtin", seq_len=seq_len,
                                           global_batch_size=context.global_batch(batch))
-    lm.timed_fit(kdp_model, kdp_data, config["warmup_steps"])
+    workload.timed_fit(kdp_model, kdp_data, config["warmup_steps"])
 
     runs = {"keras_dp": (kdp_model, kdp_data), "handwritten": (hand_model, hand_data)}
     times: Dict[str, List[List[float]]] = {"keras_dp": [], "handwritten": []}
@@ -147,7 +150,7 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
         order.append("K,H" if burst % 2 == 0 else "H,K")
         for name in names:
             model, data = runs[name]
-            times[name].append(lm.timed_fit(model, data, config["steps"]))
+            times[name].append(workload.timed_fit(model, data, config["steps"]))
     return {
         **times, "order": order,
         "strategy": f"{type(context.strategy).__name__} via keras_dp.scope() "
@@ -156,3 +159,9 @@ def child(config: Dict[str, Any]) -> Dict[str, Any]:
                          f"({hand_strategy.num_replicas_in_sync} replica(s))",
         "load": [load_before, os.getloadavg()[0]],
     }
+
+
+if __name__ == "__main__":
+    from harness import main
+
+    sys.exit(main(names=[NAME]))

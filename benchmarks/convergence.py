@@ -1,5 +1,7 @@
 """Convergence: the default `keras-dp train` run, its loss against time, 1 vs 2 workers.
 
+    python benchmarks/convergence.py [--smoke] [--rounds N] [--steps N] [--out DIR]
+
 Runs `keras_dp.train.train()` with the defaults of `keras-dp train` (tiny
 LM, builtin corpus, 600 steps, AdamW 5e-3 with 60 warmup steps and cosine
 decay, XLA, global batch 32, validation every 120 steps on <= 50 batches)
@@ -36,10 +38,11 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
-from keras_dp.bench.common import BenchOptions, run_children, say, table
+from harness.common import BenchOptions, run_children, say, table
 
 NAME = "convergence"
 TARGET_BITS = 2.0
@@ -111,10 +114,10 @@ def at_time(points: Sequence[Dict[str, float]], seconds: float,
 
 
 def run(options: BenchOptions) -> Dict[str, Any]:
-    from keras_dp.data.builtin import builtin_corpus
+    from keras_dp.data import load_corpus
 
     config = settings(options)
-    corpus = builtin_corpus()
+    corpus = load_corpus("builtin")
     base = baselines(corpus.tokens("train"), corpus.tokens("validation"))
     say(f"convergence: keras_dp.train.train() with the keras-dp train defaults "
         f"{config['train']}; as 1 worker, then 2 workers (same global batch)")
@@ -281,3 +284,9 @@ def _difference(a: Optional[float], b: Optional[float]) -> Optional[float]:
 
 def _float(value) -> Optional[float]:
     return None if value is None else float(value)
+
+
+if __name__ == "__main__":
+    from harness import main
+
+    sys.exit(main(names=[NAME]))
