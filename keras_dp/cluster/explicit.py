@@ -27,6 +27,7 @@ class ExplicitEnvironment(ClusterEnvironment):
 
     name = "explicit"
     title = "KERAS_DP_WORKERS"
+    address_variable = WORKERS
     variables = (WORKERS, TASK_INDEX)
 
     def __init__(self, environ: Mapping[str, str]):
@@ -114,15 +115,11 @@ class ExplicitEnvironment(ClusterEnvironment):
         return [f"task index from {self.rank_source.title} ({self.rank_source.rank_variable()})"]
 
     def cluster_info(self, port_base: int, exchange=None, notes=()) -> ClusterInfo:
-        addresses = self.addresses()
-        index = self.rank()
-        notes = tuple(notes) + tuple(self.notes())
-        variables = {k: self.environ[k] for k in self.used_variables()}
-        if len(addresses) == 1:
-            return ClusterInfo(source=self.name, cluster={}, notes=notes, variables=variables)
-        return ClusterInfo(source=self.name, cluster={"worker": tuple(addresses)},
-                           task_type="worker", task_index=index, local_rank=self.local_rank(),
-                           local_size=self.local_size(), notes=notes, variables=variables)
+        if self.world_size() > 1:
+            return super().cluster_info(port_base, None, notes)
+        self.rank()  # KERAS_DP_TASK_INDEX is still required (and checked)
+        return ClusterInfo(source=self.name, cluster={}, notes=tuple(notes),
+                           variables={k: self.environ[k] for k in self.used_variables()})
 
 
 _register(ExplicitEnvironment, priority=400)
