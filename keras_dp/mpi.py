@@ -31,12 +31,10 @@ import importlib.util
 import socket
 from typing import Callable, List, Mapping, Optional
 
-from keras_dp.cluster.base import PORT_BASE_VARIABLE, LauncherEnvironment, read_port_base
+from keras_dp.cluster.base import PORT_BASE_VARIABLE, ClusterEnvironment, read_port_base
+from keras_dp.cluster.mpi import HOST_VARIABLE, SWITCH_VARIABLE
 from keras_dp.cluster.spec import check_no_duplicates, parse_address
 from keras_dp.errors import ClusterConfigError
-
-HOST_VARIABLE = "KERAS_DP_HOST"
-SWITCH_VARIABLE = "KERAS_DP_MPI_EXCHANGE"
 _MAX_TRIES = 5
 
 
@@ -67,7 +65,7 @@ def world_communicator():
     return MPI.COMM_WORLD
 
 
-def advertised_host(launcher: LauncherEnvironment) -> str:
+def advertised_host(launcher: ClusterEnvironment) -> str:
     """The host name other ranks use to reach this one."""
     all_local = getattr(launcher, "all_local", lambda: False)()
     if all_local:
@@ -76,7 +74,7 @@ def advertised_host(launcher: LauncherEnvironment) -> str:
     return host or socket.gethostname()
 
 
-def _pick_port(launcher: LauncherEnvironment, attempt: int) -> int:
+def _pick_port(launcher: ClusterEnvironment, attempt: int) -> int:
     if PORT_BASE_VARIABLE in launcher.environ:
         return read_port_base(launcher.environ) + launcher.local_rank()
     import portpicker
@@ -84,8 +82,8 @@ def _pick_port(launcher: LauncherEnvironment, attempt: int) -> int:
     return portpicker.pick_unused_port()
 
 
-def exchange_addresses(launcher: LauncherEnvironment, *, comm=None,
-                       pick_port: Optional[Callable[[LauncherEnvironment, int], int]] = None
+def exchange_addresses(launcher: ClusterEnvironment, *, comm=None,
+                       pick_port: Optional[Callable[[ClusterEnvironment, int], int]] = None
                        ) -> List[str]:
     """Every rank's `host:port`, gathered through MPI; rank r's address is entry r.
 
@@ -110,7 +108,7 @@ def exchange_addresses(launcher: LauncherEnvironment, *, comm=None,
     Example:
 
     ```python
-    from keras_dp.cluster import MPIEnvironment
+    from keras_dp.cluster.mpi import MPIEnvironment
     import os
     keras_dp.mpi.exchange_addresses(MPIEnvironment(os.environ))
     # ['127.0.0.1:41237', '127.0.0.1:35129']

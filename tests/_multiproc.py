@@ -28,8 +28,11 @@ class WorkerResult:
 
 
 def base_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    from keras_dp.cluster import cluster_variables
+
+    dropped = set(cluster_variables())  # and every other KERAS_DP_ setting
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TF_CONFIG", "KERAS_DP_", "SLURM_", "OMPI_", "PMI_"))}
+           if k not in dropped and not k.startswith("KERAS_DP_")}
     env["PYTHONPATH"] = os.pathsep.join([ROOT, TESTS_DIR, env.get("PYTHONPATH", "")])
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["PYTHONUNBUFFERED"] = "1"

@@ -42,11 +42,11 @@ def tf():
 
 @pytest.fixture
 def clean_environ(monkeypatch):
-    """Removes every cluster variable from os.environ for the test."""
-    prefixes = ("TF_CONFIG", "KERAS_DP_", "SLURM_", "OMPI_", "PMI_", "PMIX_", "MPI_LOCAL",
-                "JOB_COMPLETION_INDEX", "JOBSET_NAME", "JOB_INDEX", "TPU_NAME",
-                "COLAB_TPU_ADDR")
+    """Removes the cluster variables, every KERAS_DP_ setting and the device ones from os.environ."""
+    from keras_dp.cluster import cluster_variables
+
+    names = set(cluster_variables()) | {"TPU_NAME", "COLAB_TPU_ADDR", "SLURM_GPUS_PER_TASK"}
     for name in list(os.environ):
-        if name.startswith(prefixes):
+        if name in names or name.startswith("KERAS_DP_"):
             monkeypatch.delenv(name, raising=False)
     return os.environ

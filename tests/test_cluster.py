@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from keras_dp.cluster import (ClusterInfo, expand_hostlist, expand_tasks_per_node,
-                              parse_hostfile, resolve_cluster)
+from keras_dp.cluster import ClusterInfo, expand_hostlist, expand_tasks_per_node, resolve_cluster
 from keras_dp.errors import ClusterConfigError, ConflictingSourcesError
 
 
@@ -407,45 +406,6 @@ def test_error_ends_with_received_value():
     assert str(caught.value).endswith("Received: KERAS_DP_WORKERS=a:1,b:x")
 
 
-def test_mpi_hostfile_open_mpi_and_mpich_forms(tmp_path):
-    for text in ("# two nodes\nn1 slots=2\nn2 slots=2 max_slots=4\n", "n1:2\nn2:2\n"):
-        hostfile = tmp_path / "hosts"
-        hostfile.write_text(text)
-        info = resolve_cluster({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4",
-                                "OMPI_COMM_WORLD_LOCAL_RANK": "0",
-                                "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
-                                "KERAS_DP_HOSTFILE": str(hostfile)})
-        assert info.worker_addresses == ["n1:8888", "n1:8889", "n2:8888", "n2:8889"]
-        assert (info.task_index, info.local_rank, info.local_size) == (2, 0, 2)
-
-
-def test_mpi_hostfile_too_small_and_wrong_mapping(tmp_path):
-    hostfile = tmp_path / "hosts"
-    hostfile.write_text("n1 slots=1\n")
-    base = {"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2",
-            "KERAS_DP_HOSTFILE": str(hostfile)}
-    with pytest.raises(ClusterConfigError, match="has 1 slots but OMPI_COMM_WORLD_SIZE=2"):
-        resolve_cluster(base)
-    hostfile.write_text("n1 slots=2\n")
-    with pytest.raises(ClusterConfigError, match="launcher says local rank 0"):
-        resolve_cluster({**base, "OMPI_COMM_WORLD_LOCAL_RANK": "0"})
-
-
-def test_mpi_multi_node_uses_address_exchange():
-    environ = {"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "0",
-               "MPI_LOCALNRANKS": "1"}
-    seen = []
-
-    def exchange(launcher):
-        seen.append((launcher.rank(), launcher.world_size()))
-        return ["nodeA:9000", "nodeB:9001"]
-
-    info = resolve_cluster(environ, exchange=exchange)
-    assert seen == [(1, 2)]
-    assert info.worker_addresses == ["nodeA:9000", "nodeB:9001"]
-    assert info.task_index == 1 and info.source == "mpi"
-
-
 def test_port_base_argument_beats_variable():
     info = resolve_cluster({**SLURM_2x2, "KERAS_DP_PORT_BASE": "9000"}, port_base=7000)
     assert info.worker_addresses[0] == "gpu01:7000"
@@ -489,10 +449,3 @@ def test_expand_hostlist_rejects(text):
                                          ("2(x2),1,3(x1)", [2, 2, 1, 3])])
 def test_expand_tasks_per_node(text, counts):
     assert expand_tasks_per_node(text) == counts
-
-
-def test_parse_hostfile_rejects_bad_slots():
-    with pytest.raises(ClusterConfigError, match="bad slots value"):
-        parse_hostfile("n1 slots=zero\n")
-    with pytest.raises(ClusterConfigError, match="lists no hosts"):
-        parse_hostfile("# nothing\n")

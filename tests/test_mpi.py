@@ -1,12 +1,14 @@
-"""The MPI address exchange (keras_dp.mpi) with a stand-in communicator, and its wiring."""
+"""MPI launches: hostfiles, the address exchange (keras_dp.mpi) with a stand-in communicator."""
 
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
 
 from keras_dp import mpi
-from keras_dp.cluster import MPIEnvironment, resolve_cluster
+from keras_dp.cluster import parse_hostfile, resolve_cluster
+from keras_dp.cluster.mpi import MPIEnvironment
 from keras_dp.errors import ClusterConfigError
 
 LOCAL_2 = {"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2",
@@ -116,12 +118,57 @@ def test_importing_keras_dp_does_not_import_mpi4py_or_tensorflow():
 
 
 def test_mpi4py_comes_with_the_test_and_mpi_extras():
-    import os
-    import re
-
-    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "setup.py"), encoding="utf-8") as handle:
-        setup = handle.read()
+    """`pip install keras-dp[mpi]` (and `[test]`) installs mpi4py, per the installed metadata."""
+    try:
+        requires = metadata.requires("keras-dp") or []
+    except metadata.PackageNotFoundError:
+        pytest.skip("keras-dp is not installed (pip install -e .)")
     for extra in ("mpi", "test"):
-        listed = re.search(rf'"{extra}": \[(.*?)\]', setup, re.S).group(1)
-        assert "mpi4py" in listed, extra
+        assert any(r.startswith("mpi4py") and f'extra == "{extra}"' in r
+                   for r in requires), (extra, requires)
+
+
+def test_mpi_hostfile_open_mpi_and_mpich_forms(tmp_path):
+    for text in ("# two nodes\nn1 slots=2\nn2 slots=2 max_slots=4\n", "n1:2\nn2:2\n"):
+        hostfile = tmp_path / "hosts"
+        hostfile.write_text(text)
+        info = resolve_cluster({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4",
+                                "OMPI_COMM_WORLD_LOCAL_RANK": "0",
+                                "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+                                "KERAS_DP_HOSTFILE": str(hostfile)})
+        assert info.worker_addresses == ["n1:8888", "n1:8889", "n2:8888", "n2:8889"]
+        assert (info.task_index, info.local_rank, info.local_size) == (2, 0, 2)
+
+
+def test_mpi_hostfile_too_small_and_wrong_mapping(tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("n1 slots=1\n")
+    base = {"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2",
+            "KERAS_DP_HOSTFILE": str(hostfile)}
+    with pytest.raises(ClusterConfigError, match="has 1 slots but OMPI_COMM_WORLD_SIZE=2"):
+        resolve_cluster(base)
+    hostfile.write_text("n1 slots=2\n")
+    with pytest.raises(ClusterConfigError, match="launcher says local rank 0"):
+        resolve_cluster({**base, "OMPI_COMM_WORLD_LOCAL_RANK": "0"})
+
+
+def test_mpi_multi_node_uses_address_exchange():
+    environ = {"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "0",
+               "MPI_LOCALNRANKS": "1"}
+    seen = []
+
+    def exchange(launcher):
+        seen.append((launcher.rank(), launcher.world_size()))
+        return ["nodeA:9000", "nodeB:9001"]
+
+    info = resolve_cluster(environ, exchange=exchange)
+    assert seen == [(1, 2)]
+    assert info.worker_addresses == ["nodeA:9000", "nodeB:9001"]
+    assert info.task_index == 1 and info.source == "mpi"
+
+
+def test_parse_hostfile_rejects_bad_slots():
+    with pytest.raises(ClusterConfigError, match="bad slots value"):
+        parse_hostfile("n1 slots=zero\n")
+    with pytest.raises(ClusterConfigError, match="lists no hosts"):
+        parse_hostfile("# nothing\n")

@@ -1,15 +1,9 @@
-"""Base classes shared by the cluster environments.
-
-Each environment is one small class that reads a plain `environ` mapping:
-`detect(environ)` says whether the variables it owns are present, and the
-instance methods turn them into numbers and addresses, raising
-`ClusterConfigError` (naming the variable and the fix) on bad input.
-"""
+"""`ClusterEnvironment`, the interface every cluster source implements, and its helpers."""
 
 from __future__ import annotations
 
 import re
-from typing import ClassVar, List, Mapping, Optional, Tuple
+from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 
 from keras_dp.errors import ClusterConfigError
 
@@ -18,6 +12,8 @@ DEFAULT_PORT_BASE = 8888
 #: 10**20 addresses would never finish being built).
 MAX_TASKS = 100_000
 PORT_BASE_VARIABLE = "KERAS_DP_PORT_BASE"
+#: Picks a source by name instead of detecting it.
+SOURCE_VARIABLE = "KERAS_DP_CLUSTER"
 
 
 def read_int(environ: Mapping[str, str], name: str, *, minimum: Optional[int] = 0,
@@ -69,35 +65,52 @@ def ports_fit(port_base: int, count: int, variable: str = PORT_BASE_VARIABLE) ->
             fix="choose a lower KERAS_DP_PORT_BASE")
 
 
-class LauncherEnvironment:
-    """A process launcher (srun, mpirun, a Kubernetes Job) that numbers its tasks.
+class ClusterEnvironment:
+    """One source of cluster information (a launcher, TF_CONFIG, explicit variables).
 
-    Subclasses read which task this process is and how many there are, and,
-    where the launcher tells, every task's host so that addresses can be
-    derived as `host:port_base + local index`.
+    An environment reads a plain `environ` mapping: `detect(environ)` says
+    whether its variables are present; the instance methods turn them into
+    this process's rank, the world size, its place on its node and every
+    task's `host:port`, raising `ClusterConfigError` (naming the variable and
+    the fix) on bad input. `resolve_cluster()` tries the registered
+    environments in precedence order (see `register_environment`).
+
+    Subclasses set `name` (the `KERAS_DP_CLUSTER` value), `title` and
+    `variables`, and implement `detect`, `world_size`, `rank` and
+    `rank_variable`; launchers that know every task's host also implement
+    `addresses` (`register_environment` shows one; `slurm.py` is a full launcher).
     """
 
     #: Short name used in reports and in `KERAS_DP_CLUSTER`.
     name: ClassVar[str] = ""
     #: Human-readable name.
     title: ClassVar[str] = ""
-    #: Variables that make `detect()` true (any of them), for docs and reports.
-    detect_variables: ClassVar[Tuple[str, ...]] = ()
+    #: Every variable this environment reads, those that make `detect()` true first.
+    variables: ClassVar[Tuple[str, ...]] = ()
+    #: Other accepted spellings of `name` in `KERAS_DP_CLUSTER`.
+    aliases: ClassVar[Tuple[str, ...]] = ()
+    #: The variable derived addresses come from (named when one is not valid).
+    address_variable: ClassVar[str] = PORT_BASE_VARIABLE
 
     def __init__(self, environ: Mapping[str, str]):
         self.environ = environ
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
-        """Whether this launcher started the current process."""
+        """Whether this environment started (or describes) the current process."""
+        raise NotImplementedError
+
+    @classmethod
+    def undetected_notes(cls, environ: Mapping[str, str]) -> List[str]:
+        """Remarks for the report when no launcher was detected (e.g. "use srun")."""
+        return []
+
+    def world_size(self) -> int:
+        """Number of processes that train together."""
         raise NotImplementedError
 
     def rank(self) -> int:
-        """Global index of this process, 0-based."""
-        raise NotImplementedError
-
-    def world_size(self) -> int:
-        """Number of processes the launcher started."""
+        """Global index of this process, 0-based (0 is the chief)."""
         raise NotImplementedError
 
     def rank_variable(self) -> str:
@@ -112,8 +125,18 @@ class LauncherEnvironment:
         """Number of processes on this node."""
         return 1
 
+    def node_rank(self) -> int:
+        """Index of this process's node, nodes numbered in order of first rank."""
+        if self.local_size() == self.world_size():
+            return 0
+        addresses = self.addresses(read_port_base(self.environ))
+        if addresses is None:
+            raise self.no_addresses_error()
+        hosts = list(dict.fromkeys(host_of(a) for a in addresses))
+        return hosts.index(host_of(addresses[self.rank()]))
+
     def addresses(self, port_base: int) -> Optional[List[str]]:
-        """Every task's `host:port`, or None if the launcher does not say."""
+        """Every task's `host:port`, or None if the environment does not say."""
         return None
 
     def prefers_exchange(self) -> bool:
@@ -126,8 +149,78 @@ class LauncherEnvironment:
 
     def used_variables(self) -> List[str]:
         """Names of the variables this environment read (for the report)."""
-        return [name for name in self.detect_variables if name in self.environ]
+        return [name for name in self.variables if name in self.environ]
 
     def notes(self) -> List[str]:
         """Remarks for the report."""
         return []
+
+    def absent_error(self, received: str) -> ClusterConfigError:
+        """The error when `KERAS_DP_CLUSTER` asks for this environment but it is absent."""
+        return ClusterConfigError(
+            f"asks for the {self.title} source but its variables are not set "
+            f"(looked for {', '.join(self.variables[:4])})",
+            variable=SOURCE_VARIABLE, received=received,
+            fix=f"run under {self.title}, or unset {SOURCE_VARIABLE} to detect the source")
+
+    def no_addresses_error(self) -> ClusterConfigError:
+        """The error when the tasks' hosts are unknown and cannot be exchanged."""
+        return ClusterConfigError(
+            f"{self.title} started {self.world_size()} processes on several nodes but "
+            "does not tell their host names", variable="KERAS_DP_WORKERS",
+            fix="set KERAS_DP_WORKERS to every process's host:port")
+
+    def cluster_info(self, port_base: int, exchange=None, notes: Sequence[str] = ()):
+        """The validated `ClusterInfo` of a launch by this environment.
+
+        Args:
+            port_base: First port for derived addresses.
+            exchange: Called as `exchange(self)` to gather every task's address
+                when the environment does not tell them, or prefers it.
+            notes: Remarks gathered before (kept first).
+        """
+        from keras_dp.cluster.spec import ClusterInfo, parse_address
+
+        size, rank = self.world_size(), self.rank()
+        variables = {k: self.environ[k] for k in self.used_variables()}
+        notes = list(notes) + self.notes()
+        if size == 1:
+            notes.append(f"{self.title} started a single process")
+            return ClusterInfo(source=self.name, cluster={}, notes=tuple(notes),
+                               variables=variables)
+        if exchange is not None and self.prefers_exchange():
+            addresses = list(exchange(self))
+            notes.append(f"addresses exchanged through {self.title} (a free port per task)")
+        else:
+            addresses = self.addresses(port_base)
+        if addresses is None:
+            if exchange is None:
+                raise self.no_addresses_error()
+            addresses = list(exchange(self))
+            notes.append(f"addresses exchanged through {self.title}")
+        # Derived from host names and patterns: each must be an address gRPC can use.
+        for i, address in enumerate(addresses):
+            parse_address(address, variable=self.address_variable,
+                          field=f"derived address {i}",
+                          received=self.environ.get(self.address_variable, address))
+        if len(set(a.lower() for a in addresses)) != len(addresses):
+            raise ClusterConfigError(
+                f"the derived worker addresses repeat: {addresses}",
+                variable=PORT_BASE_VARIABLE, received=port_base,
+                fix="list the addresses in KERAS_DP_WORKERS")
+        return ClusterInfo(source=self.name, cluster={"worker": tuple(addresses)},
+                           task_type="worker", task_index=rank,
+                           local_rank=self.local_rank(), local_size=self.local_size(),
+                           notes=tuple(notes), variables=variables)
+
+
+def host_of(address: str) -> str:
+    """The host part of `host:port`, lower case (for grouping tasks by node)."""
+    return address.rpartition(":")[0].lower()
+
+
+def local_placement(addresses: Sequence[str], index: int) -> Tuple[int, int]:
+    """Local rank and size from the tasks that share this task's host."""
+    host = host_of(addresses[index])
+    same = [i for i, a in enumerate(addresses) if host_of(a) == host]
+    return same.index(index), len(same)

@@ -3,36 +3,49 @@
 They mean what tf-models' `--worker_hosts` and `--task_index` mean: the
 comma-separated addresses of all workers (worker 0 is the chief), and this
 process's position in that list. The index may instead come from a launcher
-(`SLURM_PROCID`, `OMPI_COMM_WORLD_RANK`, `JOB_COMPLETION_INDEX`, ...).
+(`SLURM_PROCID`, `OMPI_COMM_WORLD_RANK`, `JOB_COMPLETION_INDEX`, ...): the
+resolver then sets `rank_source` to that launcher after checking that the two
+agree.
 """
 
 from __future__ import annotations
 
 from typing import List, Mapping, Optional
 
-from keras_dp.cluster.base import read_int
-from keras_dp.cluster.spec import check_no_duplicates, parse_address
+from keras_dp.cluster.base import (SOURCE_VARIABLE, ClusterEnvironment, local_placement,
+                                   read_int)
+from keras_dp.cluster.registry import _register
+from keras_dp.cluster.spec import ClusterInfo, check_no_duplicates, parse_address
 from keras_dp.errors import ClusterConfigError
 
 WORKERS = "KERAS_DP_WORKERS"
 TASK_INDEX = "KERAS_DP_TASK_INDEX"
 
 
-class ExplicitEnvironment:
+class ExplicitEnvironment(ClusterEnvironment):
     """Worker addresses (and optionally this task's index) given by the user."""
 
     name = "explicit"
     title = "KERAS_DP_WORKERS"
-    detect_variables = (WORKERS, TASK_INDEX)
+    address_variable = WORKERS
+    variables = (WORKERS, TASK_INDEX)
 
     def __init__(self, environ: Mapping[str, str]):
-        self.environ = environ
+        super().__init__(environ)
+        #: The launcher this task's index comes from, if any (set by the resolver).
+        self.rank_source: Optional[ClusterEnvironment] = None
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
         return bool(str(environ.get(WORKERS, "")).strip())
 
-    def addresses(self) -> List[str]:
+    def absent_error(self, received: str) -> ClusterConfigError:
+        return ClusterConfigError(
+            f"asks for explicit addresses but {WORKERS} is not set",
+            variable=SOURCE_VARIABLE, received=received,
+            fix=f"set {WORKERS}=host:port,host:port, or unset {SOURCE_VARIABLE}")
+
+    def addresses(self, port_base: Optional[int] = None) -> List[str]:
         """The validated worker list."""
         raw = self.environ.get(WORKERS, "")
         items = [item.strip() for item in str(raw).replace(";", ",").split(",")]
@@ -62,3 +75,51 @@ class ExplicitEnvironment:
                 fix=f"set {TASK_INDEX} between 0 and {count - 1}, or add this "
                     f"process's address to {WORKERS}")
         return index
+
+    def world_size(self) -> int:
+        return len(self.addresses())
+
+    def rank_variable(self) -> str:
+        return self.rank_source.rank_variable() if self.rank_source else TASK_INDEX
+
+    def rank(self) -> int:
+        if self.rank_source is not None:
+            return self.rank_source.rank()
+        index = self.task_index()
+        if index is None:
+            raise ClusterConfigError(
+                f"is not set, and no launcher (SLURM, MPI, Kubernetes) tells this process's "
+                f"index among the {self.world_size()} workers of {WORKERS}",
+                variable=TASK_INDEX,
+                fix=f"set {TASK_INDEX} to this process's position in {WORKERS}, counting "
+                    "from 0 (worker 0 is the chief)")
+        return index
+
+    def local_rank(self) -> int:
+        if self.rank_source is not None:
+            return self.rank_source.local_rank()
+        return local_placement(self.addresses(), self.rank())[0]
+
+    def local_size(self) -> int:
+        if self.rank_source is not None:
+            return self.rank_source.local_size()
+        return local_placement(self.addresses(), self.rank())[1]
+
+    def used_variables(self) -> List[str]:
+        names = super().used_variables()
+        return names + (self.rank_source.used_variables() if self.rank_source else [])
+
+    def notes(self) -> List[str]:
+        if self.rank_source is None:
+            return []
+        return [f"task index from {self.rank_source.title} ({self.rank_source.rank_variable()})"]
+
+    def cluster_info(self, port_base: int, exchange=None, notes=()) -> ClusterInfo:
+        if self.world_size() > 1:
+            return super().cluster_info(port_base, None, notes)
+        self.rank()  # KERAS_DP_TASK_INDEX is still required (and checked)
+        return ClusterInfo(source=self.name, cluster={}, notes=tuple(notes),
+                           variables={k: self.environ[k] for k in self.used_variables()})
+
+
+_register(ExplicitEnvironment, priority=400)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import string
 from typing import List, Mapping
 
-from keras_dp.cluster.base import MAX_TASKS, LauncherEnvironment, read_int
+from keras_dp.cluster.base import MAX_TASKS, ClusterEnvironment, read_int
+from keras_dp.cluster.registry import register_environment
 from keras_dp.errors import ClusterConfigError
 
 INDEX = "JOB_COMPLETION_INDEX"
@@ -32,13 +33,15 @@ JOBSET_PATTERN = "{jobset}-{replicated_job}-{job_index}-{index}.{jobset}"
 _FIELDS = {"index", "job_index", "jobset", "replicated_job"}
 
 
-class KubernetesEnvironment(LauncherEnvironment):
+class KubernetesEnvironment(ClusterEnvironment):
     """Pods of a Kubernetes Indexed Job or JobSet."""
 
     name = "kubernetes"
     title = "Kubernetes Indexed Job"
-    detect_variables = (INDEX, NUM_WORKERS, HOST_PATTERN, "JOBSET_NAME",
-                        "REPLICATED_JOB_NAME", "JOB_INDEX", PODS_PER_JOB)
+    aliases = ("k8s",)
+    address_variable = HOST_PATTERN
+    variables = (INDEX, NUM_WORKERS, HOST_PATTERN, "JOBSET_NAME",
+                 "REPLICATED_JOB_NAME", "JOB_INDEX", PODS_PER_JOB)
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
@@ -117,3 +120,6 @@ class KubernetesEnvironment(LauncherEnvironment):
                   "replicated_job": self.environ.get("REPLICATED_JOB_NAME", "")}
         return [pattern.format(index=r % per_job, job_index=r // per_job, **values)
                 + f":{port_base}" for r in range(self.world_size())]
+
+
+register_environment(KubernetesEnvironment, priority=100)

@@ -22,10 +22,15 @@ from __future__ import annotations
 import os
 from typing import List, Mapping, Optional, Tuple
 
-from keras_dp.cluster.base import MAX_TASKS, LauncherEnvironment, ports_fit, read_int
+from keras_dp.cluster.base import MAX_TASKS, ClusterEnvironment, ports_fit, read_int
+from keras_dp.cluster.registry import register_environment
 from keras_dp.errors import ClusterConfigError
 
 HOSTFILE = "KERAS_DP_HOSTFILE"
+#: Read by the address exchange (keras_dp.mpi): the host other ranks reach this one at,
+#: and the switch that turns the exchange off.
+HOST_VARIABLE = "KERAS_DP_HOST"
+SWITCH_VARIABLE = "KERAS_DP_MPI_EXCHANGE"
 
 # (rank, size, local rank, local size) variable names of each flavour.
 _FLAVOURS: Tuple[Tuple[str, str, str, str, str], ...] = (
@@ -72,12 +77,15 @@ def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, in
     return hosts
 
 
-class MPIEnvironment(LauncherEnvironment):
+class MPIEnvironment(ClusterEnvironment):
     """Processes started by mpirun/mpiexec (Open MPI, MPICH, Intel MPI, PMIx)."""
 
     name = "mpi"
     title = "MPI"
-    detect_variables = tuple(name for flavour in _FLAVOURS for name in flavour[1:]) + (HOSTFILE,)
+    variables = tuple(name for flavour in _FLAVOURS for name in flavour[1:]) + (
+        HOSTFILE, HOST_VARIABLE, SWITCH_VARIABLE)
+    aliases = ("ompi", "openmpi")
+    address_variable = HOSTFILE
 
     def __init__(self, environ: Mapping[str, str]):
         super().__init__(environ)
@@ -87,10 +95,6 @@ class MPIEnvironment(LauncherEnvironment):
     def detect(cls, environ: Mapping[str, str]) -> bool:
         return any(f[1] in environ and (f[2] in environ or f[0] == "PMIx")
                    for f in _FLAVOURS)
-
-    @property
-    def launcher_name(self) -> str:
-        return self.flavour[0]
 
     def rank_variable(self) -> str:
         return self.flavour[1]
@@ -185,9 +189,21 @@ class MPIEnvironment(LauncherEnvironment):
             return ["127.0.0.1:%d" % port_base]
         return None
 
+    def no_addresses_error(self) -> ClusterConfigError:
+        return ClusterConfigError(
+            f"{self.title} started {self.world_size()} processes on several nodes but does "
+            "not tell their host names", variable=HOSTFILE,
+            fix="set KERAS_DP_HOSTFILE to the hostfile given to mpirun, or "
+                "KERAS_DP_WORKERS to every rank's host:port, or install mpi4py "
+                "(pip install keras-dp[mpi]) so keras_dp exchanges addresses "
+                "through MPI")
+
     def prefers_exchange(self) -> bool:
         """An MPI exchange (free ports) beats derived addresses, unless a hostfile is named."""
         return not self.environ.get(HOSTFILE)
 
     def used_variables(self) -> List[str]:
         return [name for name in self.flavour[1:] + (HOSTFILE,) if name in self.environ]
+
+
+register_environment(MPIEnvironment, priority=300)

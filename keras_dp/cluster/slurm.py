@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import List, Mapping, Optional, Tuple
 
-from keras_dp.cluster.base import MAX_TASKS, LauncherEnvironment, ports_fit, read_int
+from keras_dp.cluster.base import ClusterEnvironment, ports_fit, read_int
+from keras_dp.cluster.registry import register_environment
 from keras_dp.cluster.hostlist import expand_hostlist, expand_tasks_per_node
 from keras_dp.errors import ClusterConfigError
 
@@ -31,16 +32,18 @@ def _first(environ: Mapping[str, str], names: Tuple[str, ...]) -> Optional[str]:
     return None
 
 
-class SlurmEnvironment(LauncherEnvironment):
+class SlurmEnvironment(ClusterEnvironment):
     """Tasks of a SLURM job step."""
 
     name = "slurm"
     title = "SLURM"
-    detect_variables = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS",
-                        "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST",
-                        "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE",
-                        "SLURM_LOCALID", "SLURM_NODEID", "SLURM_STEP_ID",
-                        "SLURM_DISTRIBUTION")
+    variables = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS",
+                 "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST",
+                 "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE",
+                 "SLURM_LOCALID", "SLURM_NODEID", "SLURM_STEP_ID",
+                 "SLURM_DISTRIBUTION", "SLURM_NPROCS", "SLURM_NODELIST",
+                 "SLURM_STEPID", "SLURM_JOB_ID", "SLURM_JOBID")
+    address_variable = "SLURM_STEP_NODELIST"
     SIZE_VARIABLES = ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS")
     NODELIST_VARIABLES = ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
     TASKS_PER_NODE_VARIABLES = ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
@@ -54,6 +57,13 @@ class SlurmEnvironment(LauncherEnvironment):
         if step is not None:
             return str(step).strip().lower() in _NON_STEP_IDS
         return "SLURM_STEP_NUM_TASKS" not in environ
+
+    @classmethod
+    def undetected_notes(cls, environ: Mapping[str, str]) -> List[str]:
+        if cls.in_allocation_only(environ) and "SLURM_PROCID" in environ:
+            return ["inside a SLURM allocation but not in an srun step: this process "
+                    "trains alone; start it with srun to use every task"]
+        return []
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
@@ -171,9 +181,5 @@ class SlurmEnvironment(LauncherEnvironment):
         ports_fit(port_base, max(counts))
         return [f"{nodes[node]}:{port_base + local}" for node, local in self.placement()]
 
-    def used_variables(self) -> List[str]:
-        names = list(super().used_variables())
-        for name in self.SIZE_VARIABLES + self.NODELIST_VARIABLES + self.TASKS_PER_NODE_VARIABLES:
-            if name in self.environ and name not in names:
-                names.append(name)
-        return names
+
+register_environment(SlurmEnvironment, priority=200)

@@ -124,7 +124,8 @@ class ClusterInfo:
 
     Attributes:
         source: Which environment described the cluster: `"tf_config"`,
-            `"explicit"`, `"slurm"`, `"mpi"`, `"kubernetes"` or `"single"`.
+            `"explicit"`, `"slurm"`, `"mpi"`, `"kubernetes"`, a registered
+            environment's name, or `"single"`.
         cluster: Job name to list of `host:port` addresses, in TF_CONFIG
             order (`chief`, `worker`, `ps`, `evaluator`). Empty for a single
             process.

@@ -14,10 +14,13 @@ MultiWorkerMirroredStrategy, which would never use it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
+from keras_dp.cluster.base import SOURCE_VARIABLE, ClusterEnvironment, local_placement
+from keras_dp.cluster.registry import _register
 from keras_dp.cluster.spec import (ROLES, ClusterInfo, check_no_duplicates,
                                    parse_address)
 from keras_dp.errors import ClusterConfigError
@@ -25,21 +28,63 @@ from keras_dp.errors import ClusterConfigError
 VARIABLE = "TF_CONFIG"
 
 
-class TFConfigEnvironment:
-    """Reads and validates an existing `TF_CONFIG`."""
+class TFConfigEnvironment(ClusterEnvironment):
+    """Reads and validates an existing `TF_CONFIG` (the highest precedence)."""
 
     name = "tf_config"
     title = "TF_CONFIG"
-    detect_variables = (VARIABLE,)
+    variables = (VARIABLE,)
+    aliases = ("tfconfig", "kubeflow")
 
     def __init__(self, environ: Mapping[str, str]):
-        self.environ = environ
+        super().__init__(environ)
         self.raw = environ.get(VARIABLE, "")
+        self._info: Optional[ClusterInfo] = None
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
         """True when TF_CONFIG is set to something other than blanks."""
         return bool(str(environ.get(VARIABLE, "")).strip())
+
+    def absent_error(self, received: str) -> ClusterConfigError:
+        return ClusterConfigError(
+            "asks for TF_CONFIG but TF_CONFIG is not set", variable=SOURCE_VARIABLE,
+            received=received, fix="export TF_CONFIG, or unset KERAS_DP_CLUSTER")
+
+    def info(self) -> ClusterInfo:
+        """The validated cluster, with this task's place on its host."""
+        if self._info is None:
+            info = self.resolve()
+            if info.is_multi_worker and info.is_training_task:
+                local_rank, local_size = local_placement(info.worker_addresses,
+                                                         info.worker_index)
+                info = dataclasses.replace(info, local_rank=local_rank, local_size=local_size)
+            self._info = info
+        return self._info
+
+    def world_size(self) -> int:
+        return self.info().num_workers
+
+    def rank(self) -> int:
+        """Position among the training tasks (for an evaluator: its task index)."""
+        info = self.info()
+        return info.task_index if info.worker_index is None else info.worker_index
+
+    def rank_variable(self) -> str:
+        return VARIABLE
+
+    def local_rank(self) -> int:
+        return self.info().local_rank
+
+    def local_size(self) -> int:
+        return self.info().local_size
+
+    def addresses(self, port_base: Optional[int] = None) -> List[str]:
+        return self.info().worker_addresses
+
+    def cluster_info(self, port_base: int, exchange=None, notes=()) -> ClusterInfo:
+        info = self.info()
+        return dataclasses.replace(info, notes=info.notes + tuple(notes))
 
     def _error(self, problem: str, field: Optional[str] = None,
                fix: Optional[str] = None) -> ClusterConfigError:
@@ -188,3 +233,6 @@ class TFConfigEnvironment:
             source=self.name, cluster=ordered, task_type=task_type, task_index=index,
             rpc_layer=rpc_layer, environment=environment, notes=tuple(notes),
             variables={VARIABLE: self.raw}, _tf_config=config)
+
+
+_register(TFConfigEnvironment, priority=500)

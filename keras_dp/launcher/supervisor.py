@@ -31,6 +31,7 @@ import threading
 import time
 from typing import IO, Dict, List, Mapping, Optional, Sequence
 
+from keras_dp.cluster import cluster_variables
 from keras_dp.errors import ConfigError
 from keras_dp.fault import (EXIT_PEER_FAILED, EXIT_PREEMPTED, EXIT_USAGE, PEER_LINE,
                             describe_exit)
@@ -39,8 +40,6 @@ from keras_dp.launcher.ports import pick_ports
 from keras_dp.launcher.stopped import StoppedWorkers
 
 RESTART_VARIABLE = "KERAS_DP_RESTART_COUNT"
-#: Variables a worker must not inherit: they would describe another cluster.
-_DROPPED = ("TF_CONFIG", "KERAS_DP_WORKERS", "KERAS_DP_TASK_INDEX", "KERAS_DP_CLUSTER")
 
 
 @dataclasses.dataclass
@@ -108,7 +107,7 @@ def worker_environments(num_workers: int, ports: Sequence[int], *, host: str = "
                         cpu_replicas: Optional[int] = None) -> List[Dict[str, str]]:
     """The environment of each worker: TF_CONFIG for its index, plus launcher hints."""
     base = dict(os.environ if base is None else base)
-    for name in _DROPPED:
+    for name in cluster_variables():  # they would describe another cluster
         base.pop(name, None)
     addresses = [f"{host}:{port}" for port in ports]
     envs = []

@@ -1,0 +1,141 @@
+"""The registered cluster environments, in precedence order, and the variables they read.
+
+Every module of this package that defines an environment registers it on
+import (`register_environment(MyEnvironment, priority=...)` at its end);
+`environments()` imports the package's modules once, so a new built-in
+environment is one new file. Users register their own the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from typing import Dict, Tuple, Type
+
+from keras_dp.cluster.base import PORT_BASE_VARIABLE, SOURCE_VARIABLE, ClusterEnvironment
+
+#: TF_CONFIG (500) and KERAS_DP_WORKERS (400) come before every launcher.
+LAUNCHER_PRIORITY_LIMIT = 400
+#: Names `KERAS_DP_CLUSTER` keeps for itself.
+RESERVED_NAMES = ("auto", "single", "none", "local")
+
+_registry: Dict[str, Tuple[int, int, Type[ClusterEnvironment]]] = {}
+_loaded = False
+
+
+def _register(cls: Type[ClusterEnvironment], priority: int) -> None:
+    previous = _registry.get(cls.name)
+    if previous is not None and previous[2].__qualname__ != cls.__qualname__:
+        raise ValueError(
+            f"a cluster environment named {cls.name!r} is already registered "
+            f"({previous[2].__qualname__}); give {cls.__qualname__} another name")
+    order = previous[1] if previous else len(_registry)
+    _registry[cls.name] = (priority, order, cls)
+
+
+def register_environment(cls: Type[ClusterEnvironment], *, priority: int = 0
+                         ) -> Type[ClusterEnvironment]:
+    """Adds a cluster environment that `resolve_cluster()` detects.
+
+    `TF_CONFIG` and `KERAS_DP_WORKERS` always come first; among the launchers,
+    a higher `priority` is tried earlier (built-in: MPI 300, SLURM 200,
+    Kubernetes 100; equal priorities keep the order of registration). The
+    environment's `name` becomes a value of `KERAS_DP_CLUSTER`, and its
+    `variables` join `cluster_variables()`. Registering a class of the same
+    name again replaces it (e.g. after a module reload).
+
+    Args:
+        cls: A `ClusterEnvironment` subclass with `name`, `title` and `variables`.
+        priority: Its place among the launchers (below 400).
+
+    Returns:
+        `cls`, so that it can be used as a decorator's result.
+
+    Raises:
+        TypeError: if `cls` is not a `ClusterEnvironment` subclass.
+        ValueError: if its name is empty, reserved or taken, or the priority
+            is not a whole number below 400.
+
+    Example:
+
+    ```python
+    from keras_dp.cluster import ClusterEnvironment, read_int, register_environment
+
+    class PBSEnvironment(ClusterEnvironment):
+        name, title = "pbs", "PBS"
+        variables = ("PBS_TASKNUM", "PBS_NP", "PBS_HOSTS")
+
+        @classmethod
+        def detect(cls, environ):
+            return "PBS_TASKNUM" in environ
+
+        def rank_variable(self):
+            return "PBS_TASKNUM"
+
+        def rank(self):
+            return read_int(self.environ, "PBS_TASKNUM", minimum=0)
+
+        def world_size(self):
+            return read_int(self.environ, "PBS_NP", minimum=1)
+
+        def addresses(self, port_base):  # one task per host
+            return [f"{h}:{port_base}" for h in self.environ["PBS_HOSTS"].split(",")]
+
+    register_environment(PBSEnvironment, priority=150)
+    keras_dp.resolve_cluster({"PBS_TASKNUM": "1", "PBS_NP": "2", "PBS_HOSTS": "n1,n2"})
+    # ClusterInfo(source='pbs', cluster={'worker': ('n1:8888', 'n2:8888')}, task_index=1, ...)
+    ```
+    """
+    if not (isinstance(cls, type) and issubclass(cls, ClusterEnvironment)):
+        raise TypeError(f"{cls!r} is not a keras_dp.cluster.ClusterEnvironment subclass")
+    name = str(cls.name or "")
+    if not name or name != name.strip().lower().replace("-", "_") or name in RESERVED_NAMES:
+        raise ValueError(
+            f"{cls.__qualname__}.name is {cls.name!r}; set it to a lower-case name "
+            f"other than {', '.join(RESERVED_NAMES)} (it is a value of {SOURCE_VARIABLE})")
+    if isinstance(priority, bool) or not isinstance(priority, int) or (
+            priority >= LAUNCHER_PRIORITY_LIMIT):
+        raise ValueError(
+            f"priority must be a whole number below {LAUNCHER_PRIORITY_LIMIT} "
+            f"(TF_CONFIG and KERAS_DP_WORKERS come first), got {priority!r}")
+    _load_builtins()
+    _register(cls, priority)
+    return cls
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    package = __name__.rpartition(".")[0]
+    for module in pkgutil.iter_modules([os.path.dirname(__file__)]):
+        importlib.import_module(f"{package}.{module.name}")
+
+
+def environments() -> Tuple[Type[ClusterEnvironment], ...]:
+    """The registered environments, highest precedence first."""
+    _load_builtins()
+    ranked = sorted(_registry.values(), key=lambda entry: (-entry[0], entry[1]))
+    return tuple(cls for _, _, cls in ranked)
+
+
+def cluster_variables() -> Tuple[str, ...]:
+    """Every environment variable that says which cluster a process joins.
+
+    The variables of every registered environment (`TF_CONFIG`,
+    `KERAS_DP_WORKERS`, launchers' `SLURM_*`, `OMPI_*`, `PMI_*`, ...) and
+    those `resolve_cluster()` reads itself (`KERAS_DP_CLUSTER`,
+    `KERAS_DP_PORT_BASE`), in precedence order. A process that starts workers
+    of its own cluster removes them from the workers' environment.
+
+    Example:
+
+    ```python
+    env = {k: v for k, v in os.environ.items()
+           if k not in keras_dp.cluster.cluster_variables()}
+    ```
+    """
+    names = [name for cls in environments() for name in cls.variables]
+    return tuple(dict.fromkeys(names + [SOURCE_VARIABLE, PORT_BASE_VARIABLE]))
