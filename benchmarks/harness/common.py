@@ -29,17 +29,14 @@ CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "child.py")
 
 
 def cluster_variables() -> Tuple[str, ...]:
-    """The variables that would make a child join some other cluster (names or prefixes).
+    """The variables that would make a child join some other cluster.
 
-    MERGE (issue 14): the ONE place the harness gets this list. Replace the
-    body with `from keras_dp.cluster import cluster_variables; return
-    cluster_variables()` once keras_dp.cluster has it (the cluster helper's
-    branch); `child_environment` matches names and prefixes alike
-    (`str.startswith`), and also drops `KERAS_DP_CPU_REPLICAS`, which is a
-    strategy setting rather than a cluster variable.
+    `keras_dp.cluster.cluster_variables()`, the library's one list (every
+    variable a registered environment reads); `child_environment` also drops
+    `KERAS_DP_CPU_REPLICAS`, a strategy setting rather than a cluster variable.
     """
-    return ("TF_CONFIG", "KERAS_DP_WORKERS", "KERAS_DP_TASK_INDEX", "KERAS_DP_CLUSTER",
-            "SLURM_", "OMPI_", "PMI_", "PMIX_", "JOB_COMPLETION_INDEX")
+    from keras_dp.cluster import cluster_variables as library_list
+    return library_list()
 
 
 class BenchmarkError(KerasDPError, RuntimeError):
