@@ -21,7 +21,9 @@ A fast-tier test that starts a Python process importing TensorFlow fails
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -47,21 +49,41 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.multiprocess)
 
 
+_ORIGINAL_PYTHONPATH = os.environ.get("PYTHONPATH")
+_REPORTS = tempfile.mkdtemp(prefix="keras_dp-fast-tier-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_REPORTS, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Turns the guard on for a fast-tier test (before its fixtures, module-scoped too)."""
+    os.environ.pop(GUARD_VARIABLE, None)
+    paths = [p for p in [_ORIGINAL_PYTHONPATH] if p]
+    item.fast_tier_report = None
+    if not any(item.get_closest_marker(name) for name in OUTSIDE_FAST_TIER):
+        item.fast_tier_report = os.path.join(_REPORTS, f"{id(item)}.txt")
+        os.environ[GUARD_VARIABLE] = item.fast_tier_report
+        paths.insert(0, GUARD_DIR)
+    if paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    else:
+        os.environ.pop("PYTHONPATH", None)
+
+
 @pytest.fixture(autouse=True)
-def _fast_tier_guard(request, tmp_path_factory, monkeypatch):
+def _fast_tier_guard(request):
     """Fails a fast-tier test whose subprocesses import TensorFlow (a worker run)."""
-    if any(request.node.get_closest_marker(name) for name in OUTSIDE_FAST_TIER):
-        yield
-        return
-    report = tmp_path_factory.mktemp("fast-tier-guard") / "report.txt"
-    monkeypatch.setenv(GUARD_VARIABLE, str(report))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [GUARD_DIR] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     yield
-    if report.exists():
-        pytest.fail("this fast-tier test started Python processes that import TensorFlow: "
-                    + "; ".join(report.read_text().splitlines())
-                    + ". Mark it @pytest.mark.multiprocess (the other tier)", pytrace=False)
+    report = getattr(request.node, "fast_tier_report", None)
+    if report and os.path.exists(report):
+        with open(report, encoding="utf-8") as handle:
+            commands = "; ".join(handle.read().splitlines())
+        pytest.fail(f"this fast-tier test started Python processes that import TensorFlow "
+                    f"({commands}): mark it @pytest.mark.multiprocess (the other tier)",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -27,14 +27,15 @@ class _Refuse(importlib.abc.Loader):
                           "(a worker run): mark the test @pytest.mark.multiprocess")
 
 
-class _Guard(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow":
-            return None
+def _find_spec(fullname, path=None, target=None):
+    if fullname == "tensorflow":
         # find_spec() still succeeds (keras_dp checks that TensorFlow is installed
         # without importing it); only the import itself fails.
         return importlib.machinery.ModuleSpec(fullname, _Refuse())
+    return _path_find_spec(fullname, path, target)
 
 
 if _REPORT:
-    sys.meta_path.insert(0, _Guard())
+    # In PathFinder itself: import hooks such as keras_dp.early's call it directly.
+    _path_find_spec = importlib.machinery.PathFinder.find_spec
+    importlib.machinery.PathFinder.find_spec = staticmethod(_find_spec)
