@@ -168,6 +168,17 @@ def test_cli_runs_a_command_after_the_separator(capfd):
     assert re.search(r"^worker 1 of 2, restart 0, replicas None$", out, re.M), out
 
 
+def test_the_launching_process_never_imports_tensorflow():
+    # Start-up: the launcher must not spend an `import tensorflow` (seconds) of its own.
+    code = ("import sys; from keras_dp.cli import main; "
+            f"code = main(['launch', '-n', '2', {DUMMY!r}, 'ok']); "
+            "print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code], env=base_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "TF False False", result.stdout
+
+
 def test_a_stopped_worker_counts_as_failed_and_the_restart_recovers():
     """Worker 1 SIGSTOPs itself while worker 0 waits for it (as in start-up): without the
     launcher's check nothing ever ends (a stopped process neither exits nor answers)."""
