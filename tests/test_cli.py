@@ -166,8 +166,9 @@ def test_the_launcher_is_quiet_unless_the_user_set_the_level():
 
 
 def _without_level(extra=None):
-    env = base_env(extra)
+    env = base_env()
     env.pop("TF_CPP_MIN_LOG_LEVEL")
+    env.update(extra or {})
     return env
 
 
