@@ -115,6 +115,7 @@ def test_loss_scale_optimizer_accumulates_as_on_one_device(tf, full_batch):
         _accumulation.MICRO_STEPS // _accumulation.ACCUMULATE
 
 
+@pytest.mark.slow
 def test_embedding_gradients_accumulate_as_the_full_batch(tf, fix_parts):
     """IndexedSlices gradients (token and position embeddings), Adam: 2 replicas x 8 x 2
     accumulated == 1 device x 16."""

@@ -195,6 +195,7 @@ def test_the_choice_depends_only_on_the_files(tf, tmp_path):
     assert np.all([c.backup.meta == choices[0].backup.meta for c in choices])
 
 
+@pytest.mark.multiprocess
 def test_the_job_falls_back_past_a_truncated_backup(tmp_path):
     """Issue 12's report: `keras-dp train` killed after a backup whose data file is then
     truncated died with `IndexError: Read less bytes than requested`; now it says so and

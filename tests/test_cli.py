@@ -56,6 +56,7 @@ def test_env_report_without_devices():
     assert "127.0.0.1:5001  <- this process" in result.stdout
 
 
+@pytest.mark.multiprocess
 def test_env_report_with_devices_as_json():
     result = keras_dp_cli("env", "--json", timeout=180)
     assert result.returncode == 0, result.stderr
@@ -98,3 +99,102 @@ def test_version_and_help():
     assert keras_dp_cli("--version").stdout.strip() == f"keras-dp {keras_dp.__version__}"
     result = keras_dp_cli()
     assert result.returncode == 2 and "tf-config" in result.stdout
+
+
+# -- TensorFlow's start-up notices (keras_dp.cli.quiet) ---------------------------------
+
+ABSL_LINE = ("WARNING: All log messages before absl::InitializeLog() is called are written "
+             "to STDERR")
+ONEDNN_LINE = ("I0000 00:00:1796204389.176111    4028 port.cc:153] oneDNN custom operations "
+               "are on. You may see slightly different numerical results due to floating-point "
+               "round-off errors from different computation orders. To turn them off, set the "
+               "environment variable `TF_ENABLE_ONEDNN_OPTS=0`.")
+NOTICE_WORDS = ("absl::InitializeLog", "oneDNN custom operations")
+
+
+def test_the_notices_are_recognised_and_nothing_else():
+    from keras_dp.cli.quiet import is_notice
+
+    assert is_notice(ABSL_LINE + "\n") and is_notice(ONEDNN_LINE)
+    assert is_notice("E0000 00:00:1.2    5253 util.cc:131] oneDNN supports DT_INT32 only on "
+                     "platforms with AVX-512. Falling back to the default Eigen-based "
+                     "implementation if present.")
+    assert is_notice("2026-01-01 12:00:00.1: E external/local_xla/xla/stream_executor/cuda/"
+                     "cuda_dnn.cc:8310] Unable to register cuDNN factory: Attempting to "
+                     "register factory for plugin cuDNN when one has already been registered")
+    for line in ("Traceback (most recent call last):",
+                 "W0000 00:00:1.2  4873 dataset.cc:997] Input of GeneratorDatasetOp::Dataset "
+                 "will not be optimized",
+                 "E0000 cuda_executor.cc:1228] failed call to cuInit: UNKNOWN ERROR (303)",
+                 "WARNING: something else"):
+        assert not is_notice(line), line
+
+
+def test_filtered_stderr_drops_the_notices_written_to_the_descriptor(capfd):
+    import os
+
+    from keras_dp.cli.quiet import filtered_stderr
+
+    with filtered_stderr():
+        os.write(2, f"{ABSL_LINE}\n{ONEDNN_LINE}\nkept line\n".encode())
+    os.write(2, f"{ABSL_LINE}\n".encode())  # after the block: not filtered
+    assert capfd.readouterr().err == f"kept line\n{ABSL_LINE}\n"
+
+
+def test_the_worker_output_hides_notices_but_the_log_keeps_them():
+    import io
+    import threading
+
+    from keras_dp.cli.quiet import is_notice
+    from keras_dp.launcher.output import WorkerOutput
+
+    shown, log = io.StringIO(), io.StringIO()
+    output = WorkerOutput(1, threading.Lock(), log_file=log, hide=is_notice)
+    output.follow(io.BytesIO(f"{ABSL_LINE}\n{ONEDNN_LINE}\nstep 1\n".encode()), shown)
+    output.join()
+    assert shown.getvalue() == "[worker 1] step 1\n"
+    assert output.tail() == ["step 1"]
+    assert log.getvalue() == f"{ABSL_LINE}\n{ONEDNN_LINE}\nstep 1\n"
+
+
+def test_the_launcher_is_quiet_unless_the_user_set_the_level():
+    from keras_dp.launcher import Launcher
+
+    assert Launcher(["w.py"], 2, env={}).quiet
+    assert not Launcher(["w.py"], 2, env={"TF_CPP_MIN_LOG_LEVEL": "0"}).quiet
+    assert not Launcher(["w.py"], 2, env={}, quiet=False).quiet
+
+
+def _without_level(extra=None):
+    env = base_env()
+    env.pop("TF_CPP_MIN_LOG_LEVEL")
+    env.update(extra or {})
+    return env
+
+
+@pytest.mark.multiprocess
+def test_env_hides_the_start_up_notices_unless_the_user_set_the_level():
+    quiet = subprocess.run([sys.executable, "-m", "keras_dp", "env"], env=_without_level(),
+                           capture_output=True, text=True, timeout=180)
+    assert quiet.returncode == 0, quiet.stderr
+    assert not [w for w in NOTICE_WORDS if w in quiet.stderr + quiet.stdout], quiet.stderr
+    chosen = subprocess.run([sys.executable, "-m", "keras_dp", "env", "--json"],
+                            env=_without_level({"TF_CPP_MIN_LOG_LEVEL": "0"}),
+                            capture_output=True, text=True, timeout=180)
+    assert chosen.returncode == 0, chosen.stderr
+    assert all(w in chosen.stderr for w in NOTICE_WORDS), chosen.stderr  # the user's choice
+    json.loads(chosen.stdout)
+
+
+@pytest.mark.multiprocess
+def test_launch_hides_the_workers_start_up_notices(tmp_path):
+    code = "import tensorflow; print('imported', flush=True)"
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_dp", "launch", "-n", "2", "--log-dir", str(tmp_path),
+         "--", sys.executable, "-c", code], env=_without_level(), capture_output=True,
+        text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "[worker 0] imported" in result.stdout and "[worker 1] imported" in result.stdout
+    assert not [w for w in NOTICE_WORDS if w in result.stderr + result.stdout], result.stderr
+    log = (tmp_path / "worker-1.log").read_text()
+    assert all(w in log for w in NOTICE_WORDS), log  # the log file keeps every line

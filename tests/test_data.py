@@ -127,6 +127,7 @@ def test_same_global_batches_for_1_2_and_4_pipelines(tf, source, text_files, tmp
     assert not np.array_equal(pipeline_batches(tf, other_seed, 1, 1, 1)[0][0], one[0][0])
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_sees_the_same_global_batches(tf):
     strategy = keras_dp.get_strategy("mirrored", cluster=SINGLE,
                                      devices=["/cpu:0", "/cpu:1"])

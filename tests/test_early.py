@@ -38,6 +38,7 @@ def test_datasets_and_tensors_before_the_strategy_train_on_two_workers():
         assert "Enabling collective ops after program startup" not in result.output
 
 
+@pytest.mark.multiprocess
 def test_without_the_part_the_program_gets_the_startup_error():
     a, b = free_ports(2)
     result = run_python([f"tests/workers/early_worker.py"], env={
@@ -49,6 +50,7 @@ def test_without_the_part_the_program_gets_the_startup_error():
     assert "Import keras_dp before the program's first TensorFlow op" in out["error"]
 
 
+@pytest.mark.multiprocess
 def test_single_process_programs_are_not_touched():
     code = ("import keras_dp, tensorflow as tf; from keras_dp import early; "
             "tf.constant(1.0) + 1; print(early.is_set_up(), keras_dp.scope().kind)")
@@ -57,6 +59,7 @@ def test_single_process_programs_are_not_touched():
     assert result.stdout.split() == ["False", "default"]
 
 
+@pytest.mark.multiprocess
 def test_keras_dp_commands_do_not_set_up_a_worker_runtime():
     # keras-dp env imports TensorFlow; in a 2-worker environment it must
     # neither start the worker's server nor wait for the peer.
@@ -70,6 +73,7 @@ def test_keras_dp_commands_do_not_set_up_a_worker_runtime():
     assert "SETUP False" in result.stdout
 
 
+@pytest.mark.multiprocess
 def test_a_bad_environment_is_left_for_scope_to_report():
     code = ("import keras_dp, tensorflow as tf; from keras_dp import early\n"
             "try:\n    keras_dp.scope()\nexcept ValueError as exc:\n"

@@ -56,6 +56,7 @@ def lm_one_process(tmp_path_factory):
     return work, output
 
 
+@pytest.mark.multiprocess
 def test_train_lm_one_process(tf, lm_one_process):
     work, output = lm_one_process
     assert "MirroredStrategy: 2 replica(s), 1 worker(s)" in output

@@ -103,6 +103,7 @@ def _static_batches_of_unknown_length(tf, strategy, steps):
 
 @pytest.mark.parametrize("replicas", [1, 2])
 @pytest.mark.filterwarnings("ignore:Your input ran out of data")
+@pytest.mark.slow
 def test_evaluate_and_fit_on_an_input_of_unknown_length(tf, two_replicas, fix_parts, replicas):
     steps = 4
     strategy = two_replicas if replicas == 2 else tf.distribute.get_strategy()
@@ -213,6 +214,7 @@ def test_deduplicate_sums_the_slices_of_a_row(tf):
     assert keras_fix.deduplicate(dense) is dense
 
 
+@pytest.mark.slow
 def test_adam_on_embeddings_on_two_replicas_matches_one_device(tf, two_replicas, fix_parts):
     x, y = _problem.lm_data()
     keras_fix.apply(["sparse_gradients"])   # as keras_dp does for every strategy

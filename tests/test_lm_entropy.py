@@ -7,6 +7,7 @@ chain needs the token before the current one, found through attention).
 """
 
 import keras
+import pytest
 
 from keras_dp import data as D
 from keras_dp.models import TransformerLM
@@ -15,6 +16,7 @@ from keras_dp.schedules import WarmupSchedule
 STEPS = 300
 
 
+@pytest.mark.slow
 def test_lm_reaches_the_entropy_rate_of_a_markov_chain(tf):
     corpus = D.MarkovCorpus(vocab=8, order=2, tokens=150_000, validation_tokens=40_000,
                             seed=1, alpha=0.3)

@@ -198,6 +198,7 @@ def test_mixed_precision_matches_float32(tf, reference, two_replicas):
     assert lp.max_diff(weights, reference) <= 1e-3  # float16 forward pass
 
 
+@pytest.mark.slow
 def test_mixed_precision_replicas_skip_an_overflow_together(tf, two_replicas):
     """Keras's LossScaleOptimizer looks at one replica's gradients only: when another
     replica overflows it applies infinite gradients. keras_dp makes them agree."""

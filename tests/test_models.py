@@ -44,6 +44,7 @@ def test_presets_and_bad_arguments():
 
 
 @pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.slow
 def test_save_load_round_trip_gives_identical_predictions(tf, tmp_path, tie):
     model = TransformerLM(**TINY, tie_embeddings=tie, tokenizer=ByteTokenizer(errors="ignore"))
     model.compile(keras.optimizers.Adam(1e-3), loss_fn())
@@ -84,6 +85,7 @@ def test_generation_decodes_with_the_saved_tokenizer(tf, tmp_path):
 
 @pytest.mark.parametrize("policy,jit", [("mixed_bfloat16", False), ("mixed_float16", False),
                                         ("float32", True)])
+@pytest.mark.slow
 def test_mixed_precision_and_xla_train_steps(tf, policy, jit):
     model = TransformerLM(seq_len=8, d_model=16, num_layers=1, num_heads=2, dtype=policy)
     model.compile(keras.optimizers.Adam(1e-3), loss_fn(), jit_compile=jit)

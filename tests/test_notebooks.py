@@ -120,6 +120,7 @@ def outputs(notebook, kind="text"):
     return texts
 
 
+@pytest.mark.multiprocess
 def test_quickstart_runs(clean_environ, monkeypatch, tmp_path):
     notebook = execute("quickstart.ipynb", tmp_path, monkeypatch)
     text = "\n".join(outputs(notebook))

@@ -58,6 +58,7 @@ def assert_compiled_per_replica(model, kind, replicas):
 
 
 @pytest.mark.parametrize("replicas", [2, 4])
+@pytest.mark.slow
 def test_fit_evaluate_predict_with_xla_match_one_device(tf, one_device, replicas):
     strategy = mirrored(replicas)
     assert keras_fix.is_applied("replica_xla")
@@ -89,6 +90,7 @@ def test_global_clipnorm_with_xla_matches_one_device(tf):
     assert max_diff(weights, alone) <= 1e-5
 
 
+@pytest.mark.slow
 def test_adam_on_embeddings_with_xla_matches_one_device(tf):
     """Sparse (IndexedSlices) gradients leave the XLA function; the update sums their rows."""
     x, y = _problem.lm_data()
@@ -103,6 +105,7 @@ def test_adam_on_embeddings_with_xla_matches_one_device(tf):
     assert max_diff(model.get_weights(), alone.get_weights()) <= 1e-5
 
 
+@pytest.mark.slow
 def test_mixed_precision_loss_scaling_with_xla(tf):
     """A LossScaleOptimizer scales the loss inside the XLA function and unscales outside."""
     import keras

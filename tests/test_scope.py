@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from _multiproc import free_ports, run_python
+
+pytestmark = pytest.mark.multiprocess
 
 WORKER = "tests/workers/scope_checks.py"
 

@@ -28,6 +28,7 @@ def trained(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.multiprocess
 def test_train_end_to_end_reports_saves_and_samples(trained):
     out, result = trained
     report = result.stdout
@@ -44,6 +45,7 @@ def test_train_end_to_end_reports_saves_and_samples(trained):
     assert int(model.optimizer.iterations) == 6
 
 
+@pytest.mark.multiprocess
 def test_generate_prints_the_continuation(trained):
     out, _ = trained
     result = keras_dp_cli("generate", str(out), "The ", "--tokens", "30", "--seed", "1")
@@ -58,6 +60,7 @@ def test_generate_without_a_model_exits_2(tmp_path, capsys):
     assert "no saved model" in capsys.readouterr().err
 
 
+@pytest.mark.multiprocess
 def test_resume_continues_from_the_saved_state(trained, tmp_path):
     out, _ = trained
     copy = tmp_path / "out"
@@ -83,6 +86,7 @@ def test_resume_continues_from_the_saved_state(trained, tmp_path):
     assert _resume_point(TrainConfig(output_dir=str(tmp_path / "new")), {}) is None
 
 
+@pytest.mark.multiprocess
 def test_train_missing_tfds_dataset_exits_2(tmp_path):
     result = keras_dp_cli("train", "--data", "tfds:tiny_shakespeare", "--data-dir",
                           str(tmp_path), "--steps", "1")
@@ -99,6 +103,7 @@ def job(args, timeout=300):
                           timeout=timeout)
 
 
+@pytest.mark.multiprocess
 def test_a_killed_run_resumes_exactly_when_the_same_command_runs_again(trained, tmp_path):
     """SIGKILL after step 4 (backup at 3), then after step 6 = the last (backup at 6),
     then a run that only validates and saves: `trained`'s weights and history."""

@@ -41,18 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs `keras-dp`; returns the exit status."""
-    import os
-
     from keras_dp import early
+    from keras_dp.cli import quiet
     from keras_dp.errors import KerasDPError
 
     # keras-dp's own commands set their strategy up themselves, in order (and
     # `keras-dp env` must not start a worker's runtime).
     early.disable()
-    # TensorFlow's C++ INFO lines (oneDNN, CPU features) drown the output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
+    # TensorFlow's C++ start-up notices drown the output (see keras_dp.cli.quiet).
+    args.quiet = quiet.wanted()
+    quiet.hide_import_notices()
     if args.version:
         from keras_dp import __version__
 

@@ -77,5 +77,5 @@ def run(args) -> int:
     launcher = Launcher(args.command, args.num_workers, max_restarts=args.max_restarts,
                         cpu_replicas=args.cpu_replicas, port_base=args.port_base,
                         host=args.host, log_dir=args.log_dir, stop_grace=args.stop_grace,
-                        prefix=not args.no_prefix)
+                        prefix=not args.no_prefix, quiet=getattr(args, "quiet", None))
     return launcher.run().returncode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import IO, List, Optional
+from typing import IO, Callable, List, Optional
 
 
 class WorkerOutput:
@@ -15,15 +15,19 @@ class WorkerOutput:
         lock: Shared by all workers, so lines never interleave.
         log_file: Open text file that receives every line unprefixed, or None.
         prefix: Whether to prefix lines with `[worker N] `.
+        hide: Lines for which it returns True are not copied (nor kept for
+            the summary); the log file still gets them.
         tail: How many last lines to keep for the failure summary.
     """
 
     def __init__(self, index: int, lock: threading.Lock, *, log_file: Optional[IO[str]] = None,
-                 prefix: bool = True, tail: int = 20):
+                 prefix: bool = True, hide: Optional[Callable[[str], bool]] = None,
+                 tail: int = 20):
         self.index = index
         self.prefix = f"[worker {index}] " if prefix else ""
         self._lock = lock
         self._log_file = log_file
+        self._hide = hide
         self._tail = collections.deque(maxlen=tail)
         self._threads: List[threading.Thread] = []
 
@@ -39,13 +43,15 @@ class WorkerOutput:
             line = raw.decode("utf-8", errors="replace")
             if not line.endswith("\n"):
                 line += "\n"
+            shown = not (self._hide and self._hide(line))
             with self._lock:
-                self._tail.append(line.rstrip("\n"))
-                try:
-                    target.write(self.prefix + line)
-                    target.flush()
-                except (OSError, ValueError):
-                    pass  # our own output is gone (closed pipe): keep draining
+                if shown:
+                    self._tail.append(line.rstrip("\n"))
+                    try:
+                        target.write(self.prefix + line)
+                        target.flush()
+                    except (OSError, ValueError):
+                        pass  # our own output is gone (closed pipe): keep draining
                 if self._log_file is not None:
                     self._log_file.write(line)
                     self._log_file.flush()

@@ -32,6 +32,7 @@ import time
 from typing import IO, Dict, List, Mapping, Optional, Sequence
 
 from keras_dp.cluster import cluster_variables
+from keras_dp.cli import quiet as quiet_lib
 from keras_dp.errors import ConfigError
 from keras_dp.fault import (EXIT_PEER_FAILED, EXIT_PREEMPTED, EXIT_USAGE, PEER_LINE,
                             describe_exit)
@@ -124,6 +125,13 @@ def worker_environments(num_workers: int, ports: Sequence[int], *, host: str = "
     return envs
 
 
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass  # it has just ended
+
+
 def _check_whole(name: str, value, minimum: int, fix: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"must be a whole number >= {minimum}", variable=name,
@@ -150,6 +158,8 @@ class Launcher:
         signal_grace: Seconds the workers get to save and exit after a
             forwarded SIGTERM/SIGINT, before they are killed.
         prefix: Prefix every output line with `[worker N] `.
+        quiet: Hide TensorFlow's start-up notices in the workers' output (default: when
+            `env` does not set `TF_CPP_MIN_LOG_LEVEL`; see `keras_dp.cli.quiet`).
         stdout, stderr: Where worker output and launcher messages go.
     """
 
@@ -157,7 +167,7 @@ class Launcher:
                  cpu_replicas: Optional[int] = None, port_base: Optional[int] = None,
                  host: str = "127.0.0.1", log_dir: Optional[str] = None,
                  env: Optional[Mapping[str, str]] = None, stop_grace: float = 10.0,
-                 signal_grace: float = 120.0, prefix: bool = True,
+                 signal_grace: float = 120.0, prefix: bool = True, quiet: Optional[bool] = None,
                  stdout: Optional[IO[str]] = None, stderr: Optional[IO[str]] = None):
         _check_whole("num_workers", num_workers, 1, "pass e.g. -n 2")
         _check_whole("max_restarts", max_restarts, 0, "pass e.g. --max-restarts 3")
@@ -182,6 +192,7 @@ class Launcher:
         self.stop_grace = stop_grace
         self.signal_grace = signal_grace
         self.prefix = prefix
+        self.quiet = quiet_lib.wanted(env) if quiet is None else quiet
         self.stdout = stdout
         self.stderr = stderr
         self._signal: Optional[int] = None
@@ -207,10 +218,7 @@ class Launcher:
         """Sends `signum` to every running worker's process group."""
         for proc in self._procs:
             if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signum)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                _signal_group(proc.pid, signum)
 
     def run(self) -> LaunchResult:
         """Starts the workers (again, up to `max_restarts` times); returns the outcome."""
@@ -253,6 +261,8 @@ class Launcher:
                            attempt=attempt)
         envs = worker_environments(self.num_workers, ports, host=self.host, base=self.env,
                                    attempt=attempt, cpu_replicas=self.cpu_replicas)
+        for worker_env in envs if self.quiet else ():
+            worker_env.setdefault(quiet_lib.LEVEL_VARIABLE, quiet_lib.DEFAULT_LEVEL)
         out, err = self.stdout or sys.stdout, self.stderr or sys.stderr
         statuses: List[WorkerStatus] = []
         outputs: List[WorkerOutput] = []
@@ -269,7 +279,8 @@ class Launcher:
                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
             self._procs.append(proc)
-            output = WorkerOutput(index, self._lock, log_file=log_file, prefix=self.prefix)
+            output = WorkerOutput(index, self._lock, log_file=log_file, prefix=self.prefix,
+                                  hide=quiet_lib.is_notice if self.quiet else None)
             output.follow(proc.stdout, out)
             output.follow(proc.stderr, err)
             outputs.append(output)
@@ -298,10 +309,7 @@ class Launcher:
                 status.stopped = stopped.grace
                 self._say(f"worker {status.index} has been stopped (SIGSTOP) for "
                           f"{stopped.grace:g} s and holds up every other worker: killing it")
-                try:
-                    os.killpg(status.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                _signal_group(status.pid, signal.SIGKILL)
             failed = [i for i in order if statuses[i].returncode != 0]
             if self._signal is not None and signalled is None:
                 signalled = self._signal
@@ -312,10 +320,7 @@ class Launcher:
             if kill_at is not None and now >= kill_at:
                 for status in running:
                     status.killed_by_launcher = True
-                    try:
-                        os.killpg(status.pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+                    _signal_group(status.pid, signal.SIGKILL)
                 kill_at = now + 3600
             time.sleep(0.05)
         for output, status, log_file in zip(outputs, statuses, logs):

@@ -179,6 +179,7 @@ def dirs(tmp_path, name):
 FIT = "keras_io_distributed_fit.py"
 
 
+@pytest.mark.multiprocess
 def test_distributed_fit_alone(tmp_path):
     """As the guide runs it: MirroredStrategy over this machine's devices (2 CPU replicas)."""
     work, record = dirs(tmp_path, "fit")
@@ -222,6 +223,7 @@ def check_checkpoint_loop(tf, work, first: Run, second: Run, writer):
     assert int(model.optimizer.iterations.numpy()) == 4 * STEPS_PER_FIT
 
 
+@pytest.mark.multiprocess
 def test_checkpoint_loop_alone_rerun_resumes(tf, tmp_path):
     work, record = dirs(tmp_path, "ckpt")
     first = run_alone(CHECKPOINT, work, str(record) + "_1")
@@ -305,6 +307,7 @@ def test_multi_worker_ctl_tf_config_by_hand(tmp_path):
 LOOP = "keras_io_custom_loop.py"
 
 
+@pytest.mark.multiprocess
 def test_custom_loop_alone(tmp_path):
     work, record = dirs(tmp_path, "loop")
     run = run_alone(LOOP, work, record, env={"KERAS_DP_CPU_REPLICAS": "2"})

@@ -1,0 +1,129 @@
+"""TensorFlow's C++ start-up notices, hidden unless the user set `TF_CPP_MIN_LOG_LEVEL`.
+
+`import tensorflow` (2.20, 2.21) prints "WARNING: All log messages before
+absl::InitializeLog() is called are written to STDERR" and the oneDNN notice
+(port.cc) twice: two shared objects of the wheel, libtensorflow_framework.so.2
+and python/profiler/internal/_pywrap_profiler_plugin.so (loaded by
+tensorflow.python.profiler.profiler_client), each carry their own copy of
+port.cc and of absl's logging, which ignores `TF_CPP_MIN_LOG_LEVEL`. Only
+`TF_ENABLE_ONEDNN_OPTS=0` would silence them, by turning oneDNN off. So,
+when the user has not set `TF_CPP_MIN_LOG_LEVEL` (their value is never
+changed), keras_dp sets it to 1 (TensorFlow's INFO lines off) and drops the
+lines that `is_notice` recognises:
+
+- keras-dp's own commands (`env`, `train`, ...): fd 2 passes through
+  `filtered_stderr` while `import tensorflow` runs (`hide_import_notices`);
+- `keras-dp launch` and `keras_dp.launch`: the launcher drops them from the
+  workers' output, which it copies line by line anyway (worker-N.log files
+  keep every line).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.util
+import os
+import re
+import sys
+import threading
+from typing import Iterator, Mapping, Optional
+
+LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
+#: TensorFlow's INFO lines off, its warnings and errors on.
+DEFAULT_LEVEL = "1"
+
+_NOTICE = re.compile("|".join([
+    r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+    r"\] oneDNN custom operations are on\.",
+    r"\] oneDNN supports DT_\w+ only on platforms with AVX-512\.",
+    r"\] This TensorFlow binary is optimized to use available CPU instructions",
+    r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate",
+    r"\] Unable to register cu(DNN|FFT|BLAS) factory",
+    r"\] computation placer already registered",
+    r"TF-TRT Warning: Could not find TensorRT",
+]))
+
+
+def is_notice(line: str) -> bool:
+    """Whether `line` is one of TensorFlow's start-up notices (oneDNN, absl, CUDA, TensorRT)."""
+    return _NOTICE.search(line) is not None
+
+
+def wanted(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether to hide the notices: the user did not set `TF_CPP_MIN_LOG_LEVEL`."""
+    return LEVEL_VARIABLE not in (os.environ if environ is None else environ)
+
+
+@contextlib.contextmanager
+def filtered_stderr() -> Iterator[None]:
+    """Drops notice lines written to file descriptor 2 (C++ code too) inside the block.
+
+    Every other line is copied to the real stderr as it arrives.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def copy():
+        with os.fdopen(read_end, "rb") as pipe:
+            for raw in pipe:
+                if not is_notice(raw.decode("utf-8", errors="replace")):
+                    os.write(saved, raw)
+
+    thread = threading.Thread(target=copy, daemon=True, name="keras_dp-quiet-stderr")
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the copy ends
+        thread.join(5.0)
+        if not thread.is_alive():
+            os.close(saved)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Runs `import tensorflow` inside `filtered_stderr`."""
+
+    def __init__(self):
+        self._finding = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "tensorflow" or self._finding:
+            return None
+        self._finding = True
+        try:  # the spec the other finders give
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._finding = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader, finder = spec.loader, self
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                if finder in sys.meta_path:
+                    sys.meta_path.remove(finder)
+                with filtered_stderr():
+                    loader.exec_module(module)
+
+        spec.loader = _Loader()
+        return spec
+
+
+def hide_import_notices() -> None:
+    """Sets `TF_CPP_MIN_LOG_LEVEL` and filters the notices of this process's TensorFlow import.
+
+    Does nothing when the user set `TF_CPP_MIN_LOG_LEVEL` or TensorFlow is
+    already imported.
+    """
+    if not wanted() or "tensorflow" in sys.modules:
+        return
+    os.environ[LEVEL_VARIABLE] = DEFAULT_LEVEL
+    sys.meta_path.insert(0, _Finder())
