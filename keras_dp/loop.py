@@ -50,24 +50,12 @@ import copy
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
 
 from keras_dp import loop_checks
+from keras_dp.current import resolve_strategy as _strategy
 from keras_dp.errors import ConfigError, KerasDPError, LossReductionError
+from keras_dp.xla import use_xla
 
 #: Accepted `op` names of `reduce()`.
 REDUCE_OPS = ("sum", "mean")
-
-
-def _strategy(strategy=None):
-    """The strategy to use: given, else the one whose scope is entered, else keras_dp's."""
-    import tensorflow as tf
-
-    if strategy is not None:
-        return strategy
-    if tf.distribute.has_strategy():
-        return tf.distribute.get_strategy()
-    from keras_dp.context import current_context
-
-    context = current_context()
-    return context.strategy if context is not None else tf.distribute.get_strategy()
 
 
 # -- the loss ----------------------------------------------------------------
@@ -342,14 +330,6 @@ def distribute(data, *, strategy=None, check_data: bool = True, options=None) ->
 
 
 # -- a complete step -----------------------------------------------------------
-def _jit_default(jit_compile) -> bool:
-    import tensorflow as tf
-
-    if jit_compile in ("auto", None):
-        return bool(tf.config.list_logical_devices("GPU"))
-    return bool(jit_compile)
-
-
 def agree_on_finite(grads):
     """Makes every replica's gradients non-finite when ANY replica's are (mixed precision).
 
@@ -411,7 +391,8 @@ class TrainStep:
         self.strategy = _strategy(strategy)
         self.loss_fn = per_example_loss_fn(loss)
         self.global_batch_size = global_batch_size
-        self.jit_compile = _jit_default(jit_compile)
+        self.jit_compile = use_xla("auto" if jit_compile is None else jit_compile,
+                                   self.strategy, whole_step=False)
         self._check_data = check_data and loop_checks.checks_enabled()
         self._loss_scaling = hasattr(optimizer, "inner_optimizer")  # a LossScaleOptimizer
         if not model.trainable_variables:

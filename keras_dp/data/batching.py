@@ -12,24 +12,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from keras_dp.current import resolve_strategy
 from keras_dp.errors import ConfigError
-
-
-def resolve_strategy(strategy=None):
-    """The strategy to use: the given one, the one whose scope is open, the
-    one `keras_dp.scope()` created, or TensorFlow's default strategy."""
-    import tensorflow as tf
-
-    if strategy is not None:
-        return strategy
-    if tf.distribute.has_strategy():
-        return tf.distribute.get_strategy()
-    from keras_dp.context import current_context
-
-    context = current_context()
-    if context is not None:
-        return context.strategy
-    return tf.distribute.get_strategy()
 
 
 def _check_count(value, name: str) -> int:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 from keras_dp.errors import ConfigError
 
@@ -187,27 +187,3 @@ def pipeline_dataset(corpus, split: str, layout: StreamLayout, input_context, *,
 
     tokens = corpus.token_dataset(split, begin, end, input_context=input_context)
     return tokens.flat_map(batches).prefetch(tf.data.AUTOTUNE)
-
-
-def global_batches(per_pipeline_batches: List[List[tuple]], local_replicas: int):
-    """Test/inspection helper: concatenates per-pipeline per-replica batches into
-    global batches, in global replica order.
-
-    Args:
-        per_pipeline_batches: For each pipeline (in id order), its dataset's
-            elements as numpy `(inputs, targets)` pairs.
-        local_replicas: Replicas per pipeline.
-
-    Returns:
-        A list of `(inputs, targets)` numpy arrays `[B, seq_len]`, one per step.
-    """
-    import numpy as np
-
-    steps = min(len(p) for p in per_pipeline_batches) // local_replicas
-    result = []
-    for step in range(steps):
-        parts = [p[step * local_replicas + r] for p in per_pipeline_batches
-                 for r in range(local_replicas)]
-        result.append((np.concatenate([x for x, _ in parts]),
-                       np.concatenate([y for _, y in parts])))
-    return result
