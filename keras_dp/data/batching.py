@@ -10,7 +10,7 @@ what is not its own).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 from keras_dp.current import resolve_strategy
 from keras_dp.errors import ConfigError
