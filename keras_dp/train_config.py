@@ -7,7 +7,7 @@ import math
 import os
 from typing import Any, Dict, List, Optional
 
-from keras_dp.errors import ConfigError
+from keras_dp.errors import ConfigError, whole_number
 
 MODEL_FILE = "model.keras"
 #: The record of a finished run (step, data, settings, losses, history); not read back.
@@ -103,10 +103,8 @@ class TrainConfig:
                               received=self.epochs)
         for name in ("steps", "batch_size", "global_batch_size", "validate_every", "val_steps",
                      "steps_per_execution", "backup_every", "keep_backups"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or int(value) != value
-                                      or value < 1):
-                raise ConfigError("must be a whole number >= 1", variable=name, received=value)
+            if getattr(self, name) is not None:
+                whole_number(getattr(self, name), name)
         if self.epochs is not None and not self.epochs > 0:
             raise ConfigError("must be > 0", variable="epochs", received=self.epochs)
 

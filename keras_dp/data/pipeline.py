@@ -33,7 +33,7 @@ import dataclasses
 import logging
 from typing import Optional, Tuple
 
-from keras_dp.errors import ConfigError
+from keras_dp.errors import ConfigError, whole_number
 
 log = logging.getLogger("keras_dp")
 
@@ -56,9 +56,7 @@ class StreamLayout:
 
     def __post_init__(self):
         for name in ("global_batch_size", "seq_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError("must be a whole number >= 1", variable=name, received=value)
+            object.__setattr__(self, name, whole_number(getattr(self, name), name))
         if self.num_tokens < self.global_batch_size * (self.seq_len + 1):
             most = max(1, self.num_tokens // (self.seq_len + 1))
             raise ConfigError(
