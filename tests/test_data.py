@@ -248,3 +248,20 @@ def test_builtin_corpus_and_tokenizer():
     counts = np.bincount(synthetic.tokens("train"), minlength=4)
     assert 0 < synthetic.entropy_rate < np.log(4)
     assert counts.min() > 0
+
+
+def test_counts_are_checked_one_way_everywhere(tf):
+    """`errors.whole_number`: batch sizes (data, Context), TrainConfig, StreamLayout, schedules."""
+    from keras_dp.errors import whole_number
+    from keras_dp.train_config import TrainConfig
+
+    assert whole_number(np.int64(4), "n") == 4 and whole_number(4.0, "n") == 4
+    for bad in (True, 2.5, "3", 0, None):
+        with pytest.raises(keras_dp.ConfigError, match=r"n: must be a whole number >= 1"):
+            whole_number(bad, "n")
+    for call in (lambda: D.global_batch_size(0, tf.distribute.get_strategy()),
+                 lambda: D.per_replica_batch_size(True, 2),
+                 lambda: TrainConfig(steps=2.5).check(),
+                 lambda: D.StreamLayout(10_000, 0, 8)):
+        with pytest.raises(keras_dp.ConfigError, match="must be a whole number >= 1"):
+            call()

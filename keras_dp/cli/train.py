@@ -13,7 +13,7 @@ save at a common step and exit 75). If the run is killed, crashes or is
 preempted, run the SAME command again (or let `keras-dp launch --max-restarts`
 do it): it continues from the last backup at the exact step, data position,
 learning rate and validation schedule. That is the one way a run resumes
-(there is no --resume flag).
+(--resume is refused, with this explanation).
 """
 
 from __future__ import annotations
