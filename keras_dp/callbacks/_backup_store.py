@@ -124,10 +124,6 @@ def _load_json(path: str, what: str) -> Tuple[Optional[Dict[str, Any]], Optional
     return value, None
 
 
-def _read_json(path: str) -> Optional[Dict[str, Any]]:
-    return _load_json(path, os.path.basename(path))[0]
-
-
 class BackupStore:
     """Reads and writes the backups of one training run.
 
