@@ -13,7 +13,9 @@ Keras-layer parts `stock_callbacks` and `chief_saving` share:
   turn into collectives for some of them);
 - `atomic(path)`: a temporary name next to `path` that replaces `path` in one
   rename once written, so a process killed mid-write never leaves a half
-  file at `path` (for a directory: the old one is swapped out, then deleted).
+  file at `path` (for a directory: the old one is swapped out, then deleted);
+  `write_text(path, text)` writes a small file that way. It is keras_dp's
+  one atomic writer (the backups, the job's final save, the checkpoints).
 
 Paths may be local or any filesystem `tf.io.gfile` knows (`gs://...`); a
 remote directory, or a path `tf.io.gfile` cannot rename (`hf://`), is
@@ -38,16 +40,29 @@ SUFFIXES = (".weights.h5", ".weights.json", ".keras", ".hdf5", ".h5")
 TEMP_MARK = ".keras_dp-tmp-"
 
 
-def _store():
-    # The small filesystem helpers of the backups (imported late: keras_dp.callbacks
-    # imports this module).
-    from keras_dp.callbacks import _storage
+def _gfile():
+    import tensorflow as tf
 
-    return _storage
+    return tf.io.gfile
 
 
-def _is_local(path: str) -> bool:
-    return _store().is_local(str(path))
+def is_local(path: str) -> bool:
+    """Whether `path` is on a local filesystem (not `gs://...` and the like)."""
+    return "://" not in str(path)
+
+
+def fsync_dir(path: str) -> None:
+    """Flushes a directory's entries (a rename) to disk, where the OS allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def position(model=None) -> Tuple[int, int, bool]:
@@ -107,7 +122,7 @@ def temp_name(path: str) -> str:
 def can_replace(path: str, *, directory: bool = False) -> bool:
     """Whether `atomic(path)` can write `path` by a rename."""
     path = str(path)
-    if _is_local(path):
+    if is_local(path):
         return True
     return not directory and not path.startswith("hf://")
 
@@ -134,13 +149,13 @@ def atomic(path, *, directory: bool = False) -> Iterator[str]:
         yield temp
         _replace(temp, path, directory=directory)
     except BaseException:
-        _remove(temp)
+        remove_quietly(temp)
         raise
 
 
 def _replace(temp: str, path: str, *, directory: bool) -> None:
-    if not _is_local(path):
-        _store()._gfile().rename(temp, path, overwrite=True)
+    if not is_local(path):
+        _gfile().rename(temp, path, overwrite=True)
         return
     if directory and os.path.lexists(path):
         old = temp_name(path) + "-old"
@@ -149,34 +164,48 @@ def _replace(temp: str, path: str, *, directory: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(temp, path)
-    _store().fsync_dir(os.path.dirname(path) or ".")
+    fsync_dir(os.path.dirname(path) or ".")
 
 
-def _remove(temp: str) -> None:
+def remove_quietly(path: str) -> None:
+    """Removes a file or directory if it is there, ignoring errors (used while failing)."""
     try:
-        if _is_local(temp):
-            if os.path.isdir(temp) and not os.path.islink(temp):
-                shutil.rmtree(temp, ignore_errors=True)
-            elif os.path.lexists(temp):
-                os.remove(temp)
+        if is_local(path):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.remove(path)
             return
-        gfile = _store()._gfile()
-        if gfile.isdir(temp):
-            gfile.rmtree(temp)
-        elif gfile.exists(temp):
-            gfile.remove(temp)
-    except Exception:  # noqa: BLE001 - cleaning up after a failure: keep its error
+        gfile = _gfile()
+        if gfile.isdir(path):
+            gfile.rmtree(path)
+        elif gfile.exists(path):
+            gfile.remove(path)
+    except Exception:  # noqa: BLE001 - best effort while reporting another error
         pass
+
+
+def write_text(path, text: str) -> None:
+    """Writes a small file so that it is complete or absent (`atomic`, flushed to disk)."""
+    with atomic(path) as temp:
+        if is_local(temp):
+            with open(temp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        else:
+            with _gfile().GFile(temp, "w") as handle:
+                handle.write(text)
 
 
 def clean_stale(path: str) -> None:
     """Deletes temporary files an earlier, killed writer left next to local `path`."""
     path = str(path).rstrip("/")
     directory, name = os.path.split(path)
-    if not _is_local(path) or not os.path.isdir(directory or "."):
+    if not is_local(path) or not os.path.isdir(directory or "."):
         return
     suffix = next((s for s in SUFFIXES if name.endswith(s) and name != s), "")
     stem = name[:len(name) - len(suffix)] if suffix else name
     for entry in os.listdir(directory or "."):
         if entry.startswith(f".{stem}{TEMP_MARK}"):
-            _remove(os.path.join(directory, entry))
+            remove_quietly(os.path.join(directory, entry))

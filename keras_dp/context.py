@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Mapping, Optional
 
+from keras_dp import loop
 from keras_dp.cluster import ClusterInfo, resolve_cluster
-from keras_dp.errors import ConfigError, StrategyError
+from keras_dp.current import current_context, set_context
+from keras_dp.data.batching import global_batch_size, per_replica_batch_size
+from keras_dp.errors import StrategyError
 
 log = logging.getLogger("keras_dp")
 
 _lock = threading.Lock()
-_current: Dict[str, Any] = {}
 
 
 class Context:
@@ -57,10 +58,6 @@ class Context:
         return self.cluster.is_chief
 
     @property
-    def replicas_per_worker(self) -> int:
-        return max(1, self.num_replicas // max(1, self.num_workers))
-
-    @property
     def kind(self) -> str:
         """The strategy's kind: `"multi_worker_mirrored"`, `"mirrored"`, ..."""
         from keras_dp.strategy import strategy_kind
@@ -83,24 +80,11 @@ class Context:
         Returns:
             Examples per step across all replicas and workers.
         """
-        if isinstance(per_replica_batch, bool) or not isinstance(per_replica_batch, int) \
-                or per_replica_batch < 1:
-            raise ConfigError("must be a whole number >= 1", variable="per_replica_batch",
-                              received=per_replica_batch, fix="pass e.g. 32")
-        return per_replica_batch * self.num_replicas
+        return global_batch_size(per_replica_batch, self.strategy)
 
     def per_replica_batch(self, global_batch: int) -> int:
         """The per-replica batch for a global batch, which must divide evenly."""
-        if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
-            raise ConfigError("must be a whole number >= 1", variable="global_batch",
-                              received=global_batch, fix="pass e.g. 64")
-        if global_batch % self.num_replicas:
-            raise ConfigError(
-                f"does not divide evenly over {self.num_replicas} replicas",
-                variable="global_batch", received=global_batch,
-                fix=f"use a multiple of {self.num_replicas}, e.g. "
-                    f"{max(1, global_batch // self.num_replicas) * self.num_replicas}")
-        return global_batch // self.num_replicas
+        return per_replica_batch_size(global_batch, self.num_replicas)
 
     # -- custom training loops (see keras_dp.loop) --------------------------
     def run(self, fn, *args, **kwargs):
@@ -121,32 +105,22 @@ class Context:
 
     def reduce(self, value, op: str = "sum"):
         """Reduces per-replica values over all replicas and workers (`"sum"` or `"mean"`)."""
-        from keras_dp import loop
-
         return loop.reduce(value, op, strategy=self.strategy)
 
     def distribute(self, data, **options):
         """A distributed dataset sharded per worker; see `keras_dp.distribute`."""
-        from keras_dp import loop
-
         return loop.distribute(data, strategy=self.strategy, **options)
 
     def compute_loss(self, per_example_loss, **options):
         """This replica's share of the global-batch mean loss; see `keras_dp.compute_loss`."""
-        from keras_dp import loop
-
         return loop.compute_loss(per_example_loss, **options)
 
     def train_step(self, model, optimizer, loss, **options):
         """A compiled data-parallel training step; see `keras_dp.train_step`."""
-        from keras_dp import loop
-
         return loop.train_step(model, optimizer, loss, strategy=self.strategy, **options)
 
     def metric_results(self, metrics):
         """Metric results over all replicas and workers (every worker must call it)."""
-        from keras_dp import loop
-
         return loop.metric_results(metrics, strategy=self.strategy)
 
     def describe(self) -> str:
@@ -226,7 +200,7 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
     requested = {"kind": strategy_lib.normalize_kind(kind), "cpu_replicas": cpu_replicas,
                  "tpu": tpu, **strategy_options}
     with _lock:
-        existing = _current.get("context")
+        existing = current_context()
         if existing is not None:
             if _compatible(existing.options, requested):
                 return Context(existing.strategy, existing.cluster, existing.options)
@@ -248,7 +222,7 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
             requested["kind"], cluster=cluster, cpu_replicas=cpu_replicas, tpu=tpu,
             environ=env, **strategy_options)
         context = Context(strategy, cluster, requested)
-        _current["context"] = context
+        set_context(context)
         if context.num_replicas > 1:
             from keras_dp import loop_checks
 
@@ -281,14 +255,9 @@ def _describe_options(options: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in shown.items())
 
 
-def current_context() -> Optional[Context]:
-    """The context of the strategy created by `scope()` in this process, if any."""
-    return _current.get("context")
-
-
 def reset_for_tests() -> None:
     """Forgets the process's strategy (tests that run several single-process strategies)."""
     from keras_dp import strategy as strategy_lib
 
-    _current.clear()
+    set_context(None)
     strategy_lib.reset_for_tests()

@@ -66,6 +66,24 @@ class ConfigError(KerasDPError, ValueError):
         return text
 
 
+def whole_number(value: Any, name: str, *, minimum: int = 1, fix: Optional[str] = None) -> int:
+    """`value` as an int: keras_dp's one check of counts (batch sizes, steps, ...).
+
+    Accepts an int, a numpy integer or a float without fraction; not a bool.
+
+    Raises:
+        ConfigError: `must be a whole number >= minimum`, naming `name`.
+    """
+    try:
+        whole = not isinstance(value, bool) and int(value) == value and value >= minimum
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise ConfigError(f"must be a whole number >= {minimum}", variable=name,
+                          received=value, fix=fix)
+    return int(value)
+
+
 def _sentence(text: str) -> str:
     """`text` ending with one full stop; an ellipsis ("0, 1, ...") is kept whole."""
     text = text.rstrip()

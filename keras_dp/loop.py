@@ -5,12 +5,8 @@ Data parallelism by hand has three rules, and this module keeps them:
 1. Run the step on every replica (`ctx.run(step_fn, batch)`), so that
    `optimizer.apply_gradients` sees a replica context and Keras sums the
    gradients over all replicas and workers (an all-reduce).
-2. Because the gradients are summed, scale the loss by the GLOBAL batch:
-   `compute_loss(per_example_loss)` = sum over the replica's examples /
-   global batch size, plus regularization losses / number of replicas
-   (the semantics of `tf.nn.compute_average_loss` and
-   `tf.nn.scale_regularization_loss`). A mean over the local batch makes the
-   gradients `num_replicas` times too large.
+2. Because the gradients are summed, scale the loss by the GLOBAL batch
+   (`compute_loss`, see `keras_dp/loss.py`).
 3. Give every replica different data (`distribute(dataset)`, which shards
    per worker), and read metrics in the cross-replica context on every
    worker at once (`metric_results`), where Keras's metric variables are
@@ -18,194 +14,26 @@ Data parallelism by hand has three rules, and this module keeps them:
 
 `train_step(model, optimizer, loss)` does all of it in one compiled step,
 with optional XLA for the forward and backward pass and mixed precision
-(`keras.optimizers.LossScaleOptimizer`). `keras_dp.loop_checks` catches the
-classic mistakes.
-
-Example:
-
-```python
-with keras_dp.scope() as ctx:
-    model = build_model()
-    optimizer = keras.optimizers.SGD(0.1)
-loss_fn = keras.losses.MeanSquaredError(reduction=None)
-
-@tf.function
-def step(batch):
-    def replica_step(x, y):
-        with tf.GradientTape() as tape:
-            loss = ctx.compute_loss(loss_fn(y, model(x, training=True)), model=model)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-    return ctx.reduce(ctx.run(replica_step, *batch))   # the global mean loss
-
-for batch in ctx.distribute(dataset):                  # batched by the global batch size
-    step(batch)
-```
+(`keras.optimizers.LossScaleOptimizer`); `examples/custom_loop.py` writes
+the same step by hand. `keras_dp.loop_checks` catches the classic mistakes.
 """
-
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
 
 from keras_dp import loop_checks
-from keras_dp.errors import ConfigError, KerasDPError, LossReductionError
+from keras_dp.current import resolve_strategy as _strategy
+from keras_dp.errors import ConfigError, KerasDPError
+from keras_dp.loss import (agree_on_finite, compute_loss, measure_global_batch,
+                           per_example_loss_fn)
+from keras_dp.xla import use_xla
+
+__all__ = ["DistributedData", "DistributedIterator", "REDUCE_OPS", "TrainStep",
+           "agree_on_finite", "compute_loss", "distribute", "measure_global_batch",
+           "metric_results", "per_example_loss_fn", "reduce", "run", "train_step"]
 
 #: Accepted `op` names of `reduce()`.
 REDUCE_OPS = ("sum", "mean")
-
-
-def _strategy(strategy=None):
-    """The strategy to use: given, else the one whose scope is entered, else keras_dp's."""
-    import tensorflow as tf
-
-    if strategy is not None:
-        return strategy
-    if tf.distribute.has_strategy():
-        return tf.distribute.get_strategy()
-    from keras_dp.context import current_context
-
-    context = current_context()
-    return context.strategy if context is not None else tf.distribute.get_strategy()
-
-
-# -- the loss ----------------------------------------------------------------
-def _weighted(per_example, sample_weight):
-    import tensorflow as tf
-
-    weight = tf.cast(tf.convert_to_tensor(sample_weight), per_example.dtype)
-    rank, weight_rank = per_example.shape.rank, weight.shape.rank
-    if rank is not None and weight_rank is not None:
-        if weight_rank == rank + 1 and weight.shape[-1] == 1:
-            weight = tf.squeeze(weight, -1)
-        while weight.shape.rank < rank:
-            weight = weight[..., tf.newaxis]
-    return per_example * weight
-
-
-def measure_global_batch(per_example_loss):
-    """The number of examples in this step over all replicas and workers (float32).
-
-    Inside a replica context of a data-parallel strategy this is an
-    all-reduce of the replicas' batch sizes, so a short last batch counts
-    what it really holds; elsewhere it is the local batch size.
-    """
-    import tensorflow as tf
-
-    local = tf.cast(tf.shape(per_example_loss)[0], tf.float32)
-    if not tf.distribute.has_strategy():
-        return local
-    if tf.distribute.in_cross_replica_context():
-        raise LossReductionError(
-            "compute_loss() was called in the cross-replica context, where there is no "
-            "per-replica batch to scale. Call it inside the step function run by "
-            "ctx.run(step_fn, batch), or pass global_batch_size=")
-    context = tf.distribute.get_replica_context()
-    if context.num_replicas_in_sync == 1:
-        return local
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, local)
-
-
-def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None,
-                 model=None, regularization_losses: Optional[Sequence[Any]] = None):
-    """This replica's share of the mean loss over the GLOBAL batch.
-
-    Sums the per-example losses of this replica's batch and divides by the
-    global batch size, then adds the regularization losses divided by the
-    number of replicas (`tf.nn.compute_average_loss` and
-    `tf.nn.scale_regularization_loss` semantics). Summed over replicas, as
-    the gradient all-reduce does, this is exactly the loss one device would
-    compute on the whole global batch. Per-token losses (rank > 1) are
-    averaged over their trailing axes first, as Keras's default
-    `"sum_over_batch_size"` reduction does.
-
-    Args:
-        per_example_loss: Losses of shape `[batch, ...]`, e.g. from a Keras
-            loss built with `reduction=None` or a loss function such as
-            `keras.losses.sparse_categorical_crossentropy`. A scalar is
-            refused: it was already averaged over the local batch.
-        sample_weight: Optional weights, broadcast against the losses.
-        global_batch_size: Examples per step over all replicas. Default:
-            measured (an all-reduce of the replicas' batch sizes), which is
-            exact for a short last batch; pass the number to skip that, and
-            always inside a nested `tf.function` (e.g. an XLA-compiled
-            forward and backward pass), where a multi-worker strategy
-            allows no all-reduce.
-        model: Its `model.losses` (weight and activity regularization) are
-            added, scaled by `1 / num_replicas`.
-        regularization_losses: Further regularization terms, scaled the same way.
-
-    Returns:
-        A float32 scalar to differentiate.
-
-    Raises:
-        LossReductionError: for a scalar (already reduced) loss, or a call
-            outside the replica context without `global_batch_size`.
-
-    Example:
-
-    ```python
-    per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-    loss = keras_dp.compute_loss(per_example, model=model)
-    ```
-    """
-    import tensorflow as tf
-
-    per_example = tf.convert_to_tensor(per_example_loss)
-    if per_example.dtype != tf.float32 and per_example.dtype != tf.float64:
-        per_example = tf.cast(per_example, tf.float32)  # mixed precision: reduce in float32
-    if per_example.shape.rank == 0:
-        raise LossReductionError(
-            "compute_loss() got a scalar loss, which was already averaged (or summed) over "
-            "this replica's batch. Under data parallelism the replicas' gradients are "
-            "summed, so a mean over the local batch makes them num_replicas times too "
-            "large. Fix: pass per-example losses: a Keras loss built with reduction=None "
-            "(e.g. keras.losses.MeanSquaredError(reduction=None)) or a loss function such "
-            "as keras.losses.mean_squared_error, without tf.reduce_mean. Received: "
-            f"per_example_loss.shape={tuple(per_example.shape)}")
-    if sample_weight is not None:
-        per_example = _weighted(per_example, sample_weight)
-    if per_example.shape.rank is not None and per_example.shape.rank > 1:
-        per_example = tf.reduce_mean(per_example, axis=list(range(1, per_example.shape.rank)))
-    if global_batch_size is None:
-        batch = measure_global_batch(per_example)
-    else:
-        batch = tf.cast(global_batch_size, per_example.dtype)
-    loss = tf.math.divide_no_nan(tf.reduce_sum(per_example), tf.cast(batch, per_example.dtype))
-    extra = list(regularization_losses or [])
-    if model is not None:
-        extra.extend(model.losses)
-    if extra:
-        total = tf.add_n([tf.cast(tf.reduce_sum(term), loss.dtype) for term in extra])
-        loss += tf.nn.scale_regularization_loss(total) if tf.distribute.has_strategy() \
-            else total
-    return loss
-
-
-def per_example_loss_fn(loss) -> Callable:
-    """A loss callable that returns per-example losses.
-
-    Args:
-        loss: A Keras loss name (`"mse"`), a `keras.losses.Loss` (its
-            reduction is set to None on a copy), or a function
-            `(y_true, y_pred) -> per-example losses`.
-
-    Returns:
-        `fn(y_true, y_pred) -> losses of shape [batch, ...]`.
-    """
-    import keras
-
-    if isinstance(loss, str):
-        loss = keras.losses.get(loss)
-    if isinstance(loss, keras.losses.Loss):
-        unreduced = copy.copy(loss)
-        unreduced.reduction = None
-        return unreduced
-    if not callable(loss):
-        raise ConfigError("must be a Keras loss, a loss name or a function (y_true, y_pred)",
-                          variable="loss", received=loss, fix="pass e.g. loss='mse'")
-    return loss
 
 
 # -- running steps and reducing results --------------------------------------
@@ -342,52 +170,6 @@ def distribute(data, *, strategy=None, check_data: bool = True, options=None) ->
 
 
 # -- a complete step -----------------------------------------------------------
-def _jit_default(jit_compile) -> bool:
-    import tensorflow as tf
-
-    if jit_compile in ("auto", None):
-        return bool(tf.config.list_logical_devices("GPU"))
-    return bool(jit_compile)
-
-
-def agree_on_finite(grads):
-    """Makes every replica's gradients non-finite when ANY replica's are (mixed precision).
-
-    Keras's `LossScaleOptimizer` decides from the first local replica's
-    gradients, before the all-reduce, whether to skip a step. When only
-    another replica overflows, it applies the infinite all-reduced gradients
-    and the weights become NaN (measured in tests/test_loop.py); across
-    workers the workers could even take different branches. Call this on the
-    gradients before `apply_gradients` (inside the replica context; one
-    scalar all-reduce) and every replica skips the step together.
-    `keras_dp.train_step` does it for a LossScaleOptimizer.
-
-    Args:
-        grads: The gradients of the scaled loss (tensors, IndexedSlices or None).
-
-    Returns:
-        The gradients, unchanged when every replica's are finite, else NaN.
-    """
-    import tensorflow as tf
-
-    present = [g for g in grads if g is not None]
-    values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in present]
-    finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in values]))
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.float32))
-        finite = tf.equal(bad, 0.0)
-
-    def poison(g):
-        if g is None:
-            return None
-        if isinstance(g, tf.IndexedSlices):
-            return tf.IndexedSlices(poison(g.values), g.indices, g.dense_shape)
-        return tf.where(finite, g, tf.constant(float("nan"), g.dtype))
-
-    return [poison(g) for g in grads]
-
-
 class TrainStep:
     """One data-parallel training step for a Keras model, compiled with `tf.function`.
 
@@ -411,7 +193,8 @@ class TrainStep:
         self.strategy = _strategy(strategy)
         self.loss_fn = per_example_loss_fn(loss)
         self.global_batch_size = global_batch_size
-        self.jit_compile = _jit_default(jit_compile)
+        self.jit_compile = use_xla("auto" if jit_compile is None else jit_compile,
+                                   self.strategy, whole_step=False)
         self._check_data = check_data and loop_checks.checks_enabled()
         self._loss_scaling = hasattr(optimizer, "inner_optimizer")  # a LossScaleOptimizer
         if not model.trainable_variables:

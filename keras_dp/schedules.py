@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import keras
 from keras import ops
 
-from keras_dp.errors import ConfigError
+from keras_dp.errors import ConfigError, whole_number
 
 DECAYS = ("constant", "linear", "cosine")
 
@@ -39,8 +39,7 @@ def scaled_learning_rate(base_lr: float, global_batch: int, base_batch: int) -> 
     if not base_lr > 0:
         raise ConfigError("must be > 0", variable="learning_rate", received=base_lr)
     for name, value in (("global_batch", global_batch), ("base_batch", base_batch)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ConfigError("must be a whole number >= 1", variable=name, received=value)
+        whole_number(value, name)
     return float(base_lr) * float(global_batch) / float(base_batch)
 
 

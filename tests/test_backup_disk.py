@@ -121,14 +121,15 @@ def test_a_model_checkpoint_the_disk_refuses_keeps_the_earlier_file(tf, disk, ca
     assert len(warnings) == 2 and path in warnings[0] and "free of" in warnings[0]
     os.remove(disk / "filler")
     assert keras.saving.load_model(path).count_params() == model.count_params()  # epoch 1
-    assert [f for f in os.listdir(disk) if ".tmp-" in f] == []
+    assert [f for f in os.listdir(disk) if "tmp-" in f] == []
 
 
 def test_the_jobs_final_save_on_a_full_disk_keeps_the_earlier_model(tf, disk):
     """keras-dp train's last write: a clear error, the earlier files whole, no traceback."""
     from keras_dp.data.tokenizer import ByteTokenizer
     from keras_dp.errors import ConfigError
-    from keras_dp.train import TrainConfig, _save
+    from keras_dp.train_config import TrainConfig
+    from keras_dp.train_files import save as _save
 
     import _problem
 

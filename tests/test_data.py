@@ -30,7 +30,10 @@ def pipeline_batches(tf, dataset_fn, pipelines, replicas, steps):
                                              input_pipeline_id=p, num_replicas_in_sync=replicas)
         ds = dataset_fn(context).take(steps * (replicas // pipelines))
         per_pipeline.append([(x.numpy(), y.numpy()) for x, y in ds])
-    return D.global_batches(per_pipeline, replicas // pipelines)
+    local = replicas // pipelines   # concatenated in global replica order
+    return [(np.concatenate([p[s * local + r][0] for p in per_pipeline for r in range(local)]),
+             np.concatenate([p[s * local + r][1] for p in per_pipeline for r in range(local)]))
+            for s in range(min(len(p) for p in per_pipeline) // local)]
 
 
 @pytest.mark.parametrize("pipelines", [2, 3])
@@ -246,3 +249,20 @@ def test_builtin_corpus_and_tokenizer():
     counts = np.bincount(synthetic.tokens("train"), minlength=4)
     assert 0 < synthetic.entropy_rate < np.log(4)
     assert counts.min() > 0
+
+
+def test_counts_are_checked_one_way_everywhere(tf):
+    """`errors.whole_number`: batch sizes (data, Context), TrainConfig, StreamLayout, schedules."""
+    from keras_dp.errors import whole_number
+    from keras_dp.train_config import TrainConfig
+
+    assert whole_number(np.int64(4), "n") == 4 and whole_number(4.0, "n") == 4
+    for bad in (True, 2.5, "3", 0, None):
+        with pytest.raises(keras_dp.ConfigError, match=r"n: must be a whole number >= 1"):
+            whole_number(bad, "n")
+    for call in (lambda: D.global_batch_size(0, tf.distribute.get_strategy()),
+                 lambda: D.per_replica_batch_size(True, 2),
+                 lambda: TrainConfig(steps=2.5).check(),
+                 lambda: D.StreamLayout(10_000, 0, 8)):
+        with pytest.raises(keras_dp.ConfigError, match="must be a whole number >= 1"):
+            call()

@@ -98,3 +98,15 @@ def test_mixed_precision_and_xla_train_steps(tf, policy, jit):
         assert model.blocks[0].mlp_in.kernel.dtype == "float32"
     if policy == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_an_unknown_preset_is_one_config_error_naming_the_presets():
+    """The one preset check (`TransformerLM.from_preset` and `keras-dp train` call it)."""
+    from keras_dp.errors import ConfigError
+    from keras_dp.models.presets import PRESETS, preset
+
+    assert preset(" Tiny ") == PRESETS["tiny"]
+    with pytest.raises(ConfigError, match=r"preset: is not a preset.*tiny, small, base"):
+        preset("huge")
+    with pytest.raises(ConfigError, match="is not a preset"):
+        TransformerLM.from_preset("huge")

@@ -1,4 +1,4 @@
-"""`keras-dp train` end to end (small), `keras-dp generate`, `--resume`, errors."""
+"""`keras-dp train` end to end (small), `keras-dp generate`, resuming, flags, errors."""
 
 import json
 import os
@@ -60,30 +60,37 @@ def test_generate_without_a_model_exits_2(tmp_path, capsys):
     assert "no saved model" in capsys.readouterr().err
 
 
-@pytest.mark.multiprocess
-def test_resume_continues_from_the_saved_state(trained, tmp_path):
-    out, _ = trained
-    copy = tmp_path / "out"
-    copy.mkdir()
-    for name in os.listdir(out):
-        (copy / name).write_bytes((out / name).read_bytes())
-    result = keras_dp_cli("train", "--steps", "9", "--output-dir", str(copy), "--resume",
-                          "--json", *SMALL)
-    assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(result.stdout)
-    assert report["initial_step"] == 6 and report["steps"] == 9
-    state = json.loads((copy / "train_state.json").read_text())
-    assert state["step"] == 9
-    model = keras.saving.load_model(str(copy / "model.keras"))
-    assert int(model.optimizer.iterations) == 9
-    # Other data settings cannot continue the same batches: refused.
-    from keras_dp.errors import ConfigError
-    from keras_dp.train import TrainConfig, _resume_point
+def test_resume_flag_is_refused_with_what_resumes_a_run(capsys):
+    """One resume mechanism: the backups. `--resume` says so (exit 2, before TensorFlow)."""
+    from keras_dp.cli import main
 
-    with pytest.raises(ConfigError, match="resuming needs the same data"):
-        _resume_point(TrainConfig(output_dir=str(copy), resume=True),
-                      dict(state["data"], seed=5))
-    assert _resume_point(TrainConfig(output_dir=str(tmp_path / "new")), {}) is None
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--resume"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--resume is gone" in err and "resumes from its backups" in err
+    assert "run the same command again" in err
+
+
+def test_every_train_config_field_is_a_flag_and_every_flag_a_field():
+    import argparse
+    import dataclasses
+
+    from keras_dp.cli import train as train_cli
+    from keras_dp.train import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers())
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    actions = sub.choices["train"]._actions
+    dests = {a.dest for a in actions if a.dest != "help" and a.help != argparse.SUPPRESS}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert dests - set(train_cli.CLI_ONLY) == fields
+    # ... with TrainConfig's defaults.
+    assert train_cli.config_from_args(parser.parse_args(["train"])) == TrainConfig()
+    args = parser.parse_args(["train", "--lr", "0.1", "--no-backup", "--mixed-precision", "bf16"])
+    assert train_cli.config_from_args(args) == TrainConfig(
+        learning_rate=0.1, backup=False, mixed_precision="mixed_bfloat16")
 
 
 @pytest.mark.multiprocess
@@ -146,7 +153,8 @@ def test_a_killed_run_resumes_exactly_when_the_same_command_runs_again(trained, 
 def test_a_backup_of_other_settings_is_refused(tmp_path):
     from keras_dp.callbacks._backup_store import BackupStore
     from keras_dp.errors import ConfigError
-    from keras_dp.train import TrainConfig, _backup_point, backup_dir_of
+    from keras_dp.train_config import TrainConfig
+    from keras_dp.train_files import backup_dir_of, backup_point as _backup_point
 
     config = TrainConfig(output_dir=str(tmp_path))
     directory = backup_dir_of(config)
@@ -178,10 +186,10 @@ class _Extended:
         self.worker_devices = devices
 
 
-class _Context:
+class _Strategy:
     def __init__(self, devices, replicas):
-        self.strategy = type("S", (), {"extended": _Extended(devices)})()
-        self.num_replicas = replicas
+        self.extended = _Extended(devices)
+        self.num_replicas_in_sync = replicas
 
 
 CPU2 = tuple(f"/job:localhost/replica:0/task:0/device:CPU:{i}" for i in range(2))
@@ -204,18 +212,21 @@ WORKER_CPU = ("/job:worker/replica:0/task:1/device:CPU:0",)
 def test_xla_is_decided_by_the_replicas_devices(monkeypatch, requested, devices, replicas,
                                                 part, expected):
     from keras_dp import keras_fix
-    from keras_dp.train import _use_xla
+    from keras_dp.xla import use_xla
 
     monkeypatch.setattr(keras_fix, "is_applied", lambda name=None: part)
-    assert _use_xla(requested, _Context(devices, replicas)) is expected
+    assert use_xla(requested, _Strategy(devices, replicas), whole_step=True) is expected
+    # keras_dp.train_step compiles each replica's pass alone: XLA wherever asked.
+    assert use_xla(requested, _Strategy(devices, replicas), whole_step=False) is (
+        requested is not False)
 
 
 def test_xla_asked_for_on_several_cpu_replicas_without_the_part_is_a_config_error(
         monkeypatch):
     from keras_dp import keras_fix
     from keras_dp.errors import ConfigError
-    from keras_dp.train import _use_xla
+    from keras_dp.xla import use_xla
 
     monkeypatch.setattr(keras_fix, "is_applied", lambda name=None: False)
     with pytest.raises(ConfigError, match=r"replica_xla.*--no-xla.*Received: xla=True"):
-        _use_xla(True, _Context(CPU2, 2))
+        use_xla(True, _Strategy(CPU2, 2), whole_step=True)

@@ -39,8 +39,9 @@ import tempfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from keras_dp.callbacks import _backup_verify as verify
-from keras_dp.callbacks._storage import (first_line, free_space, is_io_error, is_local,
-                                        is_storage_error, remove_quietly, write_text)
+from keras_dp.callbacks._storage import first_line, free_space, is_io_error, is_storage_error
+from keras_dp.chief_files import (TEMP_MARK, _gfile, is_local, private_dir, remove_quietly,
+                                  write_text)
 from keras_dp.errors import KerasDPError
 
 POINTER = "latest"
@@ -104,12 +105,6 @@ class Choice:
     damaged: List[Tuple[str, str]]
 
 
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
 def _load_json(path: str, what: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
     """`(value, None)`, or `(None, why not)`: "<what> is missing" / "is not valid JSON"."""
     gfile = _gfile()
@@ -127,10 +122,6 @@ def _load_json(path: str, what: str) -> Tuple[Optional[Dict[str, Any]], Optional
     if not isinstance(value, dict):
         return None, f"{what} is not a JSON object (damaged)"
     return value, None
-
-
-def _read_json(path: str) -> Optional[Dict[str, Any]]:
-    return _load_json(path, os.path.basename(path))[0]
 
 
 class BackupStore:
@@ -231,7 +222,7 @@ class BackupStore:
         if not self.is_chief:
             temp = None
             try:
-                temp = tempfile.mkdtemp(prefix=f"keras_dp_backup_worker{self.worker_index}_")
+                temp = private_dir("backup", self.worker_index)
                 write_state(os.path.join(temp, STATE))
             except Exception as exc:  # noqa: BLE001 - only a refused write is handled
                 if not is_storage_error(exc):
@@ -292,7 +283,7 @@ class BackupStore:
         for backup in self._unfinished(self.list(), pointer):
             _gfile().rmtree(backup.path)
         for entry in self._names():
-            if ".tmp-" in entry:
+            if ".tmp-" in entry or TEMP_MARK in entry:   # the first: older releases'
                 remove_quietly(os.path.join(self.directory, entry))
 
     def set_aside(self, choice: Choice) -> List[str]:
@@ -345,7 +336,8 @@ class BackupStore:
             path = os.path.join(self.directory, entry)
             if _NAME.match(entry) or entry.startswith(DAMAGED):
                 gfile.rmtree(path)
-            elif entry == POINTER or entry.startswith(POINTER + ".tmp-"):
+            elif entry == POINTER or entry.startswith(POINTER + ".tmp-") or \
+                    entry.startswith(f".{POINTER}{TEMP_MARK}"):
                 gfile.remove(path)
         if not gfile.listdir(self.directory):
             gfile.rmtree(self.directory)

@@ -1,4 +1,4 @@
-"""Checks that a backup is exactly what was written: a manifest, and why one is unusable.
+"""Checks that a backup is exactly what was written and fits this run; why one is unusable.
 
 When a backup is saved, `BackupStore.save` records in its `meta.json` the
 size and SHA-256 of every file of the TensorFlow checkpoint (`files`), and a
@@ -11,16 +11,26 @@ traceback or, worse, as silently wrong weights.
 
 Backups written before the manifest existed (no `files` in `meta.json`) are
 checked by reading every tensor with TensorFlow's checkpoint reader instead.
+
+A backup must also fit the run restoring it: every worker found the same one
+(`agree_across_workers`), and the model's and optimizer's variables have the
+recorded shapes (`same_layout`); else a `BackupError` says why.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import logging
 import os
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from keras_dp.callbacks._storage import first_line, is_io_error
+from keras_dp.errors import KerasDPError
+
+log = logging.getLogger("keras_dp")
+_generations = itertools.count()
 
 _CHUNK = 1 << 22
 
@@ -120,3 +130,80 @@ def _tf_problem(prefix: str) -> Optional[str]:
             raise
         return f"TensorFlow cannot read its checkpoint ({first_line(exc)})"
     return None
+
+
+class BackupError(KerasDPError, RuntimeError):
+    """A backup cannot be used (written by another model, or not visible to every worker)."""
+
+
+def agree_across_workers(mine: str, index: int, count: int, backup_dir) -> None:
+    """Checks that every worker found the same backup (a filesystem all of them read).
+
+    Every worker calls it at the same point (it waits for all of them).
+
+    Args:
+        mine: What this worker found (`"none"`, or e.g. `"step 120"`).
+        index: This worker's index.
+        count: The number of workers.
+        backup_dir: The directory (for the message).
+
+    Raises:
+        BackupError: when the workers found different backups.
+    """
+    if count <= 1:
+        return
+    from tensorflow.python.eager import context
+
+    prefix = f"keras_dp/backup/{next(_generations)}/found"
+    ctx = context.context()
+    ctx.set_config_key_value(f"{prefix}/{index}", mine)
+    seen = {i: ctx.get_config_key_value(f"{prefix}/{i}", timeout_in_ms=600_000)
+            for i in range(count)}
+    if len(set(seen.values())) > 1:
+        described = ", ".join(f"worker {i}: {'no backup' if v == 'none' else v}"
+                              for i, v in seen.items())
+        raise BackupError(
+            f"the workers see different backups in {backup_dir!r} ({described}). "
+            "backup_dir must be on a filesystem every worker reads (NFS, a cluster "
+            f"filesystem, gs://...). Received: backup_dir={backup_dir}")
+
+
+def describe_variables(state) -> Dict[str, List[List[Any]]]:
+    """`{group: [[path, shape], ...]}` of a backup's variables (recorded in `meta.json`)."""
+    return {group: [[getattr(v, "path", getattr(v, "name", "")), list(v.shape)]
+                    for v in variables] for group, variables in state.items()}
+
+
+def same_layout(saved: Dict[str, Any], now: Dict[str, Any], backup_dir) -> Dict[str, Any]:
+    """Checks that the backup's model and optimizer variables are this run's.
+
+    Args:
+        saved: `describe_variables` of the backup; `now`: of this run.
+        backup_dir: The directory (for the message).
+
+    Returns:
+        The groups of `saved` to restore (the global seed only when this
+        run has created it).
+
+    Raises:
+        BackupError: A variable count or shape differs (another model).
+    """
+    if "global_seed" in saved and "global_seed" not in now:
+        log.warning("keras_dp: the backup has Keras' global seed generator state, but "
+                    "this run has not created it yet; it is not restored")
+        saved = {k: v for k, v in saved.items() if k != "global_seed"}
+    for group in ("model", "optimizer"):
+        old, new = saved.get(group, []), now.get(group, [])
+        shapes_old = [shape for _, shape in old]
+        shapes_new = [shape for _, shape in new]
+        if shapes_old != shapes_new:
+            detail = (f"{len(old)} variables in the backup, {len(new)} now"
+                      if len(old) != len(new) else next(
+                          f"variable {i} ({new[i][0]}) has shape {tuple(a)} in the backup "
+                          f"but {tuple(b)} now"
+                          for i, (a, b) in enumerate(zip(shapes_old, shapes_new)) if a != b))
+            raise BackupError(
+                f"the backup in {backup_dir!r} was written by a different {group} "
+                f"({detail}). Use a new backup_dir for a new model, or delete this one. "
+                f"Received: backup_dir={backup_dir}")
+    return saved

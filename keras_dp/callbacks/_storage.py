@@ -1,8 +1,8 @@
-"""Writing files so that a full or read-only disk costs nothing already saved.
+"""Storage errors, in words: a refused write, an I/O error, the free space.
 
-Small helpers shared by the backups and the job's final save: atomic writes
-(temporary name, then rename), telling a refused write (no space, read-only,
-no permission) from other errors, and the free space, in words.
+Shared by the backups, the checkpoints and the job's final save (the atomic
+writes themselves are `keras_dp.chief_files.atomic`): telling a refused write
+(no space, read-only, no permission) from other errors, and the free space.
 """
 
 from __future__ import annotations
@@ -10,88 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from typing import Any, Callable
-
-
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
-def is_local(path: str) -> bool:
-    """Whether `path` is on a local filesystem (not `gs://...` and the like)."""
-    return "://" not in path
-
-
-def write_text(path: str, text: str) -> None:
-    """Writes a small file so that it is complete or absent (temp file + rename)."""
-    temp = f"{path}.tmp-{os.getpid()}"
-    try:
-        if is_local(path):
-            with open(temp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-            fsync_dir(os.path.dirname(path) or ".")
-            return
-        gfile = _gfile()
-        with gfile.GFile(temp, "w") as handle:
-            handle.write(text)
-        gfile.rename(temp, path, overwrite=True)
-    except BaseException:
-        remove_quietly(temp)
-        raise
-
-
-def remove_quietly(path: str) -> None:
-    """Removes a file or directory if it is there, ignoring errors (used while failing)."""
-    try:
-        if is_local(path):
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            elif os.path.lexists(path):
-                os.remove(path)
-        elif _gfile().exists(path):
-            (_gfile().rmtree if _gfile().isdir(path) else _gfile().remove)(path)
-    except Exception:  # noqa: BLE001 - best effort while reporting another error
-        pass
-
-
-def fsync_dir(path: str) -> None:
-    """Flushes a directory's entries (a rename) to disk, where the OS allows it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: str, write: Callable[[str], Any], suffix: str = "") -> None:
-    """Calls `write(temp)` for a temporary name next to `path`, then renames it to `path`.
-
-    A failure (a full disk) leaves any previous `path` untouched and removes
-    the partial file. `suffix` ends the temporary name (Keras insists on
-    `.keras` for `model.save`).
-    """
-    directory, base = os.path.split(path)
-    temp = os.path.join(directory, f".{base}.tmp-{os.getpid()}{suffix}")
-    try:
-        write(temp)
-        if is_local(path):
-            os.replace(temp, path)
-            fsync_dir(directory or ".")
-        else:
-            _gfile().rename(temp, path, overwrite=True)
-    except BaseException:
-        remove_quietly(temp)
-        raise
 
 
 def first_line(exc: BaseException) -> str:

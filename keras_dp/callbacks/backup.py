@@ -3,20 +3,15 @@
 Keras 3's `keras.callbacks.BackupAndRestore` has every worker write the same
 files (under MultiWorkerMirroredStrategy that crashes with `BlockingIOError:
 unable to lock file`), and it restores only the epoch, not the step inside it.
-This callback, with the same arguments:
-
-- saves on every worker, as TensorFlow requires, but only the chief writes
-  into `backup_dir`; the others write into a temporary directory they delete;
-- writes atomically (see `_backup_store`): a process killed mid-save leaves
-  the previous backup as the latest;
-- restores the exact step: the model's variables (weights, random-generator
-  state), the optimizer's (slots, iteration count), the metrics' running
-  totals, the epoch, the step in the epoch and the data position;
-- with `save_before_preemption=True` (default), turns a SIGTERM on any worker
-  into a backup at a step all workers share and exits with
-  `keras_dp.fault.EXIT_PREEMPTED` (75); running the same command again resumes.
-  A SIGTERM during the last step, when training is complete anyway, lets the
-  program go on to its end (it may be saving the model) and keeps the backups.
+This callback, with the same arguments, saves on every worker (TensorFlow
+requires it) but only the chief writes into `backup_dir` (`_backup_store.py`,
+atomically: a process killed mid-save leaves the previous backup the latest);
+it restores the exact step: the whole training state (`_backup_state.py`),
+the epoch, the step in it and the data position. With
+`save_before_preemption=True` (default) a SIGTERM on any worker becomes a
+backup at a step all workers share and exit code 75
+(`keras_dp.fault.EXIT_PREEMPTED`); during the last step it lets the program
+go on to its end (it may be saving the model) and keeps the backups.
 
 The data position: the callback counts the batches taken from the input
 iterator. On resume, Keras starts the saved epoch with a fresh iterator; the
@@ -42,24 +37,23 @@ tells a callback (progress, throughput, step counters) to ignore those.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import numbers
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import keras
 
+from keras_dp.callbacks import _backup_state as state
 from keras_dp.callbacks._backup_store import BackupStore, BackupWriteError, describe
-from keras_dp.errors import ConfigError, KerasDPError
+from keras_dp.callbacks._backup_verify import BackupError, agree_across_workers  # noqa: F401
+from keras_dp.errors import ConfigError, whole_number
 from keras_dp.fault import worker_position
 from keras_dp.preemption import Preempted, PreemptionWatcher
 
 log = logging.getLogger("keras_dp")
 
-FORMAT = 1
-_generations = itertools.count()
 _ACTIVE = "_keras_dp_backup"
 
 
@@ -117,52 +111,6 @@ def is_replayed_step(model, batch: int) -> bool:
     """
     backup = getattr(model, _ACTIVE, None)
     return backup is not None and backup.is_replayed(batch)
-
-
-class BackupError(KerasDPError, RuntimeError):
-    """A backup cannot be used (written by another model, or not visible to every worker)."""
-
-
-def agree_across_workers(mine: str, index: int, count: int, backup_dir) -> None:
-    """Checks that every worker found the same backup (a filesystem all of them read).
-
-    Every worker calls it at the same point (it waits for all of them).
-
-    Args:
-        mine: What this worker found (`"none"`, or e.g. `"step 120"`).
-        index: This worker's index.
-        count: The number of workers.
-        backup_dir: The directory (for the message).
-
-    Raises:
-        BackupError: when the workers found different backups.
-    """
-    if count <= 1:
-        return
-    from tensorflow.python.eager import context
-
-    prefix = f"keras_dp/backup/{next(_generations)}/found"
-    ctx = context.context()
-    ctx.set_config_key_value(f"{prefix}/{index}", mine)
-    seen = {i: ctx.get_config_key_value(f"{prefix}/{i}", timeout_in_ms=600_000)
-            for i in range(count)}
-    if len(set(seen.values())) > 1:
-        described = ", ".join(f"worker {i}: {'no backup' if v == 'none' else v}"
-                              for i, v in seen.items())
-        raise BackupError(
-            f"the workers see different backups in {backup_dir!r} ({described}). "
-            "backup_dir must be on a filesystem every worker reads (NFS, a cluster "
-            f"filesystem, gs://...). Received: backup_dir={backup_dir}")
-
-
-def _floats(logs: Optional[Dict[str, Any]]) -> Dict[str, float]:
-    out = {}
-    for key, value in (logs or {}).items():
-        try:
-            out[key] = float(value)
-        except (TypeError, ValueError):
-            continue
-    return out
 
 
 class BackupAndRestore(keras.callbacks.Callback):
@@ -224,11 +172,8 @@ class BackupAndRestore(keras.callbacks.Callback):
             raise ConfigError("must be 'epoch', a positive number of steps, or False",
                               variable="save_freq", received=repr(save_freq),
                               fix="pass save_freq='epoch' or e.g. save_freq=100")
-        if isinstance(keep, bool) or not isinstance(keep, numbers.Integral) or keep < 1:
-            raise ConfigError("must be a whole number >= 1 (how many backups to keep)",
-                              variable="keep", received=repr(keep),
-                              fix="pass keep=2 (the default) or more")
-        self.keep = max(int(keep), 2 if double_checkpoint else 1)
+        self.keep = max(whole_number(keep, "keep", fix="pass keep=2 (the default) or more"),
+                        2 if double_checkpoint else 1)
         self.backup_dir = str(backup_dir)
         self.save_freq = save_freq
         self.double_checkpoint = double_checkpoint
@@ -250,29 +195,11 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._replay_calls = 0        # train-function calls that only read data
         self._replay_logs: Dict[str, float] = {}
         self._resume: Optional[Dict[str, Any]] = None
-        self._resume_prefix: Optional[str] = None
         self._boundary_save = False
         self._last_saved_step: Optional[int] = None
         self._last_good_step: Optional[int] = None   # of the last backup actually written
         self._last_logs: Dict[str, float] = {}
         self._set_initial_epoch = False
-
-    # -- what is saved --------------------------------------------------------
-    def _state_variables(self) -> Dict[str, List[Any]]:
-        from keras.src.backend.common import global_state
-
-        model = self.model
-        state = {"model": list(model.variables)}
-        if model.optimizer is not None:
-            state["optimizer"] = list(model.optimizer.variables)
-        seed = global_state.get_global_attribute("global_seed_generator")
-        if seed is not None:
-            state["global_seed"] = [seed.state]
-        return state
-
-    def _describe_variables(self, state) -> Dict[str, List[List[Any]]]:
-        return {group: [[getattr(v, "path", getattr(v, "name", "")), list(v.shape)]
-                        for v in variables] for group, variables in state.items()}
 
     def is_replayed(self, batch: int) -> bool:
         """Whether step `batch` of the current epoch is skipped (done before the restore)."""
@@ -299,9 +226,10 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._store = BackupStore(self.backup_dir, is_chief=is_chief, worker_index=index,
                                   keep=self.keep)
         self._store.clean_unfinished()
-        self._ensure_built()
+        state.ensure_built(self.model)
         choice = self._store.choose()
-        self._agree_across_workers(choice.backup)
+        agree_across_workers("none" if choice.backup is None else choice.backup.name,
+                             index, count, self.backup_dir)
         message = describe(choice, self.backup_dir, self._store.set_aside(choice))
         if message and is_chief:
             log.warning(message)
@@ -318,18 +246,17 @@ class BackupAndRestore(keras.callbacks.Callback):
         if resume is not None and epoch == resume["epoch"]:
             self._step_in_epoch = resume["step_in_epoch"]
             if resume["step_in_epoch"]:
-                self._restore_metrics()
+                state.read_metrics(self.model, resume["prefix"],
+                                   resume["metrics_variables"])
 
     def on_train_batch_end(self, batch, logs=None):
-        done = int(batch) + 1
-        resume = self._resume
-        if resume is not None and self._epoch == resume["epoch"] and \
-                done <= resume["step_in_epoch"]:
+        if self.is_replayed(batch):
             return  # a replayed step: it only read data
+        done = int(batch) + 1
         before = self.global_step
         self.global_step += max(0, done - self._step_in_epoch)
         self._step_in_epoch = done
-        self._last_logs = _floats(logs)
+        self._last_logs = state.float_logs(logs)
         if self._watcher is not None and self._watcher.should_stop(self.global_step):
             where = self._save("preemption")  # None: the disk refused it
             self._watcher.stop()
@@ -345,7 +272,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._epoch = epoch + 1
         self._step_in_epoch = 0
         if logs:
-            self._last_logs = _floats(logs)
+            self._last_logs = state.float_logs(logs)
         # Saved at the next step's start, once Keras shows whether it keeps the
         # iterator (an infinite dataset) or starts a new one: that decides the
         # data position. Nothing trains in between.
@@ -372,22 +299,18 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     # -- saving ----------------------------------------------------------------
     def _save(self, reason: str) -> str:
-        import tensorflow as tf
-
-        state = self._state_variables()
+        variables, write = state.writer(self.model)
         meta = {
-            "format": FORMAT, "reason": reason, "global_step": self.global_step,
+            "format": state.FORMAT, "reason": reason, "global_step": self.global_step,
             "epoch": self._epoch, "step_in_epoch": self._step_in_epoch,
             "data_position": self._position, "logs": self._last_logs,
-            "num_workers": self._count, "variables": self._describe_variables(state),
+            "num_workers": self._count, "variables": variables,
             "metrics_variables": len(self.model.metrics_variables),
         }
         if self.metadata is not None:
             meta["metadata"] = self.metadata() if callable(self.metadata) else self.metadata
-        checkpoint = tf.train.Checkpoint(metrics=list(self.model.metrics_variables), **state)
         try:
-            where = self._store.save(self.global_step, lambda prefix: checkpoint.write(prefix),
-                                     meta)
+            where = self._store.save(self.global_step, write, meta)
         except BackupWriteError as exc:
             # Still "saved here" for the epoch-boundary decision, which every worker
             # must take alike (a save is collective); only the chief's write failed.
@@ -412,68 +335,15 @@ class BackupAndRestore(keras.callbacks.Callback):
                     self.global_step, exc, previous, retry, self.backup_dir)
 
     # -- restoring -------------------------------------------------------------
-    def _ensure_built(self) -> None:
-        model = self.model
-        if not model.built:
-            raise BackupError(
-                "BackupAndRestore needs a built model before fit(); build it (call it on "
-                "a batch, or give keras.Input) inside the strategy scope")
-        optimizer = model.optimizer
-        if optimizer is not None and not optimizer.built:
-            with model.distribute_strategy.scope():
-                optimizer.build(model.trainable_variables)
-
-    def _agree_across_workers(self, found) -> None:
-        """Checks that every worker chose the same backup (a shared filesystem)."""
-        agree_across_workers("none" if found is None else found.name,
-                             self._index, self._count, self.backup_dir)
-
     def _restore(self, prefix: str, meta: Dict[str, Any]) -> None:
-        import tensorflow as tf
-
-        if meta.get("format") != FORMAT:
-            raise BackupError(f"the backup {prefix!r} has format {meta.get('format')!r}; this "
-                              f"keras_dp reads format {FORMAT}. Delete {self.backup_dir!r} "
-                              f"to start over. Received: backup_dir={self.backup_dir}")
-        state = self._state_variables()
-        saved = meta.get("variables", {})
-        now = self._describe_variables(state)
-        if "global_seed" in saved and "global_seed" not in now:
-            log.warning("keras_dp: the backup has Keras' global seed generator state, but "
-                        "this run has not created it yet; it is not restored")
-            saved = {k: v for k, v in saved.items() if k != "global_seed"}
-        state = {k: v for k, v in state.items() if k in saved}
-        for group in ("model", "optimizer"):
-            old, new = saved.get(group, []), now.get(group, [])
-            shapes_old = [shape for _, shape in old]
-            shapes_new = [shape for _, shape in new]
-            if shapes_old != shapes_new:
-                detail = (f"{len(old)} variables in the backup, {len(new)} now"
-                          if len(old) != len(new) else next(
-                              f"variable {i} ({new[i][0]}) has shape {tuple(a)} in the backup "
-                              f"but {tuple(b)} now"
-                              for i, (a, b) in enumerate(zip(shapes_old, shapes_new)) if a != b))
-                raise BackupError(
-                    f"the backup in {self.backup_dir!r} was written by a different {group} "
-                    f"({detail}). Use a new backup_dir for a new model, or delete this one. "
-                    f"Received: backup_dir={self.backup_dir}")
-        try:
-            tf.train.Checkpoint(**state).read(prefix).expect_partial()
-        except (tf.errors.OpError, IndexError, ValueError) as exc:
-            # Its files are exactly as written (checked): not damage.
-            raise BackupError(
-                f"TensorFlow cannot read the backup {prefix!r}, whose files are intact "
-                f"({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}); was it "
-                f"written by another TensorFlow version? Delete {self.backup_dir!r} to start "
-                f"over. Received: backup_dir={self.backup_dir}") from None
+        state.read(self.model, prefix, meta, self.backup_dir)
         self.global_step = int(meta["global_step"])
         self._last_saved_step = self._last_good_step = self.global_step
         epoch, step = int(meta["epoch"]), int(meta["step_in_epoch"])
         spe = steps_per_batch(self.model)
         position = int(meta.get("data_position", step))
-        self._resume = {"epoch": epoch, "step_in_epoch": step,
+        self._resume = {"epoch": epoch, "step_in_epoch": step, "prefix": prefix,
                         "metrics_variables": meta.get("metrics_variables")}
-        self._resume_prefix = prefix
         self._replay_calls = math.ceil(step / spe)
         self._hidden_skip = max(0, position - self._replay_calls * spe) \
             if self.replay_data else 0
@@ -484,16 +354,6 @@ class BackupAndRestore(keras.callbacks.Callback):
             self._set_initial_epoch = True
         log.warning("keras_dp: restored the backup of step %d (epoch %d, step %d of it) from "
                     "%s", self.global_step, epoch + 1, step, self.backup_dir)
-
-    def _restore_metrics(self) -> None:
-        import tensorflow as tf
-
-        variables = list(self.model.metrics_variables)
-        if len(variables) != self._resume.get("metrics_variables"):
-            log.warning("keras_dp: the metrics changed since the backup; their running "
-                        "totals start from zero in the resumed epoch")
-            return
-        tf.train.Checkpoint(metrics=variables).read(self._resume_prefix).expect_partial()
 
     # -- data position -----------------------------------------------------------
     def _install_train_function(self) -> None:

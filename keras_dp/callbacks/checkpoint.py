@@ -25,9 +25,8 @@ from typing import Optional
 
 import keras
 
-from keras_dp.callbacks._storage import (first_line, free_space, is_local, is_storage_error,
-                                        remove_quietly)
-from keras_dp.chief_files import position, private_dir
+from keras_dp.callbacks._storage import first_line, free_space, is_storage_error
+from keras_dp.chief_files import is_local, position, private_dir, remove_quietly, temp_name
 from keras_dp.errors import ConfigError
 
 log = logging.getLogger("keras_dp")
@@ -157,9 +156,7 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     def _get_file_path(self, epoch, batch, logs):
         path = file_path_as_worker(self, super()._get_file_path(epoch, batch, logs))
         if self._atomic and not self._redirect and is_local(path):
-            directory, base = os.path.split(path)
-            ext = ".weights.h5" if base.endswith(".weights.h5") else os.path.splitext(base)[1]
-            temp = os.path.join(directory, f".{base}.tmp-{os.getpid()}{ext}")
+            temp = temp_name(path)
             self._pending = (temp, path)
             return temp
         return path

@@ -21,7 +21,7 @@ STYLES = ("auto", "rich", "plain", "none")
 
 
 def _is_chief() -> bool:
-    from keras_dp.context import current_context
+    from keras_dp.current import current_context
 
     context = current_context()
     return True if context is None else bool(context.is_chief)

@@ -12,13 +12,14 @@ OUTPUT_DIR/backup every --backup-every steps (and on SIGTERM, when all workers
 save at a common step and exit 75). If the run is killed, crashes or is
 preempted, run the SAME command again (or let `keras-dp launch --max-restarts`
 do it): it continues from the last backup at the exact step, data position,
-learning rate and validation schedule. --resume is different: it continues a
-FINISHED run (OUTPUT_DIR/model.keras) to a larger --steps.
+learning rate and validation schedule. That is the one way a run resumes
+(--resume is refused, with this explanation).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 
@@ -32,6 +33,24 @@ def _mixed(value: str):
         raise argparse.ArgumentTypeError(
             f"{value!r}: use mixed_bfloat16 (bf16), mixed_float16 (fp16) or off")
     return aliases[key]
+
+
+class _Removed(argparse.Action):
+    """`--resume`: refused with what to do instead (backups resume by themselves)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(
+            f"{option_string} is gone: an interrupted run resumes from its backups by itself "
+            "(run the same command again, with the same --output-dir / --backup-dir). A "
+            "finished run is not continued: train again with the larger --steps, or load "
+            "OUTPUT_DIR/model.keras with keras.saving.load_model and fit it further")
+
+
+#: Options of `keras-dp train` that are not `TrainConfig` fields.
+CLI_ONLY = ("json",)
 
 
 def register(subparsers) -> None:
@@ -52,7 +71,8 @@ def register(subparsers) -> None:
                            "(default $KERAS_DP_CACHE_DIR or ~/.cache/keras_dp)")
     data.add_argument("--text-feature", default=None, help="text feature of a tfds dataset")
     model = parser.add_argument_group("model")
-    model.add_argument("--preset", default=d.preset, choices=["tiny", "small", "base"])
+    model.add_argument("--preset", default=d.preset,
+                       help="tiny, small or base (keras_dp.models.PRESETS)")
     model.add_argument("--seq-len", type=int, default=None, help="tokens per sequence "
                        "(default: the preset's)")
     model.add_argument("--d-model", type=int, default=None)
@@ -94,12 +114,10 @@ def register(subparsers) -> None:
     speed.add_argument("--steps-per-execution", type=int, default=d.steps_per_execution)
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default=d.output_dir,
-                     help="where the chief saves model.keras, tokenizer.json, train_state.json")
+                     help="where the chief saves model.keras, tokenizer.json, train_state.json "
+                          "(the run's record)")
     run.add_argument("--seed", type=int, default=d.seed)
-    run.add_argument("--resume", action="store_true",
-                     help="continue a FINISHED run (model.keras and optimizer state in "
-                          "--output-dir) to a larger --steps; an interrupted run needs no "
-                          "flag: running the same command again resumes from its backup")
+    run.add_argument("--resume", action=_Removed, dest="_removed_resume")
     run.add_argument("--backup-every", type=int, default=d.backup_every, metavar="N",
                      help="back up the training state every N steps (chief writes; SIGTERM "
                           "also saves, at a step all workers share, then exits 75)")
@@ -132,9 +150,10 @@ def register(subparsers) -> None:
 
 
 def config_from_args(args):
+    """The `TrainConfig` of parsed `keras-dp train` arguments (every field is a flag)."""
     from keras_dp.train import TrainConfig
 
-    names = {f.name for f in __import__("dataclasses").fields(TrainConfig)}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
 
 

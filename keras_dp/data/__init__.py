@@ -21,28 +21,61 @@ from __future__ import annotations
 
 from typing import Optional
 
-from keras_dp.data.batching import (distribute, global_batch_size, per_replica_batch_size,
-                                    resolve_strategy, steps_per_epoch)
-from keras_dp.data.corpus import (Corpus, InMemoryCorpus, load_corpus,
-                                  split_train_validation)
-from keras_dp.data.pipeline import StreamLayout, global_batches, pipeline_dataset
+from keras_dp.data.batching import distribute, global_batch_size, per_replica_batch_size, \
+    steps_per_epoch
+from keras_dp.data.builtin import builtin_corpus
+from keras_dp.data.corpus import Corpus, InMemoryCorpus, split_train_validation
+from keras_dp.data.pipeline import StreamLayout, pipeline_dataset
+from keras_dp.data.store import files_corpus, tfds_corpus
 from keras_dp.data.synthetic import MarkovCorpus
 from keras_dp.data.tokenizer import ByteTokenizer, IdTokenizer, load_tokenizer
+from keras_dp.errors import ConfigError
 
 __all__ = [
     "ByteTokenizer", "Corpus", "IdTokenizer", "InMemoryCorpus", "MarkovCorpus", "StreamLayout",
-    "distribute", "global_batch_size", "global_batches", "load_corpus", "load_tokenizer",
+    "distribute", "global_batch_size", "load_corpus", "load_tokenizer",
     "per_replica_batch_size", "split_train_validation", "steps_per_epoch", "text_dataset",
-    "text_dataset_fn", "text_layout",
+    "text_dataset_fn",
 ]
 
 
-def text_layout(source="builtin", *, split: str = "train", seq_len: int = 128,
-                global_batch_size: int, **corpus_options) -> StreamLayout:
-    """The `StreamLayout` (steps per epoch, examples) `text_dataset` would use."""
-    corpus = load_corpus(source, **corpus_options)
-    return StreamLayout(corpus.num_tokens(corpus.check_split(split)), int(global_batch_size),
-                        int(seq_len))
+def load_corpus(source="builtin", *, data_dir: Optional[str] = None,
+                cache_dir: Optional[str] = None, text_feature: Optional[str] = None,
+                download: bool = False) -> Corpus:
+    """Resolves a source to a `Corpus`.
+
+    Args:
+        source: `"builtin"` (Python's documentation topics, offline),
+            `"synthetic"` or `"synthetic:vocab=16,order=1,tokens=200000,seed=0"`
+            (a random Markov chain with a known entropy rate), `"tfds:NAME"`
+            (a tensorflow-datasets text dataset prepared in `data_dir`), a
+            local text file, a glob or a list of them, or a `Corpus`.
+        data_dir: tensorflow-datasets data directory for `"tfds:"` sources.
+        cache_dir: Where converted (sharded) datasets are written; default
+            `$KERAS_DP_CACHE_DIR` or `~/.cache/keras_dp`.
+        text_feature: The text feature of a `"tfds:"` dataset (default: its
+            only text feature).
+        download: Let tensorflow-datasets download and prepare a missing
+            `"tfds:"` dataset (needs network); default False fails fast.
+
+    Returns:
+        A `Corpus`.
+    """
+    if isinstance(source, Corpus):
+        return source
+    if source is None or (isinstance(source, str) and source.strip().lower() == "builtin"):
+        return builtin_corpus()
+    if isinstance(source, str) and source.strip().lower().startswith("synthetic"):
+        return MarkovCorpus.from_spec(source)
+    if isinstance(source, str) and source.startswith("tfds:"):
+        return tfds_corpus(source[len("tfds:"):], data_dir=data_dir, cache_dir=cache_dir,
+                           text_feature=text_feature, download=download)
+    if isinstance(source, (str, list, tuple)):
+        return files_corpus(source, cache_dir=cache_dir)
+    raise ConfigError("is not a data source keras_dp knows", variable="source",
+                      received=repr(source),
+                      fix="pass 'builtin', 'synthetic', 'tfds:NAME', a file path or glob, "
+                          "or a keras_dp.data.Corpus")
 
 
 def text_dataset_fn(source="builtin", *, split: str = "train", seq_len: int = 128,

@@ -10,39 +10,10 @@ what is not its own).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
-from keras_dp.errors import ConfigError
-
-
-def resolve_strategy(strategy=None):
-    """The strategy to use: the given one, the one whose scope is open, the
-    one `keras_dp.scope()` created, or TensorFlow's default strategy."""
-    import tensorflow as tf
-
-    if strategy is not None:
-        return strategy
-    if tf.distribute.has_strategy():
-        return tf.distribute.get_strategy()
-    from keras_dp.context import current_context
-
-    context = current_context()
-    if context is not None:
-        return context.strategy
-    return tf.distribute.get_strategy()
-
-
-def _check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        try:
-            import numpy as np
-
-            if isinstance(value, np.integer) and value >= 1:
-                return int(value)
-        except ImportError:  # pragma: no cover
-            pass
-        raise ConfigError("must be a whole number >= 1", variable=name, received=value)
-    return value
+from keras_dp.current import resolve_strategy
+from keras_dp.errors import ConfigError, whole_number
 
 
 def global_batch_size(per_replica_batch: int, strategy=None) -> int:
@@ -62,13 +33,13 @@ def global_batch_size(per_replica_batch: int, strategy=None) -> int:
         batch = keras_dp.data.global_batch_size(32)   # 64 with two workers
     ```
     """
-    per_replica_batch = _check_count(per_replica_batch, "per_replica_batch")
+    per_replica_batch = whole_number(per_replica_batch, "per_replica_batch")
     return per_replica_batch * int(resolve_strategy(strategy).num_replicas_in_sync)
 
 
 def per_replica_batch_size(global_batch: int, num_replicas: int) -> int:
     """`global_batch / num_replicas`, which must divide evenly."""
-    global_batch = _check_count(global_batch, "global_batch_size")
+    global_batch = whole_number(global_batch, "global_batch_size")
     if global_batch % num_replicas:
         lower = max(1, global_batch // num_replicas) * num_replicas
         raise ConfigError(
@@ -86,7 +57,7 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
         ConfigError: when there is not even one global batch.
     """
     num_examples = int(num_examples)
-    global_batch_size = _check_count(global_batch_size, "global_batch_size")
+    global_batch_size = whole_number(global_batch_size, "global_batch_size")
     steps = num_examples // global_batch_size
     if steps < 1:
         raise ConfigError(f"{num_examples} examples do not fill one global batch",

@@ -13,7 +13,7 @@ tensorflow-datasets sources, converted once into a sharded tfds dataset; see
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Sequence
 
 import numpy as np
 
@@ -129,50 +129,3 @@ class InMemoryCorpus(Corpus):
         import tensorflow as tf
 
         return tf.data.Dataset.from_tensors(self.tokens(split)[start:stop])
-
-
-def load_corpus(source="builtin", *, data_dir: Optional[str] = None,
-                cache_dir: Optional[str] = None, text_feature: Optional[str] = None,
-                download: bool = False) -> Corpus:
-    """Resolves a source to a `Corpus`.
-
-    Args:
-        source: `"builtin"` (Python's documentation topics, offline),
-            `"synthetic"` or `"synthetic:vocab=16,order=1,tokens=200000,seed=0"`
-            (a random Markov chain with a known entropy rate), `"tfds:NAME"`
-            (a tensorflow-datasets text dataset prepared in `data_dir`), a
-            local text file, a glob or a list of them, or a `Corpus`.
-        data_dir: tensorflow-datasets data directory for `"tfds:"` sources.
-        cache_dir: Where converted (sharded) datasets are written; default
-            `$KERAS_DP_CACHE_DIR` or `~/.cache/keras_dp`.
-        text_feature: The text feature of a `"tfds:"` dataset (default: its
-            only text feature).
-        download: Let tensorflow-datasets download and prepare a missing
-            `"tfds:"` dataset (needs network); default False fails fast.
-
-    Returns:
-        A `Corpus`.
-    """
-    if isinstance(source, Corpus):
-        return source
-    if source is None or (isinstance(source, str) and source.strip().lower() == "builtin"):
-        from keras_dp.data.builtin import builtin_corpus
-
-        return builtin_corpus()
-    if isinstance(source, str) and source.strip().lower().startswith("synthetic"):
-        from keras_dp.data.synthetic import MarkovCorpus
-
-        return MarkovCorpus.from_spec(source)
-    if isinstance(source, str) and source.startswith("tfds:"):
-        from keras_dp.data.store import tfds_corpus
-
-        return tfds_corpus(source[len("tfds:"):], data_dir=data_dir, cache_dir=cache_dir,
-                           text_feature=text_feature, download=download)
-    if isinstance(source, (str, list, tuple)):
-        from keras_dp.data.store import files_corpus
-
-        return files_corpus(source, cache_dir=cache_dir)
-    raise ConfigError("is not a data source keras_dp knows", variable="source",
-                      received=repr(source),
-                      fix="pass 'builtin', 'synthetic', 'tfds:NAME', a file path or glob, "
-                          "or a keras_dp.data.Corpus")

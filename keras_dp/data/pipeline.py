@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
-from keras_dp.errors import ConfigError
+from keras_dp.errors import ConfigError, whole_number
 
 log = logging.getLogger("keras_dp")
 
@@ -56,9 +56,7 @@ class StreamLayout:
 
     def __post_init__(self):
         for name in ("global_batch_size", "seq_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError("must be a whole number >= 1", variable=name, received=value)
+            object.__setattr__(self, name, whole_number(getattr(self, name), name))
         if self.num_tokens < self.global_batch_size * (self.seq_len + 1):
             most = max(1, self.num_tokens // (self.seq_len + 1))
             raise ConfigError(
@@ -187,27 +185,3 @@ def pipeline_dataset(corpus, split: str, layout: StreamLayout, input_context, *,
 
     tokens = corpus.token_dataset(split, begin, end, input_context=input_context)
     return tokens.flat_map(batches).prefetch(tf.data.AUTOTUNE)
-
-
-def global_batches(per_pipeline_batches: List[List[tuple]], local_replicas: int):
-    """Test/inspection helper: concatenates per-pipeline per-replica batches into
-    global batches, in global replica order.
-
-    Args:
-        per_pipeline_batches: For each pipeline (in id order), its dataset's
-            elements as numpy `(inputs, targets)` pairs.
-        local_replicas: Replicas per pipeline.
-
-    Returns:
-        A list of `(inputs, targets)` numpy arrays `[B, seq_len]`, one per step.
-    """
-    import numpy as np
-
-    steps = min(len(p) for p in per_pipeline_batches) // local_replicas
-    result = []
-    for step in range(steps):
-        parts = [p[step * local_replicas + r] for p in per_pipeline_batches
-                 for r in range(local_replicas)]
-        result.append((np.concatenate([x for x, _ in parts]),
-                       np.concatenate([y for _, y in parts])))
-    return result

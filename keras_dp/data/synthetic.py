@@ -7,7 +7,6 @@ depends on the machine: the same spec gives the same tokens everywhere.
 
 from __future__ import annotations
 
-import math
 from typing import Dict, Optional
 
 import numpy as np
@@ -135,7 +134,3 @@ def _entropy_rate(transitions: np.ndarray, vocab: int, order: int,
         logs = np.where(transitions > 0, np.log(transitions), 0.0)
     entropies = -np.sum(transitions * logs, axis=1)
     return float(np.dot(stationary, entropies))
-
-
-def nats_to_bits(nats: float) -> float:
-    return nats / math.log(2)

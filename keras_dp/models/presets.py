@@ -7,6 +7,8 @@
 | `base` | 768 | 12 | 12 | 1024 | ~86 M (GPT-2 small's shape) | several GPUs |
 """
 
+from keras_dp.errors import ConfigError
+
 PRESETS = {
     "tiny": {"d_model": 128, "num_layers": 2, "num_heads": 4, "seq_len": 128, "mlp_ratio": 4,
              "dropout": 0.0, "tie_embeddings": True},
@@ -15,3 +17,16 @@ PRESETS = {
     "base": {"d_model": 768, "num_layers": 12, "num_heads": 12, "seq_len": 1024, "mlp_ratio": 4,
              "dropout": 0.1, "tie_embeddings": True},
 }
+
+
+def preset(name: str) -> dict:
+    """The sizes of preset `name` (case-insensitive).
+
+    Raises:
+        ConfigError: `name` is not one of `PRESETS`.
+    """
+    key = str(name).strip().lower()
+    if key not in PRESETS:
+        raise ConfigError("is not a preset", variable="preset", received=name,
+                          fix=f"use one of: {', '.join(PRESETS)}")
+    return dict(PRESETS[key])

@@ -197,13 +197,9 @@ class TransformerLM(keras.Model):
 
         Example: `TransformerLM.from_preset("small", seq_len=512, dropout=0.0)`.
         """
-        from keras_dp.models.presets import PRESETS
+        from keras_dp.models.presets import preset as sizes
 
-        key = str(preset).strip().lower()
-        if key not in PRESETS:
-            raise ConfigError("is not a preset", variable="preset", received=preset,
-                              fix=f"use one of: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[key], **overrides})
+        return cls(**{**sizes(preset), **overrides})
 
     def compile(self, optimizer="adamw", loss=None, **kwargs):
         """`keras.Model.compile`, with the LM's loss by default.

@@ -1,0 +1,192 @@
+"""The loss rule of data parallelism: scale by the GLOBAL batch.
+
+The replicas' gradients are summed (an all-reduce), so each replica's loss
+must be its share of the global-batch mean: `compute_loss(per_example_loss)`
+= sum over the replica's examples / global batch size, plus regularization
+losses / number of replicas (the semantics of `tf.nn.compute_average_loss`
+and `tf.nn.scale_regularization_loss`). A mean over the local batch makes
+the gradients `num_replicas` times too large. `agree_on_finite` makes the
+replicas skip a mixed-precision overflow together.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Optional, Sequence
+
+from keras_dp.errors import ConfigError, LossReductionError
+
+
+def _weighted(per_example, sample_weight):
+    import tensorflow as tf
+
+    weight = tf.cast(tf.convert_to_tensor(sample_weight), per_example.dtype)
+    rank, weight_rank = per_example.shape.rank, weight.shape.rank
+    if rank is not None and weight_rank is not None:
+        if weight_rank == rank + 1 and weight.shape[-1] == 1:
+            weight = tf.squeeze(weight, -1)
+        while weight.shape.rank < rank:
+            weight = weight[..., tf.newaxis]
+    return per_example * weight
+
+
+def measure_global_batch(per_example_loss):
+    """The number of examples in this step over all replicas and workers (float32).
+
+    Inside a replica context of a data-parallel strategy this is an
+    all-reduce of the replicas' batch sizes, so a short last batch counts
+    what it really holds; elsewhere it is the local batch size.
+    """
+    import tensorflow as tf
+
+    local = tf.cast(tf.shape(per_example_loss)[0], tf.float32)
+    if not tf.distribute.has_strategy():
+        return local
+    if tf.distribute.in_cross_replica_context():
+        raise LossReductionError(
+            "compute_loss() was called in the cross-replica context, where there is no "
+            "per-replica batch to scale. Call it inside the step function run by "
+            "ctx.run(step_fn, batch), or pass global_batch_size=")
+    context = tf.distribute.get_replica_context()
+    if context.num_replicas_in_sync == 1:
+        return local
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+
+
+def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None,
+                 model=None, regularization_losses: Optional[Sequence[Any]] = None):
+    """This replica's share of the mean loss over the GLOBAL batch.
+
+    Sums the per-example losses of this replica's batch and divides by the
+    global batch size, then adds the regularization losses divided by the
+    number of replicas (`tf.nn.compute_average_loss` and
+    `tf.nn.scale_regularization_loss` semantics). Summed over replicas, as
+    the gradient all-reduce does, this is exactly the loss one device would
+    compute on the whole global batch. Per-token losses (rank > 1) are
+    averaged over their trailing axes first, as Keras's default
+    `"sum_over_batch_size"` reduction does.
+
+    Args:
+        per_example_loss: Losses of shape `[batch, ...]`, e.g. from a Keras
+            loss built with `reduction=None` or a loss function such as
+            `keras.losses.sparse_categorical_crossentropy`. A scalar is
+            refused: it was already averaged over the local batch.
+        sample_weight: Optional weights, broadcast against the losses.
+        global_batch_size: Examples per step over all replicas. Default:
+            measured (an all-reduce of the replicas' batch sizes), which is
+            exact for a short last batch; pass the number to skip that, and
+            always inside a nested `tf.function` (e.g. an XLA-compiled
+            forward and backward pass), where a multi-worker strategy
+            allows no all-reduce.
+        model: Its `model.losses` (weight and activity regularization) are
+            added, scaled by `1 / num_replicas`.
+        regularization_losses: Further regularization terms, scaled the same way.
+
+    Returns:
+        A float32 scalar to differentiate.
+
+    Raises:
+        LossReductionError: for a scalar (already reduced) loss, or a call
+            outside the replica context without `global_batch_size`.
+
+    Example:
+
+    ```python
+    per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    loss = keras_dp.compute_loss(per_example, model=model)
+    ```
+    """
+    import tensorflow as tf
+
+    per_example = tf.convert_to_tensor(per_example_loss)
+    if per_example.dtype != tf.float32 and per_example.dtype != tf.float64:
+        per_example = tf.cast(per_example, tf.float32)  # mixed precision: reduce in float32
+    if per_example.shape.rank == 0:
+        raise LossReductionError(
+            "compute_loss() got a scalar loss, which was already averaged (or summed) over "
+            "this replica's batch. Under data parallelism the replicas' gradients are "
+            "summed, so a mean over the local batch makes them num_replicas times too "
+            "large. Fix: pass per-example losses: a Keras loss built with reduction=None "
+            "(e.g. keras.losses.MeanSquaredError(reduction=None)) or a loss function such "
+            "as keras.losses.mean_squared_error, without tf.reduce_mean. Received: "
+            f"per_example_loss.shape={tuple(per_example.shape)}")
+    if sample_weight is not None:
+        per_example = _weighted(per_example, sample_weight)
+    if per_example.shape.rank is not None and per_example.shape.rank > 1:
+        per_example = tf.reduce_mean(per_example, axis=list(range(1, per_example.shape.rank)))
+    if global_batch_size is None:
+        batch = measure_global_batch(per_example)
+    else:
+        batch = tf.cast(global_batch_size, per_example.dtype)
+    loss = tf.math.divide_no_nan(tf.reduce_sum(per_example), tf.cast(batch, per_example.dtype))
+    extra = list(regularization_losses or [])
+    if model is not None:
+        extra.extend(model.losses)
+    if extra:
+        total = tf.add_n([tf.cast(tf.reduce_sum(term), loss.dtype) for term in extra])
+        loss += tf.nn.scale_regularization_loss(total) if tf.distribute.has_strategy() \
+            else total
+    return loss
+
+
+def per_example_loss_fn(loss) -> Callable:
+    """A loss callable that returns per-example losses.
+
+    Args:
+        loss: A Keras loss name (`"mse"`), a `keras.losses.Loss` (its
+            reduction is set to None on a copy), or a function
+            `(y_true, y_pred) -> per-example losses`.
+
+    Returns:
+        `fn(y_true, y_pred) -> losses of shape [batch, ...]`.
+    """
+    import keras
+
+    if isinstance(loss, str):
+        loss = keras.losses.get(loss)
+    if isinstance(loss, keras.losses.Loss):
+        unreduced = copy.copy(loss)
+        unreduced.reduction = None
+        return unreduced
+    if not callable(loss):
+        raise ConfigError("must be a Keras loss, a loss name or a function (y_true, y_pred)",
+                          variable="loss", received=loss, fix="pass e.g. loss='mse'")
+    return loss
+
+
+def agree_on_finite(grads):
+    """Makes every replica's gradients non-finite when ANY replica's are (mixed precision).
+
+    Keras's `LossScaleOptimizer` decides from the first local replica's
+    gradients, before the all-reduce, whether to skip a step. When only
+    another replica overflows, it applies the infinite all-reduced gradients
+    and the weights become NaN (measured in tests/test_loop.py); across
+    workers the workers could even take different branches. Call this on the
+    gradients before `apply_gradients` (inside the replica context; one
+    scalar all-reduce) and every replica skips the step together.
+    `keras_dp.train_step` does it for a LossScaleOptimizer.
+
+    Args:
+        grads: The gradients of the scaled loss (tensors, IndexedSlices or None).
+
+    Returns:
+        The gradients, unchanged when every replica's are finite, else NaN.
+    """
+    import tensorflow as tf
+
+    present = [g for g in grads if g is not None]
+    values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in present]
+    finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in values]))
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~finite, tf.float32))
+        finite = tf.equal(bad, 0.0)
+
+    def poison(g):
+        if g is None:
+            return None
+        if isinstance(g, tf.IndexedSlices):
+            return tf.IndexedSlices(poison(g.values), g.indices, g.dense_shape)
+        return tf.where(finite, g, tf.constant(float("nan"), g.dtype))
+
+    return [poison(g) for g in grads]

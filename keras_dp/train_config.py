@@ -1,0 +1,170 @@
+"""`keras-dp train`'s settings (`TrainConfig`), its result (`TrainResult`) and report."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Dict, List, Optional
+
+from keras_dp.errors import ConfigError, whole_number
+
+MODEL_FILE = "model.keras"
+#: The record of a finished run (step, data, settings, losses, history); not read back.
+STATE_FILE = "train_state.json"
+BACKUP_DIR = "backup"
+MIXED_PRECISION = (None, "mixed_bfloat16", "mixed_float16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything `train()` needs; the defaults are `keras-dp train` with no arguments.
+
+    Data: `data` (source, see `keras_dp.data.text_dataset`), `data_dir`,
+    `cache_dir`, `text_feature`. Model: `preset` and overrides (`seq_len`,
+    `d_model`, `num_layers`, `num_heads`, `dropout`). Length: `steps` (total
+    optimizer steps) or `epochs` (passes over the training split). Batch:
+    `batch_size` per replica, or `global_batch_size`. Optimizer: AdamW with
+    `learning_rate` for `base_batch` scaled linearly to the global batch,
+    `warmup_steps` of linear warmup, `decay` to `min_lr_ratio`, `weight_decay`,
+    `clipnorm` (per tensor) or `global_clipnorm`. Speed: `mixed_precision`,
+    `xla`, `steps_per_execution`.
+    Output: `output_dir` (chief only), `sample_tokens`, `prompt`,
+    `temperature`, `top_k`. Run: `seed`, `validate_every`, `val_steps`,
+    `progress`, `strategy`, `cpu_replicas`. Fault tolerance (the one way a
+    run resumes): `backup` (on by default), `backup_every` steps,
+    `backup_dir` (default `<output_dir>/backup`), `keep_backups` (how many
+    are kept; a damaged one is reported and the next older one restored).
+    Every field is a flag of `keras-dp train` (`--field-name`; tests check).
+    """
+
+    data: Any = "builtin"
+    data_dir: Optional[str] = None
+    cache_dir: Optional[str] = None
+    text_feature: Optional[str] = None
+    preset: str = "tiny"
+    seq_len: Optional[int] = None
+    d_model: Optional[int] = None
+    num_layers: Optional[int] = None
+    num_heads: Optional[int] = None
+    dropout: Optional[float] = None
+    steps: Optional[int] = None
+    epochs: Optional[float] = None
+    batch_size: int = 32
+    global_batch_size: Optional[int] = None
+    learning_rate: float = 5e-3
+    base_batch: int = 32
+    warmup_steps: int = 60
+    decay: str = "cosine"
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.01
+    # Keras 3 alone clips each replica's gradients BEFORE the all-reduce;
+    # keras_dp.keras_fix (gradient_clipping) makes it clip the global gradient.
+    clipnorm: Optional[float] = None
+    global_clipnorm: Optional[float] = None
+    mixed_precision: Optional[str] = None
+    # None: XLA where TensorFlow can compile the step (keras_dp.xla.use_xla).
+    xla: Optional[bool] = None
+    steps_per_execution: int = 1
+    output_dir: str = "keras_dp_output"
+    seed: int = 0
+    backup: bool = True
+    backup_every: int = 100
+    backup_dir: Optional[str] = None
+    keep_backups: int = 2
+    validate_every: Optional[int] = None
+    val_steps: Optional[int] = 50
+    sample_tokens: int = 200
+    prompt: str = "The "
+    temperature: float = 0.8
+    top_k: Optional[int] = 40
+    progress: str = "auto"
+    strategy: str = "auto"
+    cpu_replicas: Optional[int] = None
+
+    #: Steps of the default run (tuned to end in about 3 minutes on 2 CPU cores).
+    DEFAULT_STEPS = 600
+
+    def check(self) -> None:
+        """Refuses contradicting or out-of-range settings (before TensorFlow starts).
+
+        Raises:
+            ConfigError: naming the field and the fix.
+        """
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError("unknown mixed precision policy", variable="mixed_precision",
+                              received=self.mixed_precision,
+                              fix="use mixed_bfloat16, mixed_float16 or leave it unset")
+        if self.clipnorm and self.global_clipnorm:
+            raise ConfigError("give clipnorm or global_clipnorm, not both",
+                              variable="global_clipnorm", received=self.global_clipnorm)
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError("give steps or epochs, not both", variable="epochs",
+                              received=self.epochs)
+        for name in ("steps", "batch_size", "global_batch_size", "validate_every", "val_steps",
+                     "steps_per_execution", "backup_every", "keep_backups"):
+            if getattr(self, name) is not None:
+                whole_number(getattr(self, name), name)
+        if self.epochs is not None and not self.epochs > 0:
+            raise ConfigError("must be > 0", variable="epochs", received=self.epochs)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train()` measured and wrote.
+
+    Losses are mean cross-entropies in nats per token; `*_bits` are the same
+    in bits per token, which for the byte tokenizer is bits per byte.
+    """
+
+    steps: int
+    initial_step: int
+    global_batch_size: int
+    seq_len: int
+    num_replicas: int
+    num_workers: int
+    parameters: int
+    train_loss: float
+    val_loss: Optional[float]
+    tokens_per_sec: Optional[float]
+    tokens_per_sec_per_replica: Optional[float]
+    seconds: float
+    output_dir: Optional[str]
+    sample: Optional[str]
+    unit: str
+    history: Dict[str, List[float]]
+
+    @property
+    def train_bits(self) -> float:
+        return self.train_loss / math.log(2)
+
+    @property
+    def val_bits(self) -> Optional[float]:
+        return None if self.val_loss is None else self.val_loss / math.log(2)
+
+    def to_json(self) -> Dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.update(train_bits=self.train_bits, val_bits=self.val_bits)
+        return data
+
+
+def format_report(result: TrainResult, prompt: str = "") -> str:
+    """The summary `keras-dp train` prints."""
+    unit = f"bits/{result.unit}"
+    lines = [f"trained {result.steps - result.initial_step} steps "
+             f"(to step {result.steps}) in {result.seconds:.0f} s on "
+             f"{result.num_replicas} replica(s), {result.num_workers} worker(s); "
+             f"{result.parameters:,} parameters",
+             f"train loss      {result.train_loss:.4f} nats  {result.train_bits:.3f} {unit}"]
+    if result.val_loss is not None:
+        lines.append(f"validation loss {result.val_loss:.4f} nats  {result.val_bits:.3f} {unit}")
+    if result.tokens_per_sec:
+        lines.append(f"throughput      {result.tokens_per_sec:,.0f} tokens/s "
+                     f"({result.tokens_per_sec_per_replica:,.0f} per replica)")
+    if result.output_dir:
+        lines.append(f"saved           {os.path.join(result.output_dir, MODEL_FILE)} "
+                     f"(+ tokenizer.json, {STATE_FILE})")
+    if result.sample is not None:
+        lines.append("sample:")
+        lines.append(prompt + result.sample)
+    return "\n".join(lines)
