@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import warnings
 import weakref
 from typing import Any, Mapping, Optional, Sequence
 
+from keras_dp.envflags import env_flag
 from keras_dp.errors import ReplicaContextError
 
 log = logging.getLogger("keras_dp")
@@ -54,9 +54,7 @@ class SameDataWarning(UserWarning):
 
 def checks_enabled(environ: Optional[Mapping[str, str]] = None) -> bool:
     """Whether keras_dp's loop checks are on (`KERAS_DP_CHECKS`, default on)."""
-    environ = os.environ if environ is None else environ
-    return str(environ.get(CHECKS_VARIABLE, "1")).strip().lower() not in (
-        "0", "false", "no", "off")
+    return env_flag(CHECKS_VARIABLE, True, environ)
 
 
 def is_multi_worker(strategy) -> bool:

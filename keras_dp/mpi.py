@@ -33,6 +33,7 @@ from typing import Callable, List, Mapping, Optional
 
 from keras_dp.cluster.base import PORT_BASE_VARIABLE, LauncherEnvironment, read_port_base
 from keras_dp.cluster.spec import check_no_duplicates, parse_address
+from keras_dp.envflags import env_flag
 from keras_dp.errors import ClusterConfigError
 
 HOST_VARIABLE = "KERAS_DP_HOST"
@@ -48,9 +49,7 @@ def available() -> bool:
 def enabled(environ: Mapping[str, str]) -> bool:
     """Whether `keras_dp.scope()` should exchange addresses under MPI."""
     setting = str(environ.get(SWITCH_VARIABLE, "auto")).strip().lower()
-    if setting in ("0", "false", "no", "off"):
-        return False
-    return available()
+    return (setting == "auto" or env_flag(SWITCH_VARIABLE, True, environ)) and available()
 
 
 def world_communicator():

@@ -21,6 +21,7 @@ import threading
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from keras_dp.cluster import ClusterInfo, resolve_cluster
+from keras_dp.envflags import env_flag
 from keras_dp.errors import ConfigError, StrategyError
 
 log = logging.getLogger("keras_dp")
@@ -232,10 +233,12 @@ def apply_gpu_split(cluster: ClusterInfo, environ: Mapping[str, str]) -> int:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    # auto (the default): split unless SLURM bound the GPUs; or on/off.
     split_setting = str(environ.get(GPU_SPLIT_VARIABLE, "auto")).strip().lower()
-    if split_setting in ("0", "false", "no", "off"):
+    automatic = split_setting in ("auto", "")
+    if not automatic and not env_flag(GPU_SPLIT_VARIABLE, True, environ):
         return len(gpus)
-    if split_setting in ("auto", "") and environ.get("SLURM_GPUS_PER_TASK"):
+    if automatic and environ.get("SLURM_GPUS_PER_TASK"):
         return len(gpus)  # SLURM already bound GPUs to tasks.
     chosen = gpu_slice(len(gpus), cluster.local_rank, cluster.local_size)
     if chosen is None:
