@@ -16,8 +16,8 @@ without reading logs:
 75 is `EX_TEMPFAIL` from `sysexits.h` ("try again later"), which is what a
 preempted worker means.
 
-When `keras_dp` creates a `MultiWorkerMirroredStrategy` it calls `install()`:
-an uncaught exception then ends the process at once with a message that
+When `keras_dp` creates a `MultiWorkerMirroredStrategy` it installs the
+Keras-layer part `keras_dp.keras_fix.failure_hook`: an uncaught exception then ends the process at once with a message that
 names the failed peer (read from TensorFlow's error: the coordination
 service's heartbeat report, the task of a failed RPC, or the address that
 refused a connection) and `EXIT_PEER_FAILED`; an exception of this worker's
@@ -362,9 +362,6 @@ def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
 
 # -- uncaught exceptions ----------------------------------------------------------
 
-_installed = {}
-
-
 def handle_exception(exc: BaseException, cluster, *, report: bool = True) -> int:
     """Explains a worker's fatal exception; returns the exit code to end with.
 
@@ -405,33 +402,3 @@ def report_to_cluster(exc: BaseException) -> None:
     except Exception:  # noqa: BLE001 - best effort: the service may be gone
         pass
 
-
-def install(cluster) -> None:
-    """Makes an uncaught exception end this worker with a named cause and exit code.
-
-    Called by `keras_dp` when it creates a multi-worker strategy. The
-    previous `sys.excepthook` still prints the traceback; the process then
-    ends at once (`os._exit`), so it never waits on a dead peer at exit.
-    """
-    if _installed.get("cluster") is not None:
-        _installed["cluster"] = cluster
-        return
-    previous = sys.excepthook
-    _installed.update(cluster=cluster, previous=previous)
-
-    def excepthook(exc_type, exc, tb):
-        if isinstance(exc, KerasDPError):
-            sys.stderr.write(f"{exc}\n")  # meant for people: no traceback
-        else:
-            previous(exc_type, exc, tb)
-        code = handle_exception(exc, _installed["cluster"])
-        _exit_now(code, "")
-
-    sys.excepthook = excepthook
-
-
-def uninstall() -> None:
-    """Restores the previous `sys.excepthook` (for tests)."""
-    if "previous" in _installed:
-        sys.excepthook = _installed["previous"]
-    _installed.clear()

@@ -45,9 +45,6 @@ GPU_SPLIT_VARIABLE = "KERAS_DP_GPU_SPLIT"
 
 _lock = threading.Lock()
 _multi_worker: Dict[str, Any] = {}
-_mirrored_count = [0]
-# Collective group keys given to each MirroredStrategy keras_dp creates.
-_KEYS_PER_STRATEGY = 100_000
 
 
 def normalize_kind(kind: Optional[str]) -> str:
@@ -311,6 +308,7 @@ def _multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeo
     import tensorflow as tf
 
     from keras_dp import early, fault, keras_fix
+    from keras_dp.keras_fix import failure_hook
 
     key = (cluster.to_json(),)
     with _lock:
@@ -339,7 +337,7 @@ def _multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeo
             configure_coordination(cluster, startup_timeout=startup_timeout,
                                    heartbeat_timeout=heartbeat_timeout,
                                    shutdown_timeout=shutdown_timeout)
-        fault.install(cluster)
+        failure_hook.install(cluster)
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()}),
             task_type=cluster.task_type, task_id=cluster.task_index,
@@ -355,7 +353,7 @@ def _multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeo
                 raise StrategyError(_STARTUP_EXPLANATION.format(
                     what="MultiWorkerMirroredStrategy's collective ops")) from None
             raise
-        keras_fix.apply(keras_fix.MULTI_WORKER_PARTS)
+        keras_fix.apply(keras_fix.MULTI_WORKER_PARTS + keras_fix.IMPORT_PARTS)
         _multi_worker.update(strategy=strategy, key=key)
         return strategy
 
@@ -434,6 +432,7 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
     import tensorflow as tf
 
     from keras_dp import early
+    from keras_dp.keras_fix import collective_keys
 
     if cluster is None and environ is None and early.is_set_up():
         cluster = early.cluster()
@@ -488,7 +487,7 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
                 devices = [d.name for d in tf.config.list_logical_devices("GPU")]
             else:
                 devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return _mirrored(tf, list(devices), _cross_device_ops(cross_device_ops, tf))
+        return collective_keys.mirrored(list(devices), _cross_device_ops(cross_device_ops, tf))
     if chosen == "one_device":
         if devices:
             device = devices[0]
@@ -496,26 +495,6 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
             device = "/gpu:0" if num_gpus else "/cpu:0"
         return tf.distribute.OneDeviceStrategy(device)
     return tf.distribute.get_strategy()
-
-
-def _mirrored(tf, devices, cross_device_ops):
-    """A MirroredStrategy with its own range of collective group keys.
-
-    Every MirroredStrategy numbers its collective groups from 1, so a second
-    one over a different set of devices in the same process fails with
-    "joining a group with size 4, but that group has size 2". Giving each
-    strategy its own key range (TF's `_collective_key_base`, read once at
-    construction) lets a process (a notebook, a test) create several.
-    """
-    cls = tf.distribute.MirroredStrategy
-    with _lock:
-        previous = cls._collective_key_base
-        cls._collective_key_base = _KEYS_PER_STRATEGY * _mirrored_count[0]
-        _mirrored_count[0] += 1
-        try:
-            return cls(devices=devices, cross_device_ops=cross_device_ops)
-        finally:
-            cls._collective_key_base = previous
 
 
 def _tpu_strategy(address: str):
