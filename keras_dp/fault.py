@@ -16,16 +16,12 @@ without reading logs:
 75 is `EX_TEMPFAIL` from `sysexits.h` ("try again later"), which is what a
 preempted worker means.
 
-When `keras_dp` creates a `MultiWorkerMirroredStrategy` it installs the
-Keras-layer part `keras_dp.keras_fix.failure_hook`: an uncaught exception then ends the process at once with a message that
-names the failed peer (read from TensorFlow's error: the coordination
-service's heartbeat report, the task of a failed RPC, or the address that
-refused a connection) and `EXIT_PEER_FAILED`; an exception of this worker's
-own is reported to the cluster first, so the other workers name it and its
-error. `startup_guard()` bounds the start-up: a worker that never starts is
-named with its address within `startup_timeout` seconds.
-
-The message parsing (`diagnose()`) and `describe_exit()` are pure functions.
+When keras_dp creates a `MultiWorkerMirroredStrategy`, the Keras-layer part
+`keras_dp.keras_fix.failure_hook` makes an uncaught exception end the process
+at once, naming the failed peer (`diagnose()` reads it from TensorFlow's
+error) with `EXIT_PEER_FAILED`, or reporting this worker's own error to the
+others first. `startup_guard()` names a worker that never starts within
+`startup_timeout` seconds. `diagnose()` and `describe_exit()` are pure.
 """
 
 from __future__ import annotations
@@ -401,4 +397,3 @@ def report_to_cluster(exc: BaseException) -> None:
         time.sleep(0.5)  # let the service pass it on before this process vanishes
     except Exception:  # noqa: BLE001 - best effort: the service may be gone
         pass
-

@@ -30,7 +30,8 @@ PART = Part(
     "collective_keys",
     "a second MirroredStrategy over other devices in the same process fails (joining a "
     "group with size 4, but that group has size 2)",
-    "none filed: TensorFlow numbers every MirroredStrategy's groups from 1", "every MirroredStrategy keras_dp creates",
+    "none filed: TensorFlow numbers every MirroredStrategy's groups from 1",
+    "every MirroredStrategy keras_dp creates",
     switch="create the strategy with tf.distribute.MirroredStrategy yourself",
     targets=(Target(_mirrored_class, "_collective_key_base"),))
 
