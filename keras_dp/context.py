@@ -143,19 +143,6 @@ class Context:
         return f"<keras_dp.Context {self.describe()}>"
 
 
-def _quiet_known_noise() -> None:
-    """Silences Keras' "shuffle=True was passed" warning for tf.data input.
-
-    Keras warns on every `fit` with a tf.data or distributed dataset because
-    `shuffle` defaults to True; keras_dp datasets shuffle themselves (seeded,
-    per epoch), so the warning only misleads.
-    """
-    import warnings
-
-    warnings.filterwarnings("ignore", message=r".*`shuffle=True` was passed.*",
-                            category=UserWarning)
-
-
 def _export_tf_config(cluster: ClusterInfo) -> None:
     """Makes TF_CONFIG describe the cluster, for TF and any library that reads it."""
     if cluster.source == "tf_config":
@@ -211,11 +198,12 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
                 "process: reuse the first scope's options, or start a new process.")
         env = os.environ if environ is None else environ
         from keras_dp import early
+        from keras_dp.keras_fix import warning_filter
 
         cluster = early.cluster() if environ is None and early.is_set_up() else None
         if cluster is None:
             cluster = resolve_cluster(env, exchange=_exchange_for(env))
-        _quiet_known_noise()
+        warning_filter.install()
         if environ is None:
             _export_tf_config(cluster)
         strategy = strategy_lib.get_strategy(

@@ -93,26 +93,14 @@ def is_set_up() -> bool:
     return "cluster" in _state
 
 
-def needed() -> bool:
-    """Whether the installed TensorFlow refuses collectives after its start-up."""
-    import inspect
-
-    from tensorflow.python.eager import context
-
-    try:
-        source = inspect.getsource(context.Context.configure_collective_ops)
-    except (OSError, TypeError):
-        return True
-    return "must be configured at program startup" in source
-
-
 def allowed() -> bool:
     from keras_dp import keras_fix
+    from keras_dp.keras_fix import _part, early_collectives
 
     try:
-        return PART in keras_fix.enabled_parts()
+        return PART in keras_fix.enabled_parts() and _part.in_range(early_collectives.PART)
     except KerasDPError:
-        return False  # scope() reports the bad KERAS_DP_KERAS_FIX value
+        return False  # scope() reports the bad KERAS_DP_KERAS_FIX value (or the versions)
 
 
 def set_up() -> bool:
@@ -148,7 +136,7 @@ def _set_up() -> bool:
         return False
     from tensorflow.python.eager import context
 
-    if getattr(context.context(), "_initialized", False) or not needed():
+    if getattr(context.context(), "_initialized", False):
         return False
     exchange = _exchange_for(environ)
     info = resolve_cluster(environ, exchange=exchange)
@@ -156,12 +144,13 @@ def _set_up() -> bool:
         return False
     if "ps" in info.cluster:
         return False  # choose_kind() refuses parameter servers with its message
-    from keras_dp import fault, strategy as strategy_lib
+    from keras_dp import strategy as strategy_lib
+    from keras_dp.keras_fix import failure_hook
 
     timeout = startup_timeout(environ)
     strategy_lib.apply_gpu_split(info, environ)
     server_def = configure(info, startup_timeout=timeout)
-    fault.install(info)
+    failure_hook.install(info)
     _state["startup_timeout"] = timeout
     _guard_first_start(info)
     _state.update(cluster=info, exchanged=exchange is not None, server_def=server_def)

@@ -16,16 +16,12 @@ without reading logs:
 75 is `EX_TEMPFAIL` from `sysexits.h` ("try again later"), which is what a
 preempted worker means.
 
-When `keras_dp` creates a `MultiWorkerMirroredStrategy` it calls `install()`:
-an uncaught exception then ends the process at once with a message that
-names the failed peer (read from TensorFlow's error: the coordination
-service's heartbeat report, the task of a failed RPC, or the address that
-refused a connection) and `EXIT_PEER_FAILED`; an exception of this worker's
-own is reported to the cluster first, so the other workers name it and its
-error. `startup_guard()` bounds the start-up: a worker that never starts is
-named with its address within `startup_timeout` seconds.
-
-The message parsing (`diagnose()`) and `describe_exit()` are pure functions.
+When keras_dp creates a `MultiWorkerMirroredStrategy`, the Keras-layer part
+`keras_dp.keras_fix.failure_hook` makes an uncaught exception end the process
+at once, naming the failed peer (`diagnose()` reads it from TensorFlow's
+error) with `EXIT_PEER_FAILED`, or reporting this worker's own error to the
+others first. `startup_guard()` names a worker that never starts within
+`startup_timeout` seconds. `diagnose()` and `describe_exit()` are pure.
 """
 
 from __future__ import annotations
@@ -362,9 +358,6 @@ def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
 
 # -- uncaught exceptions ----------------------------------------------------------
 
-_installed = {}
-
-
 def handle_exception(exc: BaseException, cluster, *, report: bool = True) -> int:
     """Explains a worker's fatal exception; returns the exit code to end with.
 
@@ -404,34 +397,3 @@ def report_to_cluster(exc: BaseException) -> None:
         time.sleep(0.5)  # let the service pass it on before this process vanishes
     except Exception:  # noqa: BLE001 - best effort: the service may be gone
         pass
-
-
-def install(cluster) -> None:
-    """Makes an uncaught exception end this worker with a named cause and exit code.
-
-    Called by `keras_dp` when it creates a multi-worker strategy. The
-    previous `sys.excepthook` still prints the traceback; the process then
-    ends at once (`os._exit`), so it never waits on a dead peer at exit.
-    """
-    if _installed.get("cluster") is not None:
-        _installed["cluster"] = cluster
-        return
-    previous = sys.excepthook
-    _installed.update(cluster=cluster, previous=previous)
-
-    def excepthook(exc_type, exc, tb):
-        if isinstance(exc, KerasDPError):
-            sys.stderr.write(f"{exc}\n")  # meant for people: no traceback
-        else:
-            previous(exc_type, exc, tb)
-        code = handle_exception(exc, _installed["cluster"])
-        _exit_now(code, "")
-
-    sys.excepthook = excepthook
-
-
-def uninstall() -> None:
-    """Restores the previous `sys.excepthook` (for tests)."""
-    if "previous" in _installed:
-        sys.excepthook = _installed["previous"]
-    _installed.clear()

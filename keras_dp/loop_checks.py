@@ -22,21 +22,22 @@
    benchmark may feed one batch everywhere on purpose.
 
 The first check is installed by `keras_dp.scope()` when it creates a
-strategy with several replicas (a small wrapper around Keras's
-`TFOptimizer._backend_update_step`, applied only if that method exists).
-`KERAS_DP_CHECKS=0` turns all three off.
+strategy with several replicas: the Keras-layer part
+`keras_dp.keras_fix.apply_check` (a small wrapper around Keras's
+`TFOptimizer._backend_update_step`). `KERAS_DP_CHECKS=0` turns all three off.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import warnings
 import weakref
 from typing import Any, Mapping, Optional, Sequence
 
+from keras_dp.envflags import env_flag
 from keras_dp.errors import ReplicaContextError
+from keras_dp.keras_fix.apply_check import install, uninstall  # noqa: F401 (scope(), tests)
+from keras_dp.keras_fix.apply_check import is_applied as is_installed  # noqa: F401
 
 log = logging.getLogger("keras_dp")
 
@@ -44,7 +45,7 @@ CHECKS_VARIABLE = "KERAS_DP_CHECKS"
 #: Relative difference above which two checksums count as different.
 TOLERANCE = 1e-6
 
-_state = {"installed": False, "original": None, "logged_local": False}
+_state = {"logged_local": False}
 _checked: "weakref.WeakSet" = weakref.WeakSet()  # strategies whose data was checked
 
 
@@ -54,9 +55,7 @@ class SameDataWarning(UserWarning):
 
 def checks_enabled(environ: Optional[Mapping[str, str]] = None) -> bool:
     """Whether keras_dp's loop checks are on (`KERAS_DP_CHECKS`, default on)."""
-    environ = os.environ if environ is None else environ
-    return str(environ.get(CHECKS_VARIABLE, "1")).strip().lower() not in (
-        "0", "false", "no", "off")
+    return env_flag(CHECKS_VARIABLE, True, environ)
 
 
 def is_multi_worker(strategy) -> bool:
@@ -218,59 +217,6 @@ def check_apply_context(strategy, grads: Sequence[Any]):
         tf.maximum(tf.abs(gathered), tf.abs(gathered[:1])), 1e-30))
     return tf.debugging.assert_less_equal(
         spread, tf.constant(TOLERANCE, tf.float64), message=_apply_message(strategy))
-
-
-def _guard(original):
-    @functools.wraps(original)
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        import tensorflow as tf
-
-        check = check_apply_context(getattr(self, "_distribution_strategy", None), grads)
-        if check is None:
-            return original(self, grads, trainable_variables, learning_rate)
-        with tf.control_dependencies([check]):
-            grads = [g if g is None else tf.identity(g) for g in grads]
-        return original(self, grads, trainable_variables, learning_rate)
-
-    _backend_update_step.__keras_dp_guard__ = True
-    return _backend_update_step
-
-
-def install(environ: Optional[Mapping[str, str]] = None) -> bool:
-    """Installs the `apply_gradients` check on Keras's TensorFlow optimizer (idempotent).
-
-    Returns:
-        Whether the check is installed.
-    """
-    if _state["installed"]:
-        return True
-    if not checks_enabled(environ):
-        return False
-    try:
-        from keras.src.backend.tensorflow.optimizer import TFOptimizer
-    except ImportError:
-        return False
-    original = getattr(TFOptimizer, "_backend_update_step", None)
-    if original is None or getattr(original, "__keras_dp_guard__", False):
-        log.info("keras_dp: this Keras has no TFOptimizer._backend_update_step; the "
-                 "apply_gradients check is off")
-        return False
-    _state.update(installed=True, original=original)
-    TFOptimizer._backend_update_step = _guard(original)
-    return True
-
-
-def uninstall() -> None:
-    """Removes the `apply_gradients` check (tests)."""
-    if _state["installed"]:
-        from keras.src.backend.tensorflow.optimizer import TFOptimizer
-
-        TFOptimizer._backend_update_step = _state["original"]
-        _state.update(installed=False, original=None)
-
-
-def is_installed() -> bool:
-    return bool(_state["installed"])
 
 
 # -- 3. the same data on every replica ---------------------------------------

@@ -34,6 +34,7 @@ from typing import Callable, List, Mapping, Optional
 from keras_dp.cluster.base import PORT_BASE_VARIABLE, ClusterEnvironment, read_port_base
 from keras_dp.cluster.mpi import HOST_VARIABLE, SWITCH_VARIABLE
 from keras_dp.cluster.spec import check_no_duplicates, parse_address
+from keras_dp.envflags import env_flag
 from keras_dp.errors import ClusterConfigError
 _MAX_TRIES = 5
 
@@ -46,9 +47,7 @@ def available() -> bool:
 def enabled(environ: Mapping[str, str]) -> bool:
     """Whether `keras_dp.scope()` should exchange addresses under MPI."""
     setting = str(environ.get(SWITCH_VARIABLE, "auto")).strip().lower()
-    if setting in ("0", "false", "no", "off"):
-        return False
-    return available()
+    return (setting == "auto" or env_flag(SWITCH_VARIABLE, True, environ)) and available()
 
 
 def world_communicator():

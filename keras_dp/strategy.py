@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 from keras_dp.cluster import ClusterInfo, resolve_cluster
+from keras_dp.envflags import env_flag
 from keras_dp.errors import ConfigError, StrategyError
+from keras_dp.multi_worker import (  # noqa: F401 (early, chief_files, context)
+    IMPLEMENTATIONS, _multi_worker, communication_options, configure_coordination,
+    multi_worker_strategy, reset_for_tests)
 
 log = logging.getLogger("keras_dp")
 
@@ -33,8 +36,6 @@ _ALIASES = {
     "onedevice": "one_device", "single": "one_device", "mirror": "mirrored",
     "tpu_strategy": "tpu", "off": "default", "none": "default",
 }
-#: Accepted collective implementations (MultiWorkerMirroredStrategy).
-IMPLEMENTATIONS = ("auto", "ring", "nccl")
 #: Accepted cross-device ops for MirroredStrategy.
 CROSS_DEVICE_OPS = ("auto", "nccl", "hierarchical_copy", "reduce_to_one_device")
 
@@ -42,11 +43,6 @@ TPU_VARIABLES = ("KERAS_DP_TPU", "TPU_NAME", "COLAB_TPU_ADDR")
 CPU_REPLICAS_VARIABLE = "KERAS_DP_CPU_REPLICAS"
 GPU_SPLIT_VARIABLE = "KERAS_DP_GPU_SPLIT"
 
-_lock = threading.Lock()
-_multi_worker: Dict[str, Any] = {}
-_mirrored_count = [0]
-# Collective group keys given to each MirroredStrategy keras_dp creates.
-_KEYS_PER_STRATEGY = 100_000
 
 
 def normalize_kind(kind: Optional[str]) -> str:
@@ -163,30 +159,6 @@ def _cross_device_ops(name, tf):
     return ops[key]()
 
 
-def communication_options(implementation: str = "auto", timeout_seconds: Optional[float] = None,
-                          bytes_per_pack: int = 0):
-    """Builds `tf.distribute.experimental.CommunicationOptions` with checked values."""
-    import tensorflow as tf
-
-    key = str(implementation).strip().lower()
-    if key not in IMPLEMENTATIONS:
-        raise ConfigError("unknown collective implementation", variable="implementation",
-                          fix=f"use one of: {', '.join(IMPLEMENTATIONS)}",
-                          received=implementation)
-    if bytes_per_pack is None or int(bytes_per_pack) < 0:
-        raise ConfigError("must be 0 (automatic) or a positive number of bytes",
-                          variable="bytes_per_pack", received=bytes_per_pack,
-                          fix="pass bytes_per_pack=0 or e.g. 32 * 1024 * 1024")
-    if timeout_seconds is not None and float(timeout_seconds) <= 0:
-        raise ConfigError("must be a positive number of seconds or None",
-                          variable="collective_timeout", received=timeout_seconds,
-                          fix="pass e.g. collective_timeout=300, or None for no limit")
-    impl = getattr(tf.distribute.experimental.CommunicationImplementation, key.upper())
-    return tf.distribute.experimental.CommunicationOptions(
-        bytes_per_pack=int(bytes_per_pack), timeout_seconds=timeout_seconds,
-        implementation=impl)
-
-
 def context_initialized() -> bool:
     """Whether TensorFlow's eager context already started (devices are fixed then)."""
     from tensorflow.python.eager import context
@@ -232,10 +204,12 @@ def apply_gpu_split(cluster: ClusterInfo, environ: Mapping[str, str]) -> int:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    # auto (the default): split unless SLURM bound the GPUs; or on/off.
     split_setting = str(environ.get(GPU_SPLIT_VARIABLE, "auto")).strip().lower()
-    if split_setting in ("0", "false", "no", "off"):
+    automatic = split_setting in ("auto", "")
+    if not automatic and not env_flag(GPU_SPLIT_VARIABLE, True, environ):
         return len(gpus)
-    if split_setting in ("auto", "") and environ.get("SLURM_GPUS_PER_TASK"):
+    if automatic and environ.get("SLURM_GPUS_PER_TASK"):
         return len(gpus)  # SLURM already bound GPUs to tasks.
     chosen = gpu_slice(len(gpus), cluster.local_rank, cluster.local_size)
     if chosen is None:
@@ -252,109 +226,6 @@ def apply_gpu_split(cluster: ClusterInfo, environ: Mapping[str, str]) -> int:
     log.info("local process %d of %d uses GPUs %d-%d", cluster.local_rank,
              cluster.local_size, start, stop - 1)
     return len(selected)
-
-
-def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[float],
-                           heartbeat_timeout: Optional[float],
-                           shutdown_timeout: Optional[float], replace: bool = False) -> None:
-    """Sets up TF's coordination service with our time limits (before MWMS).
-
-    MultiWorkerMirroredStrategy configures the service itself with no limits
-    when none is configured; configuring it first with the same jobs and
-    leader, plus time limits, bounds how long a worker waits for a peer
-    that never starts, dies or freezes:
-
-    - start-up: every task registers at a barrier (`cluster_register_with_
-      barrier`) that fails after `keras_dp.fault.register_timeout(
-      startup_timeout)` naming the tasks that did not come;
-    - a dead or frozen peer: the service declares a task dead after
-      `heartbeat_timeout` (TensorFlow's default: 10 s) and aborts every
-      worker's collectives. (`poll_for_error_from_service_at_startup` stays
-      off: TF 2.21's eager context already has a service-to-client channel,
-      and with both it aborts every collective with "Should not use error
-      polling from service when there is service to client connection".)
-
-    A configuration already in place (the program's own) is kept unless
-    `replace` (keras_dp's early set-up, see `keras_dp.early`).
-    """
-    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-    from tensorflow.python.distribute import multi_worker_util
-    from tensorflow.python.eager import context
-    from tensorflow.python.training import server_lib
-
-    from keras_dp import fault
-
-    ctx = context.context()
-    if ctx.coordination_service is not None and not replace:
-        return
-    spec = server_lib.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()})
-    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
-            for job in ("chief", "worker") if job in spec.jobs]
-    to_ms = lambda seconds: int(seconds * 1000) if seconds else 0  # noqa: E731
-    ctx.configure_coordination_service(
-        service_type="standalone",
-        service_leader=multi_worker_util.coordination_leader(spec),
-        coordinated_jobs=jobs,
-        cluster_register_timeout_in_ms=to_ms(fault.register_timeout(startup_timeout)),
-        heartbeat_timeout_in_ms=to_ms(heartbeat_timeout),
-        shutdown_barrier_timeout_in_ms=to_ms(shutdown_timeout),
-    )
-    config = ctx.coordination_service
-    config.cluster_register_with_barrier = bool(startup_timeout)
-
-
-def _multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeout,
-                           shutdown_timeout):
-    import tensorflow as tf
-
-    from keras_dp import early, fault, keras_fix
-
-    key = (cluster.to_json(),)
-    with _lock:
-        if "strategy" in _multi_worker:
-            if _multi_worker["key"] != key:
-                raise StrategyError(
-                    "a MultiWorkerMirroredStrategy for a different cluster already exists "
-                    "in this process; TensorFlow allows one per process. Start a new "
-                    "process for the new cluster.")
-            return _multi_worker["strategy"]
-        early_cluster = early.cluster() if early.is_set_up() else None
-        if early_cluster is not None and early_cluster.to_json() != cluster.to_json():
-            raise StrategyError(
-                f"TensorFlow was set up at import for {early_cluster.describe()} "
-                f"({early_cluster.source}); keras_dp cannot create a strategy for "
-                f"{cluster.describe()} in this process. Pass no cluster/environ to "
-                "keras_dp.scope(), or start a new process.")
-        if early_cluster is not None:
-            early.reconfigure(startup_timeout=startup_timeout,
-                              heartbeat_timeout=heartbeat_timeout,
-                              shutdown_timeout=shutdown_timeout)
-        else:
-            if context_initialized():
-                raise StrategyError(_STARTUP_EXPLANATION.format(
-                    what="MultiWorkerMirroredStrategy's collective ops"))
-            configure_coordination(cluster, startup_timeout=startup_timeout,
-                                   heartbeat_timeout=heartbeat_timeout,
-                                   shutdown_timeout=shutdown_timeout)
-        fault.install(cluster)
-        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-            tf.train.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()}),
-            task_type=cluster.task_type, task_id=cluster.task_index,
-            rpc_layer=cluster.rpc_layer or "grpc",
-            num_accelerators={"GPU": len(tf.config.get_visible_devices("GPU"))})
-        try:
-            with fault.startup_guard(cluster, startup_timeout), \
-                    early.quiet_second_enable():
-                strategy = tf.distribute.MultiWorkerMirroredStrategy(
-                    cluster_resolver=resolver, communication_options=options)
-        except RuntimeError as exc:
-            if "program startup" in str(exc) or "initialized" in str(exc):
-                raise StrategyError(_STARTUP_EXPLANATION.format(
-                    what="MultiWorkerMirroredStrategy's collective ops")) from None
-            raise
-        keras_fix.apply(keras_fix.MULTI_WORKER_PARTS)
-        _multi_worker.update(strategy=strategy, key=key)
-        return strategy
 
 
 def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
@@ -431,6 +302,7 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
     import tensorflow as tf
 
     from keras_dp import early
+    from keras_dp.keras_fix import collective_keys
 
     if cluster is None and environ is None and early.is_set_up():
         cluster = early.cluster()
@@ -470,7 +342,7 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
                 f"cpu_replicas={cpu_replicas} with {cluster.num_workers} workers: "
                 "MultiWorkerMirroredStrategy uses one CPU device per worker. Use more "
                 "workers (keras-dp launch -n N) or cpu_replicas=1.")
-        return _multi_worker_strategy(cluster, options=options,
+        return multi_worker_strategy(cluster, options=options,
                                       startup_timeout=startup_timeout,
                                       heartbeat_timeout=heartbeat_timeout,
                                       shutdown_timeout=shutdown_timeout)
@@ -485,7 +357,7 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
                 devices = [d.name for d in tf.config.list_logical_devices("GPU")]
             else:
                 devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return _mirrored(tf, list(devices), _cross_device_ops(cross_device_ops, tf))
+        return collective_keys.mirrored(list(devices), _cross_device_ops(cross_device_ops, tf))
     if chosen == "one_device":
         if devices:
             device = devices[0]
@@ -493,26 +365,6 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
             device = "/gpu:0" if num_gpus else "/cpu:0"
         return tf.distribute.OneDeviceStrategy(device)
     return tf.distribute.get_strategy()
-
-
-def _mirrored(tf, devices, cross_device_ops):
-    """A MirroredStrategy with its own range of collective group keys.
-
-    Every MirroredStrategy numbers its collective groups from 1, so a second
-    one over a different set of devices in the same process fails with
-    "joining a group with size 4, but that group has size 2". Giving each
-    strategy its own key range (TF's `_collective_key_base`, read once at
-    construction) lets a process (a notebook, a test) create several.
-    """
-    cls = tf.distribute.MirroredStrategy
-    with _lock:
-        previous = cls._collective_key_base
-        cls._collective_key_base = _KEYS_PER_STRATEGY * _mirrored_count[0]
-        _mirrored_count[0] += 1
-        try:
-            return cls(devices=devices, cross_device_ops=cross_device_ops)
-        finally:
-            cls._collective_key_base = previous
 
 
 def _tpu_strategy(address: str):
@@ -529,8 +381,3 @@ def _tpu_strategy(address: str):
             "Colab TPU runtime use tpu='' (or 'local' on TPU VMs); elsewhere pass the "
             "TPU name or grpc:// address.") from None
     return tf.distribute.TPUStrategy(resolver)
-
-
-def reset_for_tests() -> None:
-    """Forgets the cached multi-worker strategy (the process cannot make another)."""
-    _multi_worker.clear()

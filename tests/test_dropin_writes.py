@@ -18,7 +18,8 @@ import pytest
 
 import _problem
 from _multiproc import run_workers
-from keras_dp import chief_files, dropin_saving, keras_fix, strategy as strategy_module
+from keras_dp import chief_files, keras_fix, strategy as strategy_module
+from keras_dp.keras_fix import chief_saving as dropin_saving
 
 PARTS = ("stock_callbacks", "chief_saving")
 TEMP = chief_files.TEMP_MARK

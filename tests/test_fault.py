@@ -131,8 +131,10 @@ def test_installed_hook_prints_the_cause_and_exits_with_its_code(monkeypatch, ca
     monkeypatch.setattr(fault, "_exit_now", lambda code, message: exits.append(code))
     cluster = resolve_cluster({"KERAS_DP_WORKERS": ",".join(CLUSTER["worker"]),
                                "KERAS_DP_TASK_INDEX": "2"})
+    from keras_dp.keras_fix import failure_hook
+
     previous = fault.sys.excepthook
-    fault.install(cluster)
+    failure_hook.install(cluster)
     try:
         try:
             raise RuntimeError(KILLED)
@@ -143,7 +145,7 @@ def test_installed_hook_prints_the_cause_and_exits_with_its_code(monkeypatch, ca
         except fault.StartupError as exc:
             fault.sys.excepthook(type(exc), exc, exc.__traceback__)
     finally:
-        fault.uninstall()
+        failure_hook.uninstall()
     assert fault.sys.excepthook is previous
     assert exits == [76, 77]
     err = capsys.readouterr().err

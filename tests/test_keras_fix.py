@@ -238,3 +238,83 @@ def test_adam_on_embeddings_on_two_replicas_matches_one_device(tf, two_replicas,
           f"with Keras alone, {fixed:.2e} with the fix")
     assert keras_alone > 1e-3   # duplicate slices squared one by one (lr 5e-3)
     assert fixed <= 1e-5
+
+
+#: Each Keras-layer part and the test that fails without it ("file::test").
+PART_TESTS = {
+    "symbolic_build": "test_multiworker.py::test_keras_fix_is_needed",
+    "metric_reduction": "test_multiworker.py::test_keras_fix_is_needed",
+    "stock_callbacks": "test_dropin_writes.py::test_stock_callbacks_on_a_non_chief_write_nowhere",
+    "chief_saving": "test_dropin_writes.py::test_non_chief_saves_nowhere",
+    "gradient_clipping": "test_keras_fix.py::test_clipping_on_two_replicas_matches_one_device",
+    "optimizer_variables":
+        "test_keras_fix.py::test_optimizer_built_in_a_custom_loop_on_two_replicas",
+    "gradient_accumulation": "test_accumulation.py::test_without_the_part_two_replicas_fail",
+    "exhausted_input": "test_keras_fix.py::test_evaluate_and_fit_on_an_input_of_unknown_length",
+    "sparse_gradients":
+        "test_keras_fix.py::test_adam_on_embeddings_on_two_replicas_matches_one_device",
+    "replica_xla": "test_replica_xla.py::test_without_the_part_keras_cannot_compile_the_step",
+    "tensorboard_check": "test_tensorboard_check.py::test_without_the_part_keras_fails_inside_fit",
+    "early_collectives": "test_early.py::test_without_the_part_the_program_gets_the_startup_error",
+    "apply_check": "test_loop_multiworker.py::"
+                   "test_two_workers_custom_loops_match_one_device_and_catch_mistakes",
+    "fit_step": "test_backup.py::test_a_resumed_fit_ends_with_the_uninterrupted_weights",
+    "collective_keys": "test_strategy.py::test_strategies_over_other_devices_in_one_process",
+    "failure_hook": "test_fault.py::test_installed_hook_prints_the_cause_and_exits_with_its_code",
+    "warning_filter": "test_keras_fix.py::test_warning_filter_hides_only_the_shuffle_warning",
+}
+
+
+def test_every_part_has_a_test_that_fails_without_it():
+    import pathlib
+
+    assert set(PART_TESTS) == set(keras_fix.REGISTRY)
+    here = pathlib.Path(__file__).parent
+    for part, where in PART_TESTS.items():
+        name, test = where.split("::")
+        assert f"def {test}(" in (here / name).read_text(encoding="utf-8"), (part, where)
+
+
+def test_a_part_outside_the_tested_range_refuses_loudly(tf, monkeypatch):
+    from keras_dp.errors import KerasDPError
+    from keras_dp.keras_fix import _part
+
+    keras_fix.remove(["exhausted_input"])
+    monkeypatch.setattr(_part, "installed", lambda: ("3.16.0", "2.21.0"))
+    with pytest.raises(KerasDPError, match=r"exhausted_input.*Keras 3\.16\.0 with TensorFlow "
+                                           r"2\.21\.0.*Keras 3\.10-3\.15.*KERAS_DP_KERAS_FIX"):
+        keras_fix.apply(["exhausted_input"])
+    assert not keras_fix.is_applied("exhausted_input")
+    assert keras_fix.needed()["exhausted_input"] is False
+    monkeypatch.setenv("KERAS_DP_KERAS_FIX", "gradient_clipping")   # switched off knowingly
+    assert keras_fix.apply(["exhausted_input"]) is False
+
+
+def test_a_part_whose_target_changed_shape_refuses_loudly(tf, monkeypatch):
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    from keras_dp.errors import KerasDPError
+
+    keras_fix.remove(["exhausted_input"])
+    monkeypatch.setattr(TensorFlowTrainer, "_make_function", lambda self, function, xla: None)
+    with pytest.raises(KerasDPError, match=r"exhausted_input.*_make_function takes \(self, "
+                                           r"function, xla\).*\(self, step_function, \.\.\.\)"):
+        keras_fix.apply(["exhausted_input"])
+    monkeypatch.delattr(TensorFlowTrainer, "_make_function")
+    with pytest.raises(KerasDPError, match=r"_make_function is missing"):
+        keras_fix.apply(["exhausted_input"])
+
+
+def test_warning_filter_hides_only_the_shuffle_warning(tf):
+    import warnings
+
+    from keras_dp.keras_fix import warning_filter
+
+    shuffle = "`shuffle=True` was passed, but will be ignored since the data `x` was provided"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn(shuffle, UserWarning)
+        warning_filter.install()
+        warnings.warn(shuffle, UserWarning)
+        warnings.warn("another warning", UserWarning)
+    assert [str(w.message) for w in caught] == [shuffle, "another warning"]

@@ -143,3 +143,42 @@ def test_tpu_requested_from_environment():
     assert strategy_lib.tpu_requested("local", {}) == "local"
     assert strategy_lib.tpu_requested(None, {"TPU_NAME": "my-tpu"}) == "my-tpu"
     assert strategy_lib.tpu_requested(None, {"COLAB_TPU_ADDR": "10.0.0.2:8470"}) == ""
+
+
+def _sum_over_replicas(tf, strategy):
+    result = strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+        "SUM", tf.constant(1.0)))
+    return float(strategy.experimental_local_results(result)[0])
+
+
+#: Mirrored strategies over 2, then 4, then 2 logical CPUs, each running an all-reduce.
+_SIZES = (2, 4, 2)
+
+
+def test_strategies_over_other_devices_in_one_process(tf):
+    """Keras-layer part collective_keys: each MirroredStrategy keras_dp makes has its own keys."""
+    for size in _SIZES:
+        strategy = keras_dp.get_strategy("mirrored", cluster=SINGLE,
+                                         devices=[f"/cpu:{i}" for i in range(size)])
+        assert _sum_over_replicas(tf, strategy) == size
+
+
+@pytest.mark.slow
+def test_without_the_part_strategies_over_other_devices_collide():
+    # In a process of its own: the collision aborts TensorFlow's collectives there.
+    from _multiproc import run_python
+
+    code = (
+        "import tensorflow as tf, keras_dp\n"
+        "from keras_dp.keras_fix import collective_keys\n"
+        "collective_keys.KEYS_PER_STRATEGY = 0   # TensorFlow's numbering\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(\n"
+        "    cpu, [tf.config.LogicalDeviceConfiguration()] * 4)\n"
+        f"for size in {_SIZES}:\n"
+        "    s = keras_dp.get_strategy('mirrored', devices=[f'/cpu:{i}' for i in range(size)])\n"
+        "    s.run(lambda: tf.distribute.get_replica_context().all_reduce(\n"
+        "        'SUM', tf.constant(1.0)))\n")
+    result = run_python(["-c", code], timeout=240)
+    assert result.returncode != 0
+    assert "group with size" in result.stderr, result.stderr[-3000:]

@@ -50,6 +50,7 @@ from keras_dp.callbacks._backup_store import BackupStore, BackupWriteError, desc
 from keras_dp.callbacks._backup_verify import BackupError, agree_across_workers  # noqa: F401
 from keras_dp.errors import ConfigError, whole_number
 from keras_dp.fault import worker_position
+from keras_dp.keras_fix import fit_step
 from keras_dp.preemption import Preempted, PreemptionWatcher
 
 log = logging.getLogger("keras_dp")
@@ -357,38 +358,35 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     # -- data position -----------------------------------------------------------
     def _install_train_function(self) -> None:
-        model = self.model
-        original = getattr(model.train_function, "_keras_dp_original", model.train_function)
-        spe = steps_per_batch(model)
+        spe = steps_per_batch(self.model)
         callback = self
 
-        def train_function(iterator):
-            if iterator is not callback._iterator:
-                callback._iterator = iterator
-                callback._position = 0
-                if callback._hidden_skip:
-                    callback._take(iterator, callback._hidden_skip)
-                    callback._hidden_skip = 0
-            if callback._boundary_save:
-                callback._boundary_save = False
-                callback._save("epoch")
-            if callback._replay_calls > 0:
-                callback._replay_calls -= 1
-                if callback.replay_data:
-                    callback._take(iterator, spe)
-                return callback._replay_logs
-            outputs = original(iterator)
-            callback._position += spe
-            return outputs
+        def make(original):   # the Keras-layer part keras_dp.keras_fix.fit_step
+            def train_function(iterator):
+                if iterator is not callback._iterator:
+                    callback._iterator = iterator
+                    callback._position = 0
+                    if callback._hidden_skip:
+                        callback._take(iterator, callback._hidden_skip)
+                        callback._hidden_skip = 0
+                if callback._boundary_save:
+                    callback._boundary_save = False
+                    callback._save("epoch")
+                if callback._replay_calls > 0:
+                    callback._replay_calls -= 1
+                    if callback.replay_data:
+                        callback._take(iterator, spe)
+                    return callback._replay_logs
+                outputs = original(iterator)
+                callback._position += spe
+                return outputs
 
-        train_function._keras_dp_original = original
-        model.train_function = train_function
+            return train_function
+
+        fit_step.wrap(self.model, make)
 
     def _uninstall_train_function(self) -> None:
-        model = self.model
-        original = getattr(model.train_function, "_keras_dp_original", None)
-        if original is not None:
-            model.train_function = original
+        fit_step.unwrap(self.model)
 
     def _take(self, iterator, count: int) -> None:
         """Takes `count` batches from the iterator without training on them."""

@@ -173,7 +173,7 @@ class TensorBoard(keras.callbacks.TensorBoard):
 
     @functools.wraps(keras.callbacks.TensorBoard.__init__)   # the same signature
     def __init__(self, *args, **kwargs):
-        from keras_dp.tensorboard_check import require_tensorboard
+        from keras_dp.keras_fix.tensorboard_check import require_tensorboard
 
         require_tensorboard("keras_dp.callbacks.TensorBoard")   # here, not after an epoch
         super().__init__(*args, **kwargs)

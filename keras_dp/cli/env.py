@@ -57,10 +57,16 @@ def collect(with_devices: bool = True) -> dict:
         report["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__,
                               "cuda": build.get("cuda_version"),
                               "cudnn": build.get("cudnn_version")}
-        from keras_dp import keras_fix, replica_xla
+        from keras_dp import keras_fix
+        from keras_dp.keras_fix import replica_xla
 
         report["keras_fix"] = keras_fix.describe()
-        report["xla"] = replica_xla.describe(used, replica_xla.PART in keras_fix.enabled_parts())
+        report["keras_layer"] = keras_fix.registry()
+        try:
+            xla_allowed = replica_xla.PART.name in keras_fix.enabled_parts()
+        except Exception:  # noqa: BLE001 - a bad KERAS_DP_KERAS_FIX: the report still prints
+            xla_allowed = False
+        report["xla"] = replica_xla.describe(used, xla_allowed)
         report["devices"] = {
             "cpu": len(tf.config.list_physical_devices("CPU")),
             "gpu": [g.name for g in gpus],
@@ -113,8 +119,12 @@ def format_report(report: dict) -> str:
     if "strategy" in report:
         s = report["strategy"]
         lines.append(f"Strategy (auto): {s['auto']}  ({s['reason']})")
-    if "keras_fix" in report:
-        lines.append(f"Keras fix      : {report['keras_fix']}")
+    if "keras_layer" in report:
+        lines.append("Keras layer    : part (state; releases; upstream; switch)")
+        for part in report["keras_layer"]:
+            mark = "" if part["in_range"] else "  OUTSIDE THE TESTED RANGE"
+            lines.append(f"  {part['name']:<22}{part['state']}; {part['versions']}; "
+                         f"{part['upstream']}; {part['switch']}{mark}")
     if "xla" in report:
         lines.append(f"XLA            : {report['xla']}")
     lines.append("")

@@ -41,11 +41,9 @@ from __future__ import annotations
 import functools
 import json
 import zlib
-from typing import Callable
 
 from keras_dp.chief_files import atomic, elsewhere, position
-
-PART = "stock_callbacks"
+from keras_dp.keras_fix._part import Part, Target, replace
 
 
 def _classes():
@@ -57,41 +55,24 @@ def _classes():
     return ModelCheckpoint, TensorBoard, CSVLogger, BackupAndRestore
 
 
-#: The code each replaced method relies on, per (class index, method name).
-_EXPECTED = {
-    (0, "_save_model"): ("self._get_file_path(epoch, batch, logs)",
-                         "self.model.save(filepath, overwrite=True)"),
-    (1, "set_model"): ("self._log_write_dir = self.log_dir",),
-    (2, "on_train_begin"): ("file_utils.File(self.filename, mode)",),
-    (3, "_save_model"): ("self.model.save_weights(filepath=self._weights_path, overwrite=True)",
-                         '"epoch": self._current_epoch', '"batch": self._last_batch_seen'),
-    (3, "_load_model"): ("self.model.load_weights(self._weights_path)",),
-    (3, "on_train_end"): ("file_utils.rmtree(self.backup_dir)",),
-}
+def _class(index: int):
+    return lambda: _classes()[index]
 
 
-def needed(original: Callable) -> bool:
-    """Whether the installed Keras has the worker-unaware callbacks this part expects.
-
-    Args:
-        original: `original(owner, name)` returns Keras' own method (the
-            saved one once the part is installed).
-    """
-    import inspect
-
-    classes = _classes()
-    for (which, name), expected in _EXPECTED.items():
-        try:
-            source = inspect.getsource(original(classes[which], name))
-        except (AttributeError, OSError, TypeError):
-            return False
-        if not all(text in source for text in expected) or "should_checkpoint" in source:
-            return False
-    return True
+PART = Part(
+    "stock_callbacks",
+    "every worker's ModelCheckpoint/BackupAndRestore/TensorBoard/CSVLogger writes the same "
+    "files (BackupAndRestore: BlockingIOError)",
+    "none filed: Keras 3 dropped Keras 2's chief/temporary-directory writes",
+    "multi-worker strategies",
+    targets=tuple(Target(_class(which), name) for which, name in (
+        (0, "_save_model"), (0, "_get_file_path"), (1, "set_model"), (1, "on_train_end"),
+        (2, "on_train_begin"), (2, "on_epoch_end"), (2, "on_train_end"), (3, "on_train_begin"),
+        (3, "_save_model"), (3, "_load_model"), (3, "on_train_end"))))
 
 
-def install(replace: Callable) -> None:
-    """Replaces the methods (`replace(part, owner, name, function)` remembers the originals)."""
+def install() -> None:
+    """Replaces the methods (`keras_fix.remove` puts the originals back)."""
     from keras_dp.callbacks import checkpoint as worker
 
     model_checkpoint, tensorboard, csv_logger, backup = _classes()
@@ -103,7 +84,7 @@ def install(replace: Callable) -> None:
         def replaced(self, *args, **kwargs):
             return body(self, functools.partial(original, self), *args, **kwargs)
 
-        replace(PART, owner, name, replaced)
+        replace(PART.name, owner, name, replaced)
 
     method(model_checkpoint, "_save_model", worker.save_as_worker)
     method(model_checkpoint, "_get_file_path",

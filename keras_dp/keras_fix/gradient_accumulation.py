@@ -49,33 +49,20 @@ and optimizers without accumulation.
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable
+from keras_dp.keras_fix._part import Part, Target, base_optimizer, replace, tf_optimizer
 
-PART = "gradient_accumulation"
-
-
-def _optimizer_class():
-    from keras.src.backend.tensorflow.optimizer import TFOptimizer
-
-    return TFOptimizer
-
-
-def needed(original: Callable) -> bool:
-    """Whether the installed Keras branches its accumulation with a conditional around the update.
-
-    Args:
-        original: `original(owner, name)` returns Keras' own method (the
-            saved one once the part is installed).
-    """
-    from keras.src.optimizers.base_optimizer import BaseOptimizer
-
-    try:   # Keras' own method is BaseOptimizer's (the part replaces it on TFOptimizer)
-        source = inspect.getsource(original(BaseOptimizer, "_backend_apply_gradients"))
-    except (AttributeError, OSError, TypeError):
-        return False
-    return ("ops.cond(" in source and "_update_step_fn(grads, trainable_variables)" in source
-            and "_backend_increment_gradient_accumulators" in source)
+PART = Part(
+    "gradient_accumulation",
+    "gradient_accumulation_steps fails on several replicas (merge_call called while "
+    "defining a new graph)",
+    "https://github.com/keras-team/keras/issues/16633", "strategies with several replicas",
+    targets=(Target(base_optimizer, "_backend_apply_gradients",
+                    ("self", "grads", "trainable_variables")),
+             Target(base_optimizer, "_backend_increment_gradient_accumulators",
+                    ("self", "grads", "acc_grads")),
+             Target(base_optimizer, "_backend_reset_gradient_accumulators"),
+             Target(tf_optimizer, "_backend_update_step",
+                    ("self", "grads", "trainable_variables", "learning_rate"))))
 
 
 def _replica_context_with_merge_call():
@@ -90,16 +77,11 @@ def _replica_context_with_merge_call():
     return context
 
 
-def install(replace: Callable) -> None:
-    """Replaces `_backend_apply_gradients` of Keras' TensorFlow optimizers.
-
-    Args:
-        replace: `replace(part, owner, name, function)`, which remembers the
-            original for `keras_fix.remove`.
-    """
+def install() -> None:
+    """Replaces `_backend_apply_gradients` of Keras' TensorFlow optimizers."""
     import tensorflow as tf
 
-    optimizer_class = _optimizer_class()
+    optimizer_class = tf_optimizer()
     original = optimizer_class._backend_apply_gradients
 
     def _backend_apply_gradients(self, grads, trainable_variables):
@@ -137,4 +119,4 @@ def install(replace: Callable) -> None:
                             self._trainable_variables),
                         lambda: None)
 
-    replace(PART, optimizer_class, "_backend_apply_gradients", _backend_apply_gradients)
+    replace(PART.name, optimizer_class, "_backend_apply_gradients", _backend_apply_gradients)

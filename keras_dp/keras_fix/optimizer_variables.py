@@ -20,45 +20,33 @@ before its first step.
 The part does what the upstream fix does: `TFOptimizer.add_variable` creates
 the variable in `tf.init_scope()`, i.e. eagerly, outside the traced function,
 under the same strategy. It is installed for every keras_dp strategy with
-several replicas, and only while the installed Keras lacks the upstream fix.
+several replicas.
 """
 
 from __future__ import annotations
 
 import functools
 
+from keras_dp.keras_fix._part import Part, Target, original, replace, tf_optimizer
 
-def needed(tf_optimizer, original_add_variable) -> bool:
-    """Whether this Keras creates optimizer variables where the step is traced.
-
-    Args:
-        tf_optimizer: Keras' `TFOptimizer` class.
-        original_add_variable: The `add_variable` it has without keras_dp.
-
-    Returns:
-        True unless `TFOptimizer` enters `tf.init_scope()` in `add_variable`
-        (the upstream fix).
-    """
-    import inspect
-
-    if "add_variable" not in tf_optimizer.__dict__ or getattr(
-            original_add_variable, "__keras_dp_part__", False):
-        return True
-    try:
-        return "init_scope" not in inspect.getsource(original_add_variable)
-    except (OSError, TypeError):
-        return False
+PART = Part(
+    "optimizer_variables",
+    "a custom loop's first optimizer.apply() inside strategy.run in a tf.function fails "
+    "(You must feed a value for placeholder tensor 'cond/.../Placeholder')",
+    "https://github.com/keras-team/keras/issues/23085", "strategies with several replicas",
+    targets=(Target(tf_optimizer, "add_variable", ("self", "shape", "initializer")),))
 
 
-def make_add_variable(original):
-    """`original` (Keras' `add_variable`), run in `tf.init_scope()`."""
+def install() -> None:
+    """Makes `TFOptimizer.add_variable` create its variable in `tf.init_scope()`."""
+    owner = tf_optimizer()
+    keras_add_variable = original(PART.name, owner, "add_variable")
 
-    @functools.wraps(original)
+    @functools.wraps(keras_add_variable)
     def add_variable(self, *args, **kwargs):
         import tensorflow as tf
 
         with tf.init_scope():
-            return original(self, *args, **kwargs)
+            return keras_add_variable(self, *args, **kwargs)
 
-    add_variable.__keras_dp_part__ = True
-    return add_variable
+    replace(PART.name, owner, "add_variable", add_variable)

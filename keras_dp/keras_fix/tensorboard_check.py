@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
-from typing import Callable
 
 from keras_dp.errors import ConfigError
-
-PART = "tensorboard_check"
+from keras_dp.keras_fix._part import Part, Target, replace
 
 #: The module `tf.summary.scalar` & co. import to write (tensorflow/python/summary/tb_summary.py).
 SUMMARY_MODULE = "tensorboard.summary.v2"
@@ -61,28 +58,16 @@ def require_tensorboard(callback: str = "keras.callbacks.TensorBoard") -> None:
             received=str(error)) from None
 
 
-def needed(original: Callable) -> bool:
-    """Whether Keras' `TensorBoard.__init__` leaves the check for tensorboard to the first write.
-
-    Args:
-        original: `original(owner, name)` returns Keras' own method (the
-            saved one once the part is installed).
-    """
-    try:
-        source = inspect.getsource(original(_callback_class(), "__init__"))
-    except (AttributeError, OSError, TypeError):
-        return False
-    return "self.log_dir = " in source and "import tensorboard" not in source \
-        and "tensorboard.summary" not in source
+PART = Part(
+    "tensorboard_check",
+    "keras.callbacks.TensorBoard without tensorboard fails after the first epoch "
+    "(TBNotInstalledError)",
+    "https://github.com/tensorflow/tensorflow/pull/110709", "every keras_dp strategy",
+    targets=(Target(_callback_class, "__init__", ("self", "log_dir")),))
 
 
-def install(replace: Callable) -> None:
-    """Makes `keras.callbacks.TensorBoard.__init__` check for tensorboard first.
-
-    Args:
-        replace: `replace(part, owner, name, function)`, which remembers the
-            original for `keras_fix.remove`.
-    """
+def install() -> None:
+    """Makes `keras.callbacks.TensorBoard.__init__` check for tensorboard first."""
     callback_class = _callback_class()
     original = callback_class.__init__
 
@@ -93,4 +78,4 @@ def install(replace: Callable) -> None:
                             else "keras.callbacks.TensorBoard")
         original(self, *args, **kwargs)
 
-    replace(PART, callback_class, "__init__", __init__)
+    replace(PART.name, callback_class, "__init__", __init__)

@@ -40,28 +40,18 @@ import contextlib
 import functools
 import warnings
 
-PART = "replica_xla"
-CONSEQUENCE = ("jit_compile=True fails with several CPU replicas or workers (Keras compiles "
-               "the all-reduce and the update into the step), and jit_compile='auto' is "
-               "off under every strategy")
+from keras_dp.keras_fix._part import Part, Target, replace, tf_trainer, trainer as _trainer
 
-
-def _trainer():
-    from keras.src.backend.tensorflow import trainer
-
-    return trainer
-
-
-def needed(make_function_source: str, resolve_source: str) -> bool:
-    """Whether Keras' step and `"auto"` have the faults (read from their source).
-
-    Args:
-        make_function_source: Source of Keras' `TensorFlowTrainer._make_function`.
-        resolve_source: Source of Keras' `Trainer._resolve_auto_jit_compile`.
-    """
-    whole_step = ("distribute_strategy.run(step_function" in make_function_source
-                  and "jit_compile=self.jit_compile" in make_function_source)
-    return whole_step and "self._distribute_strategy" in resolve_source
+PART = Part(
+    "replica_xla",
+    "jit_compile=True fails with several CPU replicas or workers (Keras compiles the "
+    "all-reduce and the update into the step), and jit_compile='auto' is off under every "
+    "strategy", "none filed: Keras' jit_compile='auto' rule (docs/xla.md)",
+    "every keras_dp strategy",
+    targets=tuple(Target(tf_trainer, name, ("self", "force")) for name in (
+        "make_train_function", "make_test_function", "make_predict_function"))
+    + (Target(tf_trainer, "_resolve_auto_jit_compile", ("self",)),
+       Target(tf_trainer, "_make_function", ("self", "step_function"))))
 
 
 def splits(strategy) -> bool:
@@ -184,8 +174,8 @@ def compiled_part(model, kind: str):
     return function
 
 
-def install(replace) -> None:
-    """Installs the part; `replace(owner, name, function)` records what it replaces."""
+def install() -> None:
+    """Installs the part (`keras_fix.remove` puts Keras' functions back)."""
     trainer = _trainer()
     owner = trainer.TensorFlowTrainer
     original_auto = owner._resolve_auto_jit_compile
@@ -240,10 +230,10 @@ def install(replace) -> None:
             original_predict(self, force=force)
         return self.predict_function
 
-    replace(owner, "make_train_function", maker("train", _train_step))
-    replace(owner, "make_test_function", maker("test", _test_step))
-    replace(owner, "make_predict_function", make_predict_function)
-    replace(owner, "_resolve_auto_jit_compile", _resolve_auto_jit_compile)
+    replace(PART.name, owner, "make_train_function", maker("train", _train_step))
+    replace(PART.name, owner, "make_test_function", maker("test", _test_step))
+    replace(PART.name, owner, "make_predict_function", make_predict_function)
+    replace(PART.name, owner, "_resolve_auto_jit_compile", _resolve_auto_jit_compile)
 
 
 def describe(num_gpus: int, enabled: bool) -> str:
@@ -255,9 +245,9 @@ def describe(num_gpus: int, enabled: bool) -> str:
     """
     if not enabled:
         return ("Keras' own: jit_compile='auto' off under strategies; jit_compile=True "
-                f"compiles the whole step (part {PART} switched off); keras-dp train: off "
+                f"compiles the whole step (part {PART.name} switched off); keras-dp train: off "
                 "with several CPU replicas")
     auto = "on (GPUs visible)" if num_gpus else "off (CPU only, as Keras decides)"
     return (f"jit_compile='auto' {auto}; jit_compile=True with several replicas or workers "
             "compiles each replica's forward and backward pass, all-reduce and update "
-            f"outside XLA (part {PART}); keras-dp train: on")
+            f"outside XLA (part {PART.name}); keras-dp train: on")

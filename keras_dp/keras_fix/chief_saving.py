@@ -38,10 +38,10 @@ import os
 from typing import Callable
 
 from keras_dp.chief_files import atomic, clean_stale, elsewhere, position
+from keras_dp.keras_fix._part import Part, Target, replace
 
 log = logging.getLogger("keras_dp")
 
-PART = "chief_saving"
 #: How long a non-chief waits for the chief's save to finish before going on.
 WAIT_SECONDS = 300.0
 _numbers = itertools.count(1)
@@ -55,36 +55,22 @@ def _modules():
     return saving_api, saving_lib, legacy_h5_format, Model
 
 
-def needed(original: Callable) -> bool:
-    """Whether Keras' saving is the worker-unaware code this part expects.
-
-    Args:
-        original: `original(owner, name)` returns Keras' own function (the
-            saved one once the part is installed).
-    """
-    import inspect
-
-    saving_api, saving_lib, legacy, model = _modules()
-    try:
-        api = inspect.getsource(saving_api.save_model) + inspect.getsource(
-            saving_api.save_weights)
-        export = inspect.getsource(original(model, "export"))
-        signatures = [list(inspect.signature(original(owner, name)).parameters)[:2]
-                      for owner, name in ((saving_lib, "save_model"),
-                                          (saving_lib, "save_weights_only"),
-                                          (legacy, "save_model_to_hdf5"))]
-    except (AttributeError, OSError, TypeError, ValueError):
-        return False
-    return ("saving_lib.save_model(model, filepath" in api
-            and "legacy_h5_format.save_model_to_hdf5(" in api
-            and "saving_lib.save_weights_only(model, filepath" in api
-            and "export_saved_model(" in export
-            and all(names == ["model", "filepath"] for names in signatures)
-            and "should_checkpoint" not in api)
+def _module(index: int):
+    return lambda: _modules()[index]
 
 
-def install(replace: Callable) -> None:
-    """Replaces Keras' saving functions (`replace(part, owner, name, function)`)."""
+PART = Part(
+    "chief_saving", "model.save/save_weights/export on every worker write the same path",
+    "none filed: Keras 3 dropped Keras 2's chief/temporary-directory writes",
+    "multi-worker strategies",
+    targets=(Target(_module(1), "save_model", ("model", "filepath")),
+             Target(_module(1), "save_weights_only", ("model", "filepath")),
+             Target(_module(2), "save_model_to_hdf5", ("model", "filepath")),
+             Target(_module(3), "export", ("self", "filepath"))))
+
+
+def install() -> None:
+    """Replaces Keras' saving functions (`keras_fix.remove` puts them back)."""
     import functools
 
     _, saving_lib, legacy, model_class = _modules()
@@ -110,7 +96,7 @@ def install(replace: Callable) -> None:
             return save_as_worker(model, path, write, directory=directory(rest, kwargs),
                                   replaceable=replaceable(rest, kwargs))
 
-        replace(PART, owner, name, replaced)
+        replace(PART.name, owner, name, replaced)
 
     function(saving_lib, "save_model",
              directory=lambda rest, kwargs: not _argument(rest, kwargs, 1, "zipped", True))

@@ -1,0 +1,57 @@
+"""The one parser of keras_dp's on/off environment variables (`KERAS_DP_CHECKS`, ...)."""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional
+
+from keras_dp.errors import ConfigError
+
+#: The spellings of "on" and "off" every keras_dp switch accepts (any case).
+TRUE_VALUES = ("1", "true", "yes", "on")
+FALSE_VALUES = ("0", "false", "no", "off")
+
+
+def parse_flag(value: Optional[str]) -> Optional[bool]:
+    """True or False for a spelling of on/off (see `TRUE_VALUES`), None for anything else."""
+    text = str(value).strip().lower()
+    if text in TRUE_VALUES:
+        return True
+    if text in FALSE_VALUES:
+        return False
+    return None
+
+
+def env_flag(name: str, default: bool, environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Reads the on/off environment variable `name`.
+
+    Args:
+        name: The variable, e.g. `"KERAS_DP_CHECKS"`.
+        default: The value when it is unset or empty.
+        environ: Variables to read instead of `os.environ`.
+
+    Returns:
+        The flag's value.
+
+    Raises:
+        ConfigError: for a value that is not one of `TRUE_VALUES` or
+            `FALSE_VALUES`; the message names the variable and ends with
+            `Received: NAME=value`.
+
+    Example:
+        >>> env_flag("KERAS_DP_CHECKS", True, {"KERAS_DP_CHECKS": "off"})
+        False
+    """
+    environ = os.environ if environ is None else environ
+    raw = environ.get(name)
+    if raw is None or not str(raw).strip():
+        return default
+    value = parse_flag(raw)
+    if value is None:
+        raise ConfigError(
+            "is neither on nor off",
+            variable=name, received=raw,
+            fix=f"set it to one of {', '.join(TRUE_VALUES)} (on) or "
+                f"{', '.join(FALSE_VALUES)} (off), or unset it (default: "
+                f"{'on' if default else 'off'})")
+    return value

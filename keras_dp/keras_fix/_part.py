@@ -1,0 +1,186 @@
+"""What every Keras-layer part shares: its description, its version and shape checks, and
+the record of the functions it replaced (so `remove()` puts them back).
+
+A part applies by VERSION: every part is written for, and tested on, the
+releases in `KERAS` and `TENSORFLOW` (the range `setup.py` declares). Outside
+that range, or when a function a part replaces is missing or takes other
+arguments (Keras changed it), `check()` raises: a correctness fix is never
+skipped silently. The message names the part, the versions found, the tested
+range and the switch that turns the part off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from keras_dp.errors import KerasDPError
+
+#: The releases every part is tested on (setup.py: keras>=3.10,<3.16, tensorflow>=2.20,<2.22).
+KERAS = ((3, 10), (3, 15))
+TENSORFLOW = ((2, 20), (2, 21))
+#: The switch of the parts `KERAS_DP_KERAS_FIX` controls.
+SWITCH = "KERAS_DP_KERAS_FIX"
+
+_MISSING = object()   # the owner did not define the replaced attribute itself
+_applied: Dict[str, List[tuple]] = {}   # part -> [(owner, name, original or _MISSING), ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A Keras or TensorFlow attribute a part replaces or relies on.
+
+    Attributes:
+        owner: Returns the class or module (imports lazily).
+        name: The attribute.
+        parameters: The leading parameter names it must take (None: it
+            only has to exist).
+    """
+
+    owner: Callable[[], object]
+    name: str
+    parameters: Optional[Tuple[str, ...]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One change keras_dp makes to Keras' or TensorFlow's behaviour.
+
+    Attributes:
+        name: The part's name (what `KERAS_DP_KERAS_FIX` lists).
+        fixes: What goes wrong without it, in one line.
+        upstream: The upstream issue (or pull request) link.
+        when: When keras_dp applies it.
+        switch: How to turn it off.
+        targets: What it replaces or relies on (checked before it applies).
+        keras: The Keras releases it is for, `((major, minor), (major, minor))`.
+        tensorflow: The TensorFlow releases it is for.
+    """
+
+    name: str
+    fixes: str
+    upstream: str
+    when: str
+    switch: str = SWITCH
+    targets: Sequence[Target] = ()
+    keras: Tuple[Tuple[int, int], Tuple[int, int]] = KERAS
+    tensorflow: Tuple[Tuple[int, int], Tuple[int, int]] = TENSORFLOW
+
+    def versions(self) -> str:
+        return f"Keras {_span(self.keras)}, TensorFlow {_span(self.tensorflow)}"
+
+
+def _span(bounds) -> str:
+    (a, b), (c, d) = bounds
+    return f"{a}.{b}-{c}.{d}"
+
+
+def _release(version: str) -> Tuple[int, int]:
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+
+
+def installed() -> Tuple[str, str]:
+    """The installed `(Keras version, TensorFlow version)`."""
+    import keras
+    import tensorflow as tf
+
+    return keras.__version__, tf.__version__
+
+
+def in_range(part: Part, versions: Optional[Tuple[str, str]] = None) -> bool:
+    """Whether the installed Keras and TensorFlow are releases `part` is for."""
+    keras_version, tf_version = versions or installed()
+    return (part.keras[0] <= _release(keras_version) <= part.keras[1]
+            and part.tensorflow[0] <= _release(tf_version) <= part.tensorflow[1])
+
+
+def original(part: str, owner, name: str):
+    """The attribute `part` replaces (the saved one once the part is applied)."""
+    for saved_owner, saved_name, saved in _applied.get(part, ()):
+        if saved_owner is owner and saved_name == name and saved is not _MISSING:
+            return saved
+    return getattr(owner, name)
+
+
+def _shape_problem(part: Part, target: Target) -> Optional[str]:
+    try:
+        owner = target.owner()
+    except (ImportError, AttributeError) as exc:
+        return f"cannot import the owner of {target.name} ({exc})"
+    label = f"{getattr(owner, '__name__', owner)}.{target.name}"
+    if not hasattr(owner, target.name):
+        return f"{label} is missing"
+    if target.parameters is None:
+        return None
+    try:
+        names = tuple(inspect.signature(original(part.name, owner, target.name)).parameters)
+    except (TypeError, ValueError):
+        return f"{label} has no readable signature"
+    if names[:len(target.parameters)] != tuple(target.parameters):
+        return (f"{label} takes ({', '.join(names)}), the part expects "
+                f"({', '.join(target.parameters)}, ...)")
+    return None
+
+
+def check(part: Part, versions: Optional[Tuple[str, str]] = None) -> None:
+    """Raises unless `part` was written for this Keras and TensorFlow (fail closed).
+
+    Raises:
+        KerasDPError: the versions are outside the part's range, or what it
+            replaces is missing or has another signature.
+    """
+    keras_version, tf_version = versions or installed()
+    problems = [] if in_range(part, (keras_version, tf_version)) else [
+        "these releases are outside the range it is tested on"]
+    problems += [p for p in (_shape_problem(part, t) for t in part.targets) if p]
+    if problems:
+        raise KerasDPError(
+            f"keras_dp's Keras-layer part {part.name} cannot be applied to Keras "
+            f"{keras_version} with TensorFlow {tf_version}: {'; '.join(problems)}. It is "
+            f"written for {part.versions()}; without it {part.fixes}. Install a tested "
+            f"release (pip install \"keras>=3.10,<3.16\" \"tensorflow>=2.20,<2.22\"), or "
+            f"turn the part off knowingly: {part.switch}.")
+
+
+def replace(part: str, owner, name: str, function) -> None:
+    """Sets `owner.name = function`, remembering what to restore."""
+    _applied.setdefault(part, []).append((owner, name, owner.__dict__.get(name, _MISSING)))
+    setattr(owner, name, function)
+
+
+def is_applied(part: str) -> bool:
+    return part in _applied
+
+
+def restore(part: str) -> None:
+    """Puts back what `part` replaced."""
+    for owner, name, saved in reversed(_applied.pop(part, [])):
+        if saved is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, saved)
+
+
+def trainer():
+    from keras.src.backend.tensorflow import trainer as module
+
+    return module
+
+
+def tf_trainer():
+    return trainer().TensorFlowTrainer
+
+
+def tf_optimizer():
+    from keras.src.backend.tensorflow.optimizer import TFOptimizer
+
+    return TFOptimizer
+
+
+def base_optimizer():
+    from keras.src.optimizers.base_optimizer import BaseOptimizer
+
+    return BaseOptimizer

@@ -1,0 +1,61 @@
+"""Keras-layer part `collective_keys`: several MirroredStrategy objects in one process.
+
+Every `MirroredStrategy` numbers its collective groups from 1, so a second
+one over a different set of devices in the same process fails with "joining
+a group with size 4, but that group has size 2". Each strategy keras_dp
+creates gets its own key range (TensorFlow's private class attribute
+`MirroredStrategy._collective_key_base`, read once at construction), so a
+process (a notebook, a test) can create several. Applied to every
+MirroredStrategy keras_dp creates; a strategy made with
+`tf.distribute.MirroredStrategy(...)` directly keeps TensorFlow's numbering.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from keras_dp.keras_fix._part import Part, Target, check
+
+#: Collective group keys given to each MirroredStrategy keras_dp creates.
+KEYS_PER_STRATEGY = 100_000
+
+
+def _mirrored_class():
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy
+
+
+PART = Part(
+    "collective_keys",
+    "a second MirroredStrategy over other devices in the same process fails (joining a "
+    "group with size 4, but that group has size 2)",
+    "none filed: TensorFlow numbers every MirroredStrategy's groups from 1",
+    "every MirroredStrategy keras_dp creates",
+    switch="create the strategy with tf.distribute.MirroredStrategy yourself",
+    targets=(Target(_mirrored_class, "_collective_key_base"),))
+
+_lock = threading.Lock()
+_count = [0]
+
+
+def mirrored(devices, cross_device_ops):
+    """A `MirroredStrategy` over `devices` with its own range of collective group keys.
+
+    Raises:
+        KerasDPError: this TensorFlow is not one the part is for.
+    """
+    check(PART)
+    cls = _mirrored_class()
+    with _lock:
+        previous = cls._collective_key_base
+        cls._collective_key_base = KEYS_PER_STRATEGY * _count[0]
+        _count[0] += 1
+        try:
+            return cls(devices=devices, cross_device_ops=cross_device_ops)
+        finally:
+            cls._collective_key_base = previous
+
+
+def is_applied() -> bool:
+    return _count[0] > 0

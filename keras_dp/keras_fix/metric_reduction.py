@@ -1,0 +1,34 @@
+"""Keras-layer part `metric_reduction`: metrics reduce across workers.
+
+`reduce_per_replica(..., "auto")` reduces per-replica metric values with
+`strategy.reduce("MEAN", v, axis=0)`, which fails on scalars under
+MultiWorkerMirroredStrategy (`Invalid reduction dimension 0 for input with 0
+dimensions`). Fixed: the mean is taken across replicas (`axis=None`), as the
+single-worker branch computes. Applied when keras_dp creates a multi-worker
+strategy.
+"""
+
+from __future__ import annotations
+
+from keras_dp.keras_fix._part import Part, Target, replace, trainer
+
+PART = Part(
+    "metric_reduction", "model.fit fails under MultiWorkerMirroredStrategy",
+    "https://github.com/keras-team/keras/issues/20585", "multi-worker strategies",
+    targets=(Target(trainer, "reduce_per_replica", ("values", "strategy", "reduction")),
+             Target(trainer, "_collective_all_reduce_multi_worker")))
+
+
+def install() -> None:
+    from keras.src import tree
+
+    module = trainer()
+    original = module.reduce_per_replica
+    multi_worker = module._collective_all_reduce_multi_worker
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and multi_worker(strategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    replace(PART.name, module, "reduce_per_replica", reduce_per_replica)

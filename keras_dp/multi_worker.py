@@ -1,0 +1,149 @@
+"""MultiWorkerMirroredStrategy's creation: the coordination service's time limits, one
+strategy per process, the start-up guard (split from `keras_dp.strategy`, which chooses)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, Optional
+
+from keras_dp.cluster import ClusterInfo
+from keras_dp.errors import ConfigError, StrategyError
+
+#: Accepted collective implementations (MultiWorkerMirroredStrategy).
+IMPLEMENTATIONS = ("auto", "ring", "nccl")
+_lock = threading.Lock()
+_multi_worker: Dict[str, Any] = {}
+
+
+def communication_options(implementation: str = "auto", timeout_seconds: Optional[float] = None,
+                          bytes_per_pack: int = 0):
+    """Builds `tf.distribute.experimental.CommunicationOptions` with checked values."""
+    import tensorflow as tf
+
+    key = str(implementation).strip().lower()
+    if key not in IMPLEMENTATIONS:
+        raise ConfigError("unknown collective implementation", variable="implementation",
+                          fix=f"use one of: {', '.join(IMPLEMENTATIONS)}",
+                          received=implementation)
+    if bytes_per_pack is None or int(bytes_per_pack) < 0:
+        raise ConfigError("must be 0 (automatic) or a positive number of bytes",
+                          variable="bytes_per_pack", received=bytes_per_pack,
+                          fix="pass bytes_per_pack=0 or e.g. 32 * 1024 * 1024")
+    if timeout_seconds is not None and float(timeout_seconds) <= 0:
+        raise ConfigError("must be a positive number of seconds or None",
+                          variable="collective_timeout", received=timeout_seconds,
+                          fix="pass e.g. collective_timeout=300, or None for no limit")
+    impl = getattr(tf.distribute.experimental.CommunicationImplementation, key.upper())
+    return tf.distribute.experimental.CommunicationOptions(
+        bytes_per_pack=int(bytes_per_pack), timeout_seconds=timeout_seconds,
+        implementation=impl)
+
+
+def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[float],
+                           heartbeat_timeout: Optional[float],
+                           shutdown_timeout: Optional[float], replace: bool = False) -> None:
+    """Sets up TF's coordination service with our time limits (before MWMS).
+
+    MultiWorkerMirroredStrategy configures the service itself with no limits
+    when none is configured; configuring it first with the same jobs and
+    leader, plus time limits, bounds how long a worker waits for a peer
+    that never starts, dies or freezes:
+
+    - start-up: every task registers at a barrier (`cluster_register_with_
+      barrier`) that fails after `keras_dp.fault.register_timeout(
+      startup_timeout)` naming the tasks that did not come;
+    - a dead or frozen peer: the service declares a task dead after
+      `heartbeat_timeout` (TensorFlow's default: 10 s) and aborts every
+      worker's collectives. (`poll_for_error_from_service_at_startup` stays
+      off: TF 2.21's eager context already has a service-to-client channel,
+      and with both it aborts every collective with "Should not use error
+      polling from service when there is service to client connection".)
+
+    A configuration already in place (the program's own) is kept unless
+    `replace` (keras_dp's early set-up, see `keras_dp.early`).
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+    from tensorflow.python.training import server_lib
+
+    from keras_dp import fault
+
+    ctx = context.context()
+    if ctx.coordination_service is not None and not replace:
+        return
+    spec = server_lib.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()})
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in ("chief", "worker") if job in spec.jobs]
+    to_ms = lambda seconds: int(seconds * 1000) if seconds else 0  # noqa: E731
+    ctx.configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs,
+        cluster_register_timeout_in_ms=to_ms(fault.register_timeout(startup_timeout)),
+        heartbeat_timeout_in_ms=to_ms(heartbeat_timeout),
+        shutdown_barrier_timeout_in_ms=to_ms(shutdown_timeout),
+    )
+    config = ctx.coordination_service
+    config.cluster_register_with_barrier = bool(startup_timeout)
+
+
+def multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeout,
+                           shutdown_timeout):
+    import tensorflow as tf
+
+    from keras_dp import early, fault, keras_fix
+    from keras_dp.strategy import _STARTUP_EXPLANATION, context_initialized
+    from keras_dp.keras_fix import failure_hook
+
+    key = (cluster.to_json(),)
+    with _lock:
+        if "strategy" in _multi_worker:
+            if _multi_worker["key"] != key:
+                raise StrategyError(
+                    "a MultiWorkerMirroredStrategy for a different cluster already exists "
+                    "in this process; TensorFlow allows one per process. Start a new "
+                    "process for the new cluster.")
+            return _multi_worker["strategy"]
+        early_cluster = early.cluster() if early.is_set_up() else None
+        if early_cluster is not None and early_cluster.to_json() != cluster.to_json():
+            raise StrategyError(
+                f"TensorFlow was set up at import for {early_cluster.describe()} "
+                f"({early_cluster.source}); keras_dp cannot create a strategy for "
+                f"{cluster.describe()} in this process. Pass no cluster/environ to "
+                "keras_dp.scope(), or start a new process.")
+        if early_cluster is not None:
+            early.reconfigure(startup_timeout=startup_timeout,
+                              heartbeat_timeout=heartbeat_timeout,
+                              shutdown_timeout=shutdown_timeout)
+        else:
+            if context_initialized():
+                raise StrategyError(_STARTUP_EXPLANATION.format(
+                    what="MultiWorkerMirroredStrategy's collective ops"))
+            configure_coordination(cluster, startup_timeout=startup_timeout,
+                                   heartbeat_timeout=heartbeat_timeout,
+                                   shutdown_timeout=shutdown_timeout)
+        failure_hook.install(cluster)
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()}),
+            task_type=cluster.task_type, task_id=cluster.task_index,
+            rpc_layer=cluster.rpc_layer or "grpc",
+            num_accelerators={"GPU": len(tf.config.get_visible_devices("GPU"))})
+        try:
+            with fault.startup_guard(cluster, startup_timeout), \
+                    early.quiet_second_enable():
+                strategy = tf.distribute.MultiWorkerMirroredStrategy(
+                    cluster_resolver=resolver, communication_options=options)
+        except RuntimeError as exc:
+            if "program startup" in str(exc) or "initialized" in str(exc):
+                raise StrategyError(_STARTUP_EXPLANATION.format(
+                    what="MultiWorkerMirroredStrategy's collective ops")) from None
+            raise
+        keras_fix.apply(keras_fix.MULTI_WORKER_PARTS + keras_fix.IMPORT_PARTS)
+        _multi_worker.update(strategy=strategy, key=key)
+        return strategy
+
+
+def reset_for_tests() -> None:
+    """Forgets the cached multi-worker strategy (the process cannot make another)."""
+    _multi_worker.clear()
