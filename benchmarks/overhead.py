@@ -28,7 +28,7 @@ CPU:0" (TensorFlow's "tf.Variable on a different device" XLA limitation). Both
 sides of a comparison always use the same setting.
 
 A multi-worker baseline is not measured: hand-written Keras 3 `fit` under
-MultiWorkerMirroredStrategy crashes (the bugs keras_dp/keras_fix.py fixes),
+MultiWorkerMirroredStrategy crashes (the bugs keras_dp/keras_fix/ fixes),
 so there is nothing to compare with.
 """
 
