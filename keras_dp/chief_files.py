@@ -80,7 +80,7 @@ def position(model=None) -> Tuple[int, int, bool]:
         found = worker_position(strategy)
         if found[1] > 1:
             return found
-    from keras_dp.strategy import _multi_worker
+    from keras_dp.multi_worker import _multi_worker
 
     process = _multi_worker.get("strategy")
     return worker_position(process) if process is not None else (0, 1, True)

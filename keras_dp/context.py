@@ -212,9 +212,9 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
         context = Context(strategy, cluster, requested)
         set_context(context)
         if context.num_replicas > 1:
-            from keras_dp import loop_checks
+            from keras_dp.keras_fix import apply_check
 
-            loop_checks.install(env)
+            apply_check.install(env)
         log.info("keras_dp: %s; %s", cluster.describe(), context.describe())
         return Context(strategy, cluster, requested)
 
@@ -242,10 +242,3 @@ def _describe_options(options: Mapping[str, Any]) -> str:
     shown = {k: v for k, v in options.items() if v is not None}
     return ", ".join(f"{k}={v!r}" for k, v in shown.items())
 
-
-def reset_for_tests() -> None:
-    """Forgets the process's strategy (tests that run several single-process strategies)."""
-    from keras_dp import strategy as strategy_lib
-
-    set_context(None)
-    strategy_lib.reset_for_tests()

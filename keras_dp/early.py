@@ -200,7 +200,7 @@ def configure(info, *, startup_timeout: Optional[float] = 120.0,
     from tensorflow.python.eager import context
     from tensorflow.python.training import server_lib
 
-    from keras_dp import strategy as strategy_lib
+    from keras_dp import multi_worker
 
     spec = multi_worker_util.normalize_cluster_spec(
         server_lib.ClusterSpec({k: list(v) for k, v in info.cluster.items()}))
@@ -211,7 +211,7 @@ def configure(info, *, startup_timeout: Optional[float] = 120.0,
     ctx.configure_collective_ops(collective_leader=leader,
                                  scoped_allocator_enabled_ops=("CollectiveReduce",),
                                  device_filters=(device_filter,))
-    strategy_lib.configure_coordination(info, startup_timeout=startup_timeout,
+    multi_worker.configure_coordination(info, startup_timeout=startup_timeout,
                                         heartbeat_timeout=heartbeat_timeout,
                                         shutdown_timeout=shutdown_timeout, replace=True)
     config = copy.deepcopy(ctx.config)
@@ -264,9 +264,9 @@ def reconfigure(*, startup_timeout, heartbeat_timeout, shutdown_timeout) -> None
     if not is_set_up() or getattr(context.context(), "_initialized", False):
         return
     _state["startup_timeout"] = startup_timeout
-    from keras_dp import strategy as strategy_lib
+    from keras_dp import multi_worker
 
-    strategy_lib.configure_coordination(_state["cluster"], startup_timeout=startup_timeout,
+    multi_worker.configure_coordination(_state["cluster"], startup_timeout=startup_timeout,
                                         heartbeat_timeout=heartbeat_timeout,
                                         shutdown_timeout=shutdown_timeout, replace=True)
 

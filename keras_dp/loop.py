@@ -1,21 +1,6 @@
-"""Custom training loops under `keras_dp.scope()`: the GradientTape path, done right.
+"""Custom training loops under `keras_dp.scope()`: run, reduce, distribute, train_step.
 
-Data parallelism by hand has three rules, and this module keeps them:
-
-1. Run the step on every replica (`ctx.run(step_fn, batch)`), so that
-   `optimizer.apply_gradients` sees a replica context and Keras sums the
-   gradients over all replicas and workers (an all-reduce).
-2. Because the gradients are summed, scale the loss by the GLOBAL batch
-   (`compute_loss`, see `keras_dp/loss.py`).
-3. Give every replica different data (`distribute(dataset)`, which shards
-   per worker), and read metrics in the cross-replica context on every
-   worker at once (`metric_results`), where Keras's metric variables are
-   summed over replicas and workers.
-
-`train_step(model, optimizer, loss)` does all of it in one compiled step,
-with optional XLA for the forward and backward pass and mixed precision
-(`keras.optimizers.LossScaleOptimizer`); `examples/custom_loop.py` writes
-the same step by hand. `keras_dp.loop_checks` catches the classic mistakes.
+See docs/custom_loops.md.
 """
 from __future__ import annotations
 
@@ -28,15 +13,12 @@ from keras_dp.loss import (agree_on_finite, compute_loss, measure_global_batch,
                            per_example_loss_fn)
 from keras_dp.xla import use_xla
 
-__all__ = ["DistributedData", "DistributedIterator", "REDUCE_OPS", "TrainStep",
-           "agree_on_finite", "compute_loss", "distribute", "measure_global_batch",
-           "metric_results", "per_example_loss_fn", "reduce", "run", "train_step"]
+__all__ = ["TrainStep", "agree_on_finite", "compute_loss", "distribute", "metric_results",
+           "reduce", "run", "train_step"]
 
-#: Accepted `op` names of `reduce()`.
 REDUCE_OPS = ("sum", "mean")
 
 
-# -- running steps and reducing results --------------------------------------
 def run(fn: Callable, *args, strategy=None, **kwargs):
     """Runs `fn(*args, **kwargs)` on every replica (`strategy.run`); returns per-replica values."""
     return _strategy(strategy).run(fn, args=args, kwargs=kwargs)
@@ -46,10 +28,8 @@ def reduce(value, op: str = "sum", *, strategy=None):
     """Reduces per-replica values over all replicas and workers to one value.
 
     Args:
-        value: What `run()` returned (a nest of per-replica tensors; each
-            is reduced on its own).
-        op: `"sum"` (default: losses from `compute_loss` sum to the global
-            mean) or `"mean"`.
+        value: What `run()` returned (a nest of per-replica tensors).
+        op: `"sum"` (losses from `compute_loss` sum to the global mean) or `"mean"`.
         strategy: Default: the current one.
 
     Returns:
@@ -67,26 +47,21 @@ def reduce(value, op: str = "sum", *, strategy=None):
 
 
 def metric_results(metrics: Iterable[Any], *, strategy=None) -> Dict[str, Any]:
-    """Every metric's result over all replicas and workers.
-
-    Keras metric variables are summed across replicas when read in the
-    cross-replica context (an all-reduce under a multi-worker strategy), so
-    every worker must call this at the same point.
+    """Every metric's result over all replicas and workers (every worker must call it).
 
     Returns:
-        `{metric.name: value}` (tensors; `float(value)` in eager mode).
+        `{metric.name: value}` (tensors).
     """
     strategy = _strategy(strategy)
     with strategy.scope():
         return {metric.name: metric.result() for metric in metrics}
 
 
-# -- data ------------------------------------------------------------------------
 class DistributedIterator:
     """Iterator over per-replica batches that checks the first batch for duplicated data."""
 
     def __init__(self, iterator, strategy, check_data: bool):
-        self.iterator = iterator  # the tf.distribute iterator (pass this into a tf.function)
+        self.iterator = iterator  # the tf.distribute iterator, for a tf.function
         self.strategy = strategy
         self._check = check_data
 
@@ -111,12 +86,7 @@ class DistributedIterator:
 
 
 class DistributedData:
-    """A distributed dataset whose iterators check the first batch for duplicated data.
-
-    Attributes:
-        dataset: The `tf.distribute.DistributedDataset`.
-        strategy: The strategy it belongs to.
-    """
+    """A `tf.distribute.DistributedDataset` (`dataset`) whose iterators check the first batch."""
 
     def __init__(self, dataset, strategy, check_data: bool = True):
         self.dataset = dataset
@@ -135,13 +105,9 @@ def distribute(data, *, strategy=None, check_data: bool = True, options=None) ->
     """Spreads a dataset over the replicas and workers, one shard per worker.
 
     Args:
-        data: A `tf.data.Dataset` batched by the GLOBAL batch size (each
-            global batch is split across the replicas, and TensorFlow shards
-            the input per worker: by file, else by element), or a function
-            `dataset_fn(input_context) -> tf.data.Dataset` batched by the
-            per-replica size (`input_context.get_per_replica_batch_size`),
-            which must shard itself (`input_context.input_pipeline_id`), or a
-            `tf.distribute.DistributedDataset` (e.g. `keras_dp.data.text_dataset`).
+        data: A `tf.data.Dataset` batched by the GLOBAL batch size (TensorFlow
+            shards it per worker), a `dataset_fn(input_context)` batched by the
+            per-replica size that shards itself, or a distributed dataset.
         strategy: Default: the current one.
         check_data: Check the first batch for identical data on every replica.
         options: `tf.distribute.InputOptions`.
@@ -156,7 +122,7 @@ def distribute(data, *, strategy=None, check_data: bool = True, options=None) ->
         return data
     if isinstance(data, tf.data.Dataset):
         dataset = strategy.experimental_distribute_dataset(data, options)
-    elif isinstance(data, (tf.distribute.DistributedDataset,)) or (
+    elif isinstance(data, tf.distribute.DistributedDataset) or (
             hasattr(data, "element_spec") and hasattr(data, "__iter__")):
         dataset = data
     elif callable(data):
@@ -169,17 +135,27 @@ def distribute(data, *, strategy=None, check_data: bool = True, options=None) ->
     return DistributedData(dataset, strategy, check_data and loop_checks.checks_enabled())
 
 
-# -- a complete step -----------------------------------------------------------
 class TrainStep:
-    """One data-parallel training step for a Keras model, compiled with `tf.function`.
+    """A compiled data-parallel training step: forward, loss, backward, all-reduce, update.
 
-    Built by `keras_dp.train_step()`; call it with a per-replica batch
-    (`(x, y)` or `(x, y, sample_weight)`) from a distributed dataset. Every
-    worker must call it for every batch.
+    The loss is averaged over the GLOBAL batch (see `compute_loss`), with the
+    model's regularization losses; metrics are updated per replica and read
+    over all replicas and workers. Call it with a per-replica batch (`(x, y)`
+    or `(x, y, sample_weight)`) from a distributed dataset, on every worker.
 
-    Attributes:
-        model, optimizer, metrics, strategy: As given.
-        jit_compile: Whether the forward and backward pass are XLA-compiled.
+    Args:
+        model: A Keras model built under the strategy's scope.
+        optimizer: A Keras optimizer built under the scope; a
+            `keras.optimizers.LossScaleOptimizer` for mixed precision (the
+            replicas then agree on skipping steps with non-finite gradients).
+        loss: A loss name, a `keras.losses.Loss` (per-example losses are used)
+            or `fn(y_true, y_pred)` returning per-example losses.
+        metrics: Keras metrics, updated with `(y_true, y_pred, sample_weight)`.
+        strategy: Default: the current one.
+        jit_compile: XLA-compile the forward and backward pass (`"auto"`:
+            when a GPU is visible). The all-reduce and update stay outside XLA.
+        global_batch_size: Fixed examples per step (default: measured).
+        check_data: Check the first batch for identical data on every replica.
     """
 
     def __init__(self, model, optimizer, loss, *, metrics: Sequence[Any] = (), strategy=None,
@@ -203,8 +179,7 @@ class TrainStep:
                 received=type(model).__name__,
                 fix="give it a keras.Input, or call it once on a batch, under the scope")
         if not getattr(optimizer, "built", True):
-            # Variables created inside the compiled step cannot always be lifted
-            # out of it (a LossScaleOptimizer's cannot), so build them now.
+            # A LossScaleOptimizer's variables cannot be created inside the step.
             with self.strategy.scope():
                 optimizer.build(model.trainable_variables)
         self._gradients = tf.function(self._forward_backward, jit_compile=self.jit_compile,
@@ -262,8 +237,7 @@ class TrainStep:
         try:
             return self._step(batch)
         except Exception as exc:  # noqa: BLE001 - re-raised below
-            # tf.function's tracing wraps our errors in a StagingError; give
-            # the user the keras_dp error itself.
+            # tf.function's tracing wraps our errors in a StagingError.
             cause = exc
             while cause is not None and not isinstance(cause, KerasDPError) and \
                     getattr(cause, "ag_error_metadata", None) is not None:
@@ -272,39 +246,9 @@ class TrainStep:
                 raise cause.with_traceback(None) from None
             raise
 
-    def reset_metrics(self) -> None:
-        for metric in self.metrics:
-            metric.reset_state()
 
-
-def train_step(model, optimizer, loss, *, metrics: Sequence[Any] = (), strategy=None,
-               jit_compile: Union[bool, str] = "auto", global_batch_size: Optional[int] = None,
-               check_data: bool = True) -> TrainStep:
-    """A compiled data-parallel training step: forward, loss, backward, all-reduce, update.
-
-    The loss is averaged over the GLOBAL batch (see `compute_loss`), with the
-    model's regularization losses; gradients are all-reduced by the
-    optimizer inside the replica context; metrics are updated per replica
-    and read over all replicas and workers.
-
-    Args:
-        model: A Keras model built under the strategy's scope.
-        optimizer: A Keras optimizer built under the scope; a
-            `keras.optimizers.LossScaleOptimizer` for mixed precision (the
-            replicas then agree on skipping steps with non-finite gradients).
-        loss: A loss name, a `keras.losses.Loss` (its reduction is ignored:
-            per-example losses are used) or `fn(y_true, y_pred)` returning
-            per-example losses. A function that returns a scalar is refused
-            (`LossReductionError`).
-        metrics: Keras metrics, updated with `(y_true, y_pred, sample_weight)`.
-        strategy: Default: the current one.
-        jit_compile: XLA-compile the forward and backward pass (`"auto"`:
-            when a GPU is visible). The all-reduce and update stay outside XLA.
-        global_batch_size: Fixed examples per step (default: measured).
-        check_data: Check the first batch for identical data on every replica.
-
-    Returns:
-        A `TrainStep`: `logs = step(batch)`.
+def train_step(model, optimizer, loss, **options) -> TrainStep:
+    """A `TrainStep` (see its arguments): `logs = step(batch)`.
 
     Example:
 
@@ -317,6 +261,4 @@ def train_step(model, optimizer, loss, *, metrics: Sequence[Any] = (), strategy=
         logs = step(batch)
     ```
     """
-    return TrainStep(model, optimizer, loss, metrics=metrics, strategy=strategy,
-                     jit_compile=jit_compile, global_batch_size=global_batch_size,
-                     check_data=check_data)
+    return TrainStep(model, optimizer, loss, **options)

@@ -1,30 +1,7 @@
-"""Checks that catch the classic mistakes of hand-written data-parallel loops.
+"""Checks for the classic mistakes of hand-written data-parallel loops (`KERAS_DP_CHECKS=0`: off).
 
-1. `optimizer.apply_gradients()` outside the replica context
-   (`ctx.run` / `strategy.run`). Keras 3 all-reduces gradients only inside
-   it; outside, each worker applies its own gradients and the model copies
-   drift apart with no error. keras_dp checks every such call under a
-   multi-worker strategy: the gradients are compared across workers (two
-   checksums, one small all-gather) and `ReplicaContextError` is raised when
-   they differ. Gradients that really were reduced first (e.g. with
-   `strategy.reduce`) are equal on every worker and pass, so correct code is
-   never stopped. In one process (several local replicas) applying outside
-   the replica context is correct but leaves the other replicas idle; that
-   is logged once.
-2. A loss averaged over the local batch: `keras_dp.compute_loss` and
-   `keras_dp.train_step` refuse an already reduced (scalar) loss with
-   `LossReductionError` (in `keras_dp/loop.py`).
-3. The same data on every replica: `check_distinct_data()` compares two
-   checksums of every replica's batch (one all-gather) and warns with
-   `SameDataWarning` when every replica got an identical, non-constant
-   batch. `keras_dp.distribute()` and `keras_dp.train_step()` run it on
-   their first batch. It is a warning, not an error, because a synthetic
-   benchmark may feed one batch everywhere on purpose.
-
-The first check is installed by `keras_dp.scope()` when it creates a
-strategy with several replicas: the Keras-layer part
-`keras_dp.keras_fix.apply_check` (a small wrapper around Keras's
-`TFOptimizer._backend_update_step`). `KERAS_DP_CHECKS=0` turns all three off.
+The apply check is installed as the Keras-layer part `keras_dp.keras_fix.apply_check`.
+See docs/custom_loops.md.
 """
 
 from __future__ import annotations
@@ -36,13 +13,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 from keras_dp.envflags import env_flag
 from keras_dp.errors import ReplicaContextError
-from keras_dp.keras_fix.apply_check import install, uninstall  # noqa: F401 (scope(), tests)
-from keras_dp.keras_fix.apply_check import is_applied as is_installed  # noqa: F401
 
 log = logging.getLogger("keras_dp")
 
 CHECKS_VARIABLE = "KERAS_DP_CHECKS"
-#: Relative difference above which two checksums count as different.
 TOLERANCE = 1e-6
 
 _state = {"logged_local": False}
@@ -59,7 +33,6 @@ def checks_enabled(environ: Optional[Mapping[str, str]] = None) -> bool:
 
 
 def is_multi_worker(strategy) -> bool:
-    """Whether `strategy` spans several processes."""
     extended = getattr(strategy, "extended", None)
     probe = getattr(extended, "_in_multi_worker_mode", None)
     return bool(probe()) if callable(probe) else False
@@ -68,11 +41,11 @@ def is_multi_worker(strategy) -> bool:
 def _data_parallel(strategy) -> bool:
     from keras_dp.strategy import strategy_kind
 
-    return (strategy is not None and strategy_kind(strategy) in ("mirrored", "multi_worker_mirrored")
+    return (strategy is not None
+            and strategy_kind(strategy) in ("mirrored", "multi_worker_mirrored")
             and (strategy.num_replicas_in_sync > 1 or is_multi_worker(strategy)))
 
 
-# -- checksums --------------------------------------------------------------
 def _weights(n, phase):
     import tensorflow as tf
 
@@ -81,11 +54,7 @@ def _weights(n, phase):
 
 
 def checksums(tensors: Sequence[Any]):
-    """Two position-weighted sums over `tensors` (float64), as a `[2]` tensor.
-
-    Different data give different checksums with overwhelming probability;
-    equal data give equal ones. Strings and None are skipped.
-    """
+    """Two position-weighted float64 sums over `tensors` (strings and None skipped)."""
     import tensorflow as tf
 
     total = tf.zeros([2], tf.float64)
@@ -95,7 +64,7 @@ def checksums(tensors: Sequence[Any]):
         if isinstance(value, tf.IndexedSlices):
             value = value.values
         value = tf.convert_to_tensor(value)
-        if value.dtype == tf.string or value.dtype == tf.variant:
+        if value.dtype in (tf.string, tf.variant):
             continue
         flat = tf.reshape(tf.cast(value, tf.float64), [-1])
         n = tf.size(flat)
@@ -127,7 +96,7 @@ def _differ(a, b) -> bool:
     return bool(np.any(np.abs(a - b) > TOLERANCE * scale))
 
 
-# -- collectives, compiled once per strategy (eager strategy.run is slow and noisy)
+# collectives, compiled once per strategy (eager strategy.run is slow and noisy)
 _compiled_fns: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -167,7 +136,6 @@ def _gather_batch_checksums(strategy):
     return gather
 
 
-# -- 1. apply_gradients outside the replica context --------------------------
 def _apply_message(strategy, sums=None) -> str:
     workers = strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") \
         else "several"
@@ -219,20 +187,10 @@ def check_apply_context(strategy, grads: Sequence[Any]):
         spread, tf.constant(TOLERANCE, tf.float64), message=_apply_message(strategy))
 
 
-# -- 3. the same data on every replica ---------------------------------------
-def data_checksums(batch, strategy):
-    """Every replica's batch checksums and "varied" flag, as a numpy `[replicas, 3]` array.
-
-    A collective operation: every worker must call it with its batch.
-    """
-    return _compiled(strategy, "batch_checksums", _gather_batch_checksums)(batch).numpy()
-
-
 def check_distinct_data(batch, strategy, *, once: bool = False) -> bool:
     """Warns with `SameDataWarning` when every replica got the same non-constant batch.
 
-    Call it in eager mode, on every worker at once (it all-gathers), with a
-    batch from a distributed dataset.
+    Call it eagerly on every worker at once (it all-gathers).
 
     Args:
         batch: One per-replica batch (from iterating a `DistributedDataset`).
@@ -240,8 +198,7 @@ def check_distinct_data(batch, strategy, *, once: bool = False) -> bool:
         once: Skip the check if a batch of this strategy was checked before.
 
     Returns:
-        True when the replicas' batches differ (or the check does not apply),
-        False when it warned.
+        False when it warned, else True.
 
     Example:
 
@@ -255,7 +212,7 @@ def check_distinct_data(batch, strategy, *, once: bool = False) -> bool:
     if once and strategy in _checked:
         return True
     _checked.add(strategy)
-    rows = data_checksums(batch, strategy)
+    rows = _compiled(strategy, "batch_checksums", _gather_batch_checksums)(batch).numpy()
     if not rows[:, 2].any() or any(_differ(rows[0, :2], row[:2]) for row in rows[1:]):
         return True
     scope = ("every worker" if is_multi_worker(strategy) else "every replica")

@@ -1,5 +1,4 @@
-"""MultiWorkerMirroredStrategy's creation: the coordination service's time limits, one
-strategy per process, the start-up guard (split from `keras_dp.strategy`, which chooses)."""
+"""MultiWorkerMirroredStrategy's creation: coordination time limits, one per process."""
 
 from __future__ import annotations
 
@@ -9,15 +8,33 @@ from typing import Any, Dict, Optional
 from keras_dp.cluster import ClusterInfo
 from keras_dp.errors import ConfigError, StrategyError
 
-#: Accepted collective implementations (MultiWorkerMirroredStrategy).
 IMPLEMENTATIONS = ("auto", "ring", "nccl")
 _lock = threading.Lock()
 _multi_worker: Dict[str, Any] = {}
 
+STARTUP_EXPLANATION = (
+    "TensorFlow already started its runtime in this process (something created a "
+    "tensor, listed logical devices or built a model before the strategy), and {what} "
+    "can only be set up before that. Import keras_dp before the program's first "
+    "TensorFlow op (keras_dp then sets the multi-worker runtime up when TensorFlow is "
+    "imported), or create the strategy first: call keras_dp.scope() (or "
+    "keras_dp.get_strategy()) before any other TensorFlow or Keras call. In a "
+    "notebook, restart the runtime and run the keras_dp cell first, or use "
+    "keras_dp.launch(fn, num_workers=N), which runs the training function in fresh "
+    "worker processes."
+)
+
+
+def context_initialized() -> bool:
+    """Whether TensorFlow's eager context already started (devices are fixed then)."""
+    from tensorflow.python.eager import context
+
+    return bool(getattr(context.context(), "_initialized", False))
+
 
 def communication_options(implementation: str = "auto", timeout_seconds: Optional[float] = None,
                           bytes_per_pack: int = 0):
-    """Builds `tf.distribute.experimental.CommunicationOptions` with checked values."""
+    """`tf.distribute.experimental.CommunicationOptions` with checked values."""
     import tensorflow as tf
 
     key = str(implementation).strip().lower()
@@ -42,25 +59,9 @@ def communication_options(implementation: str = "auto", timeout_seconds: Optiona
 def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[float],
                            heartbeat_timeout: Optional[float],
                            shutdown_timeout: Optional[float], replace: bool = False) -> None:
-    """Sets up TF's coordination service with our time limits (before MWMS).
+    """Sets up TF's coordination service with time limits, before MWMS (docs/fault_tolerance.md).
 
-    MultiWorkerMirroredStrategy configures the service itself with no limits
-    when none is configured; configuring it first with the same jobs and
-    leader, plus time limits, bounds how long a worker waits for a peer
-    that never starts, dies or freezes:
-
-    - start-up: every task registers at a barrier (`cluster_register_with_
-      barrier`) that fails after `keras_dp.fault.register_timeout(
-      startup_timeout)` naming the tasks that did not come;
-    - a dead or frozen peer: the service declares a task dead after
-      `heartbeat_timeout` (TensorFlow's default: 10 s) and aborts every
-      worker's collectives. (`poll_for_error_from_service_at_startup` stays
-      off: TF 2.21's eager context already has a service-to-client channel,
-      and with both it aborts every collective with "Should not use error
-      polling from service when there is service to client connection".)
-
-    A configuration already in place (the program's own) is kept unless
-    `replace` (keras_dp's early set-up, see `keras_dp.early`).
+    A configuration already in place is kept unless `replace` (keras_dp's early set-up).
     """
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
@@ -93,7 +94,6 @@ def multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeou
     import tensorflow as tf
 
     from keras_dp import early, fault, keras_fix
-    from keras_dp.strategy import _STARTUP_EXPLANATION, context_initialized
     from keras_dp.keras_fix import failure_hook
 
     key = (cluster.to_json(),)
@@ -118,7 +118,7 @@ def multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeou
                               shutdown_timeout=shutdown_timeout)
         else:
             if context_initialized():
-                raise StrategyError(_STARTUP_EXPLANATION.format(
+                raise StrategyError(STARTUP_EXPLANATION.format(
                     what="MultiWorkerMirroredStrategy's collective ops"))
             configure_coordination(cluster, startup_timeout=startup_timeout,
                                    heartbeat_timeout=heartbeat_timeout,
@@ -136,14 +136,9 @@ def multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeou
                     cluster_resolver=resolver, communication_options=options)
         except RuntimeError as exc:
             if "program startup" in str(exc) or "initialized" in str(exc):
-                raise StrategyError(_STARTUP_EXPLANATION.format(
+                raise StrategyError(STARTUP_EXPLANATION.format(
                     what="MultiWorkerMirroredStrategy's collective ops")) from None
             raise
         keras_fix.apply(keras_fix.MULTI_WORKER_PARTS + keras_fix.IMPORT_PARTS)
         _multi_worker.update(strategy=strategy, key=key)
         return strategy
-
-
-def reset_for_tests() -> None:
-    """Forgets the cached multi-worker strategy (the process cannot make another)."""
-    _multi_worker.clear()

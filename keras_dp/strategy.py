@@ -1,16 +1,6 @@
-"""Strategy selection: one short function from a name to a `tf.distribute` strategy.
+"""Strategy selection: a name (`"auto"`: README.md, "Strategy rules") to a `tf.distribute` strategy.
 
-`get_strategy("auto")` picks, in order:
-
-1. a TPU (`tpu=` given, or `TPU_NAME`/`COLAB_TPU_ADDR`/`KERAS_DP_TPU` set) ->
-   `TPUStrategy`;
-2. several workers in the resolved cluster -> `MultiWorkerMirroredStrategy`;
-3. several local GPUs, or `cpu_replicas > 1` -> `MirroredStrategy`;
-4. one GPU -> `OneDeviceStrategy`;
-5. otherwise TensorFlow's default strategy.
-
-The pure part, `choose_kind()`, needs no TensorFlow and is what
-`keras-dp env` reports.
+The pure part, `choose_kind()`, needs no TensorFlow and is what `keras-dp env` reports.
 """
 
 from __future__ import annotations
@@ -22,13 +12,11 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 from keras_dp.cluster import ClusterInfo, resolve_cluster
 from keras_dp.envflags import env_flag
 from keras_dp.errors import ConfigError, StrategyError
-from keras_dp.multi_worker import (  # noqa: F401 (early, chief_files, context)
-    IMPLEMENTATIONS, _multi_worker, communication_options, configure_coordination,
-    multi_worker_strategy, reset_for_tests)
+from keras_dp.multi_worker import (STARTUP_EXPLANATION, communication_options,
+                                   context_initialized, multi_worker_strategy)
 
 log = logging.getLogger("keras_dp")
 
-#: Accepted strategy kinds.
 KINDS = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 _ALIASES = {
     "multi_worker": "multi_worker_mirrored", "multiworker": "multi_worker_mirrored",
@@ -36,13 +24,11 @@ _ALIASES = {
     "onedevice": "one_device", "single": "one_device", "mirror": "mirrored",
     "tpu_strategy": "tpu", "off": "default", "none": "default",
 }
-#: Accepted cross-device ops for MirroredStrategy.
 CROSS_DEVICE_OPS = ("auto", "nccl", "hierarchical_copy", "reduce_to_one_device")
 
 TPU_VARIABLES = ("KERAS_DP_TPU", "TPU_NAME", "COLAB_TPU_ADDR")
 CPU_REPLICAS_VARIABLE = "KERAS_DP_CPU_REPLICAS"
 GPU_SPLIT_VARIABLE = "KERAS_DP_GPU_SPLIT"
-
 
 
 def normalize_kind(kind: Optional[str]) -> str:
@@ -72,12 +58,10 @@ def tpu_requested(tpu: Optional[str], environ: Mapping[str, str]) -> Optional[st
 
 
 def gpu_slice(num_gpus: int, local_rank: int, local_size: int) -> Optional[Tuple[int, int]]:
-    """Which of a node's GPUs this process should use, as `(start, stop)`.
+    """This process's even share `(start, stop)` of a node's GPUs, in local-rank order.
 
-    A node's GPUs are split evenly between its training processes, in
-    local-rank order. Returns None when there is nothing to split (one
-    process per node, no GPUs, or fewer GPUs than processes, which means the
-    launcher already bound GPUs to tasks).
+    None when there is nothing to split (one process per node, or fewer GPUs
+    than processes: the launcher bound GPUs to tasks).
     """
     if local_size <= 1 or num_gpus < local_size:
         return None
@@ -159,26 +143,6 @@ def _cross_device_ops(name, tf):
     return ops[key]()
 
 
-def context_initialized() -> bool:
-    """Whether TensorFlow's eager context already started (devices are fixed then)."""
-    from tensorflow.python.eager import context
-
-    return bool(getattr(context.context(), "_initialized", False))
-
-
-_STARTUP_EXPLANATION = (
-    "TensorFlow already started its runtime in this process (something created a "
-    "tensor, listed logical devices or built a model before the strategy), and {what} "
-    "can only be set up before that. Import keras_dp before the program's first "
-    "TensorFlow op (keras_dp then sets the multi-worker runtime up when TensorFlow is "
-    "imported), or create the strategy first: call keras_dp.scope() (or "
-    "keras_dp.get_strategy()) before any other TensorFlow or Keras call. In a "
-    "notebook, restart the runtime and run the keras_dp cell first, or use "
-    "keras_dp.launch(fn, num_workers=N), which runs the training function in fresh "
-    "worker processes."
-)
-
-
 def configure_cpu_replicas(count: int) -> None:
     """Splits the first CPU into `count` logical devices (before TF starts)."""
     import tensorflow as tf
@@ -193,7 +157,7 @@ def configure_cpu_replicas(count: int) -> None:
     if count == 1 and not current:
         return
     if context_initialized():
-        raise StrategyError(_STARTUP_EXPLANATION.format(
+        raise StrategyError(STARTUP_EXPLANATION.format(
             what=f"splitting the CPU into {count} logical devices"))
     tf.config.set_logical_device_configuration(
         cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
@@ -221,7 +185,7 @@ def apply_gpu_split(cluster: ClusterInfo, environ: Mapping[str, str]) -> int:
         if list(visible) != list(selected):
             tf.config.set_visible_devices(selected, "GPU")
     except RuntimeError:
-        raise StrategyError(_STARTUP_EXPLANATION.format(
+        raise StrategyError(STARTUP_EXPLANATION.format(
             what=f"giving local process {cluster.local_rank} its GPUs {start}-{stop - 1}"))
     log.info("local process %d of %d uses GPUs %d-%d", cluster.local_rank,
              cluster.local_size, start, stop - 1)
@@ -239,12 +203,11 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
     """Returns the `tf.distribute.Strategy` for `kind` in this environment.
 
     Args:
-        kind: `"auto"` (see the module docstring), `"default"`, `"one_device"`,
+        kind: `"auto"` (see README.md), `"default"`, `"one_device"`,
             `"mirrored"`, `"multi_worker_mirrored"` or `"tpu"`.
         cluster: The resolved cluster; resolved from `environ` when None.
         cpu_replicas: Split the CPU into this many logical devices, one replica
-            each (how tests and CPU users get several replicas in one
-            process). Defaults to `KERAS_DP_CPU_REPLICAS`, else 1.
+            each. Defaults to `KERAS_DP_CPU_REPLICAS`, else 1.
         devices: Explicit device list for `"mirrored"`/`"one_device"`.
         tpu: TPU address: `"local"` on a TPU VM, `""` on Colab, a name or
             `grpc://` address otherwise.
@@ -272,16 +235,7 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
             listed).
         StrategyError: when the strategy cannot be created here, with why.
 
-    Example:
-
-    ```python
-    strategy = keras_dp.get_strategy("mirrored", cpu_replicas=2)
-    strategy.num_replicas_in_sync  # 2
-    ```
-
-    The parts of `keras_dp.keras_fix` that matter for the strategy are
-    applied to Keras (multi-worker crashes, clipping across replicas, the
-    step after a finite input's end).
+    The strategy's parts of `keras_dp.keras_fix` are applied to Keras.
     """
     from keras_dp import keras_fix
 

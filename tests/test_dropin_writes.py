@@ -18,7 +18,7 @@ import pytest
 
 import _problem
 from _multiproc import run_workers
-from keras_dp import chief_files, keras_fix, strategy as strategy_module
+from keras_dp import chief_files, keras_fix, multi_worker
 from keras_dp.keras_fix import chief_saving as dropin_saving
 
 PARTS = ("stock_callbacks", "chief_saving")
@@ -60,7 +60,7 @@ def as_worker(tf, monkeypatch, tmp_path):
                         lambda mine, index, count, backup_dir: None)
 
     def play(index):
-        monkeypatch.setitem(strategy_module._multi_worker, "strategy", fake_worker(tf, index))
+        monkeypatch.setitem(multi_worker._multi_worker, "strategy", fake_worker(tf, index))
         return types.SimpleNamespace(private=private, waits=waits, announced=announced)
 
     yield play
@@ -160,7 +160,7 @@ def test_one_worker_is_stock_keras(tf, parts, tmp_path, monkeypatch):
     """No multi-worker strategy in the process: Keras' functions run as they are."""
     import keras
 
-    monkeypatch.setitem(strategy_module._multi_worker, "strategy", None)
+    monkeypatch.setitem(multi_worker._multi_worker, "strategy", None)
     shared = tmp_path / "shared"
     shared.mkdir()
     model = _problem.build_model()

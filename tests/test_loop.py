@@ -31,11 +31,11 @@ def two_replicas(tf):
 
 @pytest.fixture(scope="module")
 def checks_installed(tf):
-    from keras_dp import loop_checks
+    from keras_dp.keras_fix import apply_check
 
-    loop_checks.install()
+    apply_check.install()
     yield
-    loop_checks.uninstall()
+    apply_check.uninstall()
 
 
 def strategy_for(tf, replicas):

@@ -3,7 +3,7 @@
 import pytest
 
 import keras_dp
-from keras_dp import strategy as strategy_lib
+from keras_dp import multi_worker, strategy as strategy_lib
 from keras_dp.cluster import ClusterInfo, resolve_cluster
 from keras_dp.errors import ConfigError, StrategyError
 
@@ -125,12 +125,12 @@ def test_cross_device_ops(tf, name, cls):
 
 def test_bad_communication_options(tf):
     with pytest.raises(ConfigError, match="auto, ring, nccl"):
-        strategy_lib.communication_options("gloo")
+        multi_worker.communication_options("gloo")
     with pytest.raises(ConfigError, match="bytes_per_pack"):
-        strategy_lib.communication_options("ring", bytes_per_pack=-1)
+        multi_worker.communication_options("ring", bytes_per_pack=-1)
     with pytest.raises(ConfigError, match="collective_timeout"):
-        strategy_lib.communication_options("ring", timeout_seconds=0)
-    options = strategy_lib.communication_options("ring", timeout_seconds=30,
+        multi_worker.communication_options("ring", timeout_seconds=0)
+    options = multi_worker.communication_options("ring", timeout_seconds=30,
                                                  bytes_per_pack=1 << 20)
     assert options.timeout_seconds == 30 and options.bytes_per_pack == 1 << 20
     with pytest.raises(ConfigError, match="nccl, hierarchical_copy"):

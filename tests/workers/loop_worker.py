@@ -26,10 +26,10 @@ import tensorflow as tf  # noqa: E402
 
 import _loop_problem as lp  # noqa: E402
 import _problem  # noqa: E402
-from keras_dp import loop_checks  # noqa: E402
+from keras_dp.keras_fix import apply_check  # noqa: E402
 
 strategy, worker = ctx.strategy, ctx.worker_index
-result = {"checks_installed": loop_checks.is_installed()}
+result = {"checks_installed": apply_check.is_applied()}
 weights = {}
 
 
@@ -66,9 +66,9 @@ try:
 except tf.errors.InvalidArgumentError as exc:
     result["naive_compiled_error"] = exc.message
 # ... and without the check, the workers drift apart.
-loop_checks.uninstall()
+apply_check.uninstall()
 _, weights["naive"] = lp.train_naive(strategy, worker, ctx.num_workers)
-loop_checks.install()
+apply_check.install()
 
 # Correct code that reduces gradients itself, then applies them outside ctx.run, passes.
 with strategy.scope():
