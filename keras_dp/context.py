@@ -19,10 +19,9 @@ _lock = threading.Lock()
 
 
 class Context:
-    """What a training script needs to know about its data-parallel setup.
+    """A training script's data-parallel setup, returned by `keras_dp.scope()`.
 
-    Returned by `keras_dp.scope()`. Using it as a context manager enters the
-    strategy's scope, so Keras creates variables as mirrored variables.
+    As a context manager it enters the strategy's scope.
 
     Attributes:
         strategy: The `tf.distribute.Strategy`.
@@ -39,7 +38,6 @@ class Context:
         self.options = dict(options)
         self._scopes = []
 
-    # -- facts -----------------------------------------------------------
     @property
     def num_replicas(self) -> int:
         return int(self.strategy.num_replicas_in_sync)
@@ -72,34 +70,17 @@ class Context:
         return names[self.kind]
 
     def global_batch(self, per_replica_batch: int) -> int:
-        """The global batch for a per-replica batch: `per_replica_batch * num_replicas`.
-
-        Args:
-            per_replica_batch: Examples each replica processes per step.
-
-        Returns:
-            Examples per step across all replicas and workers.
-        """
+        """Examples per step over all replicas for a per-replica batch: `batch * num_replicas`."""
         return global_batch_size(per_replica_batch, self.strategy)
 
     def per_replica_batch(self, global_batch: int) -> int:
         """The per-replica batch for a global batch, which must divide evenly."""
         return per_replica_batch_size(global_batch, self.num_replicas)
 
-    # -- custom training loops (see keras_dp.loop) --------------------------
     def run(self, fn, *args, **kwargs):
-        """Runs `fn(*args, **kwargs)` on every replica (`strategy.run`).
+        """Runs `fn(*args, **kwargs)` on every replica (`strategy.run`): per-replica values.
 
-        Inside `fn`, `optimizer.apply_gradients` all-reduces the gradients
-        over all replicas and workers. Returns per-replica values; reduce
-        them with `ctx.reduce()`.
-
-        Example:
-
-        ```python
-        per_replica_loss = ctx.run(replica_step, x, y)
-        loss = ctx.reduce(per_replica_loss)  # sum of compute_loss() values = global mean
-        ```
+        Inside `fn`, `optimizer.apply_gradients` all-reduces the gradients.
         """
         return self.strategy.run(fn, args=args, kwargs=kwargs)
 
@@ -128,7 +109,6 @@ class Context:
                 f"{self.num_workers} worker(s), this is worker {self.worker_index}"
                 f"{' (chief)' if self.is_chief else ''}")
 
-    # -- context manager -------------------------------------------------
     def __enter__(self) -> "Context":
         scope = self.strategy.scope()
         scope.__enter__()
@@ -144,10 +124,8 @@ class Context:
 
 
 def _export_tf_config(cluster: ClusterInfo) -> None:
-    """Makes TF_CONFIG describe the cluster, for TF and any library that reads it."""
-    if cluster.source == "tf_config":
-        return  # the user's TF_CONFIG stays exactly as it is
-    if cluster.is_multi_worker:
+    """Makes TF_CONFIG describe the cluster (the user's own TF_CONFIG stays as it is)."""
+    if cluster.source != "tf_config" and cluster.is_multi_worker:
         os.environ["TF_CONFIG"] = cluster.to_json()
 
 
@@ -155,32 +133,21 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
           environ: Optional[Mapping[str, str]] = None, **strategy_options) -> Context:
     """Resolves the cluster, creates the strategy (once per process) and returns its context.
 
-    Use it as `with keras_dp.scope() as ctx:`; the block runs inside
-    `ctx.strategy.scope()`. Calling `scope()` again in the same process
-    returns a context for the same strategy; asking for a different one then
-    raises, because TensorFlow allows one multi-worker strategy per process.
+    Use it as `with keras_dp.scope() as ctx:`. Calling it again in the process
+    returns a context for the same strategy; asking for a different one raises.
 
     Args:
         kind: Strategy kind, see `keras_dp.get_strategy()` (default `"auto"`).
         cpu_replicas: Split the CPU into this many replicas (single process).
         tpu: TPU address (`"local"` on a TPU VM, `""` on Colab).
         environ: Variables to resolve the cluster from (default `os.environ`).
-        **strategy_options: Passed on to `keras_dp.get_strategy()`
-            (`implementation`, `collective_timeout`, `bytes_per_pack`,
-            `cross_device_ops`, `startup_timeout`, `heartbeat_timeout`, ...).
+        **strategy_options: Passed on to `keras_dp.get_strategy()`.
 
     Returns:
-        A `Context` with `strategy`, `num_replicas`, `num_workers`,
-        `worker_index`, `is_chief` and `global_batch()`.
+        A `Context`.
 
-    Example:
-
-    ```python
-    with keras_dp.scope() as ctx:
-        model = keras_dp.models.TransformerLM.from_preset("tiny")
-        model.compile(optimizer="adam")
-    model.fit(dataset, epochs=1)
-    ```
+    Raises:
+        StrategyError: a different strategy than this process's was asked for.
     """
     from keras_dp import strategy as strategy_lib
 
@@ -220,12 +187,7 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
 
 
 def _exchange_for(environ):
-    """The MPI address exchange, when mpi4py is installed (see keras_dp.mpi).
-
-    `resolve_cluster` calls it only under an MPI launcher without a hostfile;
-    there it is preferred to fixed ports (`KERAS_DP_PORT_BASE + rank`), which
-    collide when two jobs (or a notebook server on 8888) share a machine.
-    """
+    """The MPI address exchange (`keras_dp.mpi`) when enabled, else None."""
     from keras_dp import mpi
 
     return mpi.exchange_addresses if mpi.enabled(environ) else None

@@ -1,13 +1,8 @@
-"""The process's `keras_dp.scope()` context and the strategy a call uses by default.
-
-A leaf (it imports nothing of keras_dp): `keras_dp.scope()` records its
-context here; `keras_dp.loop`, `keras_dp.data` and the callbacks read it, so
-none of them imports `keras_dp.context`.
-"""
+"""The process's `keras_dp.scope()` context and default strategy (a leaf: imports no keras_dp)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 _current: Dict[str, Any] = {}
 
@@ -17,12 +12,9 @@ def current_context():
     return _current.get("context")
 
 
-def set_context(context: Optional[Any]) -> None:
-    """Records the process's context (`keras_dp.scope()`; None forgets it)."""
-    if context is None:
-        _current.clear()
-    else:
-        _current["context"] = context
+def set_context(context: Any) -> None:
+    """Records the process's context (`keras_dp.scope()`)."""
+    _current["context"] = context
 
 
 def resolve_strategy(strategy=None):

@@ -7,7 +7,6 @@ from typing import Mapping, Optional
 
 from keras_dp.errors import ConfigError
 
-#: The spellings of "on" and "off" every keras_dp switch accepts (any case).
 TRUE_VALUES = ("1", "true", "yes", "on")
 FALSE_VALUES = ("0", "false", "no", "off")
 
@@ -34,13 +33,7 @@ def env_flag(name: str, default: bool, environ: Optional[Mapping[str, str]] = No
         The flag's value.
 
     Raises:
-        ConfigError: for a value that is not one of `TRUE_VALUES` or
-            `FALSE_VALUES`; the message names the variable and ends with
-            `Received: NAME=value`.
-
-    Example:
-        >>> env_flag("KERAS_DP_CHECKS", True, {"KERAS_DP_CHECKS": "off"})
-        False
+        ConfigError: for a value that is not one of `TRUE_VALUES` or `FALSE_VALUES`.
     """
     environ = os.environ if environ is None else environ
     raw = environ.get(name)

@@ -1,9 +1,6 @@
-"""Exceptions raised by keras_dp.
+"""keras_dp's exceptions: every error from a user's environment or arguments is a `KerasDPError`.
 
-Every error that comes from a user's environment or arguments is a
-`KerasDPError`. Those about configuration values are also `ValueError`s, so
-code that already catches `ValueError` keeps working. The command line prints
-them without a traceback and exits with status 2.
+The command line prints them without a traceback and exits with status 2.
 """
 
 from __future__ import annotations
@@ -16,19 +13,15 @@ class KerasDPError(Exception):
 
 
 class ConfigError(KerasDPError, ValueError):
-    """A configuration value (environment variable or argument) is wrong.
-
-    The message says what is wrong, where it came from (`variable` and
-    `field`), what to do about it (`fix`), and ends, Keras style, with
-    `Received: variable=value`.
+    """A configuration value (environment variable or argument) is wrong (also a `ValueError`).
 
     Args:
         problem: What is wrong, as one sentence.
         variable: The environment variable or argument it came from.
-        field: The field inside that variable (`"task.index"` for TF_CONFIG),
-            if any.
+        field: The field inside that variable (`"task.index"` for TF_CONFIG).
         fix: What the user should do.
-        received: The offending value. Long values are shortened.
+        received: The offending value (shortened); the message ends with
+            `Received: variable=value`.
     """
 
     def __init__(
@@ -57,9 +50,7 @@ class ConfigError(KerasDPError, ValueError):
         if self.fix:
             text += " Fix: " + _sentence(self.fix)
         if self.variable is not None and self.received is not None:
-            value = self.received
-            if not isinstance(value, str):
-                value = repr(value)
+            value = self.received if isinstance(self.received, str) else repr(self.received)
             if len(value) > 300:
                 value = value[:297] + "..."
             text += f" Received: {self.variable}={value}"
@@ -67,9 +58,7 @@ class ConfigError(KerasDPError, ValueError):
 
 
 def whole_number(value: Any, name: str, *, minimum: int = 1, fix: Optional[str] = None) -> int:
-    """`value` as an int: keras_dp's one check of counts (batch sizes, steps, ...).
-
-    Accepts an int, a numpy integer or a float without fraction; not a bool.
+    """`value` (an int, numpy integer or whole float; not a bool) as an int: the one count check.
 
     Raises:
         ConfigError: `must be a whole number >= minimum`, naming `name`.
@@ -107,12 +96,7 @@ class MissingTensorFlowError(KerasDPError, ImportError):
 
 
 class LossReductionError(KerasDPError, ValueError):
-    """A loss was averaged over the local batch where per-example losses are needed.
-
-    Under data parallelism the gradients of every replica are summed, so a
-    loss averaged over one replica's batch gives gradients `num_replicas`
-    times too large. Pass per-example losses to `keras_dp.compute_loss`.
-    """
+    """A loss was averaged over the local batch where per-example losses are needed."""
 
 
 class ReplicaContextError(KerasDPError, RuntimeError):

@@ -1,13 +1,4 @@
-"""The loss rule of data parallelism: scale by the GLOBAL batch.
-
-The replicas' gradients are summed (an all-reduce), so each replica's loss
-must be its share of the global-batch mean: `compute_loss(per_example_loss)`
-= sum over the replica's examples / global batch size, plus regularization
-losses / number of replicas (the semantics of `tf.nn.compute_average_loss`
-and `tf.nn.scale_regularization_loss`). A mean over the local batch makes
-the gradients `num_replicas` times too large. `agree_on_finite` makes the
-replicas skip a mixed-precision overflow together.
-"""
+"""The loss rule of data parallelism: scale by the GLOBAL batch (see docs/custom_loops.md)."""
 
 from __future__ import annotations
 
@@ -31,12 +22,7 @@ def _weighted(per_example, sample_weight):
 
 
 def measure_global_batch(per_example_loss):
-    """The number of examples in this step over all replicas and workers (float32).
-
-    Inside a replica context of a data-parallel strategy this is an
-    all-reduce of the replicas' batch sizes, so a short last batch counts
-    what it really holds; elsewhere it is the local batch size.
-    """
+    """The examples in this step over all replicas and workers (an all-reduce), as float32."""
     import tensorflow as tf
 
     local = tf.cast(tf.shape(per_example_loss)[0], tf.float32)
@@ -57,29 +43,20 @@ def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None
                  model=None, regularization_losses: Optional[Sequence[Any]] = None):
     """This replica's share of the mean loss over the GLOBAL batch.
 
-    Sums the per-example losses of this replica's batch and divides by the
-    global batch size, then adds the regularization losses divided by the
-    number of replicas (`tf.nn.compute_average_loss` and
-    `tf.nn.scale_regularization_loss` semantics). Summed over replicas, as
-    the gradient all-reduce does, this is exactly the loss one device would
-    compute on the whole global batch. Per-token losses (rank > 1) are
-    averaged over their trailing axes first, as Keras's default
-    `"sum_over_batch_size"` reduction does.
+    The sum of this replica's per-example losses / the global batch size, plus
+    the regularization losses / the number of replicas
+    (`tf.nn.compute_average_loss` and `tf.nn.scale_regularization_loss`
+    semantics). Per-token losses (rank > 1) are averaged over their trailing
+    axes first, as Keras's `"sum_over_batch_size"` does.
 
     Args:
-        per_example_loss: Losses of shape `[batch, ...]`, e.g. from a Keras
-            loss built with `reduction=None` or a loss function such as
-            `keras.losses.sparse_categorical_crossentropy`. A scalar is
-            refused: it was already averaged over the local batch.
+        per_example_loss: Losses of shape `[batch, ...]` (a Keras loss with
+            `reduction=None`, or a loss function). A scalar is refused.
         sample_weight: Optional weights, broadcast against the losses.
         global_batch_size: Examples per step over all replicas. Default:
-            measured (an all-reduce of the replicas' batch sizes), which is
-            exact for a short last batch; pass the number to skip that, and
-            always inside a nested `tf.function` (e.g. an XLA-compiled
-            forward and backward pass), where a multi-worker strategy
-            allows no all-reduce.
-        model: Its `model.losses` (weight and activity regularization) are
-            added, scaled by `1 / num_replicas`.
+            measured (an all-reduce); pass it inside a nested `tf.function`,
+            where a multi-worker strategy allows no all-reduce.
+        model: Its `model.losses` are added, scaled by `1 / num_replicas`.
         regularization_losses: Further regularization terms, scaled the same way.
 
     Returns:
@@ -99,7 +76,7 @@ def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None
     import tensorflow as tf
 
     per_example = tf.convert_to_tensor(per_example_loss)
-    if per_example.dtype != tf.float32 and per_example.dtype != tf.float64:
+    if per_example.dtype not in (tf.float32, tf.float64):
         per_example = tf.cast(per_example, tf.float32)  # mixed precision: reduce in float32
     if per_example.shape.rank == 0:
         raise LossReductionError(
@@ -130,16 +107,8 @@ def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None
 
 
 def per_example_loss_fn(loss) -> Callable:
-    """A loss callable that returns per-example losses.
-
-    Args:
-        loss: A Keras loss name (`"mse"`), a `keras.losses.Loss` (its
-            reduction is set to None on a copy), or a function
-            `(y_true, y_pred) -> per-example losses`.
-
-    Returns:
-        `fn(y_true, y_pred) -> losses of shape [batch, ...]`.
-    """
+    """`fn(y_true, y_pred) -> per-example losses` for a loss name, a `keras.losses.Loss`
+    (an unreduced copy) or such a function."""
     import keras
 
     if isinstance(loss, str):
@@ -158,13 +127,9 @@ def agree_on_finite(grads):
     """Makes every replica's gradients non-finite when ANY replica's are (mixed precision).
 
     Keras's `LossScaleOptimizer` decides from the first local replica's
-    gradients, before the all-reduce, whether to skip a step. When only
-    another replica overflows, it applies the infinite all-reduced gradients
-    and the weights become NaN (measured in tests/test_loop.py); across
-    workers the workers could even take different branches. Call this on the
-    gradients before `apply_gradients` (inside the replica context; one
-    scalar all-reduce) and every replica skips the step together.
-    `keras_dp.train_step` does it for a LossScaleOptimizer.
+    gradients whether to skip a step (docs/custom_loops.md). Call this on the
+    gradients before `apply_gradients`, in the replica context (one scalar
+    all-reduce), and every replica skips the step together.
 
     Args:
         grads: The gradients of the scaled loss (tensors, IndexedSlices or None).

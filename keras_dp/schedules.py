@@ -1,13 +1,4 @@
-"""Learning-rate schedules for data-parallel training.
-
-- `scaled_learning_rate(base_lr, global_batch, base_batch)`: the linear
-  scaling rule (Goyal et al., 2017): a global batch k times larger gets a
-  k times larger learning rate.
-- `WarmupSchedule`: per-step linear warmup from ~0 to the peak, then
-  constant, linear or cosine decay to `min_ratio * peak` at `decay_steps`.
-  A Keras `LearningRateSchedule`, registered serializable (it is saved with
-  the optimizer in a `.keras` file).
-"""
+"""Learning-rate schedules for data-parallel training (see docs/data_and_models.md)."""
 
 from __future__ import annotations
 
@@ -23,12 +14,7 @@ DECAYS = ("constant", "linear", "cosine")
 
 
 def scaled_learning_rate(base_lr: float, global_batch: int, base_batch: int) -> float:
-    """The linear scaling rule: `base_lr * global_batch / base_batch`.
-
-    Args:
-        base_lr: The learning rate tuned for `base_batch`.
-        global_batch: The global batch now in use.
-        base_batch: The batch `base_lr` was tuned for.
+    """The linear scaling rule (Goyal et al., 2017): `base_lr * global_batch / base_batch`.
 
     Example:
 
@@ -38,14 +24,13 @@ def scaled_learning_rate(base_lr: float, global_batch: int, base_batch: int) -> 
     """
     if not base_lr > 0:
         raise ConfigError("must be > 0", variable="learning_rate", received=base_lr)
-    for name, value in (("global_batch", global_batch), ("base_batch", base_batch)):
-        whole_number(value, name)
-    return float(base_lr) * float(global_batch) / float(base_batch)
+    return float(base_lr) * whole_number(global_batch, "global_batch") / whole_number(
+        base_batch, "base_batch")
 
 
 @keras.saving.register_keras_serializable(package="keras_dp")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup to `peak_lr` over `warmup_steps`, then a decay.
+    """Linear warmup to `peak_lr` over `warmup_steps`, then a decay (saved with the optimizer).
 
     Args:
         peak_lr: The learning rate after warmup (already scaled for the batch).
@@ -86,21 +71,8 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.min_ratio = float(min_ratio)
 
     def value(self, step: int) -> float:
-        """The learning rate at `step`, in plain Python (for logs and tests)."""
-        return float(self._python(step))
-
-    def _python(self, step):
-        if self.warmup_steps and step < self.warmup_steps:
-            return self.peak_lr * (step + 1) / self.warmup_steps
-        if self.decay == "constant":
-            return self.peak_lr
-        span = max(1, self.decay_steps - self.warmup_steps)
-        progress = min(1.0, max(0.0, (step - self.warmup_steps) / span))
-        if self.decay == "linear":
-            shape = 1.0 - progress
-        else:
-            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-        return self.peak_lr * (self.min_ratio + (1.0 - self.min_ratio) * shape)
+        """The learning rate at `step`, as a Python float."""
+        return float(self(step))
 
     def __call__(self, step):
         step = ops.cast(step, "float32")

@@ -144,17 +144,12 @@ def _cross_device_ops(name, tf):
 
 
 def configure_cpu_replicas(count: int) -> None:
-    """Splits the first CPU into `count` logical devices (before TF starts)."""
+    """Splits the first CPU into `count` (> 1) logical devices (before TF starts)."""
     import tensorflow as tf
 
-    if count is None or count < 1:
-        raise ConfigError("must be a whole number >= 1", variable="cpu_replicas",
-                          received=count, fix="pass cpu_replicas=2 (or more)")
     cpus = tf.config.list_physical_devices("CPU")
     current = tf.config.get_logical_device_configuration(cpus[0])
     if current and len(current) == count:
-        return
-    if count == 1 and not current:
         return
     if context_initialized():
         raise StrategyError(STARTUP_EXPLANATION.format(
@@ -286,10 +281,9 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
     if chosen == "tpu":
         return _tpu_strategy(tpu_address if tpu_address is not None else "")
     if chosen == "multi_worker_mirrored":
-        if not cluster.is_multi_worker:
-            log.info("MultiWorkerMirroredStrategy requested for a single worker")
         options = communication_options(implementation, collective_timeout, bytes_per_pack)
         if not cluster.is_multi_worker:
+            log.info("MultiWorkerMirroredStrategy requested for a single worker")
             return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         if cpu_replicas > 1:
             raise StrategyError(
@@ -307,16 +301,10 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
             "'multi_worker_mirrored', or run a single process.")
     if chosen == "mirrored":
         if devices is None:
-            if num_gpus > 0:
-                devices = [d.name for d in tf.config.list_logical_devices("GPU")]
-            else:
-                devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+            devices = [d.name for d in tf.config.list_logical_devices("GPU" if num_gpus else "CPU")]
         return collective_keys.mirrored(list(devices), _cross_device_ops(cross_device_ops, tf))
     if chosen == "one_device":
-        if devices:
-            device = devices[0]
-        else:
-            device = "/gpu:0" if num_gpus else "/cpu:0"
+        device = devices[0] if devices else "/gpu:0" if num_gpus else "/cpu:0"
         return tf.distribute.OneDeviceStrategy(device)
     return tf.distribute.get_strategy()
 

@@ -1,16 +1,7 @@
-"""keras_dp's one XLA policy: whether a step is compiled with XLA.
+"""keras_dp's one XLA policy: whether a step is compiled with XLA (see docs/xla.md).
 
-Used by `keras-dp train` (Keras' whole compiled `fit` step) and by
-`keras_dp.train_step` (the forward and backward pass of each replica).
-
-With several replicas, keras_dp's Keras fix (part `replica_xla`) compiles
-each replica's forward and backward pass and leaves the all-reduce and the
-update outside XLA, which TensorFlow can run on CPUs too. Without that part
-TensorFlow (2.20, 2.21) cannot XLA-compile a whole step over several CPU
-replicas: under MirroredStrategy over logical CPUs the compiled step reads a
-variable of another device ("Trying to access resource ... located in device
-CPU:1 from device CPU:0"), and under MultiWorkerMirroredStrategy XLA has no
-CPU kernel for the embedding gradient's `CollectiveGatherV2`.
+Used by `keras-dp train` (Keras' whole `fit` step) and `keras_dp.train_step` (each
+replica's forward and backward pass).
 """
 
 from __future__ import annotations
