@@ -16,6 +16,8 @@ from keras_dp.errors import StrategyError
 log = logging.getLogger("keras_dp")
 
 _lock = threading.Lock()
+_NAMES = {"multi_worker_mirrored": "MultiWorkerMirroredStrategy", "mirrored": "MirroredStrategy",
+          "one_device": "OneDeviceStrategy", "tpu": "TPUStrategy", "default": "default strategy"}
 
 
 class Context:
@@ -64,10 +66,7 @@ class Context:
 
     @property
     def strategy_name(self) -> str:
-        names = {"multi_worker_mirrored": "MultiWorkerMirroredStrategy",
-                 "mirrored": "MirroredStrategy", "one_device": "OneDeviceStrategy",
-                 "tpu": "TPUStrategy", "default": "default strategy"}
-        return names[self.kind]
+        return _NAMES[self.kind]
 
     def global_batch(self, per_replica_batch: int) -> int:
         """Examples per step over all replicas for a per-replica batch: `batch * num_replicas`."""
@@ -92,9 +91,7 @@ class Context:
         """A distributed dataset sharded per worker; see `keras_dp.distribute`."""
         return loop.distribute(data, strategy=self.strategy, **options)
 
-    def compute_loss(self, per_example_loss, **options):
-        """This replica's share of the global-batch mean loss; see `keras_dp.compute_loss`."""
-        return loop.compute_loss(per_example_loss, **options)
+    compute_loss = staticmethod(loop.compute_loss)
 
     def train_step(self, model, optimizer, loss, **options):
         """A compiled data-parallel training step; see `keras_dp.train_step`."""
@@ -121,12 +118,6 @@ class Context:
 
     def __repr__(self) -> str:
         return f"<keras_dp.Context {self.describe()}>"
-
-
-def _export_tf_config(cluster: ClusterInfo) -> None:
-    """Makes TF_CONFIG describe the cluster (the user's own TF_CONFIG stays as it is)."""
-    if cluster.source != "tf_config" and cluster.is_multi_worker:
-        os.environ["TF_CONFIG"] = cluster.to_json()
 
 
 def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Optional[str] = None,
@@ -171,8 +162,8 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
         if cluster is None:
             cluster = resolve_cluster(env, exchange=_exchange_for(env))
         warning_filter.install()
-        if environ is None:
-            _export_tf_config(cluster)
+        if environ is None and cluster.source != "tf_config" and cluster.is_multi_worker:
+            os.environ["TF_CONFIG"] = cluster.to_json()  # for TF and libraries that read it
         strategy = strategy_lib.get_strategy(
             requested["kind"], cluster=cluster, cpu_replicas=cpu_replicas, tpu=tpu,
             environ=env, **strategy_options)
@@ -194,13 +185,10 @@ def _exchange_for(environ):
 
 
 def _compatible(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    if new.get("kind") == "auto" and all(
-            new.get(k) in (None, old.get(k)) for k in new if k != "kind"):
-        return True
-    return dict(old) == dict(new)
+    return (new.get("kind") == "auto" and all(
+        new.get(k) in (None, old.get(k)) for k in new if k != "kind")) or dict(old) == dict(new)
 
 
 def _describe_options(options: Mapping[str, Any]) -> str:
-    shown = {k: v for k, v in options.items() if v is not None}
-    return ", ".join(f"{k}={v!r}" for k, v in shown.items())
+    return ", ".join(f"{k}={v!r}" for k, v in options.items() if v is not None)
 

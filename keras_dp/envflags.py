@@ -22,15 +22,12 @@ def parse_flag(value: Optional[str]) -> Optional[bool]:
 
 
 def env_flag(name: str, default: bool, environ: Optional[Mapping[str, str]] = None) -> bool:
-    """Reads the on/off environment variable `name`.
+    """The on/off environment variable `name` (`default` when unset or empty).
 
     Args:
         name: The variable, e.g. `"KERAS_DP_CHECKS"`.
         default: The value when it is unset or empty.
         environ: Variables to read instead of `os.environ`.
-
-    Returns:
-        The flag's value.
 
     Raises:
         ConfigError: for a value that is not one of `TRUE_VALUES` or `FALSE_VALUES`.

@@ -57,34 +57,6 @@ def metric_results(metrics: Iterable[Any], *, strategy=None) -> Dict[str, Any]:
         return {metric.name: metric.result() for metric in metrics}
 
 
-class DistributedIterator:
-    """Iterator over per-replica batches that checks the first batch for duplicated data."""
-
-    def __init__(self, iterator, strategy, check_data: bool):
-        self.iterator = iterator  # the tf.distribute iterator, for a tf.function
-        self.strategy = strategy
-        self._check = check_data
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        import tensorflow as tf
-
-        batch = next(self.iterator)
-        if self._check and tf.executing_eagerly():
-            self._check = False
-            loop_checks.check_distinct_data(batch, self.strategy)
-        return batch
-
-    def get_next_as_optional(self):
-        return self.iterator.get_next_as_optional()
-
-    @property
-    def element_spec(self):
-        return self.iterator.element_spec
-
-
 class DistributedData:
     """A `tf.distribute.DistributedDataset` (`dataset`) whose iterators check the first batch."""
 
@@ -93,8 +65,15 @@ class DistributedData:
         self.strategy = strategy
         self.check_data = check_data
 
-    def __iter__(self) -> DistributedIterator:
-        return DistributedIterator(iter(self.dataset), self.strategy, self.check_data)
+    def __iter__(self):
+        import tensorflow as tf
+
+        check = self.check_data
+        for batch in self.dataset:
+            if check and tf.executing_eagerly():
+                check = False
+                loop_checks.check_distinct_data(batch, self.strategy)
+            yield batch
 
     @property
     def element_spec(self):

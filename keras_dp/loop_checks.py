@@ -199,13 +199,6 @@ def check_distinct_data(batch, strategy, *, once: bool = False) -> bool:
 
     Returns:
         False when it warned, else True.
-
-    Example:
-
-    ```python
-    batch = next(iter(distributed_dataset))
-    keras_dp.loop_checks.check_distinct_data(batch, ctx.strategy)
-    ```
     """
     if not checks_enabled() or strategy.num_replicas_in_sync < 2:
         return True

@@ -65,13 +65,6 @@ def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None
     Raises:
         LossReductionError: for a scalar (already reduced) loss, or a call
             outside the replica context without `global_batch_size`.
-
-    Example:
-
-    ```python
-    per_example = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-    loss = keras_dp.compute_loss(per_example, model=model)
-    ```
     """
     import tensorflow as tf
 

@@ -14,14 +14,7 @@ DECAYS = ("constant", "linear", "cosine")
 
 
 def scaled_learning_rate(base_lr: float, global_batch: int, base_batch: int) -> float:
-    """The linear scaling rule (Goyal et al., 2017): `base_lr * global_batch / base_batch`.
-
-    Example:
-
-    ```python
-    scaled_learning_rate(1e-3, 256, 32)   # 0.008
-    ```
-    """
+    """The linear scaling rule (Goyal et al., 2017): `base_lr * global_batch / base_batch`."""
     if not base_lr > 0:
         raise ConfigError("must be > 0", variable="learning_rate", received=base_lr)
     return float(base_lr) * whole_number(global_batch, "global_batch") / whole_number(
@@ -39,15 +32,6 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             steps); None with `decay="constant"`.
         decay: `"constant"`, `"linear"` or `"cosine"`.
         min_ratio: The final learning rate as a fraction of `peak_lr`.
-
-    Example:
-
-    ```python
-    lr = keras_dp.schedules.WarmupSchedule(
-        keras_dp.schedules.scaled_learning_rate(1e-3, ctx.global_batch(32), 32),
-        warmup_steps=100, decay_steps=2000, decay="cosine")
-    model.compile(optimizer=keras.optimizers.AdamW(lr), ...)
-    ```
     """
 
     def __init__(self, peak_lr: float, warmup_steps: int = 0, decay_steps: Optional[int] = None,

@@ -71,17 +71,10 @@ def gpu_slice(num_gpus: int, local_rank: int, local_size: int) -> Optional[Tuple
 
 def choose_kind(kind: str, cluster: ClusterInfo, *, num_gpus: int, cpu_replicas: int = 1,
                 tpu: Optional[str] = None) -> Tuple[str, str]:
-    """Decides which strategy `kind="auto"` means here, and why.
+    """`(kind, reason)`: which strategy `kind` (`"auto"` or one of `KINDS`) means here.
 
-    Args:
-        kind: Requested kind (`"auto"` or one of `KINDS`).
-        cluster: The resolved cluster.
-        num_gpus: GPUs this process will use (after splitting a node's GPUs).
-        cpu_replicas: Logical CPU devices requested.
-        tpu: TPU address if one is requested, else None.
-
-    Returns:
-        `(kind, reason)`.
+    `num_gpus` counts this process's GPUs (after the node's are split); `tpu` is
+    the requested TPU address or None.
 
     Raises:
         StrategyError: for a cluster keras_dp cannot train (parameter servers).
@@ -198,59 +191,33 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
     """Returns the `tf.distribute.Strategy` for `kind` in this environment.
 
     Args:
-        kind: `"auto"` (see README.md), `"default"`, `"one_device"`,
-            `"mirrored"`, `"multi_worker_mirrored"` or `"tpu"`.
+        kind: `"auto"` (see README.md) or one of `KINDS`.
         cluster: The resolved cluster; resolved from `environ` when None.
         cpu_replicas: Split the CPU into this many logical devices, one replica
             each. Defaults to `KERAS_DP_CPU_REPLICAS`, else 1.
         devices: Explicit device list for `"mirrored"`/`"one_device"`.
-        tpu: TPU address: `"local"` on a TPU VM, `""` on Colab, a name or
-            `grpc://` address otherwise.
-        implementation: Collective implementation for multi-worker:
-            `"auto"`, `"ring"` or `"nccl"`.
-        collective_timeout: Seconds before a collective op gives up (None:
-            wait forever, TF's default).
-        bytes_per_pack: Split all-reduces into packs of this many bytes (0:
-            automatic).
-        cross_device_ops: MirroredStrategy's all-reduce: `"auto"`, `"nccl"`,
-            `"hierarchical_copy"`, `"reduce_to_one_device"` or a
-            `tf.distribute.CrossDeviceOps`.
-        startup_timeout: Seconds the workers wait for every peer to join
-            before failing with the missing one named (None: forever).
-        heartbeat_timeout: Seconds without a heartbeat before a peer is
-            declared dead (None: TensorFlow's default).
+        tpu: TPU address: `"local"` on a TPU VM, `""` on Colab, else a name or
+            `grpc://` address.
+        implementation: Multi-worker collectives: `"auto"`, `"ring"` or `"nccl"`.
+        collective_timeout: Seconds before a collective op gives up (None: never).
+        bytes_per_pack: All-reduce pack size in bytes (0: automatic).
+        cross_device_ops: MirroredStrategy's all-reduce: one of
+            `CROSS_DEVICE_OPS` or a `tf.distribute.CrossDeviceOps`.
+        startup_timeout: Seconds the workers wait for every peer to join (None: forever).
+        heartbeat_timeout: Seconds without a heartbeat before a peer is dead.
         shutdown_timeout: Seconds the workers wait for each other at exit.
         environ: Variables to read instead of `os.environ`.
 
     Returns:
-        A `tf.distribute.Strategy`.
+        A `tf.distribute.Strategy`, with its parts of `keras_dp.keras_fix` applied.
 
     Raises:
-        ConfigError: for an unknown kind or option (the accepted values are
-            listed).
+        ConfigError: for an unknown kind or option (the accepted values are listed).
         StrategyError: when the strategy cannot be created here, with why.
-
-    The strategy's parts of `keras_dp.keras_fix` are applied to Keras.
     """
-    from keras_dp import keras_fix
-
-    strategy = _create(kind, cluster=cluster, cpu_replicas=cpu_replicas, devices=devices,
-                       tpu=tpu, implementation=implementation,
-                       collective_timeout=collective_timeout, bytes_per_pack=bytes_per_pack,
-                       cross_device_ops=cross_device_ops, startup_timeout=startup_timeout,
-                       heartbeat_timeout=heartbeat_timeout, shutdown_timeout=shutdown_timeout,
-                       environ=environ)
-    keras_fix.apply(keras_fix.parts_for(strategy))
-    return strategy
-
-
-def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collective_timeout,
-            bytes_per_pack, cross_device_ops, startup_timeout, heartbeat_timeout,
-            shutdown_timeout, environ):
-    """`get_strategy` without the Keras fix."""
     import tensorflow as tf
 
-    from keras_dp import early
+    from keras_dp import early, keras_fix
     from keras_dp.keras_fix import collective_keys
 
     if cluster is None and environ is None and early.is_set_up():
@@ -269,9 +236,7 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
         raise ConfigError("must be at least 1", variable="cpu_replicas",
                           received=cpu_replicas, fix="pass cpu_replicas=2 (or more)")
     tpu_address = tpu_requested(tpu, environ) if kind in ("auto", "tpu") else None
-    num_gpus = 0
-    if tpu_address is None:
-        num_gpus = apply_gpu_split(cluster, environ)
+    num_gpus = apply_gpu_split(cluster, environ) if tpu_address is None else 0
     if cpu_replicas > 1:
         configure_cpu_replicas(cpu_replicas)
     chosen, reason = choose_kind(kind, cluster, num_gpus=num_gpus,
@@ -279,34 +244,39 @@ def _create(kind, *, cluster, cpu_replicas, devices, tpu, implementation, collec
     log.info("keras_dp strategy: %s (%s)", chosen, reason)
 
     if chosen == "tpu":
-        return _tpu_strategy(tpu_address if tpu_address is not None else "")
-    if chosen == "multi_worker_mirrored":
+        strategy = _tpu_strategy(tpu_address or "")
+    elif chosen == "multi_worker_mirrored":
         options = communication_options(implementation, collective_timeout, bytes_per_pack)
         if not cluster.is_multi_worker:
             log.info("MultiWorkerMirroredStrategy requested for a single worker")
-            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-        if cpu_replicas > 1:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        elif cpu_replicas > 1:
             raise StrategyError(
                 f"cpu_replicas={cpu_replicas} with {cluster.num_workers} workers: "
                 "MultiWorkerMirroredStrategy uses one CPU device per worker. Use more "
                 "workers (keras-dp launch -n N) or cpu_replicas=1.")
-        return multi_worker_strategy(cluster, options=options,
-                                      startup_timeout=startup_timeout,
-                                      heartbeat_timeout=heartbeat_timeout,
-                                      shutdown_timeout=shutdown_timeout)
-    if cluster.is_multi_worker and cluster.is_training_task and chosen != "default":
+        else:
+            strategy = multi_worker_strategy(cluster, options=options,
+                                             startup_timeout=startup_timeout,
+                                             heartbeat_timeout=heartbeat_timeout,
+                                             shutdown_timeout=shutdown_timeout)
+    elif cluster.is_multi_worker and cluster.is_training_task and chosen != "default":
         raise StrategyError(
             f"strategy {chosen!r} trains in one process, but the cluster has "
             f"{cluster.num_workers} workers ({cluster.source}). Use kind='auto' or "
             "'multi_worker_mirrored', or run a single process.")
-    if chosen == "mirrored":
+    elif chosen == "mirrored":
         if devices is None:
             devices = [d.name for d in tf.config.list_logical_devices("GPU" if num_gpus else "CPU")]
-        return collective_keys.mirrored(list(devices), _cross_device_ops(cross_device_ops, tf))
-    if chosen == "one_device":
-        device = devices[0] if devices else "/gpu:0" if num_gpus else "/cpu:0"
-        return tf.distribute.OneDeviceStrategy(device)
-    return tf.distribute.get_strategy()
+        strategy = collective_keys.mirrored(list(devices),
+                                            _cross_device_ops(cross_device_ops, tf))
+    elif chosen == "one_device":
+        strategy = tf.distribute.OneDeviceStrategy(
+            devices[0] if devices else "/gpu:0" if num_gpus else "/cpu:0")
+    else:
+        strategy = tf.distribute.get_strategy()
+    keras_fix.apply(keras_fix.parts_for(strategy))
+    return strategy
 
 
 def _tpu_strategy(address: str):
