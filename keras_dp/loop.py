@@ -200,11 +200,8 @@ class TrainStep:
 
         with self.strategy.scope():
             per_replica = self.strategy.run(self._replica_step, args=(batch,))
-            logs = {"loss": self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
-                                                 axis=None)}
-            for metric in self.metrics:
-                logs[metric.name] = metric.result()
-        return logs
+            loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            return {"loss": loss, **metric_results(self.metrics, strategy=self.strategy)}
 
     def __call__(self, batch) -> Dict[str, Any]:
         """Trains on one per-replica batch; returns `{"loss": global mean loss, metric: value}`."""
@@ -227,17 +224,5 @@ class TrainStep:
 
 
 def train_step(model, optimizer, loss, **options) -> TrainStep:
-    """A `TrainStep` (see its arguments): `logs = step(batch)`.
-
-    Example:
-
-    ```python
-    with keras_dp.scope() as ctx:
-        model = build_model()
-        optimizer = keras.optimizers.Adam(1e-3)
-    step = keras_dp.train_step(model, optimizer, "mse", metrics=[keras.metrics.MeanAbsoluteError()])
-    for batch in ctx.distribute(dataset):
-        logs = step(batch)
-    ```
-    """
+    """A `TrainStep` (see its arguments; docs/custom_loops.md): `logs = step(batch)`."""
     return TrainStep(model, optimizer, loss, **options)

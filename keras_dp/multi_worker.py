@@ -85,18 +85,17 @@ def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[fl
         heartbeat_timeout_in_ms=to_ms(heartbeat_timeout),
         shutdown_barrier_timeout_in_ms=to_ms(shutdown_timeout),
     )
-    config = ctx.coordination_service
-    config.cluster_register_with_barrier = bool(startup_timeout)
+    ctx.coordination_service.cluster_register_with_barrier = bool(startup_timeout)
 
 
-def multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeout,
-                           shutdown_timeout):
+def multi_worker_strategy(cluster, *, options, **timeouts):
+    """The process's one MWMS; `timeouts`: startup_, heartbeat_ and shutdown_timeout."""
     import tensorflow as tf
 
     from keras_dp import early, fault, keras_fix
     from keras_dp.keras_fix import failure_hook
 
-    key = (cluster.to_json(),)
+    key = cluster.to_json()
     with _lock:
         if "strategy" in _multi_worker:
             if _multi_worker["key"] != key:
@@ -106,23 +105,19 @@ def multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeou
                     "process for the new cluster.")
             return _multi_worker["strategy"]
         early_cluster = early.cluster() if early.is_set_up() else None
-        if early_cluster is not None and early_cluster.to_json() != cluster.to_json():
+        if early_cluster is not None and early_cluster.to_json() != key:
             raise StrategyError(
                 f"TensorFlow was set up at import for {early_cluster.describe()} "
                 f"({early_cluster.source}); keras_dp cannot create a strategy for "
                 f"{cluster.describe()} in this process. Pass no cluster/environ to "
                 "keras_dp.scope(), or start a new process.")
         if early_cluster is not None:
-            early.reconfigure(startup_timeout=startup_timeout,
-                              heartbeat_timeout=heartbeat_timeout,
-                              shutdown_timeout=shutdown_timeout)
+            early.reconfigure(**timeouts)
         else:
             if context_initialized():
                 raise StrategyError(STARTUP_EXPLANATION.format(
                     what="MultiWorkerMirroredStrategy's collective ops"))
-            configure_coordination(cluster, startup_timeout=startup_timeout,
-                                   heartbeat_timeout=heartbeat_timeout,
-                                   shutdown_timeout=shutdown_timeout)
+            configure_coordination(cluster, **timeouts)
         failure_hook.install(cluster)
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
             tf.train.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()}),
@@ -130,7 +125,7 @@ def multi_worker_strategy(cluster, *, options, startup_timeout, heartbeat_timeou
             rpc_layer=cluster.rpc_layer or "grpc",
             num_accelerators={"GPU": len(tf.config.get_visible_devices("GPU"))})
         try:
-            with fault.startup_guard(cluster, startup_timeout), \
+            with fault.startup_guard(cluster, timeouts["startup_timeout"]), \
                     early.quiet_second_enable():
                 strategy = tf.distribute.MultiWorkerMirroredStrategy(
                     cluster_resolver=resolver, communication_options=options)

@@ -108,14 +108,12 @@ def strategy_kind(strategy) -> str:
     """The `KINDS` name of a strategy object (e.g. `"multi_worker_mirrored"`)."""
     import tensorflow as tf
 
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return "multi_worker_mirrored"
-    if isinstance(strategy, tf.distribute.MirroredStrategy):
-        return "mirrored"
-    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
-        return "one_device"
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        return "tpu"
+    for cls, kind in ((tf.distribute.MultiWorkerMirroredStrategy, "multi_worker_mirrored"),
+                      (tf.distribute.MirroredStrategy, "mirrored"),
+                      (tf.distribute.OneDeviceStrategy, "one_device"),
+                      (tf.distribute.TPUStrategy, "tpu")):
+        if isinstance(strategy, cls):
+            return kind
     return "default"
 
 
@@ -125,11 +123,9 @@ def _cross_device_ops(name, tf):
     if not isinstance(name, str):
         return name  # a tf.distribute.CrossDeviceOps instance
     key = name.lower().replace("-", "_")
-    ops = {
-        "nccl": tf.distribute.NcclAllReduce,
-        "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce,
-        "reduce_to_one_device": tf.distribute.ReductionToOneDevice,
-    }
+    ops = {"nccl": tf.distribute.NcclAllReduce, "reduce_to_one_device":
+           tf.distribute.ReductionToOneDevice,
+           "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce}
     if key not in ops:
         raise ConfigError("unknown cross-device ops", variable="cross_device_ops",
                           fix=f"use one of: {', '.join(CROSS_DEVICE_OPS)}", received=name)
@@ -156,15 +152,11 @@ def apply_gpu_split(cluster: ClusterInfo, environ: Mapping[str, str]) -> int:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    # auto (the default): split unless SLURM bound the GPUs; or on/off.
-    split_setting = str(environ.get(GPU_SPLIT_VARIABLE, "auto")).strip().lower()
-    automatic = split_setting in ("auto", "")
-    if not automatic and not env_flag(GPU_SPLIT_VARIABLE, True, environ):
-        return len(gpus)
-    if automatic and environ.get("SLURM_GPUS_PER_TASK"):
-        return len(gpus)  # SLURM already bound GPUs to tasks.
+    # auto (the default): split unless SLURM bound the GPUs to tasks; or on/off.
+    automatic = str(environ.get(GPU_SPLIT_VARIABLE, "auto")).strip().lower() in ("auto", "")
     chosen = gpu_slice(len(gpus), cluster.local_rank, cluster.local_size)
-    if chosen is None:
+    if (environ.get("SLURM_GPUS_PER_TASK") if automatic
+            else not env_flag(GPU_SPLIT_VARIABLE, True, environ)) or chosen is None:
         return len(gpus)
     start, stop = chosen
     selected = gpus[start:stop]
