@@ -6,6 +6,7 @@ See docs/custom_loops.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 import weakref
@@ -100,29 +101,26 @@ def _differ(a, b) -> bool:
 _compiled_fns: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _compiled(strategy, name, builder):
+def _compiled(strategy, fn):
     import tensorflow as tf
 
     table = _compiled_fns.setdefault(strategy, {})
-    if name not in table:
-        table[name] = tf.function(builder(strategy), reduce_retracing=True)
-    return table[name]
+    if fn not in table:
+        table[fn] = tf.function(functools.partial(fn, strategy), reduce_retracing=True)
+    return table[fn]
 
 
-def _gather_rows(strategy):
-    """`row -> [replicas, len(row)]`: every replica's row, gathered over all workers."""
+def _gather_rows(strategy, row):
+    """`[replicas, len(row)]`: every replica's row, gathered over all workers."""
     import tensorflow as tf
 
-    def gather(row):
-        per_replica = strategy.experimental_distribute_values_from_function(
-            lambda _: tf.identity(row)[tf.newaxis])
-        return strategy.gather(per_replica, axis=0)
-
-    return gather
+    per_replica = strategy.experimental_distribute_values_from_function(
+        lambda _: tf.identity(row)[tf.newaxis])
+    return strategy.gather(per_replica, axis=0)
 
 
-def _gather_batch_checksums(strategy):
-    """`batch -> [replicas, 3]`: each replica's batch checksums and "varied" flag."""
+def _gather_batch_checksums(strategy, batch):
+    """`[replicas, 3]`: each replica's batch checksums and "varied" flag."""
     import tensorflow as tf
 
     def replica_fn(batch):
@@ -130,10 +128,7 @@ def _gather_batch_checksums(strategy):
         row = tf.concat([checksums(tensors), tf.cast(_varied(tensors), tf.float64)[None]], 0)
         return tf.distribute.get_replica_context().all_gather(row[tf.newaxis], axis=0)
 
-    def gather(batch):
-        return strategy.experimental_local_results(strategy.run(replica_fn, args=(batch,)))[0]
-
-    return gather
+    return strategy.experimental_local_results(strategy.run(replica_fn, args=(batch,)))[0]
 
 
 def _apply_message(strategy, sums=None) -> str:
@@ -175,16 +170,15 @@ def check_apply_context(strategy, grads: Sequence[Any]):
                      "the %d replicas computes; run the step with ctx.run to use them all",
                      strategy.num_replicas_in_sync)
         return None
-    gathered = _compiled(strategy, "gather_rows", _gather_rows)(checksums(list(grads)))
-    if tf.executing_eagerly():
-        values = gathered.numpy()
-        if any(_differ(values[0], row) for row in values[1:]):
-            raise ReplicaContextError(_apply_message(strategy, values[:, 0]))
-        return None
+    gathered = _compiled(strategy, _gather_rows)(checksums(list(grads)))
     spread = tf.reduce_max(tf.abs(gathered - gathered[:1]) / tf.maximum(
         tf.maximum(tf.abs(gathered), tf.abs(gathered[:1])), 1e-30))
-    return tf.debugging.assert_less_equal(
-        spread, tf.constant(TOLERANCE, tf.float64), message=_apply_message(strategy))
+    if not tf.executing_eagerly():
+        return tf.debugging.assert_less_equal(
+            spread, tf.constant(TOLERANCE, tf.float64), message=_apply_message(strategy))
+    if float(spread) > TOLERANCE:
+        raise ReplicaContextError(_apply_message(strategy, gathered.numpy()[:, 0]))
+    return None
 
 
 def check_distinct_data(batch, strategy, *, once: bool = False) -> bool:
@@ -205,7 +199,7 @@ def check_distinct_data(batch, strategy, *, once: bool = False) -> bool:
     if once and strategy in _checked:
         return True
     _checked.add(strategy)
-    rows = _compiled(strategy, "batch_checksums", _gather_batch_checksums)(batch).numpy()
+    rows = _compiled(strategy, _gather_batch_checksums)(batch).numpy()
     if not rows[:, 2].any() or any(_differ(rows[0, :2], row[:2]) for row in rows[1:]):
         return True
     scope = ("every worker" if is_multi_worker(strategy) else "every replica")

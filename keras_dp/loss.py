@@ -34,9 +34,8 @@ def measure_global_batch(per_example_loss):
             "per-replica batch to scale. Call it inside the step function run by "
             "ctx.run(step_fn, batch), or pass global_batch_size=")
     context = tf.distribute.get_replica_context()
-    if context.num_replicas_in_sync == 1:
-        return local
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    return local if context.num_replicas_in_sync == 1 else context.all_reduce(
+        tf.distribute.ReduceOp.SUM, local)
 
 
 def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None,
@@ -84,14 +83,9 @@ def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None
         per_example = _weighted(per_example, sample_weight)
     if per_example.shape.rank is not None and per_example.shape.rank > 1:
         per_example = tf.reduce_mean(per_example, axis=list(range(1, per_example.shape.rank)))
-    if global_batch_size is None:
-        batch = measure_global_batch(per_example)
-    else:
-        batch = tf.cast(global_batch_size, per_example.dtype)
+    batch = measure_global_batch(per_example) if global_batch_size is None else global_batch_size
     loss = tf.math.divide_no_nan(tf.reduce_sum(per_example), tf.cast(batch, per_example.dtype))
-    extra = list(regularization_losses or [])
-    if model is not None:
-        extra.extend(model.losses)
+    extra = list(regularization_losses or []) + (list(model.losses) if model is not None else [])
     if extra:
         total = tf.add_n([tf.cast(tf.reduce_sum(term), loss.dtype) for term in extra])
         loss += tf.nn.scale_regularization_loss(total) if tf.distribute.has_strategy() \
@@ -132,8 +126,7 @@ def agree_on_finite(grads):
     """
     import tensorflow as tf
 
-    present = [g for g in grads if g is not None]
-    values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in present]
+    values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads if g is not None]
     finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in values]))
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:

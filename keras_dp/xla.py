@@ -27,9 +27,8 @@ def use_xla(requested: Optional[Union[bool, str]], strategy, *, whole_step: bool
             accelerator is visible (Keras' meaning of `jit_compile="auto"`);
             None: XLA wherever TensorFlow can compile the step.
         strategy: The `tf.distribute.Strategy` the step runs on.
-        whole_step: The whole distributed step is compiled (Keras' `fit`
-            step), not only each replica's forward and backward pass
-            (`keras_dp.train_step`, which compiles on any device).
+        whole_step: The whole distributed step is compiled (Keras' `fit`), not
+            each replica's forward and backward pass (`keras_dp.train_step`).
 
     Returns:
         Whether the step is compiled with XLA.
@@ -41,11 +40,10 @@ def use_xla(requested: Optional[Union[bool, str]], strategy, *, whole_step: bool
         import tensorflow as tf
 
         return bool(tf.config.list_logical_devices("GPU"))
-    if not whole_step or int(strategy.num_replicas_in_sync) <= 1:
-        return True if requested is None else bool(requested)
     from keras_dp import keras_fix
 
-    if keras_fix.is_applied("replica_xla"):
+    if (not whole_step or int(strategy.num_replicas_in_sync) <= 1
+            or keras_fix.is_applied("replica_xla")):
         return True if requested is None else bool(requested)
     on_cpu = _replicas_on_cpu(strategy)
     if requested is None:
