@@ -1,13 +1,7 @@
 """Keras-layer part `failure_hook`: an uncaught exception ends a worker with a named cause.
 
-Python's default `sys.excepthook` prints the traceback and lets the
-interpreter exit, which under MultiWorkerMirroredStrategy waits on the dead
-or failed peers at TensorFlow's shutdown. When keras_dp creates a
-multi-worker strategy, this part's hook still prints the traceback (a
-`KerasDPError` without it: it is meant for people), then ends the process at
-once (`os._exit`) with keras_dp's exit code: `EXIT_PEER_FAILED` naming the
-failed peer, or this worker's own failure reported to the cluster first (see
-`keras_dp.fault.handle_exception`).
+The hook prints the traceback (a `KerasDPError` without it), then ends the process at once
+with keras_dp's exit code (`keras_dp.fault.handle_exception`). See docs/fault_tolerance.md.
 """
 
 from __future__ import annotations

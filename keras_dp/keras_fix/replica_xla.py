@@ -1,37 +1,8 @@
-"""The Keras fix's part `replica_xla`: XLA for each replica's step under a strategy.
+"""Keras-layer part `replica_xla`: XLA for each replica's step under a strategy.
 
-Keras 3 (3.10-3.15, TensorFlow backend) compiles the whole distributed step
-with XLA when `jit_compile=True`: `_make_function` wraps
-`strategy.run(train_step)` and the reduction of its results in one
-`tf.function(jit_compile=True)`. With several replicas that function holds
-the gradient all-reduce, the optimizer update on mirrored variables and
-every replica's computation, which TensorFlow cannot compile on CPU:
-under MirroredStrategy over logical CPUs the compiled step reads a variable
-of another device ("Trying to access resource ... located in device CPU:1
-from device CPU:0"), and under MultiWorkerMirroredStrategy XLA has no CPU
-kernel for the collectives (`CollectiveGatherV2` of an embedding's sparse
-gradient). And `jit_compile="auto"` resolves to False under any
-tf.distribute strategy, so scaling out loses XLA.
-
-With this part, under a strategy with several replicas (or several
-workers) and `jit_compile=True`, Keras' stock `train_step` and `test_step`
-run with their forward pass, loss and backward pass in a
-`tf.function(jit_compile=True)` inside the replica function (compiled for
-the replica's own device), and the loss tracker, the gradient all-reduce,
-the optimizer update (with the other parts: clipping of the global
-gradient, summed sparse slices, accumulation) and the metrics outside it,
-as `keras_dp.train_step(..., jit_compile=True)` does. The outer step
-function is then traced without XLA. `predict_step` runs the same way: Keras
-already compiles it inside the replica function, but with TensorFlow 2.20 and
-Keras 3.10 that compiled step reads the replica-1 variables from CPU:0 ("Trying
-to access resource ... replica_1 ... from device CPU:0"), whereas the forward
-pass in a function of its own runs on every version. Models that override
-`train_step`, `test_step` or `predict_step` keep Keras' own behaviour (a whole
-step with XLA, which TensorFlow can compile on GPUs at best).
-
-`jit_compile="auto"` under a keras_dp strategy means what it means without
-a strategy in Keras (on when an accelerator is visible and every layer
-supports XLA: where it is faster), instead of always off.
+With several replicas or workers and `jit_compile=True`, each replica's forward pass, loss and
+backward pass run in a `tf.function(jit_compile=True)`, the all-reduce, update and metrics
+outside it; `jit_compile="auto"` follows Keras' no-strategy rule. See docs/xla.md.
 """
 
 from __future__ import annotations
@@ -89,12 +60,16 @@ def _batch_size(x):
     return tf.shape(next(i for i in tree.flatten(x) if i is not None))[0]
 
 
+def _call(model, x, training: bool):
+    return model(x, training=training) if model._call_has_training_arg else model(x)
+
+
 def _forward_backward(model, x, y, sample_weight):
     """Forward pass, loss and its gradients: the part of Keras' train_step XLA compiles."""
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
-        y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+        y_pred = _call(model, x, True)
         loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                    training=True)
         scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
@@ -105,7 +80,7 @@ def _forward_backward(model, x, y, sample_weight):
 
 def _forward(model, x, y, sample_weight):
     """Forward pass and loss: the part of Keras' test_step XLA compiles."""
-    y_pred = model(x, training=False) if model._call_has_training_arg else model(x)
+    y_pred = _call(model, x, False)
     loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                training=False)
     return y_pred, loss
@@ -151,22 +126,20 @@ def _predict_step(model, compiled, data):
 
 
 def compiled_part(model, kind: str):
-    """The `tf.function(jit_compile=True)` one replica runs for `kind` ("train", "test"
-    or "predict")."""
+    """The `tf.function(jit_compile=True)` one replica runs for `kind` (train, test, predict)."""
     import tensorflow as tf
 
-    if kind == "train":
-        def replica_forward_backward(x, y, sample_weight):
-            return _forward_backward(model, x, y, sample_weight)
-        body = replica_forward_backward
-    elif kind == "predict":
-        def replica_predict(x):
-            return model(x, training=False) if model._call_has_training_arg else model(x)
-        body = replica_predict
-    else:
-        def replica_forward(x, y, sample_weight):
-            return _forward(model, x, y, sample_weight)
-        body = replica_forward
+    def replica_forward_backward(x, y, sample_weight):
+        return _forward_backward(model, x, y, sample_weight)
+
+    def replica_forward(x, y, sample_weight):
+        return _forward(model, x, y, sample_weight)
+
+    def replica_predict(x):
+        return _call(model, x, False)
+
+    body = {"train": replica_forward_backward, "test": replica_forward,
+            "predict": replica_predict}[kind]
     function = tf.function(body, jit_compile=True, reduce_retracing=True)
     if not hasattr(model, "_keras_dp_replica_xla"):
         model._keras_dp_replica_xla = {}
@@ -211,12 +184,8 @@ def install() -> None:
     original_predict = owner.make_predict_function
 
     def make_predict_function(self, force=False):
-        """Keras' own, with the model's `predict_step` the replica's compiled forward pass.
-
-        Keras' predict function calls `self.predict_step` in each replica when it
-        is traced, so the instance attribute stands in for the class's method
-        (which `_stock` still sees) for as long as this predict function is used.
-        """
+        # Keras' own, with an instance `predict_step` (the replica's compiled forward pass)
+        # standing in for the class's method, which `_stock` still sees.
         if self.predict_function is not None and not force:
             return self.predict_function
         if getattr(vars(self).get("predict_step"), "_keras_dp_replica_xla", False):
