@@ -11,7 +11,9 @@ import contextlib
 import functools
 import warnings
 
-from keras_dp.keras_fix._part import Part, Target, replace, tf_trainer, trainer as _trainer
+from keras_dp.keras_fix._part import Part, Target, lazy, tf_trainer, trainer as _trainer, wrap
+
+_adapter = lazy("keras.src.trainers.data_adapters.data_adapter_utils")
 
 PART = Part(
     "replica_xla",
@@ -53,51 +55,23 @@ def _outer_without_xla(model):
         model._jit_compile = saved
 
 
-def _batch_size(x):
-    import tensorflow as tf
-    from keras.src import tree
-
-    return tf.shape(next(i for i in tree.flatten(x) if i is not None))[0]
-
-
 def _call(model, x, training: bool):
     return model(x, training=training) if model._call_has_training_arg else model(x)
 
 
-def _forward_backward(model, x, y, sample_weight):
-    """Forward pass, loss and its gradients: the part of Keras' train_step XLA compiles."""
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        y_pred = _call(model, x, True)
-        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                   training=True)
-        scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
-    weights = model.trainable_weights
-    grads = tape.gradient(scaled, weights) if weights else None
-    return y_pred, loss, grads
-
-
-def _forward(model, x, y, sample_weight):
-    """Forward pass and loss: the part of Keras' test_step XLA compiles."""
-    y_pred = _call(model, x, False)
-    loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                               training=False)
-    return y_pred, loss
-
-
 def _track_loss(model, x, loss):
+    import tensorflow as tf
+    from keras.src import tree
     from keras.src.losses import loss as loss_module
 
-    model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
-                                     sample_weight=_batch_size(x))
+    model._loss_tracker.update_state(
+        loss_module.unscale_loss_for_distribution(loss),
+        sample_weight=tf.shape(next(i for i in tree.flatten(x) if i is not None))[0])
 
 
 def _train_step(model, compiled, data):
     """Keras' train_step (3.10-3.15) with `compiled` doing the forward and backward pass."""
-    from keras.src.trainers.data_adapters import data_adapter_utils
-
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = _adapter().unpack_x_y_sample_weight(data)
     y_pred, loss, grads = compiled(x, y, sample_weight)
     _track_loss(model, x, loss)
     if grads is not None:
@@ -109,9 +83,7 @@ def _train_step(model, compiled, data):
 
 def _test_step(model, compiled, data):
     """Keras' test_step (3.10-3.15) with `compiled` doing the forward pass and loss."""
-    from keras.src.trainers.data_adapters import data_adapter_utils
-
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = _adapter().unpack_x_y_sample_weight(data)
     y_pred, loss = compiled(x, y, sample_weight)
     _track_loss(model, x, loss)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -119,21 +91,26 @@ def _test_step(model, compiled, data):
 
 def _predict_step(model, compiled, data):
     """Keras' predict_step (3.10-3.15) with `compiled` doing the forward pass."""
-    from keras.src.trainers.data_adapters import data_adapter_utils
-
-    x, _, _ = data_adapter_utils.unpack_x_y_sample_weight(data)
-    return compiled(x)
+    return compiled(_adapter().unpack_x_y_sample_weight(data)[0])
 
 
 def compiled_part(model, kind: str):
     """The `tf.function(jit_compile=True)` one replica runs for `kind` (train, test, predict)."""
     import tensorflow as tf
 
-    def replica_forward_backward(x, y, sample_weight):
-        return _forward_backward(model, x, y, sample_weight)
+    def replica_forward_backward(x, y, sample_weight):   # what XLA compiles of train_step
+        with tf.GradientTape() as tape:
+            y_pred = _call(model, x, True)
+            loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                       training=True)
+            scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
+        weights = model.trainable_weights
+        return y_pred, loss, tape.gradient(scaled, weights) if weights else None
 
-    def replica_forward(x, y, sample_weight):
-        return _forward(model, x, y, sample_weight)
+    def replica_forward(x, y, sample_weight):   # what XLA compiles of test_step
+        y_pred = _call(model, x, False)
+        return y_pred, model._compute_loss(x=x, y=y, y_pred=y_pred,
+                                           sample_weight=sample_weight, training=False)
 
     def replica_predict(x):
         return _call(model, x, False)
@@ -150,19 +127,16 @@ def compiled_part(model, kind: str):
 def install() -> None:
     """Installs the part (`keras_fix.remove` puts Keras' functions back)."""
     trainer = _trainer()
-    owner = trainer.TensorFlowTrainer
-    original_auto = owner._resolve_auto_jit_compile
 
     def maker(kind, replica_step):
         """Keras' `make_<kind>_function`, with `replica_step` around the compiled part."""
-        original = getattr(owner, f"make_{kind}_function")
         attribute = f"{kind}_function"
 
-        def make_function(self, force=False):
+        def make_function(self, keras, force=False):
             if getattr(self, attribute) is not None and not force:
                 return getattr(self, attribute)
             if not _applies(self, f"{kind}_step"):
-                return original(self, force=force)
+                return keras(force=force)
             step = functools.partial(replica_step, self, compiled_part(self, kind))
             with _outer_without_xla(self):
                 setattr(self, attribute, self._make_function(step))
@@ -170,20 +144,18 @@ def install() -> None:
 
         return make_function
 
-    def _resolve_auto_jit_compile(self):
+    def _resolve_auto_jit_compile(self, keras):
         import tensorflow as tf
 
         strategy = self._distribute_strategy
         if strategy is None or "TPU" in type(strategy).__name__ \
                 or not _stock(self, "train_step") or not _stock(self, "test_step"):
-            return original_auto(self)
+            return keras()
         if not any(d.device_type != "CPU" for d in tf.config.list_physical_devices()):
             return False   # Keras' rule: no XLA by default on CPU-only machines
         return bool(trainer.base_trainer.model_supports_jit(self))
 
-    original_predict = owner.make_predict_function
-
-    def make_predict_function(self, force=False):
+    def make_predict_function(self, keras, force=False):
         # Keras' own, with an instance `predict_step` (the replica's compiled forward pass)
         # standing in for the class's method, which `_stock` still sees.
         if self.predict_function is not None and not force:
@@ -191,18 +163,19 @@ def install() -> None:
         if getattr(vars(self).get("predict_step"), "_keras_dp_replica_xla", False):
             del self.predict_step
         if not _applies(self, "predict_step"):
-            return original_predict(self, force=force)
+            return keras(force=force)
         step = functools.partial(_predict_step, self, compiled_part(self, "predict"))
         step._keras_dp_replica_xla = True
         self.predict_step = step
         with _outer_without_xla(self):
-            original_predict(self, force=force)
+            keras(force=force)
         return self.predict_function
 
-    replace(PART.name, owner, "make_train_function", maker("train", _train_step))
-    replace(PART.name, owner, "make_test_function", maker("test", _test_step))
-    replace(PART.name, owner, "make_predict_function", make_predict_function)
-    replace(PART.name, owner, "_resolve_auto_jit_compile", _resolve_auto_jit_compile)
+    owner = trainer.TensorFlowTrainer
+    wrap(PART.name, owner, "make_train_function", maker("train", _train_step))
+    wrap(PART.name, owner, "make_test_function", maker("test", _test_step))
+    wrap(PART.name, owner, "make_predict_function", make_predict_function)
+    wrap(PART.name, owner, "_resolve_auto_jit_compile", _resolve_auto_jit_compile)
 
 
 def describe(num_gpus: int, enabled: bool) -> str:
