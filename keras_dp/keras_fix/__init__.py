@@ -4,8 +4,6 @@ One module per part (its `PART` and `install()`); `REGISTRY` lists them, `keras-
 prints them, `KERAS_DP_KERAS_FIX` switches them. See docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 import logging
 import os
 from typing import Dict, Iterable
@@ -126,17 +124,15 @@ def describe() -> str:
 
 
 def apply(parts: Iterable[str] = PARTS) -> bool:
-    """Installs `parts` (those `KERAS_DP_KERAS_FIX` allows).
+    """Installs `parts` (those `KERAS_DP_KERAS_FIX` allows; idempotent).
 
-    Idempotent; called by `keras_dp.get_strategy()` with `parts_for(strategy)`.
     A part of `IMPORT_PARTS` is only checked (`keras_dp.early` sets it up).
 
     Returns:
         True if any of `parts` is (now) installed.
 
     Raises:
-        KerasDPError: an allowed part is not for the installed Keras or
-            TensorFlow (see `_part.check`).
+        KerasDPError: an allowed part is not for the installed Keras or TensorFlow.
     """
     import keras
 

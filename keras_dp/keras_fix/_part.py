@@ -2,8 +2,6 @@
 closed), and the record of what it replaced (for `remove()`). See docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import functools
 import importlib

@@ -4,8 +4,6 @@ Wraps `TFOptimizer._backend_update_step` with `keras_dp.loop_checks.check_apply_
 (`ReplicaContextError` when the workers' gradients differ). See docs/custom_loops.md.
 """
 
-from __future__ import annotations
-
 from typing import Mapping, Optional
 
 from keras_dp.keras_fix import _part
@@ -33,14 +31,8 @@ def _backend_update_step(self, keras, grads, trainable_variables, learning_rate)
 
 
 def install(environ: Optional[Mapping[str, str]] = None) -> bool:
-    """Installs the check on Keras' TensorFlow optimizer (idempotent).
-
-    Returns:
-        Whether the check is installed (False when `KERAS_DP_CHECKS` is off).
-
-    Raises:
-        KerasDPError: this Keras is not one the part is for (see `_part.check`).
-    """
+    """Installs the check (idempotent); returns whether it is installed (not when
+    `KERAS_DP_CHECKS` is off). Raises `KerasDPError` for a Keras the part is not for."""
     from keras_dp.loop_checks import checks_enabled
 
     if is_applied():

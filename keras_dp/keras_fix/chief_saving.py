@@ -5,8 +5,6 @@ others save into a temporary directory they delete, then wait for the chief's sa
 rank. One worker: Keras' code, untouched. See docs/dropin_writes.md.
 """
 
-from __future__ import annotations
-
 import itertools
 import logging
 import os
@@ -39,18 +37,16 @@ def install() -> None:
     def function(owner, name, *, directory=lambda rest, kwargs: False,
                  replaceable=lambda rest, kwargs: True):
         def replaced(model, keras, *args, **kwargs):
-            if "filepath" in kwargs:
-                path, rest = kwargs["filepath"], args
-
-                def write(target):
-                    return keras(*rest, **{**kwargs, "filepath": target})
-            elif args:
-                path, rest = args[0], args[1:]
-
-                def write(target):
-                    return keras(target, *rest, **kwargs)
-            else:
+            by_name = "filepath" in kwargs
+            if not by_name and not args:
                 return keras(*args, **kwargs)  # Keras' own TypeError
+            path, rest = (kwargs.pop("filepath"), args) if by_name else (args[0], args[1:])
+
+            def write(target):
+                if by_name:
+                    return keras(*rest, filepath=target, **kwargs)
+                return keras(target, *rest, **kwargs)
+
             return save_as_worker(model, path, write, directory=directory(rest, kwargs),
                                   replaceable=replaceable(rest, kwargs))
 
@@ -78,16 +74,9 @@ def save_as_worker(model, path, write: Callable, *, directory: bool = False,
                    replaceable: bool = True):
     """Runs `write(target)` as this worker should write `path` (see docs/dropin_writes.md).
 
-    Args:
-        model: The model being saved (its strategy tells the worker's role).
-        path: The path the caller asked for.
-        write: Writes the model to the path it is given; returns the result.
-        directory: The writer makes a directory.
-        replaceable: The chief may write under a temporary name and rename
-            (False for several files that name one another).
-
-    Returns:
-        What `write` returns.
+    `write` writes the model to the path it is given; `directory`: it makes a directory;
+    `replaceable`: the chief may write under a temporary name and rename (False for several
+    files that name one another). Returns what `write` returns.
     """
     index, count, is_chief = position(model)
     if count <= 1 or not isinstance(path, (str, os.PathLike)):

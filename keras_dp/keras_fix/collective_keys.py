@@ -4,8 +4,6 @@ Each MirroredStrategy keras_dp creates gets its own range of TensorFlow's privat
 `MirroredStrategy._collective_key_base` (read at construction); see docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 import threading
 
 from keras_dp.keras_fix._part import Part, Target, check, lazy

@@ -3,8 +3,6 @@
 Its set-up is `keras_dp.early` (run at import); see docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 from keras_dp.keras_fix._part import Part, Target, lazy
 
 _context = lazy("tensorflow.python.eager.context", "Context")

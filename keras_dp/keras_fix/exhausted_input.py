@@ -4,8 +4,6 @@ Every op of the step depends on its batch (control dependencies), so the extra s
 runs after an input of unknown length ends does nothing. See docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 from keras_dp.keras_fix._part import Part, Target, tf_trainer, wrap
 
 PART = Part(

@@ -4,10 +4,9 @@ The hook prints the traceback (a `KerasDPError` without it), then ends the proce
 with keras_dp's exit code (`keras_dp.fault.handle_exception`). See docs/fault_tolerance.md.
 """
 
-from __future__ import annotations
-
 import sys
 
+from keras_dp.keras_fix import _part
 from keras_dp.keras_fix._part import Part
 
 PART = Part(
@@ -16,7 +15,7 @@ PART = Part(
     "none upstream: keras_dp's exit codes (keras_dp/fault.py)",
     "multi-worker strategies", switch="set sys.excepthook after keras_dp.scope()")
 
-_installed = {}
+_cluster = {}
 
 
 def install(cluster) -> None:
@@ -24,28 +23,26 @@ def install(cluster) -> None:
     from keras_dp import fault
     from keras_dp.errors import KerasDPError
 
-    if _installed.get("cluster") is not None:
-        _installed["cluster"] = cluster
+    _cluster["now"] = cluster
+    if is_applied():
         return
     previous = sys.excepthook
-    _installed.update(cluster=cluster, previous=previous)
 
     def excepthook(exc_type, exc, tb):
         if isinstance(exc, KerasDPError):
             sys.stderr.write(f"{exc}\n")  # meant for people: no traceback
         else:
             previous(exc_type, exc, tb)
-        fault._exit_now(fault.handle_exception(exc, _installed["cluster"]), "")
+        fault._exit_now(fault.handle_exception(exc, _cluster["now"]), "")
 
-    sys.excepthook = excepthook
+    _part.replace(PART.name, sys, "excepthook", excepthook)
 
 
 def uninstall() -> None:
     """Restores the previous `sys.excepthook` (for tests)."""
-    if "previous" in _installed:
-        sys.excepthook = _installed["previous"]
-    _installed.clear()
+    _part.restore(PART.name)
+    _cluster.clear()
 
 
 def is_applied() -> bool:
-    return "previous" in _installed
+    return _part.is_applied(PART.name)

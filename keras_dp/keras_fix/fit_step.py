@@ -4,8 +4,6 @@ It replaces `model.train_function` on its own model (never on the class) for the
 `fit`, to skip the batches already trained on; see docs/backups.md.
 """
 
-from __future__ import annotations
-
 from typing import Callable
 
 from keras_dp.keras_fix._part import Part, Target, check, tf_trainer

@@ -5,8 +5,6 @@ as Keras' `LossScaleOptimizer` does, and each branch runs Keras' code on every r
 all-reduce per optimizer update. See docs/gradient_accumulation.md.
 """
 
-from __future__ import annotations
-
 from keras_dp.keras_fix._part import Part, Target, base_optimizer, tf_optimizer, wrap
 
 PART = Part(
@@ -28,9 +26,8 @@ def _replica_context_with_merge_call():
     import tensorflow as tf
 
     context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync <= 1:
-        return None
-    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+    if context is None or context.num_replicas_in_sync <= 1 \
+            or tf.__internal__.distribute.strategy_supports_no_merge_call():
         return None
     return context
 

@@ -4,8 +4,6 @@ Several replicas: the gradients are all-reduced first and their sum clipped, as 
 would; the optimizer's own all-reduce then passes them through. See docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 import threading
 
 from keras_dp.keras_fix._part import Part, Target, tf_optimizer, wrap
@@ -39,9 +37,7 @@ def install() -> None:
         # by 1/replicas), clipped as one device would clip it.
         summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
         clipped = keras([None if g is None else next(summed) for g in grads])
-        reduced = getattr(_pending, "reduced", {})
-        reduced[id(self)] = [g for g in clipped if g is not None]
-        _pending.reduced = reduced
+        vars(_pending).setdefault("reduced", {})[id(self)] = [g for g in clipped if g is not None]
         return clipped
 
     def _all_reduce_sum_gradients(self, keras, grads_and_vars):

@@ -4,8 +4,6 @@
 failing on scalars (`Invalid reduction dimension 0`). See docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 from keras_dp.keras_fix._part import Part, Target, replace, trainer
 
 PART = Part(

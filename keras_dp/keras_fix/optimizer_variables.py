@@ -4,8 +4,6 @@
 (keras-team/keras#23087) does; see docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 from keras_dp.keras_fix._part import Part, Target, tf_optimizer, wrap
 
 PART = Part(

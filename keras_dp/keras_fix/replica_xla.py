@@ -5,8 +5,6 @@ backward pass run in a `tf.function(jit_compile=True)`, the all-reduce, update a
 outside it; `jit_compile="auto"` follows Keras' no-strategy rule. See docs/xla.md.
 """
 
-from __future__ import annotations
-
 import contextlib
 import functools
 import warnings
@@ -27,12 +25,11 @@ PART = Part(
        Target(tf_trainer, "_make_function", ("self", "step_function"))))
 
 
-def splits(strategy) -> bool:
-    """Whether the step runs the all-reduce across devices or workers (so XLA goes inside)."""
-    if strategy is None or "TPU" in type(strategy).__name__:
-        return False   # TPUStrategy compiles its whole step itself
-    return strategy.num_replicas_in_sync > 1 or _trainer()._collective_all_reduce_multi_worker(
-        strategy)
+def _splits(strategy) -> bool:
+    """Whether the step all-reduces across devices or workers (TPUStrategy compiles its own)."""
+    return strategy is not None and "TPU" not in type(strategy).__name__ and (
+        strategy.num_replicas_in_sync > 1
+        or _trainer()._collective_all_reduce_multi_worker(strategy))
 
 
 def _stock(model, step: str) -> bool:
@@ -41,7 +38,7 @@ def _stock(model, step: str) -> bool:
 
 def _applies(model, step: str) -> bool:
     return (not model.run_eagerly and bool(model.jit_compile) and _stock(model, step)
-            and splits(model._distribute_strategy))
+            and _splits(model._distribute_strategy))
 
 
 @contextlib.contextmanager
@@ -179,12 +176,8 @@ def install() -> None:
 
 
 def describe(num_gpus: int, enabled: bool) -> str:
-    """What XLA does under keras_dp here (`keras-dp env`).
-
-    Args:
-        num_gpus: GPUs this process sees.
-        enabled: Whether `KERAS_DP_KERAS_FIX` allows the part.
-    """
+    """What XLA does under keras_dp here (`keras-dp env`), with `num_gpus` GPUs visible and
+    the part allowed (`enabled`) or not."""
     if not enabled:
         return ("Keras' own: jit_compile='auto' off under strategies; jit_compile=True "
                 f"compiles the whole step (part {PART.name} switched off); keras-dp train: off "

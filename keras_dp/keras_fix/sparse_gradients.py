@@ -4,8 +4,6 @@ The duplicate slices of an all-reduced `tf.IndexedSlices` gradient are summed be
 update, as TF's Keras 2 optimizers did. See docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 from keras_dp.keras_fix._part import Part, Target, replace, tf_optimizer
 
 PART = Part(
@@ -19,15 +17,7 @@ PART = Part(
 
 
 def deduplicate(gradient):
-    """Sums the slices of an `IndexedSlices` gradient that share a row.
-
-    Args:
-        gradient: A gradient (anything else than `tf.IndexedSlices` is
-            returned as it is).
-
-    Returns:
-        An `IndexedSlices` with unique indices and the same dense value.
-    """
+    """`gradient` with the slices that share a row summed (other than `IndexedSlices`: as is)."""
     import tensorflow as tf
 
     if not isinstance(gradient, tf.IndexedSlices):

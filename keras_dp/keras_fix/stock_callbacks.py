@@ -6,13 +6,11 @@ others into temporary directories); their methods are replaced on the stock clas
 user's objects stay what they created. One worker: Keras' code. See docs/dropin_writes.md.
 """
 
-from __future__ import annotations
-
 import functools
 import json
 import zlib
 
-from keras_dp.chief_files import atomic, elsewhere, position
+from keras_dp.chief_files import atomic, elsewhere, position, write_text
 from keras_dp.keras_fix._part import Part, Target, lazy, wrap
 
 _CLASSES = (lazy("keras.src.callbacks.model_checkpoint", "ModelCheckpoint"),
@@ -84,9 +82,8 @@ def _backup_save(self, keras):
                 _copy(path, previous)
     with atomic(self._weights_path) as temp:
         self.model.save_weights(filepath=temp, overwrite=True)
-    with atomic(self._training_metadata_path) as temp, files.File(temp, "w") as handle:
-        handle.write(json.dumps({"epoch": self._current_epoch,
-                                 "batch": self._last_batch_seen}))
+    write_text(self._training_metadata_path,
+               json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
     return None
 
 
@@ -131,21 +128,15 @@ def _backup_begin(self, keras, logs=None):
 
 def _restored(self, weights: bool, metadata: bool) -> str:
     """What this worker restored, for comparing with the others."""
-    if not weights and not metadata:
-        return "none"
-    parts = []
-    if metadata:
-        parts.append(f"epoch {getattr(self.model, '_initial_epoch', None)}")
+    parts = [f"epoch {getattr(self.model, '_initial_epoch', None)}"] if metadata else []
     if weights:
         crc = 0
         for variable in self.model.weights:
             crc = zlib.crc32(variable.numpy().tobytes(), crc)
         parts.append(f"weights crc32 {crc:08x}")
-    return ", ".join(parts)
+    return ", ".join(parts) or "none"
 
 
 def _backup_end(self, keras, logs=None):
     """`on_train_end`: only the chief deletes `backup_dir`."""
-    if position(self.model)[2]:
-        return keras(logs)
-    return None
+    return keras(logs) if position(self.model)[2] else None

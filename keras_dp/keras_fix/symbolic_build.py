@@ -4,8 +4,6 @@ The shapes come from this worker's first local replica instead of an all-reduce 
 (`ValueError: Attempt to convert a value (PerReplica:{...})`). See docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 from keras_dp.keras_fix._part import Part, Target, tf_trainer, trainer, wrap
 
 PART = Part(

@@ -4,8 +4,6 @@ TensorFlow 2.21 no longer installs `tensorboard` (Keras declares it itself after
 keras-team/keras#22376); the callback's constructor checks for it. See docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 import importlib
 
 from keras_dp.errors import ConfigError
@@ -23,11 +21,7 @@ def require_tensorboard(callback: str = "keras.callbacks.TensorBoard") -> None:
         callback: The callback's name, for the message.
 
     Raises:
-        ConfigError: tensorboard cannot be imported; the message names the
-            `pip install` that fixes it.
-
-    Example:
-        >>> require_tensorboard()   # returns quietly where tensorboard is installed
+        ConfigError: tensorboard cannot be imported (the message names the `pip install`).
     """
     try:
         importlib.import_module(SUMMARY_MODULE)

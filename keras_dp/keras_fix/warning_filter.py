@@ -4,8 +4,6 @@ keras_dp datasets shuffle themselves, so `keras_dp.scope()` hides the warning; a
 own later `warnings.filterwarnings` calls take precedence.
 """
 
-from __future__ import annotations
-
 from keras_dp.keras_fix._part import Part
 
 MESSAGE = r".*`shuffle=True` was passed.*"
