@@ -1,8 +1,6 @@
 """Keras-layer part `chief_saving`: `model.save()` & co. on N workers, one writer per file.
 
-On several workers the chief writes the path atomically (temporary name, then rename); the
-others save into a temporary directory they delete, then wait for the chief's save of the same
-rank. One worker: Keras' code, untouched. See docs/dropin_writes.md.
+The chief writes atomically; the others into temporary directories. See docs/dropin_writes.md.
 """
 
 import itertools

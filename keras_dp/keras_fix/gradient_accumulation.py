@@ -1,8 +1,7 @@
 """Keras-layer part `gradient_accumulation`: Keras' own gradient accumulation on several replicas.
 
-The "accumulate or update" conditional is built in one `merge_call` (cross-replica context),
-as Keras' `LossScaleOptimizer` does, and each branch runs Keras' code on every replica: one
-all-reduce per optimizer update. See docs/gradient_accumulation.md.
+The "accumulate or update" conditional is built in one `merge_call`, as `LossScaleOptimizer`
+does; one all-reduce per update. See docs/gradient_accumulation.md.
 """
 
 from keras_dp.keras_fix._part import Part, Target, base_optimizer, tf_optimizer, wrap

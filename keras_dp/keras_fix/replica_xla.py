@@ -1,8 +1,6 @@
-"""Keras-layer part `replica_xla`: XLA for each replica's step under a strategy.
-
-With several replicas or workers and `jit_compile=True`, each replica's forward pass, loss and
-backward pass run in a `tf.function(jit_compile=True)`, the all-reduce, update and metrics
-outside it; `jit_compile="auto"` follows Keras' no-strategy rule. See docs/xla.md.
+"""Keras-layer part `replica_xla`: XLA for each replica's forward and backward pass under a
+strategy, the all-reduce and update outside it; `jit_compile="auto"` as without a strategy.
+See docs/xla.md.
 """
 
 import contextlib

@@ -1,9 +1,6 @@
 """Keras-layer part `stock_callbacks`: Keras' own file-writing callbacks, one writer per file.
 
-On several workers the stock `ModelCheckpoint`, `TensorBoard`, `CSVLogger` and
-`BackupAndRestore` write as keras_dp's own callbacks do (the chief alone, atomically; the
-others into temporary directories); their methods are replaced on the stock classes, so the
-user's objects stay what they created. One worker: Keras' code. See docs/dropin_writes.md.
+On several workers the stock classes write as `keras_dp.callbacks` do. See docs/dropin_writes.md.
 """
 
 import functools
