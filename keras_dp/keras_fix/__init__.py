@@ -1,21 +1,8 @@
 """The Keras layer: every change keras_dp makes to Keras' or TensorFlow's behaviour.
 
-Each part is one module of this package with its `PART` (what it fixes, its
-upstream issue, the Keras and TensorFlow releases it is for, when it applies,
-its switch) and its `install()`. `REGISTRY` lists them all; `keras-dp env`
-prints it. A part applies by version: inside the tested range (Keras
-3.10-3.15, TensorFlow 2.20-2.21) it is installed when keras_dp creates a
-strategy it matters for; outside it, or when what it replaces changed shape,
-applying it raises `KerasDPError` naming the part, the versions, the range
-and the switch (see `_part.check`). A fix is never skipped silently.
-
-The parts `KERAS_DP_KERAS_FIX` switches: unset or `1` allows every part,
-`0` none, or a comma-separated list of part names allows those (the tests
-use this to show that each part is needed). The other parts have the switch
-their `PART.switch` names.
+One module per part (its `PART` and `install()`); `REGISTRY` lists them, `keras-dp env`
+prints them, `KERAS_DP_KERAS_FIX` switches them. See docs/keras_layer.md.
 """
-
-from __future__ import annotations
 
 import logging
 import os
@@ -34,8 +21,6 @@ from keras_dp.keras_fix._part import is_applied as _is_applied
 from keras_dp.keras_fix.sparse_gradients import deduplicate  # noqa: F401 (tests)
 
 log = logging.getLogger("keras_dp")
-
-DISABLE_VARIABLE = SWITCH
 
 #: Parts for multi-worker strategies only.
 MULTI_WORKER_PARTS = ("symbolic_build", "metric_reduction", "stock_callbacks", "chief_saving")
@@ -70,7 +55,7 @@ def enabled_parts() -> tuple:
     Raises:
         ConfigError: for a name that is not a part.
     """
-    raw = os.environ.get(DISABLE_VARIABLE, "1")
+    raw = os.environ.get(SWITCH, "1")
     value = str(raw).strip().lower()
     flag = True if value in ("", "all") else False if value == "none" else parse_flag(value)
     if flag is not None:
@@ -79,7 +64,7 @@ def enabled_parts() -> tuple:
     unknown = [name for name in names if name not in PARTS]
     if unknown:
         raise ConfigError(f"names no part of the Keras fix ({', '.join(unknown)})",
-                          variable=DISABLE_VARIABLE, received=value,
+                          variable=SWITCH, received=value,
                           fix=f"use 1, 0 or a comma-separated list of: {', '.join(PARTS)}")
     return names
 
@@ -106,14 +91,11 @@ def parts_for(strategy) -> tuple:
 def _state(name: str, allowed) -> str:
     from keras_dp import early
 
-    if name in IMPORT_PARTS:
-        return "applied" if early.is_set_up() else (
-            "allowed" if name in allowed else f"off ({DISABLE_VARIABLE})")
     if name not in PARTS:
         return "applied" if REGISTRY[name].is_applied() else "not applied"
-    if _is_applied(name):
+    if early.is_set_up() if name in IMPORT_PARTS else _is_applied(name):
         return "applied"
-    return "allowed" if name in allowed else f"off ({DISABLE_VARIABLE})"
+    return "allowed" if name in allowed else f"off ({SWITCH})"
 
 
 def registry() -> list:
@@ -142,17 +124,15 @@ def describe() -> str:
 
 
 def apply(parts: Iterable[str] = PARTS) -> bool:
-    """Installs `parts` (those `KERAS_DP_KERAS_FIX` allows).
+    """Installs `parts` (those `KERAS_DP_KERAS_FIX` allows; idempotent).
 
-    Idempotent; called by `keras_dp.get_strategy()` with `parts_for(strategy)`.
     A part of `IMPORT_PARTS` is only checked (`keras_dp.early` sets it up).
 
     Returns:
         True if any of `parts` is (now) installed.
 
     Raises:
-        KerasDPError: an allowed part is not for the installed Keras or
-            TensorFlow (see `_part.check`).
+        KerasDPError: an allowed part is not for the installed Keras or TensorFlow.
     """
     import keras
 
@@ -168,7 +148,7 @@ def apply(parts: Iterable[str] = PARTS) -> bool:
             if name not in _warned:
                 _warned.add(name)
                 log.warning("%s: the Keras fix's part %s is off; with Keras %s %s",
-                            DISABLE_VARIABLE, name, keras.__version__, part.fixes)
+                            SWITCH, name, keras.__version__, part.fixes)
             continue
         check(part)
         if name not in IMPORT_PARTS:

@@ -1,17 +1,10 @@
-"""What every Keras-layer part shares: its description, its version and shape checks, and
-the record of the functions it replaced (so `remove()` puts them back).
-
-A part applies by VERSION: every part is written for, and tested on, the
-releases in `KERAS` and `TENSORFLOW` (the range `setup.py` declares). Outside
-that range, or when a function a part replaces is missing or takes other
-arguments (Keras changed it), `check()` raises: a correctness fix is never
-skipped silently. The message names the part, the versions found, the tested
-range and the switch that turns the part off.
+"""What every Keras-layer part shares: its description, its version and shape checks (fail
+closed), and the record of what it replaced (for `remove()`). See docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
 import dataclasses
+import functools
+import importlib
 import inspect
 import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -35,8 +28,7 @@ class Target:
     Attributes:
         owner: Returns the class or module (imports lazily).
         name: The attribute.
-        parameters: The leading parameter names it must take (None: it
-            only has to exist).
+        parameters: The leading parameter names it must take (None: it only has to exist).
     """
 
     owner: Callable[[], object]
@@ -69,6 +61,7 @@ class Part:
     tensorflow: Tuple[Tuple[int, int], Tuple[int, int]] = TENSORFLOW
 
     def versions(self) -> str:
+        """The releases it is for, e.g. "Keras 3.10-3.15, TensorFlow 2.20-2.21"."""
         return f"Keras {_span(self.keras)}, TensorFlow {_span(self.tensorflow)}"
 
 
@@ -97,14 +90,6 @@ def in_range(part: Part, versions: Optional[Tuple[str, str]] = None) -> bool:
             and part.tensorflow[0] <= _release(tf_version) <= part.tensorflow[1])
 
 
-def original(part: str, owner, name: str):
-    """The attribute `part` replaces (the saved one once the part is applied)."""
-    for saved_owner, saved_name, saved in _applied.get(part, ()):
-        if saved_owner is owner and saved_name == name and saved is not _MISSING:
-            return saved
-    return getattr(owner, name)
-
-
 def _shape_problem(part: Part, target: Target) -> Optional[str]:
     try:
         owner = target.owner()
@@ -116,7 +101,7 @@ def _shape_problem(part: Part, target: Target) -> Optional[str]:
     if target.parameters is None:
         return None
     try:
-        names = tuple(inspect.signature(original(part.name, owner, target.name)).parameters)
+        names = tuple(inspect.signature(getattr(owner, target.name)).parameters)
     except (TypeError, ValueError):
         return f"{label} has no readable signature"
     if names[:len(target.parameters)] != tuple(target.parameters):
@@ -164,23 +149,27 @@ def restore(part: str) -> None:
             setattr(owner, name, saved)
 
 
-def trainer():
-    from keras.src.backend.tensorflow import trainer as module
+def wrap(part: str, owner, name: str, body: Callable) -> None:
+    """Replaces `owner.name` by `body(first, original bound to first, *args, **kwargs)`."""
+    original = getattr(owner, name)
 
-    return module
+    @functools.wraps(original)
+    def replaced(first, *args, **kwargs):
+        return body(first, functools.partial(original, first), *args, **kwargs)
 
-
-def tf_trainer():
-    return trainer().TensorFlowTrainer
-
-
-def tf_optimizer():
-    from keras.src.backend.tensorflow.optimizer import TFOptimizer
-
-    return TFOptimizer
+    replace(part, owner, name, replaced)
 
 
-def base_optimizer():
-    from keras.src.optimizers.base_optimizer import BaseOptimizer
+def lazy(module: str, attribute: str = None) -> Callable[[], object]:
+    """A function returning `module` (or its `attribute`), imported when called."""
+    def load():
+        found = importlib.import_module(module)
+        return getattr(found, attribute) if attribute else found
 
-    return BaseOptimizer
+    return load
+
+
+trainer = lazy("keras.src.backend.tensorflow.trainer")
+tf_trainer = lazy("keras.src.backend.tensorflow.trainer", "TensorFlowTrainer")
+tf_optimizer = lazy("keras.src.backend.tensorflow.optimizer", "TFOptimizer")
+base_optimizer = lazy("keras.src.optimizers.base_optimizer", "BaseOptimizer")

@@ -1,20 +1,12 @@
 """Keras-layer part `apply_check`: `apply_gradients()` outside the replica context is caught.
 
-Keras 3 all-reduces gradients only inside the replica context
-(`strategy.run`); a hand-written loop that calls `optimizer.apply_gradients()`
-outside it has every worker apply its own gradients, and the model copies
-drift apart with no error. The part wraps `TFOptimizer._backend_update_step`
-so each such call is checked (`keras_dp.loop_checks.check_apply_context`:
-the gradients are compared across workers and `ReplicaContextError` is
-raised when they differ). Installed by `keras_dp.scope()` for strategies with
-several replicas; `KERAS_DP_CHECKS=0` turns it off.
+Wraps `TFOptimizer._backend_update_step` with `keras_dp.loop_checks.check_apply_context`
+(`ReplicaContextError` when the workers' gradients differ). See docs/custom_loops.md.
 """
 
-from __future__ import annotations
-
-import functools
 from typing import Mapping, Optional
 
+from keras_dp.keras_fix import _part
 from keras_dp.keras_fix._part import Part, Target, check, tf_optimizer
 
 PART = Part(
@@ -25,54 +17,37 @@ PART = Part(
     targets=(Target(tf_optimizer, "_backend_update_step",
                     ("self", "grads", "trainable_variables", "learning_rate")),))
 
-_state = {"original": None}
 
+def _backend_update_step(self, keras, grads, trainable_variables, learning_rate):
+    import tensorflow as tf
 
-def _guard(original):
-    @functools.wraps(original)
-    def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        import tensorflow as tf
+    from keras_dp.loop_checks import check_apply_context
 
-        from keras_dp.loop_checks import check_apply_context
-
-        checked = check_apply_context(getattr(self, "_distribution_strategy", None), grads)
-        if checked is None:
-            return original(self, grads, trainable_variables, learning_rate)
+    checked = check_apply_context(getattr(self, "_distribution_strategy", None), grads)
+    if checked is not None:
         with tf.control_dependencies([checked]):
             grads = [g if g is None else tf.identity(g) for g in grads]
-        return original(self, grads, trainable_variables, learning_rate)
-
-    return _backend_update_step
+    return keras(grads, trainable_variables, learning_rate)
 
 
 def install(environ: Optional[Mapping[str, str]] = None) -> bool:
-    """Installs the check on Keras' TensorFlow optimizer (idempotent).
-
-    Returns:
-        Whether the check is installed (False when `KERAS_DP_CHECKS` is off).
-
-    Raises:
-        KerasDPError: this Keras is not one the part is for (see `_part.check`).
-    """
+    """Installs the check (idempotent); returns whether it is installed (not when
+    `KERAS_DP_CHECKS` is off). Raises `KerasDPError` for a Keras the part is not for."""
     from keras_dp.loop_checks import checks_enabled
 
-    if _state["original"] is not None:
+    if is_applied():
         return True
     if not checks_enabled(environ):
         return False
     check(PART)
-    owner = tf_optimizer()
-    _state["original"] = owner._backend_update_step
-    owner._backend_update_step = _guard(_state["original"])
+    _part.wrap(PART.name, tf_optimizer(), "_backend_update_step", _backend_update_step)
     return True
 
 
 def uninstall() -> None:
     """Removes the check (tests)."""
-    if _state["original"] is not None:
-        tf_optimizer()._backend_update_step = _state["original"]
-        _state["original"] = None
+    _part.restore(PART.name)
 
 
 def is_applied() -> bool:
-    return _state["original"] is not None
+    return _part.is_applied(PART.name)

@@ -1,30 +1,16 @@
 """Keras-layer part `collective_keys`: several MirroredStrategy objects in one process.
 
-Every `MirroredStrategy` numbers its collective groups from 1, so a second
-one over a different set of devices in the same process fails with "joining
-a group with size 4, but that group has size 2". Each strategy keras_dp
-creates gets its own key range (TensorFlow's private class attribute
-`MirroredStrategy._collective_key_base`, read once at construction), so a
-process (a notebook, a test) can create several. Applied to every
-MirroredStrategy keras_dp creates; a strategy made with
-`tf.distribute.MirroredStrategy(...)` directly keeps TensorFlow's numbering.
+Each MirroredStrategy keras_dp creates gets its own range of TensorFlow's private
+`MirroredStrategy._collective_key_base` (read at construction); see docs/keras_layer.md.
 """
-
-from __future__ import annotations
 
 import threading
 
-from keras_dp.keras_fix._part import Part, Target, check
+from keras_dp.keras_fix._part import Part, Target, check, lazy
 
 #: Collective group keys given to each MirroredStrategy keras_dp creates.
 KEYS_PER_STRATEGY = 100_000
-
-
-def _mirrored_class():
-    import tensorflow as tf
-
-    return tf.distribute.MirroredStrategy
-
+_mirrored_class = lazy("tensorflow.python.distribute.mirrored_strategy", "MirroredStrategy")
 
 PART = Part(
     "collective_keys",

@@ -1,24 +1,11 @@
 """Keras-layer part `early_collectives`: tensors and datasets made before `keras_dp.scope()`.
 
-TensorFlow enables multi-worker collective ops only before its runtime
-starts, so a program that builds its `tf.data` datasets before creating
-`MultiWorkerMirroredStrategy` (as most guides do) cannot get its strategy.
-The part configures the collectives when TensorFlow is imported; the set-up
-itself is `keras_dp.early` (it runs from `import keras_dp`, before any
-strategy exists). Applied in multi-worker environments, when TensorFlow is
-imported.
+Its set-up is `keras_dp.early` (run at import); see docs/keras_layer.md.
 """
 
-from __future__ import annotations
+from keras_dp.keras_fix._part import Part, Target, lazy
 
-from keras_dp.keras_fix._part import Part, Target
-
-
-def _context():
-    from tensorflow.python.eager import context
-
-    return context.Context
-
+_context = lazy("tensorflow.python.eager.context", "Context")
 
 PART = Part(
     "early_collectives",

@@ -1,19 +1,12 @@
 """Keras-layer part `failure_hook`: an uncaught exception ends a worker with a named cause.
 
-Python's default `sys.excepthook` prints the traceback and lets the
-interpreter exit, which under MultiWorkerMirroredStrategy waits on the dead
-or failed peers at TensorFlow's shutdown. When keras_dp creates a
-multi-worker strategy, this part's hook still prints the traceback (a
-`KerasDPError` without it: it is meant for people), then ends the process at
-once (`os._exit`) with keras_dp's exit code: `EXIT_PEER_FAILED` naming the
-failed peer, or this worker's own failure reported to the cluster first (see
-`keras_dp.fault.handle_exception`).
+The hook prints the traceback (a `KerasDPError` without it), then ends the process at once
+with keras_dp's exit code (`keras_dp.fault.handle_exception`). See docs/fault_tolerance.md.
 """
-
-from __future__ import annotations
 
 import sys
 
+from keras_dp.keras_fix import _part
 from keras_dp.keras_fix._part import Part
 
 PART = Part(
@@ -22,7 +15,7 @@ PART = Part(
     "none upstream: keras_dp's exit codes (keras_dp/fault.py)",
     "multi-worker strategies", switch="set sys.excepthook after keras_dp.scope()")
 
-_installed = {}
+_cluster = {}
 
 
 def install(cluster) -> None:
@@ -30,28 +23,26 @@ def install(cluster) -> None:
     from keras_dp import fault
     from keras_dp.errors import KerasDPError
 
-    if _installed.get("cluster") is not None:
-        _installed["cluster"] = cluster
+    _cluster["now"] = cluster
+    if is_applied():
         return
     previous = sys.excepthook
-    _installed.update(cluster=cluster, previous=previous)
 
     def excepthook(exc_type, exc, tb):
         if isinstance(exc, KerasDPError):
             sys.stderr.write(f"{exc}\n")  # meant for people: no traceback
         else:
             previous(exc_type, exc, tb)
-        fault._exit_now(fault.handle_exception(exc, _installed["cluster"]), "")
+        fault._exit_now(fault.handle_exception(exc, _cluster["now"]), "")
 
-    sys.excepthook = excepthook
+    _part.replace(PART.name, sys, "excepthook", excepthook)
 
 
 def uninstall() -> None:
     """Restores the previous `sys.excepthook` (for tests)."""
-    if "previous" in _installed:
-        sys.excepthook = _installed["previous"]
-    _installed.clear()
+    _part.restore(PART.name)
+    _cluster.clear()
 
 
 def is_applied() -> bool:
-    return "previous" in _installed
+    return _part.is_applied(PART.name)

@@ -1,14 +1,8 @@
 """Keras-layer part `fit_step`: `keras_dp.callbacks.BackupAndRestore` resumes mid-epoch.
 
-Keras' `fit` calls `model.train_function(iterator)` once per step and gives
-callbacks no way to skip the batches a resumed run already trained on, or
-to replay a step's logs. `BackupAndRestore` replaces `model.train_function`
-on its own model (per instance, never on the class) for the length of a
-`fit`, around Keras' compiled function, and puts it back at the end.
-Applied by `keras_dp.callbacks.BackupAndRestore`; the switch is not to use it.
+It replaces `model.train_function` on its own model (never on the class) for the length of a
+`fit`, to skip the batches already trained on; see docs/backups.md.
 """
-
-from __future__ import annotations
 
 from typing import Callable
 

@@ -1,22 +1,12 @@
 """Keras-layer part `gradient_clipping`: clipping sees the global batch's gradient.
 
-`BaseOptimizer._backend_apply_gradients` clips the gradients (`clipnorm`,
-`global_clipnorm`, `clipvalue`) before `TFOptimizer._backend_update_step`
-all-reduces them, so each replica clips its own partial gradient and N
-replicas do not train like one device with the same global batch. Fixed: in
-a replica context with several replicas and clipping on, the gradients are
-all-reduced first and the SUM (the global batch's gradient, as Keras scales
-each replica's loss by 1/replicas) is clipped, exactly as on one device; the
-optimizer's own all-reduce then passes these already-reduced gradients
-through (one all-reduce per step, as without clipping). Applied when keras_dp
-creates a strategy with several replicas.
+Several replicas: the gradients are all-reduced first and their sum clipped, as one device
+would; the optimizer's own all-reduce then passes them through. See docs/keras_layer.md.
 """
-
-from __future__ import annotations
 
 import threading
 
-from keras_dp.keras_fix._part import Part, Target, replace, tf_optimizer
+from keras_dp.keras_fix._part import Part, Target, tf_optimizer, wrap
 
 PART = Part(
     "gradient_clipping",
@@ -37,32 +27,26 @@ def _clips(optimizer) -> bool:
 def install() -> None:
     import tensorflow as tf
 
-    owner = tf_optimizer()
-    original_clip = owner._clip_gradients   # BaseOptimizer's, inherited
-    original_reduce = owner._all_reduce_sum_gradients
-
-    def _clip_gradients(self, grads):
+    def _clip_gradients(self, keras, grads):   # BaseOptimizer's, inherited
         context = tf.distribute.get_replica_context()
         present = [g for g in grads if g is not None]
         if not _clips(self) or context is None or context.num_replicas_in_sync <= 1 \
                 or not present:
-            return original_clip(self, grads)
+            return keras(grads)
         # The global batch's gradient (each replica's loss is already scaled
         # by 1/replicas), clipped as one device would clip it.
         summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
-        clipped = original_clip(self, [None if g is None else next(summed) for g in grads])
-        reduced = getattr(_pending, "reduced", {})
-        reduced[id(self)] = [g for g in clipped if g is not None]
-        _pending.reduced = reduced
+        clipped = keras([None if g is None else next(summed) for g in grads])
+        vars(_pending).setdefault("reduced", {})[id(self)] = [g for g in clipped if g is not None]
         return clipped
 
-    def _all_reduce_sum_gradients(self, grads_and_vars):
+    def _all_reduce_sum_gradients(self, keras, grads_and_vars):
         grads_and_vars = list(grads_and_vars)
         done = getattr(_pending, "reduced", {}).pop(id(self), None)
         if done is not None and all(g is None or any(g is d for d in done)
                                     for g, _ in grads_and_vars):
             return grads_and_vars  # already all-reduced (and clipped) above
-        return original_reduce(self, grads_and_vars)
+        return keras(grads_and_vars)
 
-    replace(PART.name, owner, "_clip_gradients", _clip_gradients)
-    replace(PART.name, owner, "_all_reduce_sum_gradients", _all_reduce_sum_gradients)
+    wrap(PART.name, tf_optimizer(), "_clip_gradients", _clip_gradients)
+    wrap(PART.name, tf_optimizer(), "_all_reduce_sum_gradients", _all_reduce_sum_gradients)

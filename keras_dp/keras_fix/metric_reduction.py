@@ -1,14 +1,8 @@
 """Keras-layer part `metric_reduction`: metrics reduce across workers.
 
-`reduce_per_replica(..., "auto")` reduces per-replica metric values with
-`strategy.reduce("MEAN", v, axis=0)`, which fails on scalars under
-MultiWorkerMirroredStrategy (`Invalid reduction dimension 0 for input with 0
-dimensions`). Fixed: the mean is taken across replicas (`axis=None`), as the
-single-worker branch computes. Applied when keras_dp creates a multi-worker
-strategy.
+`reduce_per_replica(..., "auto")` takes the mean across replicas (`axis=None`) instead of
+failing on scalars (`Invalid reduction dimension 0`). See docs/keras_layer.md.
 """
-
-from __future__ import annotations
 
 from keras_dp.keras_fix._part import Part, Target, replace, trainer
 

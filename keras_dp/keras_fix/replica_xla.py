@@ -1,46 +1,15 @@
-"""The Keras fix's part `replica_xla`: XLA for each replica's step under a strategy.
-
-Keras 3 (3.10-3.15, TensorFlow backend) compiles the whole distributed step
-with XLA when `jit_compile=True`: `_make_function` wraps
-`strategy.run(train_step)` and the reduction of its results in one
-`tf.function(jit_compile=True)`. With several replicas that function holds
-the gradient all-reduce, the optimizer update on mirrored variables and
-every replica's computation, which TensorFlow cannot compile on CPU:
-under MirroredStrategy over logical CPUs the compiled step reads a variable
-of another device ("Trying to access resource ... located in device CPU:1
-from device CPU:0"), and under MultiWorkerMirroredStrategy XLA has no CPU
-kernel for the collectives (`CollectiveGatherV2` of an embedding's sparse
-gradient). And `jit_compile="auto"` resolves to False under any
-tf.distribute strategy, so scaling out loses XLA.
-
-With this part, under a strategy with several replicas (or several
-workers) and `jit_compile=True`, Keras' stock `train_step` and `test_step`
-run with their forward pass, loss and backward pass in a
-`tf.function(jit_compile=True)` inside the replica function (compiled for
-the replica's own device), and the loss tracker, the gradient all-reduce,
-the optimizer update (with the other parts: clipping of the global
-gradient, summed sparse slices, accumulation) and the metrics outside it,
-as `keras_dp.train_step(..., jit_compile=True)` does. The outer step
-function is then traced without XLA. `predict_step` runs the same way: Keras
-already compiles it inside the replica function, but with TensorFlow 2.20 and
-Keras 3.10 that compiled step reads the replica-1 variables from CPU:0 ("Trying
-to access resource ... replica_1 ... from device CPU:0"), whereas the forward
-pass in a function of its own runs on every version. Models that override
-`train_step`, `test_step` or `predict_step` keep Keras' own behaviour (a whole
-step with XLA, which TensorFlow can compile on GPUs at best).
-
-`jit_compile="auto"` under a keras_dp strategy means what it means without
-a strategy in Keras (on when an accelerator is visible and every layer
-supports XLA: where it is faster), instead of always off.
+"""Keras-layer part `replica_xla`: XLA for each replica's forward and backward pass under a
+strategy, the all-reduce and update outside it; `jit_compile="auto"` as without a strategy.
+See docs/xla.md.
 """
-
-from __future__ import annotations
 
 import contextlib
 import functools
 import warnings
 
-from keras_dp.keras_fix._part import Part, Target, replace, tf_trainer, trainer as _trainer
+from keras_dp.keras_fix._part import Part, Target, lazy, tf_trainer, trainer as _trainer, wrap
+
+_adapter = lazy("keras.src.trainers.data_adapters.data_adapter_utils")
 
 PART = Part(
     "replica_xla",
@@ -54,12 +23,11 @@ PART = Part(
        Target(tf_trainer, "_make_function", ("self", "step_function"))))
 
 
-def splits(strategy) -> bool:
-    """Whether the step runs the all-reduce across devices or workers (so XLA goes inside)."""
-    if strategy is None or "TPU" in type(strategy).__name__:
-        return False   # TPUStrategy compiles its whole step itself
-    return strategy.num_replicas_in_sync > 1 or _trainer()._collective_all_reduce_multi_worker(
-        strategy)
+def _splits(strategy) -> bool:
+    """Whether the step all-reduces across devices or workers (TPUStrategy compiles its own)."""
+    return strategy is not None and "TPU" not in type(strategy).__name__ and (
+        strategy.num_replicas_in_sync > 1
+        or _trainer()._collective_all_reduce_multi_worker(strategy))
 
 
 def _stock(model, step: str) -> bool:
@@ -68,7 +36,7 @@ def _stock(model, step: str) -> bool:
 
 def _applies(model, step: str) -> bool:
     return (not model.run_eagerly and bool(model.jit_compile) and _stock(model, step)
-            and splits(model._distribute_strategy))
+            and _splits(model._distribute_strategy))
 
 
 @contextlib.contextmanager
@@ -82,47 +50,23 @@ def _outer_without_xla(model):
         model._jit_compile = saved
 
 
-def _batch_size(x):
-    import tensorflow as tf
-    from keras.src import tree
-
-    return tf.shape(next(i for i in tree.flatten(x) if i is not None))[0]
-
-
-def _forward_backward(model, x, y, sample_weight):
-    """Forward pass, loss and its gradients: the part of Keras' train_step XLA compiles."""
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
-        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                   training=True)
-        scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
-    weights = model.trainable_weights
-    grads = tape.gradient(scaled, weights) if weights else None
-    return y_pred, loss, grads
-
-
-def _forward(model, x, y, sample_weight):
-    """Forward pass and loss: the part of Keras' test_step XLA compiles."""
-    y_pred = model(x, training=False) if model._call_has_training_arg else model(x)
-    loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                               training=False)
-    return y_pred, loss
+def _call(model, x, training: bool):
+    return model(x, training=training) if model._call_has_training_arg else model(x)
 
 
 def _track_loss(model, x, loss):
+    import tensorflow as tf
+    from keras.src import tree
     from keras.src.losses import loss as loss_module
 
-    model._loss_tracker.update_state(loss_module.unscale_loss_for_distribution(loss),
-                                     sample_weight=_batch_size(x))
+    model._loss_tracker.update_state(
+        loss_module.unscale_loss_for_distribution(loss),
+        sample_weight=tf.shape(next(i for i in tree.flatten(x) if i is not None))[0])
 
 
 def _train_step(model, compiled, data):
     """Keras' train_step (3.10-3.15) with `compiled` doing the forward and backward pass."""
-    from keras.src.trainers.data_adapters import data_adapter_utils
-
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = _adapter().unpack_x_y_sample_weight(data)
     y_pred, loss, grads = compiled(x, y, sample_weight)
     _track_loss(model, x, loss)
     if grads is not None:
@@ -134,9 +78,7 @@ def _train_step(model, compiled, data):
 
 def _test_step(model, compiled, data):
     """Keras' test_step (3.10-3.15) with `compiled` doing the forward pass and loss."""
-    from keras.src.trainers.data_adapters import data_adapter_utils
-
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = _adapter().unpack_x_y_sample_weight(data)
     y_pred, loss = compiled(x, y, sample_weight)
     _track_loss(model, x, loss)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -144,29 +86,32 @@ def _test_step(model, compiled, data):
 
 def _predict_step(model, compiled, data):
     """Keras' predict_step (3.10-3.15) with `compiled` doing the forward pass."""
-    from keras.src.trainers.data_adapters import data_adapter_utils
-
-    x, _, _ = data_adapter_utils.unpack_x_y_sample_weight(data)
-    return compiled(x)
+    return compiled(_adapter().unpack_x_y_sample_weight(data)[0])
 
 
 def compiled_part(model, kind: str):
-    """The `tf.function(jit_compile=True)` one replica runs for `kind` ("train", "test"
-    or "predict")."""
+    """The `tf.function(jit_compile=True)` one replica runs for `kind` (train, test, predict)."""
     import tensorflow as tf
 
-    if kind == "train":
-        def replica_forward_backward(x, y, sample_weight):
-            return _forward_backward(model, x, y, sample_weight)
-        body = replica_forward_backward
-    elif kind == "predict":
-        def replica_predict(x):
-            return model(x, training=False) if model._call_has_training_arg else model(x)
-        body = replica_predict
-    else:
-        def replica_forward(x, y, sample_weight):
-            return _forward(model, x, y, sample_weight)
-        body = replica_forward
+    def replica_forward_backward(x, y, sample_weight):   # what XLA compiles of train_step
+        with tf.GradientTape() as tape:
+            y_pred = _call(model, x, True)
+            loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                       training=True)
+            scaled = model.optimizer.scale_loss(loss) if model.optimizer is not None else loss
+        weights = model.trainable_weights
+        return y_pred, loss, tape.gradient(scaled, weights) if weights else None
+
+    def replica_forward(x, y, sample_weight):   # what XLA compiles of test_step
+        y_pred = _call(model, x, False)
+        return y_pred, model._compute_loss(x=x, y=y, y_pred=y_pred,
+                                           sample_weight=sample_weight, training=False)
+
+    def replica_predict(x):
+        return _call(model, x, False)
+
+    body = {"train": replica_forward_backward, "test": replica_forward,
+            "predict": replica_predict}[kind]
     function = tf.function(body, jit_compile=True, reduce_retracing=True)
     if not hasattr(model, "_keras_dp_replica_xla"):
         model._keras_dp_replica_xla = {}
@@ -177,19 +122,16 @@ def compiled_part(model, kind: str):
 def install() -> None:
     """Installs the part (`keras_fix.remove` puts Keras' functions back)."""
     trainer = _trainer()
-    owner = trainer.TensorFlowTrainer
-    original_auto = owner._resolve_auto_jit_compile
 
     def maker(kind, replica_step):
         """Keras' `make_<kind>_function`, with `replica_step` around the compiled part."""
-        original = getattr(owner, f"make_{kind}_function")
         attribute = f"{kind}_function"
 
-        def make_function(self, force=False):
+        def make_function(self, keras, force=False):
             if getattr(self, attribute) is not None and not force:
                 return getattr(self, attribute)
             if not _applies(self, f"{kind}_step"):
-                return original(self, force=force)
+                return keras(force=force)
             step = functools.partial(replica_step, self, compiled_part(self, kind))
             with _outer_without_xla(self):
                 setattr(self, attribute, self._make_function(step))
@@ -197,52 +139,43 @@ def install() -> None:
 
         return make_function
 
-    def _resolve_auto_jit_compile(self):
+    def _resolve_auto_jit_compile(self, keras):
         import tensorflow as tf
 
         strategy = self._distribute_strategy
         if strategy is None or "TPU" in type(strategy).__name__ \
                 or not _stock(self, "train_step") or not _stock(self, "test_step"):
-            return original_auto(self)
+            return keras()
         if not any(d.device_type != "CPU" for d in tf.config.list_physical_devices()):
             return False   # Keras' rule: no XLA by default on CPU-only machines
         return bool(trainer.base_trainer.model_supports_jit(self))
 
-    original_predict = owner.make_predict_function
-
-    def make_predict_function(self, force=False):
-        """Keras' own, with the model's `predict_step` the replica's compiled forward pass.
-
-        Keras' predict function calls `self.predict_step` in each replica when it
-        is traced, so the instance attribute stands in for the class's method
-        (which `_stock` still sees) for as long as this predict function is used.
-        """
+    def make_predict_function(self, keras, force=False):
+        # Keras' own, with an instance `predict_step` (the replica's compiled forward pass)
+        # standing in for the class's method, which `_stock` still sees.
         if self.predict_function is not None and not force:
             return self.predict_function
         if getattr(vars(self).get("predict_step"), "_keras_dp_replica_xla", False):
             del self.predict_step
         if not _applies(self, "predict_step"):
-            return original_predict(self, force=force)
+            return keras(force=force)
         step = functools.partial(_predict_step, self, compiled_part(self, "predict"))
         step._keras_dp_replica_xla = True
         self.predict_step = step
         with _outer_without_xla(self):
-            original_predict(self, force=force)
+            keras(force=force)
         return self.predict_function
 
-    replace(PART.name, owner, "make_train_function", maker("train", _train_step))
-    replace(PART.name, owner, "make_test_function", maker("test", _test_step))
-    replace(PART.name, owner, "make_predict_function", make_predict_function)
-    replace(PART.name, owner, "_resolve_auto_jit_compile", _resolve_auto_jit_compile)
+    owner = trainer.TensorFlowTrainer
+    wrap(PART.name, owner, "make_train_function", maker("train", _train_step))
+    wrap(PART.name, owner, "make_test_function", maker("test", _test_step))
+    wrap(PART.name, owner, "make_predict_function", make_predict_function)
+    wrap(PART.name, owner, "_resolve_auto_jit_compile", _resolve_auto_jit_compile)
 
 
 def describe(num_gpus: int, enabled: bool) -> str:
-    """What XLA does under keras_dp here (`keras-dp env`).
-
-    Args:
-        num_gpus: GPUs this process sees.
-        enabled: Whether `KERAS_DP_KERAS_FIX` allows the part.
-    """
+    """What XLA does under keras_dp here (`keras-dp env`), with `num_gpus` GPUs visible and
+    the part allowed (`enabled`) or not."""
     if not enabled:
         return ("Keras' own: jit_compile='auto' off under strategies; jit_compile=True "
                 f"compiles the whole step (part {PART.name} switched off); keras-dp train: off "

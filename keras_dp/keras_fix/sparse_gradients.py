@@ -1,20 +1,8 @@
 """Keras-layer part `sparse_gradients`: an embedding's duplicate gradient rows are summed.
 
-An embedding lookup's gradient is a `tf.IndexedSlices` with one slice per
-occurrence of a row, and the all-reduce of such gradients concatenates the
-replicas' slices, so a row appears once per replica that used it. Keras'
-optimizers apply non-linear element-wise ops to the slices as they are
-(Adam's `square(gradient)` for its second moment), so a duplicated row gets
-the sum of its parts' squares instead of the square of its gradient: Adam,
-AdamW, RMSprop, Adagrad... update differently from the dense gradient, and N
-replicas differ from one device by up to a whole learning-rate step per
-element from the first step (4.9e-3 with lr 5e-3 on the position embedding
-of `TransformerLM`). Fixed: the duplicate slices of each gradient are summed
-(`tf.unique` + `unsorted_segment_sum`) before the optimizer's update, as TF's
-Keras 2 optimizers did. Applied whenever keras_dp creates a strategy.
+The duplicate slices of an all-reduced `tf.IndexedSlices` gradient are summed before the
+update, as TF's Keras 2 optimizers did. See docs/keras_layer.md.
 """
-
-from __future__ import annotations
 
 from keras_dp.keras_fix._part import Part, Target, replace, tf_optimizer
 
@@ -29,15 +17,7 @@ PART = Part(
 
 
 def deduplicate(gradient):
-    """Sums the slices of an `IndexedSlices` gradient that share a row.
-
-    Args:
-        gradient: A gradient (anything else than `tf.IndexedSlices` is
-            returned as it is).
-
-    Returns:
-        An `IndexedSlices` with unique indices and the same dense value.
-    """
+    """`gradient` with the slices that share a row summed (other than `IndexedSlices`: as is)."""
     import tensorflow as tf
 
     if not isinstance(gradient, tf.IndexedSlices):

@@ -1,63 +1,19 @@
 """Keras-layer part `stock_callbacks`: Keras' own file-writing callbacks, one writer per file.
 
-Keras 3's callbacks have no notion of workers (TF's Keras 2 had:
-`distributed_file_utils.write_dirpath` sent a non-chief's writes to a
-temporary directory). Under `MultiWorkerMirroredStrategy` every worker writes
-the same files: `keras.callbacks.BackupAndRestore` fails with
-`BlockingIOError: unable to lock file` (h5py), `TensorBoard` puts every
-worker's event files in one run folder, `ModelCheckpoint` and `CSVLogger`
-write each file once per worker.
-
-This part makes the stock classes behave as keras_dp's own
-(`keras_dp.callbacks`) when the model's strategy spans several workers; on
-one worker they are Keras' code, untouched:
-
-- `ModelCheckpoint`, `TensorBoard`, `CSVLogger`: the functions of
-  `keras_dp.callbacks.checkpoint` (a non-chief saves into a temporary
-  directory it deletes, logs into one it deletes at the end of training,
-  writes no CSV);
-- `BackupAndRestore` (same files, `latest.weights.h5` and
-  `training_metadata.json` in `backup_dir`): only the chief writes
-  `backup_dir`, each file by an atomic rename (a worker killed mid-save
-  leaves the previous backup); a non-chief saves into a temporary directory
-  it deletes. On restore every worker reads `backup_dir` (a filesystem all
-  of them read), then they compare what they restored (epoch and a checksum
-  of the weights) and stop with `keras_dp.callbacks.BackupError` if it
-  differs; only the chief repairs a damaged backup from the `.bkp` copy and
-  deletes `backup_dir` at the end.
-
-The methods are replaced on the stock classes (rather than swapping the
-user's callbacks for keras_dp's in `fit`) so the user's objects stay what
-they created: same class, attributes (`best`, `stopped_epoch`, ...) and
-subclasses, and the same behaviour on one worker.
-
-`EarlyStopping` and `ReduceLROnPlateau` need nothing: they decide on the
-epoch logs, which are the metrics all-reduced over the workers, so every
-worker decides the same (tests/test_dropin_writes.py shows it).
+On several workers the stock classes write as `keras_dp.callbacks` do. See docs/dropin_writes.md.
 """
-
-from __future__ import annotations
 
 import functools
 import json
 import zlib
 
-from keras_dp.chief_files import atomic, elsewhere, position
-from keras_dp.keras_fix._part import Part, Target, replace
+from keras_dp.chief_files import atomic, elsewhere, position, write_text
+from keras_dp.keras_fix._part import Part, Target, lazy, wrap
 
-
-def _classes():
-    from keras.src.callbacks.backup_and_restore import BackupAndRestore
-    from keras.src.callbacks.csv_logger import CSVLogger
-    from keras.src.callbacks.model_checkpoint import ModelCheckpoint
-    from keras.src.callbacks.tensorboard import TensorBoard
-
-    return ModelCheckpoint, TensorBoard, CSVLogger, BackupAndRestore
-
-
-def _class(index: int):
-    return lambda: _classes()[index]
-
+_CLASSES = (lazy("keras.src.callbacks.model_checkpoint", "ModelCheckpoint"),
+            lazy("keras.src.callbacks.tensorboard", "TensorBoard"),
+            lazy("keras.src.callbacks.csv_logger", "CSVLogger"),
+            lazy("keras.src.callbacks.backup_and_restore", "BackupAndRestore"))
 
 PART = Part(
     "stock_callbacks",
@@ -65,7 +21,7 @@ PART = Part(
     "files (BackupAndRestore: BlockingIOError)",
     "none filed: Keras 3 dropped Keras 2's chief/temporary-directory writes",
     "multi-worker strategies",
-    targets=tuple(Target(_class(which), name) for which, name in (
+    targets=tuple(Target(_CLASSES[which], name) for which, name in (
         (0, "_save_model"), (0, "_get_file_path"), (1, "set_model"), (1, "on_train_end"),
         (2, "on_train_begin"), (2, "on_epoch_end"), (2, "on_train_end"), (3, "on_train_begin"),
         (3, "_save_model"), (3, "_load_model"), (3, "on_train_end"))))
@@ -75,16 +31,9 @@ def install() -> None:
     """Replaces the methods (`keras_fix.remove` puts the originals back)."""
     from keras_dp.callbacks import checkpoint as worker
 
-    model_checkpoint, tensorboard, csv_logger, backup = _classes()
+    model_checkpoint, tensorboard, csv_logger, backup = (load() for load in _CLASSES)
 
-    def method(owner, name, body):
-        original = getattr(owner, name)
-
-        @functools.wraps(original)
-        def replaced(self, *args, **kwargs):
-            return body(self, functools.partial(original, self), *args, **kwargs)
-
-        replace(PART.name, owner, name, replaced)
+    method = functools.partial(wrap, PART.name)
 
     method(model_checkpoint, "_save_model", worker.save_as_worker)
     method(model_checkpoint, "_get_file_path",
@@ -107,11 +56,7 @@ def install() -> None:
 
 
 # -- BackupAndRestore ----------------------------------------------------------------
-
-def _file_utils():
-    from keras.src.utils import file_utils
-
-    return file_utils
+_file_utils = lazy("keras.src.utils.file_utils")
 
 
 def _backup_save(self, keras):
@@ -134,9 +79,8 @@ def _backup_save(self, keras):
                 _copy(path, previous)
     with atomic(self._weights_path) as temp:
         self.model.save_weights(filepath=temp, overwrite=True)
-    with atomic(self._training_metadata_path) as temp, files.File(temp, "w") as handle:
-        handle.write(json.dumps({"epoch": self._current_epoch,
-                                 "batch": self._last_batch_seen}))
+    write_text(self._training_metadata_path,
+               json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
     return None
 
 
@@ -181,21 +125,15 @@ def _backup_begin(self, keras, logs=None):
 
 def _restored(self, weights: bool, metadata: bool) -> str:
     """What this worker restored, for comparing with the others."""
-    if not weights and not metadata:
-        return "none"
-    parts = []
-    if metadata:
-        parts.append(f"epoch {getattr(self.model, '_initial_epoch', None)}")
+    parts = [f"epoch {getattr(self.model, '_initial_epoch', None)}"] if metadata else []
     if weights:
         crc = 0
         for variable in self.model.weights:
             crc = zlib.crc32(variable.numpy().tobytes(), crc)
         parts.append(f"weights crc32 {crc:08x}")
-    return ", ".join(parts)
+    return ", ".join(parts) or "none"
 
 
 def _backup_end(self, keras, logs=None):
     """`on_train_end`: only the chief deletes `backup_dir`."""
-    if position(self.model)[2]:
-        return keras(logs)
-    return None
+    return keras(logs) if position(self.model)[2] else None

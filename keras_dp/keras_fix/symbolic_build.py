@@ -1,16 +1,10 @@
 """Keras-layer part `symbolic_build`: `model.fit` under MultiWorkerMirroredStrategy builds.
 
-`TensorFlowTrainer._maybe_symbolic_build` all-reduces a whole input batch
-(`strategy.reduce("MEAN", (x, y), axis=None)`) only to learn its shapes; the
-collective strategy cannot reduce a nested structure, so fit fails with
-`ValueError: Attempt to convert a value (PerReplica:{...})`. Fixed: the
-shapes come from this worker's first local replica (no collective needed).
-Applied when keras_dp creates a multi-worker strategy.
+The shapes come from this worker's first local replica instead of an all-reduce of the batch
+(`ValueError: Attempt to convert a value (PerReplica:{...})`). See docs/keras_layer.md.
 """
 
-from __future__ import annotations
-
-from keras_dp.keras_fix._part import Part, Target, replace, tf_trainer, trainer
+from keras_dp.keras_fix._part import Part, Target, tf_trainer, trainer, wrap
 
 PART = Part(
     "symbolic_build", "model.fit fails under MultiWorkerMirroredStrategy",
@@ -23,14 +17,12 @@ def install() -> None:
     import tensorflow as tf
     from keras.src import tree
 
-    owner = tf_trainer()
-    original = owner._maybe_symbolic_build
     multi_worker = trainer()._collective_all_reduce_multi_worker
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    def _maybe_symbolic_build(self, keras, iterator=None, data_batch=None):
         strategy = self._distribute_strategy
         if strategy is None or not multi_worker(strategy):
-            return original(self, iterator=iterator, data_batch=data_batch)
+            return keras(iterator=iterator, data_batch=data_batch)
         if iterator is not None:
             # Keras yields (begin, end, iterator) since 3.11, (step, iterator) before.
             for *_, it in iterator:
@@ -42,4 +34,4 @@ def install() -> None:
         with strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
-    replace(PART.name, owner, "_maybe_symbolic_build", _maybe_symbolic_build)
+    wrap(PART.name, tf_trainer(), "_maybe_symbolic_build", _maybe_symbolic_build)

@@ -1,12 +1,8 @@
 """Keras-layer part `warning_filter`: Keras' misleading "shuffle=True was passed" warning.
 
-Keras warns on every `fit` with a tf.data or distributed dataset because
-`shuffle` defaults to True; keras_dp datasets shuffle themselves (seeded, per
-epoch), so the warning only misleads. Installed by `keras_dp.scope()`; a
-program's own `warnings.filterwarnings` calls made later take precedence.
+keras_dp datasets shuffle themselves, so `keras_dp.scope()` hides the warning; a program's
+own later `warnings.filterwarnings` calls take precedence.
 """
-
-from __future__ import annotations
 
 from keras_dp.keras_fix._part import Part
 
