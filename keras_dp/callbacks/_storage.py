@@ -1,9 +1,4 @@
-"""Storage errors, in words: a refused write, an I/O error, the free space.
-
-Shared by the backups, the checkpoints and the job's final save (the atomic
-writes themselves are `keras_dp.chief_files.atomic`): telling a refused write
-(no space, read-only, no permission) from other errors, and the free space.
-"""
+"""Storage errors in words (a refused write, an I/O error, the free space), for every writer."""
 
 from __future__ import annotations
 
@@ -44,19 +39,14 @@ def is_storage_error(exc: BaseException) -> bool:
     """
     if isinstance(exc, OSError):
         return True
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover
+    if not is_io_error(exc):
         return False
-    if isinstance(exc, (tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError)):
-        text = str(exc).lower()
-        # ResourceExhausted is also "out of memory": only the disk's kind counts.
-        return isinstance(exc, tf.errors.PermissionDeniedError) or any(
-            word in text for word in _STORAGE_WORDS)
-    if isinstance(exc, tf.errors.OpError):
-        text = str(exc).lower()
-        return any(word in text for word in _STORAGE_WORDS)
-    return False
+    import tensorflow as tf
+
+    # ResourceExhausted is also "out of memory": only the disk's kind counts.
+    text = str(exc).lower()
+    return isinstance(exc, tf.errors.PermissionDeniedError) or any(
+        word in text for word in _STORAGE_WORDS)
 
 
 def free_space(path: str) -> str:

@@ -1,9 +1,4 @@
-"""Throughput: examples and tokens per second, in total and per replica.
-
-Steps are timed from the end of the first `skip_steps` steps (graph tracing
-and XLA compilation are not throughput) to the latest step; the rate of each
-epoch (excluding validation) also goes into its logs.
-"""
+"""Throughput: examples and tokens per second, in total and per replica (compilation excluded)."""
 
 from __future__ import annotations
 
