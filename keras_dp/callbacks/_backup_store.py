@@ -47,10 +47,6 @@ class Backup:
     meta: Optional[Dict[str, Any]]   # None when absent or unreadable
     meta_problem: Optional[str]      # why, e.g. "meta.json is missing"
 
-    @property
-    def complete(self) -> bool:
-        return self.meta is not None
-
 
 @dataclasses.dataclass
 class Choice:
@@ -118,8 +114,8 @@ class BackupStore:
     def _unfinished(self, backups: List[Backup], pointer: Optional[str]) -> List[Backup]:
         """Directories of a save that never finished: no meta.json, newer than any complete one."""
         floor = max([(b.step, b.serial) for b in backups
-                     if b.complete or b.name == pointer], default=(-1, -1))
-        return [b for b in backups if not b.complete and b.meta_problem == f"{META} is missing"
+                     if b.meta is not None or b.name == pointer], default=(-1, -1))
+        return [b for b in backups if b.meta is None and b.meta_problem == f"{META} is missing"
                 and (b.step, b.serial) > floor]
 
     def choose(self) -> Choice:
@@ -140,11 +136,6 @@ class BackupStore:
                 return Choice(backup, damaged)
             damaged.append((backup.name, why))
         return Choice(None, damaged)
-
-    def latest(self) -> Optional[Tuple[str, Dict[str, Any]]]:
-        """The newest intact backup as `(state prefix, metadata)`, or None."""
-        chosen = self.choose().backup
-        return None if chosen is None else (chosen.prefix, chosen.meta)
 
     # -- writing ------------------------------------------------------------
     def save(self, step: int, write_state: Callable[[str], Any], meta: Dict[str, Any]) -> str:
@@ -202,7 +193,7 @@ class BackupStore:
         gfile = _gfile()
         newest_of_step: Dict[int, str] = {}
         for backup in self.list():  # newest first
-            if backup.complete:
+            if backup.meta is not None:
                 newest_of_step.setdefault(backup.step, backup.name)
         kept = set(list(newest_of_step.values())[:self.keep]) | {keep_name}
         for entry in self._names():

@@ -18,13 +18,9 @@ def first_line(exc: BaseException) -> str:
 
 def is_io_error(exc: BaseException) -> bool:
     """An error of the filesystem, or TensorFlow's report of one."""
-    if isinstance(exc, OSError):
-        return True
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - this module is only used with TF
-        return False
-    return isinstance(exc, tf.errors.OpError)
+    import tensorflow as tf
+
+    return isinstance(exc, (OSError, tf.errors.OpError))
 
 
 _STORAGE_WORDS = ("no space left", "read-only file system", "permission denied",

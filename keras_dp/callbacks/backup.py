@@ -7,6 +7,7 @@ docs/callbacks.md, docs/backups.md and docs/train_job.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -67,9 +68,8 @@ def steps_per_batch(model) -> int:
 def is_replayed_step(model, batch: int) -> bool:
     """Whether `fit`'s step `batch` only skips a step done before a restore.
 
-    Keras still calls every callback's batch hooks for the steps of the
-    resumed epoch that the backup had done; callbacks that count or time
-    steps ignore them with this function.
+    Keras still calls the batch hooks for the resumed epoch's steps that the
+    backup had done; callbacks that count or time steps ignore them.
 
     Args:
         model: The model being trained (`callback.model`).
@@ -82,12 +82,7 @@ def is_replayed_step(model, batch: int) -> bool:
 class BackupAndRestore(keras.callbacks.Callback):
     """Backs up the training state so that an interrupted `fit` resumes at the exact step.
 
-    Use it like Keras' `BackupAndRestore`, in single- and multi-worker runs:
-
-    ```python
-    backup = keras_dp.callbacks.BackupAndRestore("/shared/run1/backup", save_freq=100)
-    model.fit(dataset, epochs=10, steps_per_epoch=1000, callbacks=[backup])
-    ```
+    Used like Keras' `BackupAndRestore`, in single- and multi-worker runs.
 
     Args:
         backup_dir: Directory for the backups, only for them. Only the chief
@@ -105,9 +100,6 @@ class BackupAndRestore(keras.callbacks.Callback):
             save, saved with every backup (`latest_backup(...)["metadata"]`).
         keep: How many backups to keep (default 2); a damaged one is
             reported on restore and the next older one used.
-
-    A backup the disk refuses (full, read-only) is one warning; training
-    goes on and the previous backup stays intact.
 
     Raises:
         ConfigError: for an empty `backup_dir`, a bad `save_freq` or `keep`.
@@ -131,7 +123,6 @@ class BackupAndRestore(keras.callbacks.Callback):
                         2 if double_checkpoint else 1)
         self.backup_dir = str(backup_dir)
         self.save_freq = save_freq
-        self.double_checkpoint = double_checkpoint
         self.delete_checkpoint = delete_checkpoint
         self.save_before_preemption = save_before_preemption
         self.replay_data = bool(replay_data)
@@ -186,7 +177,7 @@ class BackupAndRestore(keras.callbacks.Callback):
             log.warning(message)
         if choice.backup is not None:
             self._restore(choice.backup.prefix, choice.backup.meta)
-        self._install_train_function()
+        fit_step.wrap(self.model, lambda original: functools.partial(self._train, original))
         if self.save_before_preemption:
             self._watcher = PreemptionWatcher(strategy).start()
 
@@ -302,34 +293,26 @@ class BackupAndRestore(keras.callbacks.Callback):
         log.warning("keras_dp: restored the backup of step %d (epoch %d, step %d of it) from "
                     "%s", self.global_step, epoch + 1, step, self.backup_dir)
 
-    # -- data position -----------------------------------------------------------
-    def _install_train_function(self) -> None:
+    # -- data position: model.train_function, via the Keras-layer part keras_fix.fit_step --
+    def _train(self, original, iterator):
         spe = steps_per_batch(self.model)
-        callback = self
-
-        def make(original):   # the Keras-layer part keras_dp.keras_fix.fit_step
-            def train_function(iterator):
-                if iterator is not callback._iterator:
-                    callback._iterator = iterator
-                    callback._position = 0
-                    if callback._hidden_skip:
-                        callback._take(iterator, callback._hidden_skip)
-                        callback._hidden_skip = 0
-                if callback._boundary_save:
-                    callback._boundary_save = False
-                    callback._save("epoch")
-                if callback._replay_calls > 0:
-                    callback._replay_calls -= 1
-                    if callback.replay_data:
-                        callback._take(iterator, spe)
-                    return callback._replay_logs
-                outputs = original(iterator)
-                callback._position += spe
-                return outputs
-
-            return train_function
-
-        fit_step.wrap(self.model, make)
+        if iterator is not self._iterator:
+            self._iterator = iterator
+            self._position = 0
+            if self._hidden_skip:
+                self._take(iterator, self._hidden_skip)
+                self._hidden_skip = 0
+        if self._boundary_save:
+            self._boundary_save = False
+            self._save("epoch")
+        if self._replay_calls > 0:
+            self._replay_calls -= 1
+            if self.replay_data:
+                self._take(iterator, spe)
+            return self._replay_logs
+        outputs = original(iterator)
+        self._position += spe
+        return outputs
 
     def _take(self, iterator, count: int) -> None:
         for _ in range(count):

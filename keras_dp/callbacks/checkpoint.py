@@ -91,12 +91,6 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     Same arguments as Keras'. The other workers save to a temporary file they
     delete. A save the disk refuses is one warning; training goes on.
-
-    Example:
-
-    ```python
-    keras_dp.callbacks.ModelCheckpoint("/shared/run1/model-{epoch:02d}.keras")
-    ```
     """
 
     _redirect: Optional[str] = None
@@ -104,11 +98,8 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     _atomic = False
 
     def _save_model(self, epoch, batch, logs):
-        if _role(self.model)[1]:
-            return self._save_atomically(epoch, batch, logs)
-        return save_as_worker(self, super()._save_model, epoch, batch, logs)
-
-    def _save_atomically(self, epoch, batch, logs):
+        if not _role(self.model)[1]:
+            return save_as_worker(self, super()._save_model, epoch, batch, logs)
         self._pending = None
         self._atomic = True
         try:
