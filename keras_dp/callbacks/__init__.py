@@ -1,8 +1,6 @@
-"""Keras callbacks for data-parallel training (`keras_dp.callbacks`).
+"""Worker-aware Keras callbacks (only the chief writes your paths) and training feedback.
 
-Worker-aware replacements for Keras' file-writing callbacks, with the same arguments (in a
-multi-worker run only the chief writes to your paths), and training feedback. See
-docs/callbacks.md and docs/backups.md.
+See docs/callbacks.md and docs/backups.md.
 """
 
 from keras_dp.callbacks._backup_verify import BackupError

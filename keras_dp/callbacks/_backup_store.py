@@ -31,8 +31,8 @@ _NAME = re.compile(r"^ckpt-(\d+)-(\d+)$")
 class BackupWriteError(KerasDPError, OSError):
     """The disk refused a backup (full, read-only, no permission); the older ones are intact."""
 
-    def __init__(self, path: str, free: str, cause: BaseException):
-        super().__init__(f"could not write {path} ({first_line(cause)}; {free})")
+    def __init__(self, path: str, cause: BaseException):
+        super().__init__(f"could not write {path} ({first_line(cause)}; {free_space(path)})")
 
 
 @dataclasses.dataclass
@@ -84,7 +84,6 @@ class BackupStore:
         self.worker_index = worker_index
         self.keep = max(1, int(keep))
 
-    # -- reading ------------------------------------------------------------
     def _names(self) -> List[str]:
         gfile = _gfile()
         if not gfile.isdir(self.directory):
@@ -137,7 +136,6 @@ class BackupStore:
             damaged.append((backup.name, why))
         return Choice(None, damaged)
 
-    # -- writing ------------------------------------------------------------
     def save(self, step: int, write_state: Callable[[str], Any], meta: Dict[str, Any]) -> str:
         """Writes one backup of `step` (every worker, at the same step); returns where.
 
@@ -152,9 +150,7 @@ class BackupStore:
             except Exception as exc:  # noqa: BLE001 - only a refused write is handled
                 if not is_storage_error(exc):
                     raise
-                raise BackupWriteError(temp or tempfile.gettempdir(),
-                                       free_space(temp or tempfile.gettempdir()),
-                                       exc) from exc
+                raise BackupWriteError(temp or tempfile.gettempdir(), exc) from exc
             finally:
                 if temp:
                     shutil.rmtree(temp, ignore_errors=True)
@@ -179,7 +175,7 @@ class BackupStore:
                 remove_quietly(target)
             if not is_storage_error(exc):
                 raise
-            raise BackupWriteError(target, free_space(target), exc) from exc
+            raise BackupWriteError(target, exc) from exc
         try:
             write_text(os.path.join(self.directory, POINTER), json.dumps({"name": name}))
         except Exception as exc:  # noqa: BLE001 - the backup is complete; choose() finds it

@@ -158,7 +158,6 @@ class BackupAndRestore(keras.callbacks.Callback):
         if self._store is not None:
             self._store.delete_all()
 
-    # -- Keras hooks ----------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._reset_counters()
         setattr(self.model, _ACTIVE, self)
@@ -239,7 +238,6 @@ class BackupAndRestore(keras.callbacks.Callback):
         elif self.delete_checkpoint:
             self._store.delete_all()
 
-    # -- saving ----------------------------------------------------------------
     def _save(self, reason: str) -> Optional[str]:
         variables, write = state.writer(self.model)
         meta = {
@@ -272,7 +270,6 @@ class BackupAndRestore(keras.callbacks.Callback):
         log.info("keras_dp: backup of step %d (%s) in %s", self.global_step, reason, where)
         return where
 
-    # -- restoring -------------------------------------------------------------
     def _restore(self, prefix: str, meta: Dict[str, Any]) -> None:
         state.read(self.model, prefix, meta, self.backup_dir)
         self.global_step = int(meta["global_step"])
@@ -293,8 +290,8 @@ class BackupAndRestore(keras.callbacks.Callback):
         log.warning("keras_dp: restored the backup of step %d (epoch %d, step %d of it) from "
                     "%s", self.global_step, epoch + 1, step, self.backup_dir)
 
-    # -- data position: model.train_function, via the Keras-layer part keras_fix.fit_step --
     def _train(self, original, iterator):
+        """`model.train_function` during `fit` (Keras-layer part `keras_fix.fit_step`)."""
         spe = steps_per_batch(self.model)
         if iterator is not self._iterator:
             self._iterator = iterator

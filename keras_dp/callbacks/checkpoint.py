@@ -26,8 +26,6 @@ def _role(model):
     return index, is_chief
 
 
-# -- the worker-aware behaviour, given Keras' own method ---------------------------
-
 def save_as_worker(callback, save, *args, **kwargs):
     """`ModelCheckpoint._save_model`: a non-chief saves into a temporary directory it deletes."""
     index, is_chief = _role(callback.model)
@@ -83,8 +81,6 @@ def csv_is_open(callback) -> bool:
     """Whether the `CSVLogger` opened its file (Keras < 3.11 sets `csv_file` only then)."""
     return getattr(callback, "csv_file", None) is not None
 
-
-# -- the classes --------------------------------------------------------------------
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """`keras.callbacks.ModelCheckpoint` where only the chief writes `filepath`, atomically.

@@ -99,8 +99,7 @@ class Progress(keras.callbacks.Callback):
         if is_replayed_step(self.model, batch):
             return  # a step done before the backup was restored
         self.step += steps_per_batch(self.model)
-        logs = dict(logs or {})
-        logs.update({k: v for k, v in self.last_logs.items() if k not in logs})
+        logs = {**self.last_logs, **(logs or {})}
         if self.style == "rich" and self._progress is not None:
             self._progress.update(self._task, completed=self.step, info=self.describe(logs))
         elif self.style == "plain":
