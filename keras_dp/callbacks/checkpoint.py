@@ -44,9 +44,7 @@ def save_as_worker(callback, save, *args, **kwargs):
 def file_path_as_worker(callback, path: str) -> str:
     """`ModelCheckpoint._get_file_path`: the path inside the non-chief's temporary directory."""
     redirect = getattr(callback, "_redirect", None)
-    if redirect:
-        return os.path.join(redirect, os.path.basename(path))
-    return path
+    return os.path.join(redirect, os.path.basename(path)) if redirect else path
 
 
 def set_model_as_worker(callback, set_model, model):
