@@ -138,7 +138,7 @@ def test_sigterm_saves_the_current_step_exits_75_and_resumes(tf, tmp_path, unint
         fit(tf, False, [Interrupt(7, signal.SIGTERM),
                         BackupAndRestore(directory, save_freq=False)])
     assert info.value.code == 75 and info.value.step == 7
-    prefix, meta = BackupStore(directory, is_chief=True).latest()
+    meta = BackupStore(directory, is_chief=True).choose().backup.meta
     assert meta["global_step"] == 7 and meta["reason"] == "preemption"
     assert (meta["epoch"], meta["step_in_epoch"]) == (1, 2)
     model, _ = fit(tf, False, [BackupAndRestore(directory, save_freq=False)])
@@ -152,7 +152,7 @@ def test_sigterm_in_the_last_step_lets_the_program_finish(tf, tmp_path, capsys):
     fit(tf, False, [BackupAndRestore(directory, save_freq=5),
                     Interrupt(EPOCHS * STEPS, signal.SIGTERM)])
     assert "training is complete, the program goes on" in capsys.readouterr().err
-    assert BackupStore(directory, is_chief=True).latest() is not None  # kept
+    assert BackupStore(directory, is_chief=True).choose().backup is not None  # kept
     assert signal.getsignal(signal.SIGTERM) is handler
 
 
@@ -245,8 +245,8 @@ def test_a_save_killed_midway_leaves_the_previous_backup_latest(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         _save(store, 6, "six")
     monkeypatch.undo()
-    prefix, meta = store.latest()
-    assert meta["global_step"] == 4 and open(prefix + ".index").read() == "four"
+    found = store.choose().backup
+    assert found.meta["global_step"] == 4 and open(found.prefix + ".index").read() == "four"
     # A stale temporary pointer and the unfinished directory are cleaned up.
     (tmp_path / "backup" / "latest.tmp-123").write_text("{")
     store.clean_unfinished()
@@ -258,14 +258,14 @@ def test_a_corrupt_pointer_falls_back_to_the_newest_complete_backup(tmp_path):
     _save(store, 2, "two")
     _save(store, 5, "five")
     (tmp_path / "backup" / "latest").write_text("not json")
-    assert store.latest()[1]["global_step"] == 5
+    assert store.choose().backup.meta["global_step"] == 5
 
 
 def test_saving_a_step_again_never_touches_the_complete_backup(tmp_path):
     store = _store(tmp_path)
     _save(store, 6, "first")
     _save(store, 6, "second")
-    assert store.latest()[1]["tag"] == "second"
+    assert store.choose().backup.meta["tag"] == "second"
     assert sorted(os.listdir(tmp_path / "backup")) == ["ckpt-000000006-1", "latest"]
 
 

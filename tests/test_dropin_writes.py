@@ -56,7 +56,7 @@ def as_worker(tf, monkeypatch, tmp_path):
     monkeypatch.setattr(dropin_saving, "_numbers", itertools.count(1))
     monkeypatch.setattr(dropin_saving, "_wait_for_chief", lambda n, i, p: waits.append(n))
     monkeypatch.setattr(dropin_saving, "_announce", announced.append)
-    monkeypatch.setattr("keras_dp.callbacks.backup.agree_across_workers",
+    monkeypatch.setattr("keras_dp.callbacks._backup_verify.agree_across_workers",
                         lambda mine, index, count, backup_dir: None)
 
     def play(index):

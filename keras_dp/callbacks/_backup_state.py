@@ -1,11 +1,4 @@
-"""What a backup holds, and reading it back: every variable of the training state.
-
-The model's variables (weights, random-generator state), the optimizer's
-(slots, iteration count), the metrics' running totals and Keras' global seed
-generator, written and read with `tf.train.Checkpoint`. `BackupAndRestore`
-decides when (`keras_dp/callbacks/backup.py`); `BackupStore` where, atomically
-(`_backup_store.py`); `_backup_verify.py` whether a backup is whole and fits.
-"""
+"""What a backup holds: the model's, optimizer's and metrics' variables and Keras' global seed."""
 
 from __future__ import annotations
 
@@ -22,11 +15,7 @@ FORMAT = 1
 
 
 def ensure_built(model) -> None:
-    """Builds the optimizer's variables (they must exist to be restored).
-
-    Raises:
-        BackupError: The model itself is not built.
-    """
+    """Builds the optimizer's variables (to be restored); `BackupError` for an unbuilt model."""
     if not model.built:
         raise BackupError(
             "BackupAndRestore needs a built model before fit(); build it (call it on "
@@ -60,12 +49,7 @@ def writer(model):
 
 
 def read(model, prefix: str, meta: Dict[str, Any], backup_dir: str) -> None:
-    """Restores the model's and optimizer's variables from the backup at `prefix`.
-
-    Raises:
-        BackupError: Another format, another model (shapes), or a checkpoint
-            TensorFlow cannot read although its files are intact.
-    """
+    """Restores the model's and optimizer's variables; `BackupError` if they cannot be."""
     import tensorflow as tf
 
     if meta.get("format") != FORMAT:

@@ -1,31 +1,8 @@
-"""The on-disk layout of `BackupAndRestore` backups: atomic, checked, the last K kept.
+"""Where `BackupAndRestore` backups live: `backup_dir/ckpt-<step>-<n>/`, `latest`, the last K kept.
 
-```
-backup_dir/
-  latest                 # {"name": "ckpt-000000120-0"}: the newest complete backup
-  ckpt-000000120-0/      # global step 120 (the last number tells saves of one step apart)
-    state.index, state.data-00000-of-00001   # tf.train.Checkpoint of the variables
-    meta.json            # step, epoch, data position, ..., and the manifest; written last
-  ckpt-000000100-0/      # the one before (`keep` backups are kept, default 2)
-  damaged-ckpt-.../      # a backup found unusable on restore, moved aside
-```
-
-A backup directory counts only once its `meta.json` exists, and `latest` is
-replaced (write to a temporary name, then rename) only after that, so a
-process killed mid-save leaves the previous backup as the latest one. Older
-backups are deleted only after `latest` points past them. `meta.json` holds
-the size and SHA-256 of every checkpoint file and its own checksum
-(`_backup_verify`): `choose()` restores the newest backup that is exactly as
-written and says what is wrong with each newer one. A save the disk refuses
-(full, read-only) removes what it wrote and raises `BackupWriteError`; the
-previous backups are untouched.
-
-Only the chief writes here; the other workers write the same checkpoint into
-a temporary directory of their own and delete it (TensorFlow needs every
-worker to take part in saving). Paths may be local or any filesystem
-`tf.io.gfile` knows (`gs://...`); every worker must be able to read the
-directory (a shared filesystem) to restore, and since the check is a pure
-function of the files, every worker then chooses the same backup.
+A backup counts once its `meta.json` (written last) exists; `latest` moves only after that
+and older backups go only after it moved. Only the chief writes here; the others write the
+same checkpoint into a temporary directory and delete it. See docs/backups.md.
 """
 
 from __future__ import annotations
@@ -52,61 +29,35 @@ _NAME = re.compile(r"^ckpt-(\d+)-(\d+)$")
 
 
 class BackupWriteError(KerasDPError, OSError):
-    """The disk refused a backup (full, read-only, no permission); the older ones are intact.
+    """The disk refused a backup (full, read-only, no permission); the older ones are intact."""
 
-    Attributes:
-        path: Where the backup was being written.
-        free: The free space there, in words.
-        cause: The error the filesystem or TensorFlow raised.
-    """
-
-    def __init__(self, path: str, free: str, cause: BaseException):
-        self.path, self.free, self.cause = path, free, cause
-        super().__init__(f"could not write {path} ({first_line(cause)}; {free})")
+    def __init__(self, path: str, cause: BaseException):
+        super().__init__(f"could not write {path} ({first_line(cause)}; {free_space(path)})")
 
 
 @dataclasses.dataclass
 class Backup:
-    """One backup directory, as found on disk (not yet checked).
+    """One backup directory, as found on disk (not yet checked)."""
 
-    Attributes:
-        name: The directory's name, `ckpt-<step>-<serial>`.
-        step: The global step it was saved at.
-        path: The directory.
-        prefix: The prefix of its TensorFlow checkpoint.
-        meta: Its `meta.json`, or None when absent or unreadable.
-        meta_problem: Why `meta.json` is unusable ("meta.json is missing", ...).
-    """
-
-    name: str
+    name: str                        # ckpt-<step>-<serial>
     step: int
     serial: int
     path: str
-    prefix: str
-    meta: Optional[Dict[str, Any]]
-    meta_problem: Optional[str]
-
-    @property
-    def complete(self) -> bool:
-        return self.meta is not None
+    prefix: str                      # of its TensorFlow checkpoint
+    meta: Optional[Dict[str, Any]]   # None when absent or unreadable
+    meta_problem: Optional[str]      # why, e.g. "meta.json is missing"
 
 
 @dataclasses.dataclass
 class Choice:
-    """What `BackupStore.choose()` found: the backup to restore and the unusable ones.
-
-    Attributes:
-        backup: The newest intact backup, or None.
-        damaged: `(name, what is wrong)` for every unusable backup newer than
-            `backup`, newest first (a `latest` pointer to nothing included).
-    """
+    """What `BackupStore.choose()` found: the newest intact backup, and the unusable ones."""
 
     backup: Optional[Backup]
-    damaged: List[Tuple[str, str]]
+    damaged: List[Tuple[str, str]]   # (name, what is wrong), newest first, newer than backup
 
 
 def _load_json(path: str, what: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
-    """`(value, None)`, or `(None, why not)`: "<what> is missing" / "is not valid JSON"."""
+    """`(value, None)`, or `(None, why not)`, e.g. "<what> is missing"."""
     gfile = _gfile()
     try:
         if not gfile.exists(path):
@@ -125,14 +76,7 @@ def _load_json(path: str, what: str) -> Tuple[Optional[Dict[str, Any]], Optional
 
 
 class BackupStore:
-    """Reads and writes the backups of one training run.
-
-    Args:
-        directory: The user's backup directory.
-        is_chief: Whether this process writes to `directory`.
-        worker_index: This worker's index (names its temporary directory).
-        keep: How many complete backups to keep (at least 1).
-    """
+    """Reads and writes the backups in `directory`; only the chief writes, `keep` are kept."""
 
     def __init__(self, directory: str, *, is_chief: bool, worker_index: int = 0, keep: int = 1):
         self.directory = str(directory)
@@ -140,7 +84,6 @@ class BackupStore:
         self.worker_index = worker_index
         self.keep = max(1, int(keep))
 
-    # -- reading ------------------------------------------------------------
     def _names(self) -> List[str]:
         gfile = _gfile()
         if not gfile.isdir(self.directory):
@@ -170,15 +113,12 @@ class BackupStore:
     def _unfinished(self, backups: List[Backup], pointer: Optional[str]) -> List[Backup]:
         """Directories of a save that never finished: no meta.json, newer than any complete one."""
         floor = max([(b.step, b.serial) for b in backups
-                     if b.complete or b.name == pointer], default=(-1, -1))
-        return [b for b in backups if not b.complete and b.meta_problem == f"{META} is missing"
+                     if b.meta is not None or b.name == pointer], default=(-1, -1))
+        return [b for b in backups if b.meta is None and b.meta_problem == f"{META} is missing"
                 and (b.step, b.serial) > floor]
 
     def choose(self) -> Choice:
-        """The newest backup that is exactly as written, and what is wrong with newer ones.
-
-        Deterministic for given files, so workers on one shared filesystem agree.
-        """
+        """The newest backup exactly as written (a pure function of the files: workers agree)."""
         backups = self.list()
         pointer, pointer_problem = self._pointer()
         damaged: List[Tuple[str, str]] = []
@@ -196,28 +136,11 @@ class BackupStore:
             damaged.append((backup.name, why))
         return Choice(None, damaged)
 
-    def latest(self) -> Optional[Tuple[str, Dict[str, Any]]]:
-        """The newest intact backup as `(state prefix, metadata)`, or None."""
-        chosen = self.choose().backup
-        return None if chosen is None else (chosen.prefix, chosen.meta)
-
-    # -- writing ------------------------------------------------------------
     def save(self, step: int, write_state: Callable[[str], Any], meta: Dict[str, Any]) -> str:
-        """Writes one backup; every worker calls it at the same step.
+        """Writes one backup of `step` (every worker, at the same step); returns where.
 
-        Args:
-            step: The global step (names the backup).
-            write_state: Writes the checkpoint to the prefix it is given.
-            meta: JSON-able metadata, written after the state with the manifest.
-
-        Returns:
-            Where this worker wrote (a temporary directory, already deleted,
-            on non-chief workers).
-
-        Raises:
-            BackupWriteError: The disk refused the write (full, read-only, no
-                permission). What this save wrote is removed; the older
-                backups and `latest` are unchanged.
+        `write_state(prefix)` writes the checkpoint; `meta` is written after it with the
+        manifest. A refused write removes what it wrote and raises `BackupWriteError`.
         """
         if not self.is_chief:
             temp = None
@@ -227,9 +150,7 @@ class BackupStore:
             except Exception as exc:  # noqa: BLE001 - only a refused write is handled
                 if not is_storage_error(exc):
                     raise
-                raise BackupWriteError(temp or tempfile.gettempdir(),
-                                       free_space(temp or tempfile.gettempdir()),
-                                       exc) from exc
+                raise BackupWriteError(temp or tempfile.gettempdir(), exc) from exc
             finally:
                 if temp:
                     shutil.rmtree(temp, ignore_errors=True)
@@ -254,7 +175,7 @@ class BackupStore:
                 remove_quietly(target)
             if not is_storage_error(exc):
                 raise
-            raise BackupWriteError(target, free_space(target), exc) from exc
+            raise BackupWriteError(target, exc) from exc
         try:
             write_text(os.path.join(self.directory, POINTER), json.dumps({"name": name}))
         except Exception as exc:  # noqa: BLE001 - the backup is complete; choose() finds it
@@ -264,11 +185,11 @@ class BackupStore:
         return target
 
     def _prune(self, keep_name: str) -> None:
-        """Deletes unfinished backups, older saves of a step saved again, and steps beyond `keep`."""
+        """Deletes all but the newest complete save of each of the `keep` newest steps."""
         gfile = _gfile()
         newest_of_step: Dict[int, str] = {}
         for backup in self.list():  # newest first
-            if backup.complete:
+            if backup.meta is not None:
                 newest_of_step.setdefault(backup.step, backup.name)
         kept = set(list(newest_of_step.values())[:self.keep]) | {keep_name}
         for entry in self._names():
@@ -287,15 +208,10 @@ class BackupStore:
                 remove_quietly(os.path.join(self.directory, entry))
 
     def set_aside(self, choice: Choice) -> List[str]:
-        """Moves the damaged backups of `choice` out of the way (chief only).
+        """Moves `choice`'s damaged backups aside (chief only, once every worker has chosen).
 
-        Local directories are renamed `damaged-<name>` (for a person to look
-        at; `delete_all` removes them); on other filesystems they are deleted.
-        `latest` is pointed at the chosen backup. Call it only once every
-        worker has chosen (see `BackupAndRestore`).
-
-        Returns:
-            Where each damaged backup went.
+        Local ones are renamed `damaged-<name>`, others deleted; `latest` is pointed at the
+        chosen backup. Returns where each went.
         """
         if not self.is_chief:
             return []
@@ -323,7 +239,6 @@ class BackupStore:
             if not is_storage_error(exc):
                 raise
         return moved
-
 
     def delete_all(self) -> None:
         """Removes every backup (chief only), then the directory if it is empty."""

@@ -1,20 +1,6 @@
-"""Checks that a backup is exactly what was written and fits this run; why one is unusable.
+"""Whether a backup is exactly as written (sizes and SHA-256 in `meta.json`) and fits this run.
 
-When a backup is saved, `BackupStore.save` records in its `meta.json` the
-size and SHA-256 of every file of the TensorFlow checkpoint (`files`), and a
-checksum of `meta.json` itself (`checksum`). Before a backup is restored,
-`problem()` compares them with the files on disk: a truncated file (a partial
-copy, a full disk), changed bytes (a bad sector; TensorFlow may read those
-without noticing), a missing index or data file, or an edited or damaged
-`meta.json` is named, in words, instead of surfacing as a TensorFlow
-traceback or, worse, as silently wrong weights.
-
-Backups written before the manifest existed (no `files` in `meta.json`) are
-checked by reading every tensor with TensorFlow's checkpoint reader instead.
-
-A backup must also fit the run restoring it: every worker found the same one
-(`agree_across_workers`), and the model's and optimizer's variables have the
-recorded shapes (`same_layout`); else a `BackupError` says why.
+See docs/backups.md.
 """
 
 from __future__ import annotations
@@ -27,6 +13,7 @@ import os
 from typing import Any, Dict, Iterable, List, Optional
 
 from keras_dp.callbacks._storage import first_line, is_io_error
+from keras_dp.chief_files import _gfile, is_local
 from keras_dp.errors import KerasDPError
 
 log = logging.getLogger("keras_dp")
@@ -35,22 +22,10 @@ _generations = itertools.count()
 _CHUNK = 1 << 22
 
 
-def _gfile():
-    import tensorflow as tf
-
-    return tf.io.gfile
-
-
-def _open(path: str):
-    if "://" not in path:
-        return open(path, "rb")
-    return _gfile().GFile(path, "rb")
-
-
 def file_digest(path: str) -> Dict[str, Any]:
     """`{"size": bytes, "sha256": hex}` of one file (local or any `tf.io.gfile` path)."""
     digest, size = hashlib.sha256(), 0
-    with _open(path) as handle:
+    with open(path, "rb") if is_local(path) else _gfile().GFile(path, "rb") as handle:
         while True:
             chunk = handle.read(_CHUNK)
             if not chunk:
@@ -77,17 +52,7 @@ def _bytes(count: int) -> str:
 
 
 def problem(directory: str, meta: Dict[str, Any], prefix: str) -> Optional[str]:
-    """What makes the backup in `directory` unusable, in words, or None if it is intact.
-
-    Args:
-        directory: The backup's directory.
-        meta: Its parsed `meta.json`.
-        prefix: The prefix of its TensorFlow checkpoint (`directory/state`).
-
-    Returns:
-        None, or a phrase such as "state.data-00000-of-00001 is truncated
-        (1,024 bytes of 4,096)".
-    """
+    """What makes the backup in `directory` (`meta`, checkpoint `prefix`) unusable, or None."""
     if "checksum" in meta and meta.get("checksum") != meta_checksum(meta):
         return "meta.json was changed after it was written (its checksum does not match)"
     files = meta.get("files")
@@ -137,19 +102,7 @@ class BackupError(KerasDPError, RuntimeError):
 
 
 def agree_across_workers(mine: str, index: int, count: int, backup_dir) -> None:
-    """Checks that every worker found the same backup (a filesystem all of them read).
-
-    Every worker calls it at the same point (it waits for all of them).
-
-    Args:
-        mine: What this worker found (`"none"`, or e.g. `"step 120"`).
-        index: This worker's index.
-        count: The number of workers.
-        backup_dir: The directory (for the message).
-
-    Raises:
-        BackupError: when the workers found different backups.
-    """
+    """Raises `BackupError` unless every worker found the backup `mine` (all must call it)."""
     if count <= 1:
         return
     from tensorflow.python.eager import context
@@ -175,18 +128,9 @@ def describe_variables(state) -> Dict[str, List[List[Any]]]:
 
 
 def same_layout(saved: Dict[str, Any], now: Dict[str, Any], backup_dir) -> Dict[str, Any]:
-    """Checks that the backup's model and optimizer variables are this run's.
+    """The groups of `saved` to restore; `BackupError` if its variables' shapes are not `now`'s.
 
-    Args:
-        saved: `describe_variables` of the backup; `now`: of this run.
-        backup_dir: The directory (for the message).
-
-    Returns:
-        The groups of `saved` to restore (the global seed only when this
-        run has created it).
-
-    Raises:
-        BackupError: A variable count or shape differs (another model).
+    Both are `describe_variables`; the global seed is restored only when this run created it.
     """
     if "global_seed" in saved and "global_seed" not in now:
         log.warning("keras_dp: the backup has Keras' global seed generator state, but "

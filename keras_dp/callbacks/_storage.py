@@ -1,9 +1,4 @@
-"""Storage errors, in words: a refused write, an I/O error, the free space.
-
-Shared by the backups, the checkpoints and the job's final save (the atomic
-writes themselves are `keras_dp.chief_files.atomic`): telling a refused write
-(no space, read-only, no permission) from other errors, and the free space.
-"""
+"""Storage errors in words (a refused write, an I/O error, the free space), for every writer."""
 
 from __future__ import annotations
 
@@ -23,13 +18,9 @@ def first_line(exc: BaseException) -> str:
 
 def is_io_error(exc: BaseException) -> bool:
     """An error of the filesystem, or TensorFlow's report of one."""
-    if isinstance(exc, OSError):
-        return True
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover - this module is only used with TF
-        return False
-    return isinstance(exc, tf.errors.OpError)
+    import tensorflow as tf
+
+    return isinstance(exc, (OSError, tf.errors.OpError))
 
 
 _STORAGE_WORDS = ("no space left", "read-only file system", "permission denied",
@@ -44,19 +35,14 @@ def is_storage_error(exc: BaseException) -> bool:
     """
     if isinstance(exc, OSError):
         return True
-    try:
-        import tensorflow as tf
-    except ImportError:  # pragma: no cover
+    if not is_io_error(exc):
         return False
-    if isinstance(exc, (tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError)):
-        text = str(exc).lower()
-        # ResourceExhausted is also "out of memory": only the disk's kind counts.
-        return isinstance(exc, tf.errors.PermissionDeniedError) or any(
-            word in text for word in _STORAGE_WORDS)
-    if isinstance(exc, tf.errors.OpError):
-        text = str(exc).lower()
-        return any(word in text for word in _STORAGE_WORDS)
-    return False
+    import tensorflow as tf
+
+    # ResourceExhausted is also "out of memory": only the disk's kind counts.
+    text = str(exc).lower()
+    return isinstance(exc, tf.errors.PermissionDeniedError) or any(
+        word in text for word in _STORAGE_WORDS)
 
 
 def free_space(path: str) -> str:

@@ -1,42 +1,13 @@
 """`BackupAndRestore`: multi-worker-aware, atomic, step-exact backups for `model.fit`.
 
-Keras 3's `keras.callbacks.BackupAndRestore` has every worker write the same
-files (under MultiWorkerMirroredStrategy that crashes with `BlockingIOError:
-unable to lock file`), and it restores only the epoch, not the step inside it.
-This callback, with the same arguments, saves on every worker (TensorFlow
-requires it) but only the chief writes into `backup_dir` (`_backup_store.py`,
-atomically: a process killed mid-save leaves the previous backup the latest);
-it restores the exact step: the whole training state (`_backup_state.py`),
-the epoch, the step in it and the data position. With
-`save_before_preemption=True` (default) a SIGTERM on any worker becomes a
-backup at a step all workers share and exit code 75
-(`keras_dp.fault.EXIT_PREEMPTED`); during the last step it lets the program
-go on to its end (it may be saving the model) and keeps the backups.
-
-The data position: the callback counts the batches taken from the input
-iterator. On resume, Keras starts the saved epoch with a fresh iterator; the
-callback takes (without training) the batches the interrupted run had taken,
-replaying the first steps of the epoch as steps that only read data. So the
-resumed run sees exactly the data the uninterrupted run would have seen,
-provided the input pipeline yields the same batches each time it is iterated
-from the start (no unseeded shuffle): the batch for step k is a function of k.
-Supported inputs: a finite dataset re-iterated each epoch (`steps_per_epoch`
-unset, or equal to its length), or an infinite one (`.repeat()`) with
-`steps_per_epoch`.
-
-Replaying costs one `next()` per batch already taken (O(steps)). A program
-whose input can start at any step (e.g. `keras_dp.data.text_dataset(
-start_step=...)`) reads the backup's step first with `latest_backup()`,
-builds its input from there and passes `replay_data=False`: the resumed
-epoch's first steps are then skipped without reading any data.
-
-While the resumed epoch's already-done steps are skipped, Keras still calls
-every callback's batch hooks for them; `is_replayed_step(model, batch)`
-tells a callback (progress, throughput, step counters) to ignore those.
+Only the chief writes `backup_dir` (`_backup_store.py`); a restore resumes at the exact step
+with the whole training state (`_backup_state.py`) and the data position. See
+docs/callbacks.md, docs/backups.md and docs/train_job.md.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -47,7 +18,7 @@ import keras
 
 from keras_dp.callbacks import _backup_state as state
 from keras_dp.callbacks._backup_store import BackupStore, BackupWriteError, describe
-from keras_dp.callbacks._backup_verify import BackupError, agree_across_workers  # noqa: F401
+from keras_dp.callbacks._backup_verify import agree_across_workers
 from keras_dp.errors import ConfigError, whole_number
 from keras_dp.fault import worker_position
 from keras_dp.keras_fix import fit_step
@@ -59,22 +30,19 @@ _ACTIVE = "_keras_dp_backup"
 
 
 def latest_backup(backup_dir) -> Optional[Dict[str, Any]]:
-    """The metadata of the newest complete backup in `backup_dir`, or None.
+    """The metadata of the newest intact backup in `backup_dir`, or None.
 
-    Checks the backups as a restore does (their files against the sizes and
-    checksums recorded when they were written) and reads `meta.json`, without
-    loading any state, so a program can learn where training will resume
-    before it builds its model and input (the callback restores the same
-    backup):
-    `global_step` (steps done, counted from the first `fit` that wrote
-    backups there), `epoch`, `step_in_epoch`, and the `metadata` the
-    callback was given.
+    Checks the backups as a restore does, without loading any state, so a
+    program can learn where training will resume before it builds its model
+    and input.
 
     Args:
         backup_dir: The callback's `backup_dir`.
 
     Returns:
-        A dict, or None when there is no intact backup.
+        A dict with `global_step` (steps done since the first `fit` that wrote
+        backups there), `epoch`, `step_in_epoch` and the callback's
+        `metadata`; None when there is no intact backup.
 
     Example:
 
@@ -100,11 +68,8 @@ def steps_per_batch(model) -> int:
 def is_replayed_step(model, batch: int) -> bool:
     """Whether `fit`'s step `batch` only skips a step done before a restore.
 
-    After `BackupAndRestore` restores a backup taken in the middle of an
-    epoch, Keras runs that epoch from its first step; the steps done before
-    the backup are skipped (no training) but Keras still calls the batch
-    hooks of every callback. Callbacks that count or time steps ignore them
-    with this function.
+    Keras still calls the batch hooks for the resumed epoch's steps that the
+    backup had done; callbacks that count or time steps ignore them.
 
     Args:
         model: The model being trained (`callback.model`).
@@ -117,43 +82,24 @@ def is_replayed_step(model, batch: int) -> bool:
 class BackupAndRestore(keras.callbacks.Callback):
     """Backs up the training state so that an interrupted `fit` resumes at the exact step.
 
-    Use it like Keras' `BackupAndRestore`, in single- and multi-worker runs:
-
-    ```python
-    backup = keras_dp.callbacks.BackupAndRestore("/shared/run1/backup", save_freq=100)
-    model.fit(dataset, epochs=10, steps_per_epoch=1000, callbacks=[backup])
-    ```
-
-    If the process (or any worker) is killed, running the same program again
-    restores the last backup and continues from its step: the final weights
-    are those of an uninterrupted run.
+    Used like Keras' `BackupAndRestore`, in single- and multi-worker runs.
 
     Args:
-        backup_dir: Directory for the backups. Only the chief writes to it;
-            in a multi-node run every worker must be able to read it (a
-            shared filesystem or `gs://`). Use it for nothing else.
-        save_freq: `"epoch"` (at each epoch's end), an integer N (every N
-            steps, counted from the start of training, so saves fall on the
-            same steps after a restart), or `False` (only on preemption).
-        double_checkpoint: Keep at least the two newest backups (as Keras';
-            `keep=2`, the default, already does).
+        backup_dir: Directory for the backups, only for them. Only the chief
+            writes to it; every worker must read it (shared, or `gs://`).
+        save_freq: `"epoch"`, an integer N (every N steps counted from the
+            start of training), or `False` (only on preemption).
+        double_checkpoint: Keep at least the two newest backups.
         delete_checkpoint: Delete the backups when training finishes.
         save_before_preemption: On SIGTERM, save at a step every worker
             shares and exit with code 75 (`keras_dp.fault.EXIT_PREEMPTED`).
         replay_data: On resume, take the batches the interrupted run had
-            taken from a fresh input iterator (default). `False` when the
-            program already starts its input at the backup's step (see
-            `latest_backup()`): nothing is read to catch up.
-        metadata: A JSON-able dict, or a function returning one, saved with
-            every backup (`latest_backup(...)["metadata"]`); a function is
-            called at each save (e.g. to include the history so far).
-        keep: How many backups to keep (default 2). On restore, a backup
-            that is damaged (truncated, changed bytes, files missing) is
-            reported and the next older one is used.
-
-    A backup the disk refuses (full, read-only) is reported in one warning
-    naming the path and the free space; training goes on, the previous
-    backup stays intact, and the next interval tries again.
+            taken from a fresh input iterator; `False` when the program
+            starts its input at the backup's step (see `latest_backup()`).
+        metadata: A JSON-able dict, or a function returning one at each
+            save, saved with every backup (`latest_backup(...)["metadata"]`).
+        keep: How many backups to keep (default 2); a damaged one is
+            reported on restore and the next older one used.
 
     Raises:
         ConfigError: for an empty `backup_dir`, a bad `save_freq` or `keep`.
@@ -177,7 +123,6 @@ class BackupAndRestore(keras.callbacks.Callback):
                         2 if double_checkpoint else 1)
         self.backup_dir = str(backup_dir)
         self.save_freq = save_freq
-        self.double_checkpoint = double_checkpoint
         self.delete_checkpoint = delete_checkpoint
         self.save_before_preemption = save_before_preemption
         self.replay_data = bool(replay_data)
@@ -209,21 +154,16 @@ class BackupAndRestore(keras.callbacks.Callback):
                 and int(batch) < resume["step_in_epoch"])
 
     def delete_backups(self) -> None:
-        """Deletes the backups after `fit` (chief only), e.g. once the final model is saved.
-
-        With `delete_checkpoint=False` a program keeps the backups until its
-        own output is safely written, then calls this.
-        """
+        """Deletes the backups (chief only), e.g. after `fit` with `delete_checkpoint=False`."""
         if self._store is not None:
             self._store.delete_all()
 
-    # -- Keras hooks ----------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._reset_counters()
         setattr(self.model, _ACTIVE, self)
         strategy = self.model.distribute_strategy
         index, count, is_chief = worker_position(strategy)
-        self._index, self._count = index, count
+        self._count = count
         self._store = BackupStore(self.backup_dir, is_chief=is_chief, worker_index=index,
                                   keep=self.keep)
         self._store.clean_unfinished()
@@ -236,7 +176,7 @@ class BackupAndRestore(keras.callbacks.Callback):
             log.warning(message)
         if choice.backup is not None:
             self._restore(choice.backup.prefix, choice.backup.meta)
-        self._install_train_function()
+        fit_step.wrap(self.model, lambda original: functools.partial(self._train, original))
         if self.save_before_preemption:
             self._watcher = PreemptionWatcher(strategy).start()
 
@@ -261,7 +201,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         if self._watcher is not None and self._watcher.should_stop(self.global_step):
             where = self._save("preemption")  # None: the disk refused it
             self._watcher.stop()
-            self._uninstall_train_function()
+            fit_step.unwrap(self.model)
             raise Preempted(self.global_step, where)
         if self.save_freq not in ("epoch", False) and \
                 self.global_step // self.save_freq > before // self.save_freq:
@@ -281,7 +221,7 @@ class BackupAndRestore(keras.callbacks.Callback):
             self._boundary_save = True
 
     def on_train_end(self, logs=None):
-        self._uninstall_train_function()
+        fit_step.unwrap(self.model)
         if getattr(self.model, _ACTIVE, None) is self:
             setattr(self.model, _ACTIVE, None)
         pending = False
@@ -298,8 +238,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         elif self.delete_checkpoint:
             self._store.delete_all()
 
-    # -- saving ----------------------------------------------------------------
-    def _save(self, reason: str) -> str:
+    def _save(self, reason: str) -> Optional[str]:
         variables, write = state.writer(self.model)
         meta = {
             "format": state.FORMAT, "reason": reason, "global_step": self.global_step,
@@ -316,26 +255,21 @@ class BackupAndRestore(keras.callbacks.Callback):
             # Still "saved here" for the epoch-boundary decision, which every worker
             # must take alike (a save is collective); only the chief's write failed.
             self._last_saved_step = self.global_step
-            self._warn_not_saved(exc)
+            kept = self._last_good_step
+            previous = (f"the previous backup (step {kept}) is intact and will be restored "
+                        "if the run stops" if kept is not None else "there is no earlier backup")
+            retry = (f"the next backup is tried at step "
+                     f"{(self.global_step // self.save_freq + 1) * self.save_freq}"
+                     if isinstance(self.save_freq, int) and not isinstance(self.save_freq, bool)
+                     else "the next backup is tried as planned")
+            log.warning("keras_dp: WARNING: the backup of step %d was NOT saved: %s. Training "
+                        "goes on: %s; %s. Free space (or fix the permissions) in %s.",
+                        self.global_step, exc, previous, retry, self.backup_dir)
             return None
         self._last_saved_step = self._last_good_step = self.global_step
         log.info("keras_dp: backup of step %d (%s) in %s", self.global_step, reason, where)
         return where
 
-    def _warn_not_saved(self, exc: BackupWriteError) -> None:
-        """One loud warning for a backup the disk refused; training goes on."""
-        kept = self._last_good_step
-        previous = (f"the previous backup (step {kept}) is intact and will be restored if "
-                    "the run stops" if kept is not None else "there is no earlier backup")
-        retry = (f"the next backup is tried at step "
-                 f"{(self.global_step // self.save_freq + 1) * self.save_freq}"
-                 if isinstance(self.save_freq, int) and not isinstance(self.save_freq, bool)
-                 else "the next backup is tried as planned")
-        log.warning("keras_dp: WARNING: the backup of step %d was NOT saved: %s. Training "
-                    "goes on: %s; %s. Free space (or fix the permissions) in %s.",
-                    self.global_step, exc, previous, retry, self.backup_dir)
-
-    # -- restoring -------------------------------------------------------------
     def _restore(self, prefix: str, meta: Dict[str, Any]) -> None:
         state.read(self.model, prefix, meta, self.backup_dir)
         self.global_step = int(meta["global_step"])
@@ -356,40 +290,28 @@ class BackupAndRestore(keras.callbacks.Callback):
         log.warning("keras_dp: restored the backup of step %d (epoch %d, step %d of it) from "
                     "%s", self.global_step, epoch + 1, step, self.backup_dir)
 
-    # -- data position -----------------------------------------------------------
-    def _install_train_function(self) -> None:
+    def _train(self, original, iterator):
+        """`model.train_function` during `fit` (Keras-layer part `keras_fix.fit_step`)."""
         spe = steps_per_batch(self.model)
-        callback = self
-
-        def make(original):   # the Keras-layer part keras_dp.keras_fix.fit_step
-            def train_function(iterator):
-                if iterator is not callback._iterator:
-                    callback._iterator = iterator
-                    callback._position = 0
-                    if callback._hidden_skip:
-                        callback._take(iterator, callback._hidden_skip)
-                        callback._hidden_skip = 0
-                if callback._boundary_save:
-                    callback._boundary_save = False
-                    callback._save("epoch")
-                if callback._replay_calls > 0:
-                    callback._replay_calls -= 1
-                    if callback.replay_data:
-                        callback._take(iterator, spe)
-                    return callback._replay_logs
-                outputs = original(iterator)
-                callback._position += spe
-                return outputs
-
-            return train_function
-
-        fit_step.wrap(self.model, make)
-
-    def _uninstall_train_function(self) -> None:
-        fit_step.unwrap(self.model)
+        if iterator is not self._iterator:
+            self._iterator = iterator
+            self._position = 0
+            if self._hidden_skip:
+                self._take(iterator, self._hidden_skip)
+                self._hidden_skip = 0
+        if self._boundary_save:
+            self._boundary_save = False
+            self._save("epoch")
+        if self._replay_calls > 0:
+            self._replay_calls -= 1
+            if self.replay_data:
+                self._take(iterator, spe)
+            return self._replay_logs
+        outputs = original(iterator)
+        self._position += spe
+        return outputs
 
     def _take(self, iterator, count: int) -> None:
-        """Takes `count` batches from the iterator without training on them."""
         for _ in range(count):
             next(iterator)
             self._position += 1

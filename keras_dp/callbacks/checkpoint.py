@@ -1,18 +1,8 @@
-"""Chief-only `ModelCheckpoint`, `TensorBoard` and `CSVLogger`.
+"""Chief-only `ModelCheckpoint`, `TensorBoard` and `CSVLogger` (Keras' arguments).
 
-Drop-in replacements for the Keras callbacks of the same names (same
-arguments), for multi-worker training: only the chief writes to the paths
-you give. The other workers still run everything that may involve them
-(saving reads variables, which TensorFlow may turn into collectives), but
-into a temporary directory of their own that they delete; `CSVLogger` does
-nothing on them, as writing a CSV row involves no other worker. In a single
-process they behave exactly like Keras'.
-
-The worker-aware behaviour is in the functions below (`save_as_worker`,
-...), which the classes call with Keras' own method; keras_dp's Keras-layer
-part `stock_callbacks` calls them from the stock Keras classes, so that
-`keras.callbacks.ModelCheckpoint` & co. behave the same under a keras_dp
-multi-worker strategy.
+The worker-aware behaviour is in the functions below, which the classes call with Keras' own
+method and the Keras-layer part `stock_callbacks` calls from the stock Keras classes. See
+docs/callbacks.md and docs/dropin_writes.md.
 """
 
 from __future__ import annotations
@@ -27,27 +17,17 @@ import keras
 
 from keras_dp.callbacks._storage import first_line, free_space, is_storage_error
 from keras_dp.chief_files import is_local, position, private_dir, remove_quietly, temp_name
-from keras_dp.errors import ConfigError
 
 log = logging.getLogger("keras_dp")
 
 
 def _role(model):
-    """`(worker index, is chief)` for the model's strategy."""
     index, _, is_chief = position(model)
     return index, is_chief
 
 
-# -- the worker-aware behaviour, given Keras' own method ---------------------------
-
 def save_as_worker(callback, save, *args, **kwargs):
-    """`ModelCheckpoint._save_model`: a non-chief saves into a temporary directory it deletes.
-
-    Args:
-        callback: The `keras.callbacks.ModelCheckpoint`.
-        save: Keras' `_save_model`, bound to `callback`.
-        *args, **kwargs: Its arguments (`epoch`, `batch`, `logs`).
-    """
+    """`ModelCheckpoint._save_model`: a non-chief saves into a temporary directory it deletes."""
     index, is_chief = _role(callback.model)
     if is_chief or getattr(callback, "_redirect", None):
         return save(*args, **kwargs)
@@ -64,9 +44,7 @@ def save_as_worker(callback, save, *args, **kwargs):
 def file_path_as_worker(callback, path: str) -> str:
     """`ModelCheckpoint._get_file_path`: the path inside the non-chief's temporary directory."""
     redirect = getattr(callback, "_redirect", None)
-    if redirect:
-        return os.path.join(redirect, os.path.basename(path))
-    return path
+    return os.path.join(redirect, os.path.basename(path)) if redirect else path
 
 
 def set_model_as_worker(callback, set_model, model):
@@ -102,22 +80,11 @@ def csv_is_open(callback) -> bool:
     return getattr(callback, "csv_file", None) is not None
 
 
-# -- the classes --------------------------------------------------------------------
-
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """`keras.callbacks.ModelCheckpoint` where only the chief writes `filepath`.
+    """`keras.callbacks.ModelCheckpoint` where only the chief writes `filepath`, atomically.
 
-    Same arguments as Keras'. On the other workers the model is saved to a
-    temporary file (deleted right after), so every worker does the same work.
-    The chief writes under a temporary name and renames it to `filepath`, so a
-    full or read-only disk leaves the earlier file whole; such a refused save
-    is one warning (path, free space) and training goes on.
-
-    Example:
-
-    ```python
-    keras_dp.callbacks.ModelCheckpoint("/shared/run1/model-{epoch:02d}.keras")
-    ```
+    Same arguments as Keras'. The other workers save to a temporary file they
+    delete. A save the disk refuses is one warning; training goes on.
     """
 
     _redirect: Optional[str] = None
@@ -125,16 +92,8 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     _atomic = False
 
     def _save_model(self, epoch, batch, logs):
-        if _role(self.model)[1]:
-            return self._save_atomically(epoch, batch, logs)
-        return save_as_worker(self, super()._save_model, epoch, batch, logs)
-
-    def _save_atomically(self, epoch, batch, logs):
-        """Writes under a temporary name, then renames: a full disk keeps the previous file.
-
-        A write the disk refuses (full, read-only) is one warning; training goes
-        on and the next save tries again.
-        """
+        if not _role(self.model)[1]:
+            return save_as_worker(self, super()._save_model, epoch, batch, logs)
         self._pending = None
         self._atomic = True
         try:
@@ -163,10 +122,9 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
-    """`keras.callbacks.TensorBoard` where only the chief writes to `log_dir`.
+    """`keras.callbacks.TensorBoard` where only the chief writes `log_dir` (same arguments).
 
-    Same arguments as Keras'. The other workers write their summaries to a
-    temporary directory, deleted when training ends.
+    The other workers write into a temporary directory, deleted when training ends.
     """
 
     _worker_dir: Optional[str] = None
@@ -179,13 +137,6 @@ class TensorBoard(keras.callbacks.TensorBoard):
         super().__init__(*args, **kwargs)
 
     def set_model(self, model):
-        try:
-            import tensorboard  # noqa: F401 - tf.summary needs it to write anything
-        except ImportError:
-            raise ConfigError(
-                "the TensorBoard callback needs the tensorboard package, which "
-                "tensorflow-cpu does not install", variable="TensorBoard",
-                fix="pip install tensorboard") from None
         return set_model_as_worker(self, super().set_model, model)
 
     def on_train_end(self, logs=None):
@@ -194,11 +145,7 @@ class TensorBoard(keras.callbacks.TensorBoard):
 
 
 class CSVLogger(keras.callbacks.CSVLogger):
-    """`keras.callbacks.CSVLogger` that only the chief writes.
-
-    Same arguments as Keras'. The epoch logs are already averaged over all
-    workers, so the chief's file is the run's.
-    """
+    """`keras.callbacks.CSVLogger` that only the chief writes (the logs are the run's)."""
 
     def on_train_begin(self, logs=None):
         if writes_csv(self):

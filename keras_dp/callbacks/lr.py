@@ -1,10 +1,4 @@
-"""Learning-rate callbacks: per-step warmup for float learning rates, and logging.
-
-For an optimizer compiled with a `keras_dp.schedules.WarmupSchedule`
-nothing is needed; `WarmupScheduler` is for optimizers compiled with a plain
-float (it sets the rate before every step), and `LearningRateLogger` puts the
-current rate into the logs (`"lr"`) so progress bars and history show it.
-"""
+"""Learning-rate callbacks: per-step warmup for optimizers compiled with a float, and logging."""
 
 from __future__ import annotations
 
@@ -67,7 +61,7 @@ class WarmupScheduler(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if is_replayed_step(self.model, batch):
-            return  # a step done before the backup was restored
+            return
         optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
         optimizer.learning_rate = self._value(self.step)
 

@@ -1,10 +1,4 @@
-"""A progress display for training that only the chief shows.
-
-On a terminal it is a rich progress bar (step, elapsed, remaining time, and
-the latest loss, bits, learning rate and throughput); elsewhere (log files,
-CI) one plain line every `interval` seconds. Non-chief workers show nothing,
-so an N-worker job prints one display, not N.
-"""
+"""A progress display that only the chief shows: a rich bar on a terminal, else plain lines."""
 
 from __future__ import annotations
 
@@ -53,7 +47,6 @@ class Progress(keras.callbacks.Callback):
                               fix=f"use one of: {', '.join(STYLES)}")
         self.total_steps = int(total_steps)
         self.step = int(initial_step)
-        self.initial_step = int(initial_step)
         self.bits_per = bits_per
         self.interval = float(interval)
         self.stream = stream or sys.stderr
@@ -69,7 +62,6 @@ class Progress(keras.callbacks.Callback):
         self._started = 0.0
         self.last_logs = {}
 
-    # -- formatting ------------------------------------------------------
     def describe(self, logs) -> str:
         parts = []
         loss = logs.get("loss")
@@ -87,7 +79,6 @@ class Progress(keras.callbacks.Callback):
             parts.append(f"{logs['examples_per_sec']:,.1f} ex/s")
         return "  ".join(parts)
 
-    # -- callbacks -------------------------------------------------------
     def on_train_begin(self, logs=None):
         self._started = time.time()
         if self.style == "rich":
@@ -107,10 +98,8 @@ class Progress(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if is_replayed_step(self.model, batch):
             return  # a step done before the backup was restored
-        executed = steps_per_batch(self.model)
-        self.step += executed
-        logs = dict(logs or {})
-        logs.update({k: v for k, v in self.last_logs.items() if k not in logs})
+        self.step += steps_per_batch(self.model)
+        logs = {**self.last_logs, **(logs or {})}
         if self.style == "rich" and self._progress is not None:
             self._progress.update(self._task, completed=self.step, info=self.describe(logs))
         elif self.style == "plain":

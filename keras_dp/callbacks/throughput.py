@@ -1,9 +1,4 @@
-"""Throughput: examples and tokens per second, in total and per replica.
-
-Steps are timed from the end of the first `skip_steps` steps (graph tracing
-and XLA compilation are not throughput) to the latest step; the rate of each
-epoch (excluding validation) also goes into its logs.
-"""
+"""Throughput: examples and tokens per second, in total and per replica (compilation excluded)."""
 
 from __future__ import annotations
 
@@ -79,12 +74,10 @@ class Throughput(keras.callbacks.Callback):
             return {}
         examples = steps * self.global_batch_size / seconds
         rates = {"examples_per_sec": examples}
-        if per_replica:
-            rates["examples_per_sec_per_replica"] = examples / self.num_replicas
         if self.tokens_per_example:
             rates["tokens_per_sec"] = examples * self.tokens_per_example
-            if per_replica:
-                rates["tokens_per_sec_per_replica"] = rates["tokens_per_sec"] / self.num_replicas
+        if per_replica:
+            rates.update({f"{k}_per_replica": v / self.num_replicas for k, v in rates.items()})
         return rates
 
     def summary(self) -> Dict[str, float]:

@@ -91,7 +91,7 @@ def _copy(source: str, target: str) -> None:
 
 def _backup_begin(self, keras, logs=None):
     """`on_train_begin`: every worker restores from `backup_dir`, then they compare."""
-    from keras_dp.callbacks.backup import agree_across_workers
+    from keras_dp.callbacks._backup_verify import agree_across_workers
 
     index, count, is_chief = position(self.model)
     if count <= 1:
