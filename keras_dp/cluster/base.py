@@ -8,11 +8,9 @@ from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 from keras_dp.errors import ClusterConfigError
 
 DEFAULT_PORT_BASE = 8888
-#: The most tasks a cluster may have: larger counts are typos (and a list of
-#: 10**20 addresses would never finish being built).
+#: Larger task counts are typos (and a list of 10**20 addresses would never be built).
 MAX_TASKS = 100_000
 PORT_BASE_VARIABLE = "KERAS_DP_PORT_BASE"
-#: Picks a source by name instead of detecting it.
 SOURCE_VARIABLE = "KERAS_DP_CLUSTER"
 
 
@@ -21,15 +19,13 @@ def read_int(environ: Mapping[str, str], name: str, *, minimum: Optional[int] = 
     """Reads an integer variable (ASCII digits, optional sign), with an error that names it."""
     raw = environ.get(name)
     if raw is None:
-        raise ClusterConfigError(
-            "is not set", variable=name,
-            fix=fix or f"set {name} to a whole number")
+        raise ClusterConfigError("is not set", variable=name,
+                                 fix=fix or f"set {name} to a whole number")
     text = str(raw).strip()
-    # int() also takes "1_000", "²"-free Unicode digits such as "٣": not what launchers write.
+    # int() also takes "1_000" and Unicode digits such as "٣": not what launchers write.
     if not re.fullmatch(r"[+-]?[0-9]+", text):
-        raise ClusterConfigError(
-            "is not a whole number", variable=name, received=raw,
-            fix=fix or f"set {name} to a whole number")
+        raise ClusterConfigError("is not a whole number", variable=name, received=raw,
+                                 fix=fix or f"set {name} to a whole number")
     value = int(text)
     if minimum is not None and value < minimum:
         raise ClusterConfigError(
@@ -46,13 +42,11 @@ def read_port_base(environ: Mapping[str, str], default: Optional[int] = None) ->
     """The first port used for derived worker addresses (`KERAS_DP_PORT_BASE`)."""
     if PORT_BASE_VARIABLE not in environ:
         return DEFAULT_PORT_BASE if default is None else default
-    port = read_int(environ, PORT_BASE_VARIABLE, minimum=1,
-                    fix="set KERAS_DP_PORT_BASE to a free port between 1024 and 65535")
+    fix = "set KERAS_DP_PORT_BASE to a free port between 1024 and 65535"
+    port = read_int(environ, PORT_BASE_VARIABLE, minimum=1, fix=fix)
     if port > 65535:
-        raise ClusterConfigError(
-            f"port {port} is above 65535", variable=PORT_BASE_VARIABLE,
-            received=environ[PORT_BASE_VARIABLE],
-            fix="set KERAS_DP_PORT_BASE to a free port between 1024 and 65535")
+        raise ClusterConfigError(f"port {port} is above 65535", variable=PORT_BASE_VARIABLE,
+                                 received=environ[PORT_BASE_VARIABLE], fix=fix)
     return port
 
 
@@ -68,24 +62,18 @@ def ports_fit(port_base: int, count: int, variable: str = PORT_BASE_VARIABLE) ->
 class ClusterEnvironment:
     """One source of cluster information (a launcher, TF_CONFIG, explicit variables).
 
-    An environment reads a plain `environ` mapping: `detect(environ)` says
-    whether its variables are present; the instance methods turn them into
-    this process's rank, the world size, its place on its node and every
-    task's `host:port`, raising `ClusterConfigError` (naming the variable and
-    the fix) on bad input. `resolve_cluster()` tries the registered
-    environments in precedence order (see `register_environment`).
-
-    Subclasses set `name` (the `KERAS_DP_CLUSTER` value), `title` and
-    `variables`, and implement `detect`, `world_size`, `rank` and
-    `rank_variable`; launchers that know every task's host also implement
-    `addresses` (`register_environment` shows one; `slurm.py` is a full launcher).
+    It reads a plain `environ` mapping: `detect(environ)` says whether its
+    variables are present; the methods give this process's rank, the world
+    size, its place on its node and every task's `host:port`, raising
+    `ClusterConfigError` on bad input. Subclasses set `name` (the
+    `KERAS_DP_CLUSTER` value), `title` and `variables` (those that make
+    `detect()` true first), and implement `detect`, `world_size`, `rank`,
+    `rank_variable` and, when they know every task's host, `addresses`.
+    See docs/cluster.md#your-own-environment.
     """
 
-    #: Short name used in reports and in `KERAS_DP_CLUSTER`.
     name: ClassVar[str] = ""
-    #: Human-readable name.
     title: ClassVar[str] = ""
-    #: Every variable this environment reads, those that make `detect()` true first.
     variables: ClassVar[Tuple[str, ...]] = ()
     #: Other accepted spellings of `name` in `KERAS_DP_CLUSTER`.
     aliases: ClassVar[Tuple[str, ...]] = ()
@@ -140,11 +128,7 @@ class ClusterEnvironment:
         return None
 
     def prefers_exchange(self) -> bool:
-        """Whether addresses exchanged through the launcher beat derived ones.
-
-        True for launchers that can pass messages between their tasks (MPI),
-        where each task then picks a free port instead of a fixed one.
-        """
+        """Whether addresses exchanged through the launcher (MPI) beat derived ones."""
         return False
 
     def used_variables(self) -> List[str]:
@@ -171,14 +155,7 @@ class ClusterEnvironment:
             fix="set KERAS_DP_WORKERS to every process's host:port")
 
     def cluster_info(self, port_base: int, exchange=None, notes: Sequence[str] = ()):
-        """The validated `ClusterInfo` of a launch by this environment.
-
-        Args:
-            port_base: First port for derived addresses.
-            exchange: Called as `exchange(self)` to gather every task's address
-                when the environment does not tell them, or prefers it.
-            notes: Remarks gathered before (kept first).
-        """
+        """The validated `ClusterInfo`; `exchange(self)` gathers the addresses when needed."""
         from keras_dp.cluster.spec import ClusterInfo, parse_address
 
         size, rank = self.world_size(), self.rank()
@@ -198,7 +175,6 @@ class ClusterEnvironment:
                 raise self.no_addresses_error()
             addresses = list(exchange(self))
             notes.append(f"addresses exchanged through {self.title}")
-        # Derived from host names and patterns: each must be an address gRPC can use.
         for i, address in enumerate(addresses):
             parse_address(address, variable=self.address_variable,
                           field=f"derived address {i}",

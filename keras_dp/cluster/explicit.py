@@ -1,11 +1,7 @@
 """Explicit variables: `KERAS_DP_WORKERS` and `KERAS_DP_TASK_INDEX`.
 
-They mean what tf-models' `--worker_hosts` and `--task_index` mean: the
-comma-separated addresses of all workers (worker 0 is the chief), and this
-process's position in that list. The index may instead come from a launcher
-(`SLURM_PROCID`, `OMPI_COMM_WORLD_RANK`, `JOB_COMPLETION_INDEX`, ...): the
-resolver then sets `rank_source` to that launcher after checking that the two
-agree.
+As tf-models' `--worker_hosts` and `--task_index`: every worker's address (worker 0 is
+the chief) and this process's position; the index may instead come from a launcher.
 """
 
 from __future__ import annotations
@@ -32,7 +28,7 @@ class ExplicitEnvironment(ClusterEnvironment):
 
     def __init__(self, environ: Mapping[str, str]):
         super().__init__(environ)
-        #: The launcher this task's index comes from, if any (set by the resolver).
+        #: The launcher the index comes from, if any (set by the resolver).
         self.rank_source: Optional[ClusterEnvironment] = None
 
     @classmethod
@@ -117,7 +113,7 @@ class ExplicitEnvironment(ClusterEnvironment):
     def cluster_info(self, port_base: int, exchange=None, notes=()) -> ClusterInfo:
         if self.world_size() > 1:
             return super().cluster_info(port_base, None, notes)
-        self.rank()  # KERAS_DP_TASK_INDEX is still required (and checked)
+        self.rank()  # still required (and checked)
         return ClusterInfo(source=self.name, cluster={}, notes=tuple(notes),
                            variables={k: self.environ[k] for k in self.used_variables()})
 

@@ -1,20 +1,8 @@
 """MPI launchers: Open MPI (`mpirun`), MPICH/Intel MPI (Hydra) and PMI/PMIx.
 
-The rank and size come from the launcher (`OMPI_COMM_WORLD_RANK/SIZE/
-LOCAL_RANK/LOCAL_SIZE`, or `PMI_RANK/PMI_SIZE` with `MPI_LOCALRANKID/
-MPI_LOCALNRANKS`, or `PMIX_RANK`). MPI does not tell other ranks' hosts, so
-the addresses come from, in order:
-
-1. `KERAS_DP_WORKERS` (handled by the resolver, the rank then comes from MPI);
-2. a hostfile named by `KERAS_DP_HOSTFILE`, in Open MPI (`host slots=N`) or
-   MPICH (`host:N`) form, ranks filling each host's slots in turn (the
-   default `--map-by slot` placement), ports `KERAS_DP_PORT_BASE + local index`;
-3. an address exchange through MPI itself (`keras_dp.mpi`, mpi4py's
-   allgather), which `keras_dp.scope()` performs whenever mpi4py is installed
-   and no hostfile is named: each rank offers a free port (loopback when all
-   ranks are on this node), so fixed ports cannot collide;
-4. without mpi4py, when every rank is on this node (local size equals world
-   size): loopback, `127.0.0.1:KERAS_DP_PORT_BASE + rank`.
+The addresses come from `KERAS_DP_WORKERS`, a hostfile (`KERAS_DP_HOSTFILE`, ranks
+filling each host's slots in turn), an exchange through MPI (`keras_dp.mpi`), or, all
+ranks on this node, loopback: docs/cluster.md#running-under-mpirun.
 """
 
 from __future__ import annotations
@@ -27,8 +15,7 @@ from keras_dp.cluster.registry import register_environment
 from keras_dp.errors import ClusterConfigError
 
 HOSTFILE = "KERAS_DP_HOSTFILE"
-#: Read by the address exchange (keras_dp.mpi): the host other ranks reach this one at,
-#: and the switch that turns the exchange off.
+#: Read by the address exchange (keras_dp.mpi): this rank's host, and its off switch.
 HOST_VARIABLE = "KERAS_DP_HOST"
 SWITCH_VARIABLE = "KERAS_DP_MPI_EXCHANGE"
 
@@ -44,8 +31,8 @@ _FLAVOURS: Tuple[Tuple[str, str, str, str, str], ...] = (
 def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, int]]:
     """Parses an MPI hostfile into `(host, slots)` pairs.
 
-    Accepts Open MPI lines (`node1 slots=4 max_slots=8`), MPICH lines
-    (`node1:4`) and bare host names (one slot); `#` starts a comment.
+    Open MPI lines (`node1 slots=4 max_slots=8`), MPICH lines (`node1:4`) and bare
+    host names (one slot); `#` starts a comment.
     """
     hosts: List[Tuple[str, int]] = []
     for number, line in enumerate(text.splitlines(), start=1):

@@ -1,15 +1,7 @@
 """The `TF_CONFIG` environment variable, as Kubeflow, Ray, Vertex AI and users set it.
 
-TF_CONFIG is taken as the user's word: it is validated and explained, never
-rewritten. Accepted shape:
-
-    {"cluster": {"chief": ["h:p"], "worker": ["h:p", ...], "evaluator": ["h:p"]},
-     "task": {"type": "worker", "index": 0},
-     "rpc_layer": "grpc", "environment": "cloud"}
-
-Extra keys that platforms add (Vertex AI's `job`, `task.trial`) are kept.
-A `ps` job (parameter-server training) is refused: keras_dp trains with
-MultiWorkerMirroredStrategy, which would never use it.
+Validated and explained, never rewritten; extra keys platforms add (Vertex AI's `job`,
+`task.trial`) are kept. A `ps` job is refused (MultiWorkerMirroredStrategy never uses it).
 """
 
 from __future__ import annotations
@@ -52,7 +44,7 @@ class TFConfigEnvironment(ClusterEnvironment):
             received=received, fix="export TF_CONFIG, or unset KERAS_DP_CLUSTER")
 
     def info(self) -> ClusterInfo:
-        """The validated cluster, with this task's place on its host."""
+        """The validated cluster, with this task's place on its host (cached)."""
         if self._info is None:
             info = self.resolve()
             if info.is_multi_worker and info.is_training_task:
@@ -88,8 +80,8 @@ class TFConfigEnvironment(ClusterEnvironment):
 
     def _error(self, problem: str, field: Optional[str] = None,
                fix: Optional[str] = None) -> ClusterConfigError:
-        return ClusterConfigError(problem, variable=VARIABLE, field=field,
-                                  fix=fix, received=self.raw)
+        return ClusterConfigError(problem, variable=VARIABLE, field=field, fix=fix,
+                                  received=self.raw)
 
     def parse(self) -> Dict[str, Any]:
         """Parses the JSON, with the line and column of a syntax error."""
@@ -114,12 +106,8 @@ class TFConfigEnvironment(ClusterEnvironment):
     def resolve(self) -> ClusterInfo:
         """Validates TF_CONFIG and returns the cluster it describes."""
         config = self.parse()
-        unknown_top = sorted(set(config) - {"cluster", "task", "rpc_layer",
-                                             "environment", "job"})
-        notes = []
-        if unknown_top:
-            notes.append(f"TF_CONFIG keys ignored by TensorFlow: {', '.join(unknown_top)}")
-
+        unknown = sorted(set(config) - {"cluster", "task", "rpc_layer", "environment", "job"})
+        notes = [f"TF_CONFIG keys ignored by TensorFlow: {', '.join(unknown)}"] if unknown else []
         cluster = config.get("cluster")
         task = config.get("task")
         if cluster in (None, {}) and task in (None, {}):
@@ -135,7 +123,6 @@ class TFConfigEnvironment(ClusterEnvironment):
                               field="cluster",
                               fix="write cluster as {\"worker\": [\"host:port\", ...]}")
         jobs: Dict[str, tuple] = {}
-        all_addresses = []
         for role, addresses in cluster.items():
             if role not in ROLES:
                 raise self._error(
@@ -154,10 +141,9 @@ class TFConfigEnvironment(ClusterEnvironment):
             for i, address in enumerate(addresses):
                 parse_address(address, variable=VARIABLE, field=f"cluster.{role}[{i}]",
                               received=self.raw)
-            all_addresses.extend(addresses)
-            jobs[role] = tuple(a.strip() for a in addresses)
-        check_no_duplicates(all_addresses, variable=VARIABLE, field="cluster",
-                            received=self.raw)
+            jobs[role] = tuple(addresses)
+        check_no_duplicates([a for job in jobs.values() for a in job], variable=VARIABLE,
+                            field="cluster", received=self.raw)
         for role in ("chief", "evaluator"):
             if len(jobs.get(role, ())) > 1:
                 raise self._error(
