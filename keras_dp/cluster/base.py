@@ -38,10 +38,10 @@ def read_int(environ: Mapping[str, str], name: str, *, minimum: Optional[int] = 
     return value
 
 
-def read_port_base(environ: Mapping[str, str], default: Optional[int] = None) -> int:
+def read_port_base(environ: Mapping[str, str]) -> int:
     """The first port used for derived worker addresses (`KERAS_DP_PORT_BASE`)."""
     if PORT_BASE_VARIABLE not in environ:
-        return DEFAULT_PORT_BASE if default is None else default
+        return DEFAULT_PORT_BASE
     fix = "set KERAS_DP_PORT_BASE to a free port between 1024 and 65535"
     port = read_int(environ, PORT_BASE_VARIABLE, minimum=1, fix=fix)
     if port > 65535:
@@ -50,12 +50,12 @@ def read_port_base(environ: Mapping[str, str], default: Optional[int] = None) ->
     return port
 
 
-def ports_fit(port_base: int, count: int, variable: str = PORT_BASE_VARIABLE) -> None:
+def ports_fit(port_base: int, count: int) -> None:
     """Checks that `count` consecutive ports from `port_base` stay below 65536."""
     if port_base + count - 1 > 65535:
         raise ClusterConfigError(
             f"{count} tasks per node from port {port_base} would pass port 65535",
-            variable=variable, received=port_base,
+            variable=PORT_BASE_VARIABLE, received=port_base,
             fix="choose a lower KERAS_DP_PORT_BASE")
 
 

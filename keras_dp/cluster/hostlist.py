@@ -72,17 +72,10 @@ def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
 
 
 def expand_hostlist(text: str, *, variable: str = "SLURM_STEP_NODELIST") -> List[str]:
-    """Expands a SLURM host list into host names, in SLURM's order.
+    """Expands a SLURM host list (e.g. `"node[001-004],gpu[1,3]"`) in SLURM's order.
 
-    Supports ranges, zero padding, several bracket groups in one name, and
-    prefixes and suffixes around them.
-
-    Args:
-        text: The host list, e.g. `"node[001-004],gpu[1,3]"`.
-        variable: Variable name used in error messages.
-
-    Returns:
-        The list of host names (order kept, no deduplication).
+    Ranges, zero padding, several bracket groups in one name, prefixes and suffixes;
+    no deduplication. `variable` is named in errors.
 
     Raises:
         ClusterConfigError: if the syntax is invalid.

@@ -77,11 +77,8 @@ class KubernetesEnvironment(ClusterEnvironment):
         return rank
 
     def pattern(self) -> str:
-        if HOST_PATTERN in self.environ:
-            pattern = self.environ[HOST_PATTERN]
-        elif self.is_jobset:
-            pattern = JOBSET_PATTERN
-        else:
+        pattern = self.environ.get(HOST_PATTERN, JOBSET_PATTERN if self.is_jobset else None)
+        if pattern is None:
             raise ClusterConfigError(
                 "is not set, so the other pods' host names are unknown", variable=HOST_PATTERN,
                 fix="give the Job a headless Service as subdomain and set "
@@ -92,8 +89,7 @@ class KubernetesEnvironment(ClusterEnvironment):
             raise ClusterConfigError(
                 f"is not a valid pattern ({exc})", variable=HOST_PATTERN,
                 received=pattern, fix="write it like train-{index}.train-svc") from None
-        unknown = names - _FIELDS
-        if unknown or "index" not in names:
+        if names - _FIELDS or "index" not in names:
             raise ClusterConfigError(
                 "must contain {index} and may use only "
                 + ", ".join("{%s}" % f for f in sorted(_FIELDS)),

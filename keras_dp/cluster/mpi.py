@@ -108,22 +108,25 @@ class MPIEnvironment(ClusterEnvironment):
         name = self.flavour[3]
         if name in self.environ:
             return read_int(self.environ, name, minimum=0)
-        return self._hostfile_slot()[1] if HOSTFILE in self.environ else 0
+        table = self._slot_table()
+        return 0 if table is None else table[self.rank()][1]
 
     def local_size(self) -> int:
         name = self.flavour[4]
         if name in self.environ:
             return read_int(self.environ, name, minimum=1)
-        if HOSTFILE in self.environ:
-            host, _ = self._hostfile_slot()
-            return sum(1 for h, _ in self._slot_table() if h == host)
-        return 1
+        table = self._slot_table()
+        if table is None:
+            return 1
+        host = table[self.rank()][0]
+        return sum(h == host for h, _ in table)
 
     def all_local(self) -> bool:
         """Whether every rank runs on this node."""
         return self.flavour[4] in self.environ and self.local_size() == self.world_size()
 
-    def hostfile(self) -> Optional[List[Tuple[str, int]]]:
+    def _slot_table(self) -> Optional[List[Tuple[str, int]]]:
+        """For every rank, `(host, local index)` from the hostfile (by-slot mapping), if named."""
         path = self.environ.get(HOSTFILE)
         if not path:
             return None
@@ -138,33 +141,25 @@ class MPIEnvironment(ClusterEnvironment):
             raise ClusterConfigError(
                 f"cannot read the hostfile ({exc.strerror})", variable=HOSTFILE,
                 received=path, fix="point KERAS_DP_HOSTFILE at a readable file") from None
-        return parse_hostfile(text)
-
-    def _slot_table(self) -> List[Tuple[str, int]]:
-        """For every rank, `(host, local index)` from the hostfile (by-slot mapping)."""
-        hosts = self.hostfile() or []
-        table = [(host, local) for host, slots in hosts for local in range(slots)]
+        table = [(host, local) for host, slots in parse_hostfile(text) for local in range(slots)]
         size = self.world_size()
         if len(table) < size:
             raise ClusterConfigError(
                 f"the hostfile has {len(table)} slots but {self.flavour[2]}={size} "
-                "ranks were started", variable=HOSTFILE, received=self.environ.get(HOSTFILE),
+                "ranks were started", variable=HOSTFILE, received=path,
                 fix="give the hostfile enough slots, or pass the same hostfile to mpirun")
         return table[:size]
 
-    def _hostfile_slot(self) -> Tuple[str, int]:
-        return self._slot_table()[self.rank()]
-
     def addresses(self, port_base: int) -> Optional[List[str]]:
         size = self.world_size()
-        if self.hostfile() is not None:
-            table = self._slot_table()
+        table = self._slot_table()
+        if table is not None:
             host, local = table[self.rank()]
             if self.flavour[3] in self.environ and self.local_rank() != local:
                 raise ClusterConfigError(
                     f"the hostfile places rank {self.rank()} as local rank {local} on "
                     f"{host}, but the launcher says local rank {self.local_rank()}",
-                    variable=HOSTFILE, received=self.environ.get(HOSTFILE),
+                    variable=HOSTFILE, received=self.environ[HOSTFILE],
                     fix="pass the same hostfile to mpirun with the default --map-by slot, "
                         "or list the addresses in KERAS_DP_WORKERS")
             ports_fit(port_base, max(local for _, local in table) + 1)
@@ -172,9 +167,7 @@ class MPIEnvironment(ClusterEnvironment):
         if self.all_local():
             ports_fit(port_base, size)
             return [f"127.0.0.1:{port_base + r}" for r in range(size)]
-        if size == 1:
-            return ["127.0.0.1:%d" % port_base]
-        return None
+        return [f"127.0.0.1:{port_base}"] if size == 1 else None
 
     def no_addresses_error(self) -> ClusterConfigError:
         return ClusterConfigError(

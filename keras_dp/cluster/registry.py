@@ -96,13 +96,6 @@ def cluster_variables() -> Tuple[str, ...]:
     Those of every registered environment, in precedence order, and
     `KERAS_DP_CLUSTER`, `KERAS_DP_PORT_BASE`. A process that starts workers of
     its own cluster removes them from the workers' environment.
-
-    Example:
-
-    ```python
-    env = {k: v for k, v in os.environ.items()
-           if k not in keras_dp.cluster.cluster_variables()}
-    ```
     """
     names = [name for cls in environments() for name in cls.variables]
     return tuple(dict.fromkeys(names + [SOURCE_VARIABLE, PORT_BASE_VARIABLE]))

@@ -90,9 +90,8 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
 
     Args:
         environ: The variables to read; defaults to `os.environ`.
-        source: Force one source (`"tf_config"`, `"explicit"`, `"mpi"`,
-            `"slurm"`, `"kubernetes"`, `"single"`, or the name of a
-            registered environment); overrides `KERAS_DP_CLUSTER`.
+        source: Force one source (an environment's name or `"single"`);
+            overrides `KERAS_DP_CLUSTER`.
         port_base: First port for derived addresses; overrides
             `KERAS_DP_PORT_BASE` (default 8888).
         exchange: Called with the launcher to get every task's `host:port`
@@ -105,17 +104,6 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
     Raises:
         ClusterConfigError: (a `ValueError`) naming the variable, the field and
             the fix, when the environment is malformed or inconsistent.
-
-    Example:
-
-    ```python
-    info = keras_dp.resolve_cluster({
-        "SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4",
-        "SLURM_STEP_NODELIST": "gpu[01-02]", "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
-        "SLURM_LOCALID": "1"})
-    info.worker_addresses  # ['gpu01:8888', 'gpu01:8889', 'gpu02:8888', 'gpu02:8889']
-    info.task_index        # 3
-    ```
     """
     environ = os.environ if environ is None else environ
     forced = _forced_source(environ, source)
@@ -142,7 +130,7 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
     if has_tf_config and forced in (None, TFConfigEnvironment.name):
         tf_config = TFConfigEnvironment(environ)
         if has_explicit:
-            _check_tf_config_against_explicit(tf_config.resolve(), environ)
+            _check_tf_config_against_explicit(tf_config.info, environ)
         notes = [f"{cls.title} variables are present too; TF_CONFIG takes precedence"
                  for cls in launchers if cls.detect(environ)]
         return tf_config.cluster_info(base, notes=notes)

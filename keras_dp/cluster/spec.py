@@ -173,13 +173,6 @@ class ClusterInfo:
         """The TF_CONFIG dict for this process; a TF_CONFIG it came from, unchanged.
 
         A single process gets `{"cluster": {}, "task": {}}` ("no cluster").
-
-        Example:
-
-        >>> info = resolve_cluster({"KERAS_DP_WORKERS": "a:1,b:1",
-        ...                         "KERAS_DP_TASK_INDEX": "1"})
-        >>> info.to_tf_config()["task"]
-        {'type': 'worker', 'index': 1}
         """
         if self._tf_config is not None:
             return copy.deepcopy(dict(self._tf_config))
