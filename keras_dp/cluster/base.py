@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 
+from keras_dp.cluster.spec import ClusterInfo, parse_address
 from keras_dp.errors import ClusterConfigError
 
 DEFAULT_PORT_BASE = 8888
@@ -156,8 +157,6 @@ class ClusterEnvironment:
 
     def cluster_info(self, port_base: int, exchange=None, notes: Sequence[str] = ()):
         """The validated `ClusterInfo`; `exchange(self)` gathers the addresses when needed."""
-        from keras_dp.cluster.spec import ClusterInfo, parse_address
-
         size, rank = self.world_size(), self.rank()
         variables = {k: self.environ[k] for k in self.used_variables()}
         notes = list(notes) + self.notes()
@@ -176,8 +175,7 @@ class ClusterEnvironment:
             addresses = list(exchange(self))
             notes.append(f"addresses exchanged through {self.title}")
         for i, address in enumerate(addresses):
-            parse_address(address, variable=self.address_variable,
-                          field=f"derived address {i}",
+            parse_address(address, variable=self.address_variable, field=f"derived address {i}",
                           received=self.environ.get(self.address_variable, address))
         if len(set(a.lower() for a in addresses)) != len(addresses):
             raise ClusterConfigError(

@@ -44,8 +44,7 @@ class ExplicitEnvironment(ClusterEnvironment):
     def addresses(self, port_base: Optional[int] = None) -> List[str]:
         """The validated worker list."""
         raw = self.environ.get(WORKERS, "")
-        items = [item.strip() for item in str(raw).replace(";", ",").split(",")]
-        items = [item for item in items if item]
+        items = [item.strip() for item in str(raw).replace(";", ",").split(",") if item.strip()]
         if not items:
             raise ClusterConfigError(
                 "the worker list is empty", variable=WORKERS, received=raw,
@@ -106,9 +105,8 @@ class ExplicitEnvironment(ClusterEnvironment):
         return names + (self.rank_source.used_variables() if self.rank_source else [])
 
     def notes(self) -> List[str]:
-        if self.rank_source is None:
-            return []
-        return [f"task index from {self.rank_source.title} ({self.rank_source.rank_variable()})"]
+        source = self.rank_source
+        return [f"task index from {source.title} ({source.rank_variable()})"] if source else []
 
     def cluster_info(self, port_base: int, exchange=None, notes=()) -> ClusterInfo:
         if self.world_size() > 1:

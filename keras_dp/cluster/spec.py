@@ -22,11 +22,7 @@ def parse_address(address: Any, *, variable: str, field: Optional[str] = None,
                   received: Any = None) -> Tuple[str, int]:
     """Splits and checks one `host:port` address (IPv6 hosts in brackets: `[::1]:2222`).
 
-    Args:
-        address: The address string.
-        variable: Environment variable it came from (for the error message).
-        field: Field inside that variable, if any.
-        received: What to show as the received value (defaults to `address`).
+    The error names `variable` (and its `field`) and shows `received` (default `address`).
 
     Returns:
         A `(host, port)` tuple.
