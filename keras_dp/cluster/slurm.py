@@ -21,10 +21,7 @@ _ONE_STEP = "use the SLURM_STEP_* variables of one step (srun sets them together
 
 
 def _first(environ: Mapping[str, str], names: Tuple[str, ...]) -> Optional[str]:
-    for name in names:
-        if str(environ.get(name, "")).strip():
-            return name
-    return None
+    return next((name for name in names if str(environ.get(name, "")).strip()), None)
 
 
 class SlurmEnvironment(ClusterEnvironment):

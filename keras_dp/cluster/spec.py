@@ -123,10 +123,7 @@ class ClusterInfo:
     @property
     def worker_addresses(self) -> List[str]:
         """Addresses of the training tasks (chief first, then workers)."""
-        out: List[str] = []
-        for role in TRAINING_ROLES:
-            out.extend(self.cluster.get(role, ()))
-        return out
+        return [address for role in TRAINING_ROLES for address in self.cluster.get(role, ())]
 
     @property
     def num_workers(self) -> int:
@@ -161,9 +158,7 @@ class ClusterInfo:
     def address(self) -> Optional[str]:
         """This task's own `host:port`, None for a single process."""
         tasks = self.cluster.get(self.task_type)
-        if not tasks:
-            return None
-        return tasks[self.task_index]
+        return tasks[self.task_index] if tasks else None
 
     def to_tf_config(self) -> Dict[str, Any]:
         """The TF_CONFIG dict for this process; a TF_CONFIG it came from, unchanged.
