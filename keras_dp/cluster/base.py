@@ -80,6 +80,11 @@ class ClusterEnvironment:
     aliases: ClassVar[Tuple[str, ...]] = ()
     #: The variable derived addresses come from (named when one is not valid).
     address_variable: ClassVar[str] = PORT_BASE_VARIABLE
+    #: (problem, fix) when `KERAS_DP_CLUSTER` asks for it but it is absent, if not the usual.
+    absent: ClassVar[Optional[Tuple[str, str]]] = None
+    #: (variable, fix) when the tasks' hosts are unknown and cannot be exchanged.
+    no_addresses: ClassVar[Tuple[str, str]] = (
+        "KERAS_DP_WORKERS", "set KERAS_DP_WORKERS to every process's host:port")
 
     def __init__(self, environ: Mapping[str, str]):
         self.environ = environ
@@ -142,18 +147,18 @@ class ClusterEnvironment:
 
     def absent_error(self, received: str) -> ClusterConfigError:
         """The error when `KERAS_DP_CLUSTER` asks for this environment but it is absent."""
-        return ClusterConfigError(
+        problem, fix = self.absent or (
             f"asks for the {self.title} source but its variables are not set "
             f"(looked for {', '.join(self.variables[:4])})",
-            variable=SOURCE_VARIABLE, received=received,
-            fix=f"run under {self.title}, or unset {SOURCE_VARIABLE} to detect the source")
+            f"run under {self.title}, or unset {SOURCE_VARIABLE} to detect the source")
+        return ClusterConfigError(problem, variable=SOURCE_VARIABLE, received=received, fix=fix)
 
     def no_addresses_error(self) -> ClusterConfigError:
         """The error when the tasks' hosts are unknown and cannot be exchanged."""
+        variable, fix = self.no_addresses
         return ClusterConfigError(
             f"{self.title} started {self.world_size()} processes on several nodes but "
-            "does not tell their host names", variable="KERAS_DP_WORKERS",
-            fix="set KERAS_DP_WORKERS to every process's host:port")
+            "does not tell their host names", variable=variable, fix=fix)
 
     def cluster_info(self, port_base: int, exchange=None, notes: Sequence[str] = ()):
         """The validated `ClusterInfo`; `exchange(self)` gathers the addresses when needed."""

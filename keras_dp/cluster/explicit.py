@@ -25,6 +25,8 @@ class ExplicitEnvironment(ClusterEnvironment):
     title = "KERAS_DP_WORKERS"
     address_variable = WORKERS
     variables = (WORKERS, TASK_INDEX)
+    absent = (f"asks for explicit addresses but {WORKERS} is not set",
+              f"set {WORKERS}=host:port,host:port, or unset {SOURCE_VARIABLE}")
 
     def __init__(self, environ: Mapping[str, str]):
         super().__init__(environ)
@@ -34,12 +36,6 @@ class ExplicitEnvironment(ClusterEnvironment):
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
         return bool(str(environ.get(WORKERS, "")).strip())
-
-    def absent_error(self, received: str) -> ClusterConfigError:
-        return ClusterConfigError(
-            f"asks for explicit addresses but {WORKERS} is not set",
-            variable=SOURCE_VARIABLE, received=received,
-            fix=f"set {WORKERS}=host:port,host:port, or unset {SOURCE_VARIABLE}")
 
     def addresses(self, port_base: Optional[int] = None) -> List[str]:
         """The validated worker list."""

@@ -73,6 +73,10 @@ class MPIEnvironment(ClusterEnvironment):
         HOSTFILE, HOST_VARIABLE, SWITCH_VARIABLE)
     aliases = ("ompi", "openmpi")
     address_variable = HOSTFILE
+    no_addresses = (HOSTFILE, "set KERAS_DP_HOSTFILE to the hostfile given to mpirun, or "
+                              "KERAS_DP_WORKERS to every rank's host:port, or install mpi4py "
+                              "(pip install keras-dp[mpi]) so keras_dp exchanges addresses "
+                              "through MPI")
 
     def __init__(self, environ: Mapping[str, str]):
         super().__init__(environ)
@@ -168,15 +172,6 @@ class MPIEnvironment(ClusterEnvironment):
             ports_fit(port_base, size)
             return [f"127.0.0.1:{port_base + r}" for r in range(size)]
         return [f"127.0.0.1:{port_base}"] if size == 1 else None
-
-    def no_addresses_error(self) -> ClusterConfigError:
-        return ClusterConfigError(
-            f"{self.title} started {self.world_size()} processes on several nodes but does "
-            "not tell their host names", variable=HOSTFILE,
-            fix="set KERAS_DP_HOSTFILE to the hostfile given to mpirun, or "
-                "KERAS_DP_WORKERS to every rank's host:port, or install mpi4py "
-                "(pip install keras-dp[mpi]) so keras_dp exchanges addresses "
-                "through MPI")
 
     def prefers_exchange(self) -> bool:
         """An MPI exchange (free ports) beats derived addresses, unless a hostfile is named."""

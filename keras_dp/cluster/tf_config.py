@@ -12,10 +12,9 @@ import json
 import re
 from typing import Any, Dict, List, Mapping, Optional
 
-from keras_dp.cluster.base import SOURCE_VARIABLE, ClusterEnvironment, local_placement
+from keras_dp.cluster.base import ClusterEnvironment, local_placement
 from keras_dp.cluster.registry import _register
-from keras_dp.cluster.spec import (ROLES, ClusterInfo, check_no_duplicates,
-                                   parse_address)
+from keras_dp.cluster.spec import ROLES, ClusterInfo, check_no_duplicates, parse_address
 from keras_dp.errors import ClusterConfigError
 
 VARIABLE = "TF_CONFIG"
@@ -28,6 +27,8 @@ class TFConfigEnvironment(ClusterEnvironment):
     title = "TF_CONFIG"
     variables = (VARIABLE,)
     aliases = ("tfconfig", "kubeflow")
+    absent = ("asks for TF_CONFIG but TF_CONFIG is not set",
+              "export TF_CONFIG, or unset KERAS_DP_CLUSTER")
 
     def __init__(self, environ: Mapping[str, str]):
         super().__init__(environ)
@@ -37,11 +38,6 @@ class TFConfigEnvironment(ClusterEnvironment):
     def detect(cls, environ: Mapping[str, str]) -> bool:
         """True when TF_CONFIG is set to something other than blanks."""
         return bool(str(environ.get(VARIABLE, "")).strip())
-
-    def absent_error(self, received: str) -> ClusterConfigError:
-        return ClusterConfigError(
-            "asks for TF_CONFIG but TF_CONFIG is not set", variable=SOURCE_VARIABLE,
-            received=received, fix="export TF_CONFIG, or unset KERAS_DP_CLUSTER")
 
     @functools.cached_property
     def info(self) -> ClusterInfo:
