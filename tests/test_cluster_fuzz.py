@@ -5,7 +5,7 @@ Kubernetes environments, in-process. Every mutation must either resolve to a
 cluster whose TF_CONFIG TensorFlow's own `TFConfigClusterResolver` reads back
 with the same task, or raise `ClusterConfigError`. Any other exception, or a
 resolution slower than a second, is a bug (each one found is a case in
-test_cluster.py's tables).
+the tables of tests/test_cluster_*.py).
 """
 
 import copy

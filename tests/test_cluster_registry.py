@@ -17,7 +17,13 @@ from keras_dp.cluster.mpi import MPIEnvironment
 from keras_dp.cluster.slurm import SlurmEnvironment
 from keras_dp.cluster.tf_config import TFConfigEnvironment
 from keras_dp.errors import ClusterConfigError, ConflictingSourcesError
-from test_cluster import INVALID, SLURM_2x2, VALID, tf_config
+import test_cluster_explicit
+import test_cluster_kubernetes
+import test_cluster_mpi
+import test_cluster_slurm
+import test_cluster_source
+import test_cluster_tf_config
+from _cluster import SLURM_2x2, tf_config
 
 
 class PBSEnvironment(ClusterEnvironment):
@@ -189,7 +195,9 @@ def test_mpi_node_rank_from_the_hostfile(tmp_path):
         MPIEnvironment({**OMPI_2, "OMPI_COMM_WORLD_SIZE": "4"}).node_rank()
 
 
-CASES = [(c[0], c[1]) for c in VALID] + [(c[0], c[1]) for c in INVALID]
+TABLES = (test_cluster_source, test_cluster_tf_config, test_cluster_explicit, test_cluster_slurm,
+          test_cluster_mpi, test_cluster_kubernetes)
+CASES = [(c[0], c[1]) for table in TABLES for c in table.VALID + table.INVALID]
 
 
 @pytest.mark.parametrize("environ", [c[1] for c in CASES], ids=[c[0] for c in CASES])

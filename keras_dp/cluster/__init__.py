@@ -1,11 +1,7 @@
 """Cluster resolution: which processes train together, and which one this is.
 
-Every source (TF_CONFIG, `KERAS_DP_WORKERS`, MPI, SLURM, Kubernetes, and
-any a user adds with `register_environment`) is one `ClusterEnvironment`
-subclass in its own module, reading a plain `environ` mapping;
-`resolve_cluster()` tries them in precedence order (`environments()`), and
-`cluster_variables()` lists every variable they read. The built-in classes
-are also reachable here by name (e.g. `keras_dp.cluster.SlurmEnvironment`).
+One `ClusterEnvironment` per source, tried in precedence order by `resolve_cluster()`;
+the built-in classes are reachable here by name. See docs/cluster.md.
 """
 
 from keras_dp.cluster.base import ClusterEnvironment, read_int

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 
+from keras_dp.cluster.spec import ClusterInfo, parse_address
 from keras_dp.errors import ClusterConfigError
 
 DEFAULT_PORT_BASE = 8888
-#: The most tasks a cluster may have: larger counts are typos (and a list of
-#: 10**20 addresses would never finish being built).
+#: Larger task counts are typos (and a list of 10**20 addresses would never be built).
 MAX_TASKS = 100_000
 PORT_BASE_VARIABLE = "KERAS_DP_PORT_BASE"
-#: Picks a source by name instead of detecting it.
 SOURCE_VARIABLE = "KERAS_DP_CLUSTER"
 
 
@@ -21,15 +20,13 @@ def read_int(environ: Mapping[str, str], name: str, *, minimum: Optional[int] = 
     """Reads an integer variable (ASCII digits, optional sign), with an error that names it."""
     raw = environ.get(name)
     if raw is None:
-        raise ClusterConfigError(
-            "is not set", variable=name,
-            fix=fix or f"set {name} to a whole number")
+        raise ClusterConfigError("is not set", variable=name,
+                                 fix=fix or f"set {name} to a whole number")
     text = str(raw).strip()
-    # int() also takes "1_000", "²"-free Unicode digits such as "٣": not what launchers write.
+    # int() also takes "1_000" and Unicode digits such as "٣": not what launchers write.
     if not re.fullmatch(r"[+-]?[0-9]+", text):
-        raise ClusterConfigError(
-            "is not a whole number", variable=name, received=raw,
-            fix=fix or f"set {name} to a whole number")
+        raise ClusterConfigError("is not a whole number", variable=name, received=raw,
+                                 fix=fix or f"set {name} to a whole number")
     value = int(text)
     if minimum is not None and value < minimum:
         raise ClusterConfigError(
@@ -42,55 +39,52 @@ def read_int(environ: Mapping[str, str], name: str, *, minimum: Optional[int] = 
     return value
 
 
-def read_port_base(environ: Mapping[str, str], default: Optional[int] = None) -> int:
+def read_port_base(environ: Mapping[str, str]) -> int:
     """The first port used for derived worker addresses (`KERAS_DP_PORT_BASE`)."""
     if PORT_BASE_VARIABLE not in environ:
-        return DEFAULT_PORT_BASE if default is None else default
-    port = read_int(environ, PORT_BASE_VARIABLE, minimum=1,
-                    fix="set KERAS_DP_PORT_BASE to a free port between 1024 and 65535")
+        return DEFAULT_PORT_BASE
+    fix = "set KERAS_DP_PORT_BASE to a free port between 1024 and 65535"
+    port = read_int(environ, PORT_BASE_VARIABLE, minimum=1, fix=fix)
     if port > 65535:
-        raise ClusterConfigError(
-            f"port {port} is above 65535", variable=PORT_BASE_VARIABLE,
-            received=environ[PORT_BASE_VARIABLE],
-            fix="set KERAS_DP_PORT_BASE to a free port between 1024 and 65535")
+        raise ClusterConfigError(f"port {port} is above 65535", variable=PORT_BASE_VARIABLE,
+                                 received=environ[PORT_BASE_VARIABLE], fix=fix)
     return port
 
 
-def ports_fit(port_base: int, count: int, variable: str = PORT_BASE_VARIABLE) -> None:
+def ports_fit(port_base: int, count: int) -> None:
     """Checks that `count` consecutive ports from `port_base` stay below 65536."""
     if port_base + count - 1 > 65535:
         raise ClusterConfigError(
             f"{count} tasks per node from port {port_base} would pass port 65535",
-            variable=variable, received=port_base,
+            variable=PORT_BASE_VARIABLE, received=port_base,
             fix="choose a lower KERAS_DP_PORT_BASE")
 
 
 class ClusterEnvironment:
     """One source of cluster information (a launcher, TF_CONFIG, explicit variables).
 
-    An environment reads a plain `environ` mapping: `detect(environ)` says
-    whether its variables are present; the instance methods turn them into
-    this process's rank, the world size, its place on its node and every
-    task's `host:port`, raising `ClusterConfigError` (naming the variable and
-    the fix) on bad input. `resolve_cluster()` tries the registered
-    environments in precedence order (see `register_environment`).
-
-    Subclasses set `name` (the `KERAS_DP_CLUSTER` value), `title` and
-    `variables`, and implement `detect`, `world_size`, `rank` and
-    `rank_variable`; launchers that know every task's host also implement
-    `addresses` (`register_environment` shows one; `slurm.py` is a full launcher).
+    It reads a plain `environ` mapping: `detect(environ)` says whether its
+    variables are present; the methods give this process's rank, the world
+    size, its place on its node and every task's `host:port`, raising
+    `ClusterConfigError` on bad input. Subclasses set `name` (the
+    `KERAS_DP_CLUSTER` value), `title` and `variables` (those that make
+    `detect()` true first), and implement `detect`, `world_size`, `rank`,
+    `rank_variable` and, when they know every task's host, `addresses`.
+    See docs/cluster.md#your-own-environment.
     """
 
-    #: Short name used in reports and in `KERAS_DP_CLUSTER`.
     name: ClassVar[str] = ""
-    #: Human-readable name.
     title: ClassVar[str] = ""
-    #: Every variable this environment reads, those that make `detect()` true first.
     variables: ClassVar[Tuple[str, ...]] = ()
     #: Other accepted spellings of `name` in `KERAS_DP_CLUSTER`.
     aliases: ClassVar[Tuple[str, ...]] = ()
     #: The variable derived addresses come from (named when one is not valid).
     address_variable: ClassVar[str] = PORT_BASE_VARIABLE
+    #: (problem, fix) when `KERAS_DP_CLUSTER` asks for it but it is absent, if not the usual.
+    absent: ClassVar[Optional[Tuple[str, str]]] = None
+    #: (variable, fix) when the tasks' hosts are unknown and cannot be exchanged.
+    no_addresses: ClassVar[Tuple[str, str]] = (
+        "KERAS_DP_WORKERS", "set KERAS_DP_WORKERS to every process's host:port")
 
     def __init__(self, environ: Mapping[str, str]):
         self.environ = environ
@@ -140,11 +134,7 @@ class ClusterEnvironment:
         return None
 
     def prefers_exchange(self) -> bool:
-        """Whether addresses exchanged through the launcher beat derived ones.
-
-        True for launchers that can pass messages between their tasks (MPI),
-        where each task then picks a free port instead of a fixed one.
-        """
+        """Whether addresses exchanged through the launcher (MPI) beat derived ones."""
         return False
 
     def used_variables(self) -> List[str]:
@@ -157,30 +147,21 @@ class ClusterEnvironment:
 
     def absent_error(self, received: str) -> ClusterConfigError:
         """The error when `KERAS_DP_CLUSTER` asks for this environment but it is absent."""
-        return ClusterConfigError(
+        problem, fix = self.absent or (
             f"asks for the {self.title} source but its variables are not set "
             f"(looked for {', '.join(self.variables[:4])})",
-            variable=SOURCE_VARIABLE, received=received,
-            fix=f"run under {self.title}, or unset {SOURCE_VARIABLE} to detect the source")
+            f"run under {self.title}, or unset {SOURCE_VARIABLE} to detect the source")
+        return ClusterConfigError(problem, variable=SOURCE_VARIABLE, received=received, fix=fix)
 
     def no_addresses_error(self) -> ClusterConfigError:
         """The error when the tasks' hosts are unknown and cannot be exchanged."""
+        variable, fix = self.no_addresses
         return ClusterConfigError(
             f"{self.title} started {self.world_size()} processes on several nodes but "
-            "does not tell their host names", variable="KERAS_DP_WORKERS",
-            fix="set KERAS_DP_WORKERS to every process's host:port")
+            "does not tell their host names", variable=variable, fix=fix)
 
     def cluster_info(self, port_base: int, exchange=None, notes: Sequence[str] = ()):
-        """The validated `ClusterInfo` of a launch by this environment.
-
-        Args:
-            port_base: First port for derived addresses.
-            exchange: Called as `exchange(self)` to gather every task's address
-                when the environment does not tell them, or prefers it.
-            notes: Remarks gathered before (kept first).
-        """
-        from keras_dp.cluster.spec import ClusterInfo, parse_address
-
+        """The validated `ClusterInfo`; `exchange(self)` gathers the addresses when needed."""
         size, rank = self.world_size(), self.rank()
         variables = {k: self.environ[k] for k in self.used_variables()}
         notes = list(notes) + self.notes()
@@ -198,10 +179,8 @@ class ClusterEnvironment:
                 raise self.no_addresses_error()
             addresses = list(exchange(self))
             notes.append(f"addresses exchanged through {self.title}")
-        # Derived from host names and patterns: each must be an address gRPC can use.
         for i, address in enumerate(addresses):
-            parse_address(address, variable=self.address_variable,
-                          field=f"derived address {i}",
+            parse_address(address, variable=self.address_variable, field=f"derived address {i}",
                           received=self.environ.get(self.address_variable, address))
         if len(set(a.lower() for a in addresses)) != len(addresses):
             raise ClusterConfigError(

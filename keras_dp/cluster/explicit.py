@@ -1,11 +1,7 @@
 """Explicit variables: `KERAS_DP_WORKERS` and `KERAS_DP_TASK_INDEX`.
 
-They mean what tf-models' `--worker_hosts` and `--task_index` mean: the
-comma-separated addresses of all workers (worker 0 is the chief), and this
-process's position in that list. The index may instead come from a launcher
-(`SLURM_PROCID`, `OMPI_COMM_WORLD_RANK`, `JOB_COMPLETION_INDEX`, ...): the
-resolver then sets `rank_source` to that launcher after checking that the two
-agree.
+As tf-models' `--worker_hosts` and `--task_index`: every worker's address (worker 0 is
+the chief) and this process's position; the index may instead come from a launcher.
 """
 
 from __future__ import annotations
@@ -29,27 +25,22 @@ class ExplicitEnvironment(ClusterEnvironment):
     title = "KERAS_DP_WORKERS"
     address_variable = WORKERS
     variables = (WORKERS, TASK_INDEX)
+    absent = (f"asks for explicit addresses but {WORKERS} is not set",
+              f"set {WORKERS}=host:port,host:port, or unset {SOURCE_VARIABLE}")
 
     def __init__(self, environ: Mapping[str, str]):
         super().__init__(environ)
-        #: The launcher this task's index comes from, if any (set by the resolver).
+        #: The launcher the index comes from, if any (set by the resolver).
         self.rank_source: Optional[ClusterEnvironment] = None
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
         return bool(str(environ.get(WORKERS, "")).strip())
 
-    def absent_error(self, received: str) -> ClusterConfigError:
-        return ClusterConfigError(
-            f"asks for explicit addresses but {WORKERS} is not set",
-            variable=SOURCE_VARIABLE, received=received,
-            fix=f"set {WORKERS}=host:port,host:port, or unset {SOURCE_VARIABLE}")
-
     def addresses(self, port_base: Optional[int] = None) -> List[str]:
         """The validated worker list."""
         raw = self.environ.get(WORKERS, "")
-        items = [item.strip() for item in str(raw).replace(";", ",").split(",")]
-        items = [item for item in items if item]
+        items = [item.strip() for item in str(raw).replace(";", ",").split(",") if item.strip()]
         if not items:
             raise ClusterConfigError(
                 "the worker list is empty", variable=WORKERS, received=raw,
@@ -110,14 +101,13 @@ class ExplicitEnvironment(ClusterEnvironment):
         return names + (self.rank_source.used_variables() if self.rank_source else [])
 
     def notes(self) -> List[str]:
-        if self.rank_source is None:
-            return []
-        return [f"task index from {self.rank_source.title} ({self.rank_source.rank_variable()})"]
+        source = self.rank_source
+        return [f"task index from {source.title} ({source.rank_variable()})"] if source else []
 
     def cluster_info(self, port_base: int, exchange=None, notes=()) -> ClusterInfo:
         if self.world_size() > 1:
             return super().cluster_info(port_base, None, notes)
-        self.rank()  # KERAS_DP_TASK_INDEX is still required (and checked)
+        self.rank()  # still required (and checked)
         return ClusterInfo(source=self.name, cluster={}, notes=tuple(notes),
                            variables={k: self.environ[k] for k in self.used_variables()})
 

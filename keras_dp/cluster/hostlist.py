@@ -1,10 +1,8 @@
 """SLURM's compact host-list and tasks-per-node syntax.
 
-`expand_hostlist("gpu[01-03,7],login-[a,b]x")` gives
-`["gpu01", "gpu02", "gpu03", "gpu7", "login-ax", "login-bx"]`; a name may
-hold several bracket groups (`rack[1-2]-n[1-2]` gives four hosts, the last
-group varying fastest, as `scontrol show hostnames` prints them).
-`expand_tasks_per_node("2(x3),1")` gives `[2, 2, 2, 1]`.
+`expand_hostlist("gpu[01-03,7],rack[1-2]-n[1-2]")` gives `gpu01 gpu02 gpu03 gpu7`, then
+`rack1-n1 rack1-n2 rack2-n1 rack2-n2` (the last group fastest, as `scontrol show
+hostnames`); `expand_tasks_per_node("2(x3),1")` gives `[2, 2, 2, 1]`.
 """
 
 from __future__ import annotations
@@ -16,6 +14,12 @@ from typing import List
 from keras_dp.cluster.base import MAX_TASKS
 from keras_dp.errors import ClusterConfigError
 
+_SYNTAX = "use SLURM host-list syntax, e.g. node[01-04]"
+
+
+def _error(problem: str, text: str, variable: str, fix: str = _SYNTAX) -> ClusterConfigError:
+    return ClusterConfigError(problem, variable=variable, received=text, fix=fix)
+
 
 def _split_top_level(text: str, *, variable: str) -> List[str]:
     """Splits at commas that are outside brackets."""
@@ -23,15 +27,11 @@ def _split_top_level(text: str, *, variable: str) -> List[str]:
     for char in text:
         if char == "[":
             if depth:
-                raise ClusterConfigError(
-                    f"nested '[' in host list {text!r}", variable=variable,
-                    received=text, fix="use SLURM host-list syntax, e.g. node[01-04]")
+                raise _error(f"nested '[' in host list {text!r}", text, variable)
             depth = 1
         elif char == "]":
             if not depth:
-                raise ClusterConfigError(
-                    f"unmatched ']' in host list {text!r}", variable=variable,
-                    received=text, fix="use SLURM host-list syntax, e.g. node[01-04]")
+                raise _error(f"unmatched ']' in host list {text!r}", text, variable)
             depth = 0
         if char == "," and not depth:
             parts.append("".join(current))
@@ -39,9 +39,7 @@ def _split_top_level(text: str, *, variable: str) -> List[str]:
         else:
             current.append(char)
     if depth:
-        raise ClusterConfigError(
-            f"unclosed '[' in host list {text!r}", variable=variable,
-            received=text, fix="use SLURM host-list syntax, e.g. node[01-04]")
+        raise _error(f"unclosed '[' in host list {text!r}", text, variable)
     parts.append("".join(current))
     return parts
 
@@ -53,25 +51,20 @@ def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
         item = item.strip()
         match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", item)
         if not match:
-            raise ClusterConfigError(
-                f"bad range {item!r} inside [{group}] in host list {text!r}",
-                variable=variable, received=text,
-                fix="ranges are numbers or low-high, e.g. node[1-4,7]")
+            raise _error(f"bad range {item!r} inside [{group}] in host list {text!r}", text,
+                         variable, "ranges are numbers or low-high, e.g. node[1-4,7]")
         low_text, high_text = match.group(1), match.group(2)
         if high_text is None:
             values.append(low_text)
             continue
         low, high = int(low_text), int(high_text)
         if high < low:
-            raise ClusterConfigError(
-                f"range {item!r} runs backwards in host list {text!r}",
-                variable=variable, received=text,
-                fix="write ranges as low-high")
+            raise _error(f"range {item!r} runs backwards in host list {text!r}", text,
+                         variable, "write ranges as low-high")
         if high - low >= MAX_TASKS:
-            raise ClusterConfigError(
-                f"range {item!r} in host list {text!r} names {high - low + 1:,} hosts, more "
-                f"than the {MAX_TASKS:,} keras_dp accepts", variable=variable, received=text,
-                fix="check the range's bounds")
+            raise _error(f"range {item!r} in host list {text!r} names {high - low + 1:,} hosts, "
+                         f"more than the {MAX_TASKS:,} keras_dp accepts", text, variable,
+                         "check the range's bounds")
         width = len(low_text) if low_text.startswith("0") and len(low_text) > 1 else 0
         width = max(width, len(low_text) if len(low_text) == len(high_text) else 0)
         values.extend(str(n).zfill(width) for n in range(low, high + 1))
@@ -79,51 +72,38 @@ def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
 
 
 def expand_hostlist(text: str, *, variable: str = "SLURM_STEP_NODELIST") -> List[str]:
-    """Expands a SLURM host list into host names, in SLURM's order.
+    """Expands a SLURM host list (e.g. `"node[001-004],gpu[1,3]"`) in SLURM's order.
 
-    Supports ranges, zero padding, several bracket groups in one name, and
-    prefixes and suffixes around them.
-
-    Args:
-        text: The host list, e.g. `"node[001-004],gpu[1,3]"`.
-        variable: Variable name used in error messages.
-
-    Returns:
-        The list of host names (order kept, no deduplication).
+    Ranges, zero padding, several bracket groups in one name, prefixes and suffixes;
+    no deduplication. `variable` is named in errors.
 
     Raises:
         ClusterConfigError: if the syntax is invalid.
     """
     if not text or not text.strip():
-        raise ClusterConfigError(
-            "the host list is empty", variable=variable, received=text,
-            fix="run inside a SLURM job step (srun) or set the node list")
+        raise _error("the host list is empty", text, variable,
+                     "run inside a SLURM job step (srun) or set the node list")
     hosts: List[str] = []
     for part in _split_top_level(text.strip(), variable=variable):
         part = part.strip()
         if not part:
-            raise ClusterConfigError(
-                f"empty entry in host list {text!r}", variable=variable,
-                received=text, fix="remove the doubled or trailing comma")
-        pieces = re.split(r"(\[[^\]]*\])", part)
+            raise _error(f"empty entry in host list {text!r}", text, variable,
+                         "remove the doubled or trailing comma")
         choices: List[List[str]] = []
-        for piece in pieces:
+        for piece in re.split(r"(\[[^\]]*\])", part):
             if piece.startswith("["):
-                inner = piece[1:-1]
-                if not inner:
-                    raise ClusterConfigError(
-                        f"empty brackets in host list {text!r}", variable=variable,
-                        received=text, fix="put a range inside the brackets, e.g. n[1-2]")
-                choices.append(_expand_range_group(inner, text=text, variable=variable))
+                if piece == "[]":
+                    raise _error(f"empty brackets in host list {text!r}", text, variable,
+                                 "put a range inside the brackets, e.g. n[1-2]")
+                choices.append(_expand_range_group(piece[1:-1], text=text, variable=variable))
             elif piece:
                 choices.append([piece])
         count = 1
         for options in choices:
             count *= len(options)
         if len(hosts) + count > MAX_TASKS:
-            raise ClusterConfigError(
-                f"host list {text!r} names more than the {MAX_TASKS:,} hosts keras_dp "
-                "accepts", variable=variable, received=text, fix="check its ranges")
+            raise _error(f"host list {text!r} names more than the {MAX_TASKS:,} hosts keras_dp "
+                         "accepts", text, variable, "check its ranges")
         hosts.extend("".join(combo) for combo in itertools.product(*choices))
     return hosts
 
@@ -139,15 +119,12 @@ def expand_tasks_per_node(text: str, *,
     for item in (text or "").split(","):
         match = re.fullmatch(r"\s*([0-9]+)(?:\(x([0-9]+)\))?\s*", item)
         if not match:
-            raise ClusterConfigError(
-                f"bad entry {item!r} in tasks-per-node list {text!r}",
-                variable=variable, received=text,
-                fix="SLURM writes this as counts with optional repeats, e.g. 2(x3),1")
+            raise _error(f"bad entry {item!r} in tasks-per-node list {text!r}", text, variable,
+                         "SLURM writes this as counts with optional repeats, e.g. 2(x3),1")
         count, repeat = int(match.group(1)), int(match.group(2) or 1)
         if repeat + len(counts) > MAX_TASKS:
-            raise ClusterConfigError(
-                f"entry {item!r} in tasks-per-node list {text!r} repeats {repeat:,} times, "
-                f"more than the {MAX_TASKS:,} nodes keras_dp accepts", variable=variable,
-                received=text, fix="check the repeat count")
+            raise _error(f"entry {item!r} in tasks-per-node list {text!r} repeats {repeat:,} "
+                         f"times, more than the {MAX_TASKS:,} nodes keras_dp accepts", text,
+                         variable, "check the repeat count")
         counts.extend([count] * repeat)
     return counts

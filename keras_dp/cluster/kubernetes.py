@@ -1,19 +1,7 @@
-"""Kubernetes Indexed Jobs and JobSets.
+"""Kubernetes Indexed Jobs and JobSets: `JOB_COMPLETION_INDEX`, `KERAS_DP_NUM_WORKERS`.
 
-An Indexed Job gives each pod `JOB_COMPLETION_INDEX`; with a headless Service
-as the pods' `subdomain`, pod `i` is reachable as `<job>-<i>.<service>`.
-Kubernetes does not tell a pod the completion count or that host name, so:
-
-- `KERAS_DP_NUM_WORKERS`: number of pods (the Job's `completions`);
-- `KERAS_DP_HOST_PATTERN`: host of pod `{index}`, e.g.
-  `train-{index}.train-workers` (also `{job_index}`, `{jobset}`,
-  `{replicated_job}` for JobSets);
-- port: `KERAS_DP_PORT_BASE` (default 8888), the same in every pod.
-
-Under a JobSet (`JOBSET_NAME`, `REPLICATED_JOB_NAME`, `JOB_INDEX` set by the
-controller) the pattern defaults to JobSet's own host names,
-`{jobset}-{replicated_job}-{job_index}-{index}.{jobset}`, and the global
-rank is `JOB_INDEX * KERAS_DP_PODS_PER_JOB + JOB_COMPLETION_INDEX`.
+Pod `i`'s host is `KERAS_DP_HOST_PATTERN` with `{index}` (a JobSet's own host names by
+default), all on `KERAS_DP_PORT_BASE`. See docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -89,11 +77,8 @@ class KubernetesEnvironment(ClusterEnvironment):
         return rank
 
     def pattern(self) -> str:
-        if HOST_PATTERN in self.environ:
-            pattern = self.environ[HOST_PATTERN]
-        elif self.is_jobset:
-            pattern = JOBSET_PATTERN
-        else:
+        pattern = self.environ.get(HOST_PATTERN, JOBSET_PATTERN if self.is_jobset else None)
+        if pattern is None:
             raise ClusterConfigError(
                 "is not set, so the other pods' host names are unknown", variable=HOST_PATTERN,
                 fix="give the Job a headless Service as subdomain and set "
@@ -104,8 +89,7 @@ class KubernetesEnvironment(ClusterEnvironment):
             raise ClusterConfigError(
                 f"is not a valid pattern ({exc})", variable=HOST_PATTERN,
                 received=pattern, fix="write it like train-{index}.train-svc") from None
-        unknown = names - _FIELDS
-        if unknown or "index" not in names:
+        if names - _FIELDS or "index" not in names:
             raise ClusterConfigError(
                 "must contain {index} and may use only "
                 + ", ".join("{%s}" % f for f in sorted(_FIELDS)),

@@ -1,20 +1,8 @@
 """MPI launchers: Open MPI (`mpirun`), MPICH/Intel MPI (Hydra) and PMI/PMIx.
 
-The rank and size come from the launcher (`OMPI_COMM_WORLD_RANK/SIZE/
-LOCAL_RANK/LOCAL_SIZE`, or `PMI_RANK/PMI_SIZE` with `MPI_LOCALRANKID/
-MPI_LOCALNRANKS`, or `PMIX_RANK`). MPI does not tell other ranks' hosts, so
-the addresses come from, in order:
-
-1. `KERAS_DP_WORKERS` (handled by the resolver, the rank then comes from MPI);
-2. a hostfile named by `KERAS_DP_HOSTFILE`, in Open MPI (`host slots=N`) or
-   MPICH (`host:N`) form, ranks filling each host's slots in turn (the
-   default `--map-by slot` placement), ports `KERAS_DP_PORT_BASE + local index`;
-3. an address exchange through MPI itself (`keras_dp.mpi`, mpi4py's
-   allgather), which `keras_dp.scope()` performs whenever mpi4py is installed
-   and no hostfile is named: each rank offers a free port (loopback when all
-   ranks are on this node), so fixed ports cannot collide;
-4. without mpi4py, when every rank is on this node (local size equals world
-   size): loopback, `127.0.0.1:KERAS_DP_PORT_BASE + rank`.
+The addresses come from `KERAS_DP_WORKERS`, a hostfile (`KERAS_DP_HOSTFILE`, ranks
+filling each host's slots in turn), an exchange through MPI (`keras_dp.mpi`), or, all
+ranks on this node, loopback: docs/cluster.md#running-under-mpirun.
 """
 
 from __future__ import annotations
@@ -27,8 +15,7 @@ from keras_dp.cluster.registry import register_environment
 from keras_dp.errors import ClusterConfigError
 
 HOSTFILE = "KERAS_DP_HOSTFILE"
-#: Read by the address exchange (keras_dp.mpi): the host other ranks reach this one at,
-#: and the switch that turns the exchange off.
+#: Read by the address exchange (keras_dp.mpi): this rank's host, and its off switch.
 HOST_VARIABLE = "KERAS_DP_HOST"
 SWITCH_VARIABLE = "KERAS_DP_MPI_EXCHANGE"
 
@@ -44,8 +31,8 @@ _FLAVOURS: Tuple[Tuple[str, str, str, str, str], ...] = (
 def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, int]]:
     """Parses an MPI hostfile into `(host, slots)` pairs.
 
-    Accepts Open MPI lines (`node1 slots=4 max_slots=8`), MPICH lines
-    (`node1:4`) and bare host names (one slot); `#` starts a comment.
+    Open MPI lines (`node1 slots=4 max_slots=8`), MPICH lines (`node1:4`) and bare
+    host names (one slot); `#` starts a comment.
     """
     hosts: List[Tuple[str, int]] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -86,6 +73,10 @@ class MPIEnvironment(ClusterEnvironment):
         HOSTFILE, HOST_VARIABLE, SWITCH_VARIABLE)
     aliases = ("ompi", "openmpi")
     address_variable = HOSTFILE
+    no_addresses = (HOSTFILE, "set KERAS_DP_HOSTFILE to the hostfile given to mpirun, or "
+                              "KERAS_DP_WORKERS to every rank's host:port, or install mpi4py "
+                              "(pip install keras-dp[mpi]) so keras_dp exchanges addresses "
+                              "through MPI")
 
     def __init__(self, environ: Mapping[str, str]):
         super().__init__(environ)
@@ -121,22 +112,25 @@ class MPIEnvironment(ClusterEnvironment):
         name = self.flavour[3]
         if name in self.environ:
             return read_int(self.environ, name, minimum=0)
-        return self._hostfile_slot()[1] if HOSTFILE in self.environ else 0
+        table = self._slot_table()
+        return 0 if table is None else table[self.rank()][1]
 
     def local_size(self) -> int:
         name = self.flavour[4]
         if name in self.environ:
             return read_int(self.environ, name, minimum=1)
-        if HOSTFILE in self.environ:
-            host, _ = self._hostfile_slot()
-            return sum(1 for h, _ in self._slot_table() if h == host)
-        return 1
+        table = self._slot_table()
+        if table is None:
+            return 1
+        host = table[self.rank()][0]
+        return sum(h == host for h, _ in table)
 
     def all_local(self) -> bool:
         """Whether every rank runs on this node."""
         return self.flavour[4] in self.environ and self.local_size() == self.world_size()
 
-    def hostfile(self) -> Optional[List[Tuple[str, int]]]:
+    def _slot_table(self) -> Optional[List[Tuple[str, int]]]:
+        """For every rank, `(host, local index)` from the hostfile (by-slot mapping), if named."""
         path = self.environ.get(HOSTFILE)
         if not path:
             return None
@@ -151,33 +145,25 @@ class MPIEnvironment(ClusterEnvironment):
             raise ClusterConfigError(
                 f"cannot read the hostfile ({exc.strerror})", variable=HOSTFILE,
                 received=path, fix="point KERAS_DP_HOSTFILE at a readable file") from None
-        return parse_hostfile(text)
-
-    def _slot_table(self) -> List[Tuple[str, int]]:
-        """For every rank, `(host, local index)` from the hostfile (by-slot mapping)."""
-        hosts = self.hostfile() or []
-        table = [(host, local) for host, slots in hosts for local in range(slots)]
+        table = [(host, local) for host, slots in parse_hostfile(text) for local in range(slots)]
         size = self.world_size()
         if len(table) < size:
             raise ClusterConfigError(
                 f"the hostfile has {len(table)} slots but {self.flavour[2]}={size} "
-                "ranks were started", variable=HOSTFILE, received=self.environ.get(HOSTFILE),
+                "ranks were started", variable=HOSTFILE, received=path,
                 fix="give the hostfile enough slots, or pass the same hostfile to mpirun")
         return table[:size]
 
-    def _hostfile_slot(self) -> Tuple[str, int]:
-        return self._slot_table()[self.rank()]
-
     def addresses(self, port_base: int) -> Optional[List[str]]:
         size = self.world_size()
-        if self.hostfile() is not None:
-            table = self._slot_table()
+        table = self._slot_table()
+        if table is not None:
             host, local = table[self.rank()]
             if self.flavour[3] in self.environ and self.local_rank() != local:
                 raise ClusterConfigError(
                     f"the hostfile places rank {self.rank()} as local rank {local} on "
                     f"{host}, but the launcher says local rank {self.local_rank()}",
-                    variable=HOSTFILE, received=self.environ.get(HOSTFILE),
+                    variable=HOSTFILE, received=self.environ[HOSTFILE],
                     fix="pass the same hostfile to mpirun with the default --map-by slot, "
                         "or list the addresses in KERAS_DP_WORKERS")
             ports_fit(port_base, max(local for _, local in table) + 1)
@@ -185,18 +171,7 @@ class MPIEnvironment(ClusterEnvironment):
         if self.all_local():
             ports_fit(port_base, size)
             return [f"127.0.0.1:{port_base + r}" for r in range(size)]
-        if size == 1:
-            return ["127.0.0.1:%d" % port_base]
-        return None
-
-    def no_addresses_error(self) -> ClusterConfigError:
-        return ClusterConfigError(
-            f"{self.title} started {self.world_size()} processes on several nodes but does "
-            "not tell their host names", variable=HOSTFILE,
-            fix="set KERAS_DP_HOSTFILE to the hostfile given to mpirun, or "
-                "KERAS_DP_WORKERS to every rank's host:port, or install mpi4py "
-                "(pip install keras-dp[mpi]) so keras_dp exchanges addresses "
-                "through MPI")
+        return [f"127.0.0.1:{port_base}"] if size == 1 else None
 
     def prefers_exchange(self) -> bool:
         """An MPI exchange (free ports) beats derived addresses, unless a hostfile is named."""

@@ -1,9 +1,7 @@
 """The registered cluster environments, in precedence order, and the variables they read.
 
-Every module of this package that defines an environment registers it on
-import (`register_environment(MyEnvironment, priority=...)` at its end);
-`environments()` imports the package's modules once, so a new built-in
-environment is one new file. Users register their own the same way.
+Each module of this package registers its environment on import; `environments()`
+imports them all once, so a new built-in environment is one new file.
 """
 
 from __future__ import annotations
@@ -38,11 +36,10 @@ def register_environment(cls: Type[ClusterEnvironment], *, priority: int = 0
                          ) -> Type[ClusterEnvironment]:
     """Adds a cluster environment that `resolve_cluster()` detects.
 
-    `TF_CONFIG` and `KERAS_DP_WORKERS` always come first; among the launchers,
-    a higher `priority` is tried earlier (built-in: MPI 300, SLURM 200,
-    Kubernetes 100; equal priorities keep the order of registration). The
-    environment's `name` becomes a value of `KERAS_DP_CLUSTER`, and its
-    `variables` join `cluster_variables()`. Registering a class of the same
+    `TF_CONFIG` and `KERAS_DP_WORKERS` always come first; among the launchers a
+    higher `priority` is tried earlier (MPI 300, SLURM 200, Kubernetes 100; ties
+    in order of registration). Its `name` becomes a value of `KERAS_DP_CLUSTER`,
+    its `variables` join `cluster_variables()`. Registering a class of the same
     name again replaces it (e.g. after a module reload).
 
     Args:
@@ -57,35 +54,7 @@ def register_environment(cls: Type[ClusterEnvironment], *, priority: int = 0
         ValueError: if its name is empty, reserved or taken, or the priority
             is not a whole number below 400.
 
-    Example:
-
-    ```python
-    from keras_dp.cluster import ClusterEnvironment, read_int, register_environment
-
-    class PBSEnvironment(ClusterEnvironment):
-        name, title = "pbs", "PBS"
-        variables = ("PBS_TASKNUM", "PBS_NP", "PBS_HOSTS")
-
-        @classmethod
-        def detect(cls, environ):
-            return "PBS_TASKNUM" in environ
-
-        def rank_variable(self):
-            return "PBS_TASKNUM"
-
-        def rank(self):
-            return read_int(self.environ, "PBS_TASKNUM", minimum=0)
-
-        def world_size(self):
-            return read_int(self.environ, "PBS_NP", minimum=1)
-
-        def addresses(self, port_base):  # one task per host
-            return [f"{h}:{port_base}" for h in self.environ["PBS_HOSTS"].split(",")]
-
-    register_environment(PBSEnvironment, priority=150)
-    keras_dp.resolve_cluster({"PBS_TASKNUM": "1", "PBS_NP": "2", "PBS_HOSTS": "n1,n2"})
-    # ClusterInfo(source='pbs', cluster={'worker': ('n1:8888', 'n2:8888')}, task_index=1, ...)
-    ```
+    Example: docs/cluster.md#your-own-environment (a PBS environment).
     """
     if not (isinstance(cls, type) and issubclass(cls, ClusterEnvironment)):
         raise TypeError(f"{cls!r} is not a keras_dp.cluster.ClusterEnvironment subclass")
@@ -124,18 +93,9 @@ def environments() -> Tuple[Type[ClusterEnvironment], ...]:
 def cluster_variables() -> Tuple[str, ...]:
     """Every environment variable that says which cluster a process joins.
 
-    The variables of every registered environment (`TF_CONFIG`,
-    `KERAS_DP_WORKERS`, launchers' `SLURM_*`, `OMPI_*`, `PMI_*`, ...) and
-    those `resolve_cluster()` reads itself (`KERAS_DP_CLUSTER`,
-    `KERAS_DP_PORT_BASE`), in precedence order. A process that starts workers
-    of its own cluster removes them from the workers' environment.
-
-    Example:
-
-    ```python
-    env = {k: v for k, v in os.environ.items()
-           if k not in keras_dp.cluster.cluster_variables()}
-    ```
+    Those of every registered environment, in precedence order, and
+    `KERAS_DP_CLUSTER`, `KERAS_DP_PORT_BASE`. A process that starts workers of
+    its own cluster removes them from the workers' environment.
     """
     names = [name for cls in environments() for name in cls.variables]
     return tuple(dict.fromkeys(names + [SOURCE_VARIABLE, PORT_BASE_VARIABLE]))

@@ -1,21 +1,7 @@
 """`resolve_cluster()`: from the process environment to a validated `ClusterInfo`.
 
-Sources, highest precedence first (`keras_dp.cluster.environments()`):
-
-1. `TF_CONFIG`, as Kubeflow TFJob, Ray Train, Vertex AI or a user set it. It is
-   used unchanged (after validation).
-2. `KERAS_DP_WORKERS` (+ `KERAS_DP_TASK_INDEX`, or the rank of a launcher
-   below).
-3. The launchers, by priority: MPI (`OMPI_COMM_WORLD_*`, `PMI_*`, `PMIX_*`;
-   an `mpirun` inside a SLURM allocation is the innermost launcher, so it
-   wins over SLURM), SLURM job steps (`SLURM_PROCID`, ...), Kubernetes
-   Indexed Jobs and JobSets (`JOB_COMPLETION_INDEX`), then any registered
-   with `register_environment()`.
-4. Nothing: one worker.
-
-`KERAS_DP_CLUSTER=<source>` picks a source explicitly. Two explicit sources
-that disagree (TF_CONFIG against KERAS_DP_WORKERS, KERAS_DP_TASK_INDEX against
-a launcher's rank) raise `ConflictingSourcesError`.
+Sources and their precedence: docs/cluster.md. Two explicit sources that disagree
+raise `ConflictingSourcesError`.
 """
 
 from __future__ import annotations
@@ -25,34 +11,29 @@ from typing import Callable, List, Mapping, Optional
 
 from keras_dp.cluster.base import SOURCE_VARIABLE, ClusterEnvironment, read_port_base
 from keras_dp.cluster.explicit import TASK_INDEX, WORKERS, ExplicitEnvironment
-from keras_dp.cluster.registry import environments
+from keras_dp.cluster.registry import RESERVED_NAMES, environments
 from keras_dp.cluster.spec import ClusterInfo
 from keras_dp.cluster.tf_config import TFConfigEnvironment
 from keras_dp.errors import ClusterConfigError, ConflictingSourcesError
 
-_SINGLE_ALIASES = ("single", "none", "local")
-
-#: Called as exchange(launcher) when a launcher does not tell the other
-#: tasks' hosts; returns every task's address (e.g. an MPI allgather).
+#: exchange(launcher) -> every task's address (e.g. an MPI allgather).
 AddressExchange = Callable[[ClusterEnvironment], List[str]]
 
 
 def _forced_source(environ: Mapping[str, str], source: Optional[str]) -> Optional[str]:
-    variable = "source" if source else SOURCE_VARIABLE
-    value = source if source else environ.get(SOURCE_VARIABLE)
-    if value is None or not str(value).strip() or str(value).strip().lower() == "auto":
+    variable, raw = ("source", source) if source else (SOURCE_VARIABLE,
+                                                       environ.get(SOURCE_VARIABLE))
+    value = str(raw or "").strip().lower().replace("-", "_")
+    if value in ("", "auto"):
         return None
-    value = str(value).strip().lower().replace("-", "_")
-    if value in _SINGLE_ALIASES:
+    if value in RESERVED_NAMES:  # single, none, local
         return "single"
     for cls in environments():
         if value == cls.name or value in cls.aliases:
             return cls.name
     names = [cls.name for cls in environments()] + ["single"]
-    raise ClusterConfigError(
-        f"unknown cluster source {value!r}", variable=variable,
-        received=source if source else environ.get(SOURCE_VARIABLE),
-        fix=f"use one of: auto, {', '.join(names)}")
+    raise ClusterConfigError(f"unknown cluster source {value!r}", variable=variable,
+                             received=raw, fix=f"use one of: auto, {', '.join(names)}")
 
 
 def _check_tf_config_against_explicit(info: ClusterInfo, environ: Mapping[str, str]) -> None:
@@ -77,27 +58,25 @@ def _check_tf_config_against_explicit(info: ClusterInfo, environ: Mapping[str, s
 def _take_rank_from(explicit: ExplicitEnvironment,
                     launcher: Optional[ClusterEnvironment]) -> None:
     """Checks KERAS_DP_WORKERS and KERAS_DP_TASK_INDEX against a launcher's count and rank."""
-    index = explicit.task_index()
-    count = explicit.world_size()
-    if launcher is None:
+    index, count = explicit.task_index(), explicit.world_size()
+    size = launcher.world_size() if launcher else 1
+    if size == 1:
         return
-    size = launcher.world_size()
-    if size != count and size > 1:
+    if size != count:
         raise ConflictingSourcesError(
             f"lists {count} workers but {launcher.title} started {size} "
             f"processes ({launcher.rank_variable()} and its size variable)",
             variable=WORKERS, received=explicit.environ.get(WORKERS),
             fix=f"list exactly one address per {launcher.title} process, or unset "
                 f"{WORKERS} to derive the addresses from {launcher.title}")
-    if size > 1:
-        rank = launcher.rank()
-        if index is not None and index != rank:
-            raise ConflictingSourcesError(
-                f"says this process is worker {index} but {launcher.rank_variable()}="
-                f"{rank}", variable=TASK_INDEX, received=explicit.environ.get(TASK_INDEX),
-                fix=f"unset {TASK_INDEX} to take the index from {launcher.title}, or "
-                    "make them agree")
-        explicit.rank_source = launcher
+    rank = launcher.rank()
+    if index is not None and index != rank:
+        raise ConflictingSourcesError(
+            f"says this process is worker {index} but {launcher.rank_variable()}={rank}",
+            variable=TASK_INDEX, received=explicit.environ.get(TASK_INDEX),
+            fix=f"unset {TASK_INDEX} to take the index from {launcher.title}, or make "
+                "them agree")
+    explicit.rank_source = launcher
 
 
 def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
@@ -106,22 +85,18 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
                     exchange: Optional[AddressExchange] = None) -> ClusterInfo:
     """Turns the environment into a validated cluster description.
 
-    Reads only `environ` (and a hostfile it may name), so it can be called
-    with a plain dict in tests. See the module docstring for the sources and
-    their precedence.
+    Reads only `environ` (and a hostfile it may name). Sources and their
+    precedence: docs/cluster.md.
 
     Args:
         environ: The variables to read; defaults to `os.environ`.
-        source: Force one source (`"tf_config"`, `"explicit"`, `"mpi"`,
-            `"slurm"`, `"kubernetes"`, `"single"`, or the name of a
-            registered environment); overrides `KERAS_DP_CLUSTER`.
+        source: Force one source (an environment's name or `"single"`);
+            overrides `KERAS_DP_CLUSTER`.
         port_base: First port for derived addresses; overrides
             `KERAS_DP_PORT_BASE` (default 8888).
-        exchange: Called with the launcher to get every task's `host:port`:
-            when the launcher does not tell other tasks' hosts (multi-node
-            MPI without a hostfile), and whenever the launcher prefers it
-            (`prefers_exchange()`: MPI without a hostfile, where each task
-            then offers a free port instead of `KERAS_DP_PORT_BASE + rank`).
+        exchange: Called with the launcher to get every task's `host:port`
+            when it does not tell other tasks' hosts or `prefers_exchange()`
+            (MPI without a hostfile: a free port per task).
 
     Returns:
         A `ClusterInfo`.
@@ -129,17 +104,6 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
     Raises:
         ClusterConfigError: (a `ValueError`) naming the variable, the field and
             the fix, when the environment is malformed or inconsistent.
-
-    Example:
-
-    ```python
-    info = keras_dp.resolve_cluster({
-        "SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4",
-        "SLURM_STEP_NODELIST": "gpu[01-02]", "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
-        "SLURM_LOCALID": "1"})
-    info.worker_addresses  # ['gpu01:8888', 'gpu01:8889', 'gpu02:8888', 'gpu02:8889']
-    info.task_index        # 3
-    ```
     """
     environ = os.environ if environ is None else environ
     forced = _forced_source(environ, source)
@@ -149,11 +113,11 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
                            notes=(f"{SOURCE_VARIABLE}=single: other cluster variables ignored",))
 
     received = environ.get(SOURCE_VARIABLE, forced)
-    launchers = [cls for cls in environments()
-                 if cls not in (TFConfigEnvironment, ExplicitEnvironment)]
-    for cls in (TFConfigEnvironment, ExplicitEnvironment):
+    for cls in environments():
         if forced == cls.name and not cls.detect(environ):
             raise cls(environ).absent_error(received)
+    launchers = [cls for cls in environments()
+                 if cls not in (TFConfigEnvironment, ExplicitEnvironment)]
     has_tf_config = TFConfigEnvironment.detect(environ)
     has_explicit = ExplicitEnvironment.detect(environ)
     if TASK_INDEX in environ and not has_explicit and not has_tf_config:
@@ -166,24 +130,18 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
     if has_tf_config and forced in (None, TFConfigEnvironment.name):
         tf_config = TFConfigEnvironment(environ)
         if has_explicit:
-            _check_tf_config_against_explicit(tf_config.resolve(), environ)
+            _check_tf_config_against_explicit(tf_config.info, environ)
         notes = [f"{cls.title} variables are present too; TF_CONFIG takes precedence"
                  for cls in launchers if cls.detect(environ)]
         return tf_config.cluster_info(base, notes=notes)
 
     # The launcher: the one asked for, else the first detected.
-    launcher = None
-    if forced not in (TFConfigEnvironment.name, ExplicitEnvironment.name):
-        for cls in launchers:
-            if forced == cls.name and not cls.detect(environ):
-                raise cls(environ).absent_error(received)
-            if (forced is None or forced == cls.name) and cls.detect(environ):
-                launcher = cls(environ)
-                break
+    launcher = next((cls(environ) for cls in launchers
+                     if forced in (None, cls.name) and cls.detect(environ)), None)
     notes = [] if launcher else [n for cls in launchers for n in cls.undetected_notes(environ)]
 
     # 2. explicit addresses, the index checked against (or taken from) the launcher
-    if has_explicit and forced != TFConfigEnvironment.name:
+    if has_explicit:
         explicit = ExplicitEnvironment(environ)
         _take_rank_from(explicit, launcher)
         return explicit.cluster_info(base, notes=notes)

@@ -1,13 +1,8 @@
-"""SLURM job steps (`srun`).
+"""SLURM job steps (`srun`): node list × `KERAS_DP_PORT_BASE` + local index.
 
-Reads `SLURM_PROCID` (this task), `SLURM_STEP_NUM_TASKS` (falling back to
-`SLURM_NTASKS`), `SLURM_STEP_NODELIST` (falling back to `SLURM_JOB_NODELIST`)
-in full host-list syntax, `SLURM_STEP_TASKS_PER_NODE` (with the `N(xM)`
-form) and `SLURM_LOCALID`. Tasks are placed on nodes as SLURM's default
-`block` distribution does (or `cyclic`, when `SLURM_DISTRIBUTION` says so);
-several tasks on one node listen on `port_base + local index`, as TF's own
-`SlurmClusterResolver` does (base 8888 unless `KERAS_DP_PORT_BASE` says
-otherwise). The node's GPUs are split between its tasks by `keras_dp.scope()`.
+Tasks are placed as SLURM's `block` (default) or `cyclic` distribution does, several
+on one node listening on consecutive ports as TF's `SlurmClusterResolver`. See
+docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -19,17 +14,14 @@ from keras_dp.cluster.registry import register_environment
 from keras_dp.cluster.hostlist import expand_hostlist, expand_tasks_per_node
 from keras_dp.errors import ClusterConfigError
 
-# Step ids SLURM gives to the batch script and the external container; a
-# process there is not inside an `srun` step.
+# Step ids of the batch script and the external container: not inside an `srun` step.
 _NON_STEP_IDS = {"batch", "extern", "interactive", "4294967294", "4294967295",
                  "4294967291", "4294967292", "4294967290"}
+_ONE_STEP = "use the SLURM_STEP_* variables of one step (srun sets them together)"
 
 
 def _first(environ: Mapping[str, str], names: Tuple[str, ...]) -> Optional[str]:
-    for name in names:
-        if str(environ.get(name, "")).strip():
-            return name
-    return None
+    return next((name for name in names if str(environ.get(name, "")).strip()), None)
 
 
 class SlurmEnvironment(ClusterEnvironment):
@@ -115,21 +107,16 @@ class SlurmEnvironment(ClusterEnvironment):
                     received=size, fix="launch with srun, which sets SLURM_STEP_TASKS_PER_NODE")
             return [size // len(nodes)] * len(nodes)
         counts = expand_tasks_per_node(self.environ[name], variable=name)
-        if len(counts) != len(nodes):
-            raise ClusterConfigError(
-                f"lists tasks for {len(counts)} nodes but the node list "
-                f"{self.environ.get(_first(self.environ, self.NODELIST_VARIABLES) or '', '')!r} "
-                f"has {len(nodes)} nodes", variable=name, received=self.environ[name],
-                fix="use the SLURM_STEP_* variables of one step (srun sets them together)")
-        if sum(counts) != size:
-            raise ClusterConfigError(
-                f"adds up to {sum(counts)} tasks but {self._size_variable()}={size}",
-                variable=name, received=self.environ[name],
-                fix="use the SLURM_STEP_* variables of one step (srun sets them together)")
-        if any(count < 1 for count in counts):
-            raise ClusterConfigError(
-                "has a node with no tasks", variable=name, received=self.environ[name],
-                fix="use the SLURM_STEP_* variables of one step (srun sets them together)")
+        nodelist = self.environ.get(_first(self.environ, self.NODELIST_VARIABLES) or "", "")
+        for wrong, problem in (
+                (len(counts) != len(nodes), f"lists tasks for {len(counts)} nodes but the "
+                                            f"node list {nodelist!r} has {len(nodes)} nodes"),
+                (sum(counts) != size,
+                 f"adds up to {sum(counts)} tasks but {self._size_variable()}={size}"),
+                (any(count < 1 for count in counts), "has a node with no tasks")):
+            if wrong:
+                raise ClusterConfigError(problem, variable=name, received=self.environ[name],
+                                         fix=_ONE_STEP)
         return counts
 
     def placement(self) -> List[Tuple[int, int]]:
@@ -137,21 +124,13 @@ class SlurmEnvironment(ClusterEnvironment):
         counts = self.tasks_per_node()
         distribution = str(self.environ.get("SLURM_DISTRIBUTION", "block")).split(",")[0]
         distribution = distribution.split(":")[0].strip().lower() or "block"
-        slots: List[Tuple[int, int]] = []
-        if distribution in ("block", "pack", "nopack"):
-            for node, count in enumerate(counts):
-                slots.extend((node, local) for local in range(count))
-        elif distribution == "cyclic":
-            filled = [0] * len(counts)
-            while len(slots) < sum(counts):
-                for node, count in enumerate(counts):
-                    if filled[node] < count:
-                        slots.append((node, filled[node]))
-                        filled[node] += 1
-        else:
+        slots = [(node, local) for node, count in enumerate(counts) for local in range(count)]
+        if distribution == "cyclic":  # one task per node in turn
+            slots.sort(key=lambda slot: (slot[1], slot[0]))
+        elif distribution not in ("block", "pack", "nopack"):
             raise ClusterConfigError(
-                f"task distribution {distribution!r} is not supported", variable="SLURM_DISTRIBUTION",
-                received=self.environ.get("SLURM_DISTRIBUTION"),
+                f"task distribution {distribution!r} is not supported",
+                variable="SLURM_DISTRIBUTION", received=self.environ.get("SLURM_DISTRIBUTION"),
                 fix="use srun --distribution=block (the default) or cyclic, or list the "
                     "addresses yourself in KERAS_DP_WORKERS")
         return slots

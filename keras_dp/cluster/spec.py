@@ -20,15 +20,9 @@ _HOST_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 def parse_address(address: Any, *, variable: str, field: Optional[str] = None,
                   received: Any = None) -> Tuple[str, int]:
-    """Splits and checks one `host:port` address.
+    """Splits and checks one `host:port` address (IPv6 hosts in brackets: `[::1]:2222`).
 
-    IPv6 hosts are written in brackets (`[::1]:2222`).
-
-    Args:
-        address: The address string.
-        variable: Environment variable it came from (for the error message).
-        field: Field inside that variable, if any.
-        received: What to show as the received value (defaults to `address`).
+    The error names `variable` (and its `field`) and shows `received` (default `address`).
 
     Returns:
         A `(host, port)` tuple.
@@ -37,66 +31,43 @@ def parse_address(address: Any, *, variable: str, field: Optional[str] = None,
         ClusterConfigError: if the address is not `host:port` with a port
             between 1 and 65535.
     """
-    shown = address if received is None else received
+    def error(problem: str, fix: str) -> ClusterConfigError:
+        return ClusterConfigError(problem, variable=variable, field=field, fix=fix,
+                                  received=address if received is None else received)
+
     if not isinstance(address, str) or not address.strip():
-        raise ClusterConfigError(
-            f"a worker address must be a non-empty 'host:port' string, got {address!r}",
-            variable=variable, field=field, received=shown,
-            fix="write every address as host:port, e.g. 10.0.0.1:2222",
-        )
+        raise error(f"a worker address must be a non-empty 'host:port' string, got {address!r}",
+                    "write every address as host:port, e.g. 10.0.0.1:2222")
     text = address.strip()
     if text != address:
-        raise ClusterConfigError(
-            f"address {address!r} has spaces around it", variable=variable, field=field,
-            received=shown, fix=f"write it without spaces: {text}")
+        raise error(f"address {address!r} has spaces around it",
+                    f"write it without spaces: {text}")
     if "://" in text:
-        raise ClusterConfigError(
-            f"address {text!r} has a URL scheme",
-            variable=variable, field=field, received=shown,
-            fix="drop the scheme and write host:port only (the protocol goes in 'rpc_layer')",
-        )
+        raise error(f"address {text!r} has a URL scheme",
+                    "drop the scheme and write host:port only (the protocol goes in 'rpc_layer')")
     if text.startswith("["):
         match = re.match(r"^\[([0-9A-Fa-f:.]+)\]:(.*)$", text)
         if not match:
-            raise ClusterConfigError(
-                f"address {text!r} is not '[ipv6]:port'",
-                variable=variable, field=field, received=shown,
-                fix="write IPv6 addresses as [host]:port, e.g. [::1]:2222",
-            )
+            raise error(f"address {text!r} is not '[ipv6]:port'",
+                        "write IPv6 addresses as [host]:port, e.g. [::1]:2222")
         host, port_text = "[" + match.group(1) + "]", match.group(2)
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep:
-            raise ClusterConfigError(
-                f"address {text!r} has no port",
-                variable=variable, field=field, received=shown,
-                fix=f"add the port, e.g. {text}:2222",
-            )
+            raise error(f"address {text!r} has no port", f"add the port, e.g. {text}:2222")
         if not host:
-            raise ClusterConfigError(
-                f"address {text!r} has no host",
-                variable=variable, field=field, received=shown,
-                fix=f"put the host before the port, e.g. 10.0.0.1{text} or localhost{text}",
-            )
+            raise error(f"address {text!r} has no host",
+                        f"put the host before the port, e.g. 10.0.0.1{text} or localhost{text}")
         if not _HOST_RE.match(host):
-            raise ClusterConfigError(
-                f"address {text!r} has an invalid host name {host!r}",
-                variable=variable, field=field, received=shown,
-                fix="use a host name or IP address (letters, digits, '.', '-', '_')",
-            )
+            raise error(f"address {text!r} has an invalid host name {host!r}",
+                        "use a host name or IP address (letters, digits, '.', '-', '_')")
     if not re.fullmatch(r"[0-9]+", port_text):
-        raise ClusterConfigError(
-            f"the port of {text!r} is not a number ({port_text!r})",
-            variable=variable, field=field, received=shown,
-            fix="give a numeric port between 1 and 65535, e.g. host:2222",
-        )
+        raise error(f"the port of {text!r} is not a number ({port_text!r})",
+                    "give a numeric port between 1 and 65535, e.g. host:2222")
     port = int(port_text)
     if not 1 <= port <= 65535:
-        raise ClusterConfigError(
-            f"the port of {text!r} is {port}, outside 1-65535",
-            variable=variable, field=field, received=shown,
-            fix="pick a port between 1 and 65535 (above 1023 needs no root)",
-        )
+        raise error(f"the port of {text!r} is {port}, outside 1-65535",
+                    "pick a port between 1 and 65535 (above 1023 needs no root)")
     return host, port
 
 
@@ -111,8 +82,7 @@ def check_no_duplicates(addresses: Sequence[str], *, variable: str,
                 f"address {address!r} appears twice (entries {seen[key]} and {position}); "
                 "two tasks cannot listen on the same host and port",
                 variable=variable, field=field, received=received,
-                fix="give every task its own host:port (same host, different ports is fine)",
-            )
+                fix="give every task its own host:port (same host, different ports is fine)")
         seen[key] = position
 
 
@@ -123,18 +93,15 @@ class ClusterInfo:
     Built by `keras_dp.resolve_cluster()`; every field is already validated.
 
     Attributes:
-        source: Which environment described the cluster: `"tf_config"`,
-            `"explicit"`, `"slurm"`, `"mpi"`, `"kubernetes"`, a registered
-            environment's name, or `"single"`.
-        cluster: Job name to list of `host:port` addresses, in TF_CONFIG
-            order (`chief`, `worker`, `ps`, `evaluator`). Empty for a single
-            process.
+        source: The environment's name (`"tf_config"`, `"explicit"`, `"slurm"`,
+            `"mpi"`, `"kubernetes"`, a registered one) or `"single"`.
+        cluster: Job name to `host:port` addresses, in TF_CONFIG order; empty
+            for a single process.
         task_type: This process's role (`"worker"`, `"chief"`, ...).
         task_index: This process's index within its role.
         rpc_layer: TF_CONFIG's `rpc_layer` (e.g. `"grpc"`), if given.
         environment: TF_CONFIG's `environment` (e.g. `"cloud"`), if given.
-        local_rank: Index of this process among the processes of its node,
-            used to split the node's GPUs between them.
+        local_rank: Index among the processes of its node (splits the GPUs).
         local_size: Number of training processes on this node.
         notes: Human-readable remarks gathered while resolving.
         variables: The environment variables that were read, with values.
@@ -153,14 +120,10 @@ class ClusterInfo:
     _tf_config: Optional[Mapping[str, Any]] = dataclasses.field(
         default=None, repr=False, compare=False)
 
-    # -- derived views -----------------------------------------------------
     @property
     def worker_addresses(self) -> List[str]:
         """Addresses of the training tasks (chief first, then workers)."""
-        out: List[str] = []
-        for role in TRAINING_ROLES:
-            out.extend(self.cluster.get(role, ()))
-        return out
+        return [address for role in TRAINING_ROLES for address in self.cluster.get(role, ())]
 
     @property
     def num_workers(self) -> int:
@@ -180,9 +143,7 @@ class ClusterInfo:
     @property
     def worker_index(self) -> Optional[int]:
         """Position of this process in `worker_addresses`, None if it does not train."""
-        if not self.cluster:
-            return 0
-        if self.task_type == "chief":
+        if not self.cluster or self.task_type == "chief":
             return 0
         if self.task_type == "worker":
             return len(self.cluster.get("chief", ())) + self.task_index
@@ -190,38 +151,19 @@ class ClusterInfo:
 
     @property
     def is_chief(self) -> bool:
-        """Whether this process is the one that writes checkpoints, logs and models.
-
-        That is the `chief` task if the cluster has one, else worker 0.
-        """
-        if not self.cluster:
-            return True
-        if "chief" in self.cluster:
-            return self.task_type == "chief"
-        return self.task_type == "worker" and self.task_index == 0
+        """Whether this process writes checkpoints, logs and models (chief, else worker 0)."""
+        return self.worker_index == 0
 
     @property
     def address(self) -> Optional[str]:
         """This task's own `host:port`, None for a single process."""
         tasks = self.cluster.get(self.task_type)
-        if not tasks:
-            return None
-        return tasks[self.task_index]
+        return tasks[self.task_index] if tasks else None
 
-    # -- serialisation -----------------------------------------------------
     def to_tf_config(self) -> Dict[str, Any]:
-        """Returns the TF_CONFIG dict (`cluster` and `task`) for this process.
+        """The TF_CONFIG dict for this process; a TF_CONFIG it came from, unchanged.
 
-        For a cluster that came from TF_CONFIG, this is that TF_CONFIG
-        unchanged. For a single process it is `{"cluster": {}, "task": {}}`,
-        which TensorFlow reads as "no cluster".
-
-        Example:
-
-        >>> info = resolve_cluster({"KERAS_DP_WORKERS": "a:1,b:1",
-        ...                         "KERAS_DP_TASK_INDEX": "1"})
-        >>> info.to_tf_config()["task"]
-        {'type': 'worker', 'index': 1}
+        A single process gets `{"cluster": {}, "task": {}}` ("no cluster").
         """
         if self._tf_config is not None:
             return copy.deepcopy(dict(self._tf_config))
