@@ -7,14 +7,17 @@ each worker reads just its own part. `InMemoryCorpus` holds numpy arrays; `Store
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from keras_dp.errors import ConfigError
 
-#: Documents of a text source are joined with this separator.
-DOCUMENT_SEPARATOR = b"\n\n"
+
+
+def join_documents(documents: Iterable[bytes]) -> np.ndarray:
+    """One byte stream of stripped documents joined by a blank line."""
+    return np.frombuffer(b"\n\n".join(d.strip() for d in documents), dtype=np.uint8)
 
 
 def split_train_validation(stream: np.ndarray) -> Dict[str, np.ndarray]:

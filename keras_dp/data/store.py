@@ -21,7 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from keras_dp.data.corpus import (DOCUMENT_SEPARATOR, Corpus, split_train_validation)
+from keras_dp.data.corpus import Corpus, join_documents, split_train_validation
 from keras_dp.errors import ConfigError
 
 log = logging.getLogger("keras_dp")
@@ -33,6 +33,14 @@ FORMAT_VERSION = 1
 DEFAULT_SHARDS = 16
 _TFDS_NAME = "keras_dp_text"
 _TFDS_VERSION = "1.0.0"
+
+
+def _in_order(builder, split: str):
+    """The tfds split's examples in file order, read once (no cache, no shuffling)."""
+    import tensorflow_datasets as tfds
+
+    return builder.as_dataset(split=split, shuffle_files=False, read_config=tfds.ReadConfig(
+        try_autocache=False, interleave_cycle_length=1))
 
 
 class StoredCorpus(Corpus):
@@ -83,16 +91,12 @@ class StoredCorpus(Corpus):
 
     def token_dataset(self, split: str, start: int, stop: int, input_context=None):
         import tensorflow as tf
-        import tensorflow_datasets as tfds
 
         if stop <= start:
             return tf.data.Dataset.from_tensors(tf.zeros([0], tf.uint8))
         size = self.chunk_size(split)
         first = start // size
-        read_config = tfds.ReadConfig(try_autocache=False, interleave_cycle_length=1,
-                                      shuffle_seed=None)
-        chunk_ds = self.builder.as_dataset(split=self._slice(split, start, stop),
-                                           shuffle_files=False, read_config=read_config)
+        chunk_ds = _in_order(self.builder, self._slice(split, start, stop))
         offset, length = start - first * size, stop - start
         return (chunk_ds.map(lambda example: example["tokens"])
                 .ragged_batch(-(-stop // size) - first)
@@ -228,11 +232,11 @@ def files_corpus(patterns, *, cache_dir: Optional[str] = None) -> StoredCorpus:
     name = paths[0] if len(paths) == 1 else f"{len(paths)} files in {os.path.dirname(paths[0])}"
 
     def make_splits():
-        parts = []
+        documents = []
         for path in paths:
             with open(path, "rb") as handle:
-                parts.append(handle.read().strip())
-        return split_train_validation(np.frombuffer(DOCUMENT_SEPARATOR.join(parts), np.uint8))
+                documents.append(handle.read())
+        return split_train_validation(join_documents(documents))
 
     return open_or_write(cache_dir, name, {"kind": "files", "files": stats}, DEFAULT_SHARDS,
                          make_splits)
@@ -292,12 +296,8 @@ def tfds_corpus(spec: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
     def make_splits() -> Dict[str, np.ndarray]:
         streams = {}
         for split in source_splits:
-            ds = builder.as_dataset(split=split, shuffle_files=False,
-                                    read_config=tfds.ReadConfig(try_autocache=False,
-                                                                interleave_cycle_length=1))
-            streams[split] = np.frombuffer(DOCUMENT_SEPARATOR.join(
-                bytes(example[feature]).strip() for example in tfds.as_numpy(ds)),
-                dtype=np.uint8)
+            streams[split] = join_documents(bytes(example[feature]) for example in
+                                            tfds.as_numpy(_in_order(builder, split)))
         if "validation" not in streams and "train" in streams:
             streams.update(split_train_validation(streams["train"]))
         return streams

@@ -10,8 +10,7 @@ import numpy as np
 from keras_dp.data.corpus import InMemoryCorpus
 from keras_dp.errors import ConfigError, whole_number
 
-_DEFAULTS = {"vocab": 16, "order": 1, "tokens": 200_000, "validation_tokens": 20_000,
-             "seed": 0, "alpha": 0.3}
+_OPTIONS = ("vocab", "order", "tokens", "validation_tokens", "seed", "alpha")
 
 
 class MarkovCorpus(InMemoryCorpus):
@@ -70,12 +69,12 @@ class MarkovCorpus(InMemoryCorpus):
     @classmethod
     def from_spec(cls, spec: str) -> "MarkovCorpus":
         """Parses `"synthetic"` or `"synthetic:vocab=16,order=1,tokens=200000,seed=0"`."""
-        options: Dict[str, object] = dict(_DEFAULTS)
+        options: Dict[str, object] = {}
         _, _, rest = spec.partition(":")
         for item in filter(None, (part.strip() for part in rest.split(","))):
             key, sep, value = item.partition("=")
             key = key.strip()
-            if not sep or key not in _DEFAULTS:
+            if not sep or key not in _OPTIONS:
                 raise ConfigError(
                     f"bad synthetic corpus option {item!r}", variable="source",
                     received=spec, fix="write synthetic:vocab=16,order=1,tokens=200000,"
