@@ -1,20 +1,8 @@
 """Sharded, deterministic input pipelines for data-parallel training.
 
-```python
-with keras_dp.scope() as ctx:
-    train = keras_dp.data.text_dataset("builtin", seq_len=128,
-                                       global_batch_size=ctx.global_batch(32))
-```
-
-- `text_dataset(source, ...)`: language-model batches `(inputs, targets)` from
-  the builtin corpus, local text files, a tensorflow-datasets dataset or a
-  synthetic Markov corpus; one input pipeline per worker, each reading only
-  its own part; the same global batches for any number of workers
-  (the rule is in `keras_dp/data/pipeline.py`).
-- `distribute(dataset_fn, global_batch_size=...)`: the same for your own
-  per-worker `dataset_fn(input_context)`.
-- `global_batch_size(per_replica)`, `steps_per_epoch(examples, global_batch)`.
-- `ByteTokenizer`: bytes as tokens; saved with the model.
+`text_dataset` gives language-model batches with one input pipeline per worker, the same
+global batches for any number of workers; `distribute` does the same for your own
+`dataset_fn(input_context)`. See docs/data_and_models.md.
 """
 
 from __future__ import annotations
@@ -28,14 +16,13 @@ from keras_dp.data.corpus import Corpus, InMemoryCorpus, split_train_validation
 from keras_dp.data.pipeline import StreamLayout, pipeline_dataset
 from keras_dp.data.store import files_corpus, tfds_corpus
 from keras_dp.data.synthetic import MarkovCorpus
-from keras_dp.data.tokenizer import ByteTokenizer, IdTokenizer, load_tokenizer
+from keras_dp.data.tokenizer import ByteTokenizer, IdTokenizer
 from keras_dp.errors import ConfigError
 
 __all__ = [
     "ByteTokenizer", "Corpus", "IdTokenizer", "InMemoryCorpus", "MarkovCorpus", "StreamLayout",
-    "distribute", "global_batch_size", "load_corpus", "load_tokenizer",
-    "per_replica_batch_size", "split_train_validation", "steps_per_epoch", "text_dataset",
-    "text_dataset_fn",
+    "distribute", "global_batch_size", "load_corpus", "per_replica_batch_size",
+    "split_train_validation", "steps_per_epoch", "text_dataset", "text_dataset_fn",
 ]
 
 
@@ -45,21 +32,13 @@ def load_corpus(source="builtin", *, data_dir: Optional[str] = None,
     """Resolves a source to a `Corpus`.
 
     Args:
-        source: `"builtin"` (Python's documentation topics, offline),
-            `"synthetic"` or `"synthetic:vocab=16,order=1,tokens=200000,seed=0"`
-            (a random Markov chain with a known entropy rate), `"tfds:NAME"`
-            (a tensorflow-datasets text dataset prepared in `data_dir`), a
-            local text file, a glob or a list of them, or a `Corpus`.
-        data_dir: tensorflow-datasets data directory for `"tfds:"` sources.
-        cache_dir: Where converted (sharded) datasets are written; default
-            `$KERAS_DP_CACHE_DIR` or `~/.cache/keras_dp`.
-        text_feature: The text feature of a `"tfds:"` dataset (default: its
-            only text feature).
-        download: Let tensorflow-datasets download and prepare a missing
-            `"tfds:"` dataset (needs network); default False fails fast.
+        source, data_dir, cache_dir, text_feature, download: As for `text_dataset`.
 
     Returns:
-        A `Corpus`.
+        A `Corpus` (`source` itself when it is one).
+
+    Raises:
+        ConfigError: `source` is of no known kind.
     """
     if isinstance(source, Corpus):
         return source
@@ -81,20 +60,19 @@ def load_corpus(source="builtin", *, data_dir: Optional[str] = None,
 def text_dataset_fn(source="builtin", *, split: str = "train", seq_len: int = 128,
                     global_batch_size: int, seed: int = 0, shuffle: bool = True,
                     repeat: bool = True, start_step: int = 0,
-                    epoch_steps: Optional[int] = None, data_dir: Optional[str] = None,
-                    cache_dir: Optional[str] = None, text_feature: Optional[str] = None,
-                    download: bool = False):
+                    epoch_steps: Optional[int] = None, **corpus_options):
     """The per-worker function behind `text_dataset`: `fn(input_context) -> tf.data.Dataset`.
 
     Useful to inspect what each input pipeline reads, e.g. with hand-made
-    `tf.distribute.InputContext` objects. Arguments as for `text_dataset`.
+    `tf.distribute.InputContext` objects. Arguments as for `text_dataset`
+    (`corpus_options` go to `load_corpus`). Its `corpus` and `layout` attributes
+    are the `Corpus` and its `StreamLayout`.
     """
     from keras_dp.data.store import ensure_shards
 
-    corpus = load_corpus(source, data_dir=data_dir, cache_dir=cache_dir,
-                         text_feature=text_feature, download=download)
-    layout = StreamLayout(corpus.num_tokens(corpus.check_split(split)), int(global_batch_size),
-                          int(seq_len))
+    corpus = load_corpus(source, **corpus_options)
+    layout = StreamLayout(corpus.num_tokens(corpus.check_split(split)), global_batch_size,
+                          seq_len)
 
     def dataset_fn(input_context):
         local = ensure_shards(corpus, input_context.num_input_pipelines)
@@ -107,40 +85,31 @@ def text_dataset_fn(source="builtin", *, split: str = "train", seq_len: int = 12
     return dataset_fn
 
 
-def text_dataset(source="builtin", *, split: str = "train", seq_len: int = 128,
-                 global_batch_size: int, strategy=None, seed: int = 0,
-                 data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
-                 shuffle: bool = True, repeat: bool = True, start_step: int = 0,
-                 epoch_steps: Optional[int] = None, text_feature: Optional[str] = None,
-                 download: bool = False):
+def text_dataset(source="builtin", *, global_batch_size: int, strategy=None, **options):
     """Language-model batches, one input pipeline per worker, deterministic.
 
     Args:
-        source: `"builtin"` (Python's documentation topics: offline, about
-            465 KB), a text file / folder / glob / list of them, `"tfds:NAME"`
-            (a tensorflow-datasets text dataset prepared in `data_dir`),
-            `"synthetic[:vocab=16,order=1,...]"`, or a `Corpus`.
-        split: `"train"` or `"validation"` (or another split of a tfds source).
-        seq_len: Tokens per example; targets are the inputs shifted by one.
+        source: `"builtin"` (Python's documentation topics, offline), a text file,
+            folder, glob or list of them, `"tfds:NAME"` (a tensorflow-datasets text
+            dataset prepared in `data_dir`), `"synthetic[:vocab=16,order=1,...]"`,
+            or a `Corpus`.
         global_batch_size: Sequences per step over all replicas.
         strategy: Default: the strategy in scope / of `keras_dp.scope()`.
-        seed: Shuffling seed; the same seed gives the same global batches with
-            any number of workers and replicas.
-        data_dir: tensorflow-datasets data dir for `"tfds:"` sources.
-        cache_dir: Where file and tfds sources are converted to sharded
-            datasets (default `$KERAS_DP_CACHE_DIR` or `~/.cache/keras_dp`).
-        shuffle: Reshuffle each stream's examples every epoch.
-        repeat: Repeat forever (for `fit(steps_per_epoch=...)`); else one epoch.
-        start_step: Start at this global step (resuming gives the batches an
-            uninterrupted run would have seen).
-        epoch_steps: Cut epochs to this many steps (a fixed validation subset).
-        text_feature: The text feature of a `"tfds:"` dataset.
-        download: Allow tfds to download a missing `"tfds:"` dataset.
+        **options: `split` (`"train"`, `"validation"` or another split of a tfds
+            source); `seq_len` (128: tokens per example, targets are the inputs
+            shifted by one); `seed` (0: the same seed gives the same global
+            batches with any number of workers); `shuffle` (True: reshuffle each
+            stream every epoch); `repeat` (True: forever, else one epoch);
+            `start_step` (0: resume at this global step); `epoch_steps` (cut
+            epochs to this many steps); `data_dir` (tfds data dir); `cache_dir`
+            (where file and tfds sources are converted, default
+            `$KERAS_DP_CACHE_DIR` or `~/.cache/keras_dp`); `text_feature` (of a
+            tfds dataset); `download` (False: let tfds download a missing dataset).
 
     Returns:
         A `tf.distribute.DistributedDataset` of `(inputs, targets)`, int32
-        `[per_replica_batch, seq_len]`. Its `corpus` and `layout` attributes
-        tell the tokenizer, sizes and `layout.steps_per_epoch`.
+        `[per_replica_batch, seq_len]`, with the `corpus` and `layout` attributes
+        of `text_dataset_fn` (`layout.steps_per_epoch`).
 
     Example:
 
@@ -152,14 +121,7 @@ def text_dataset(source="builtin", *, split: str = "train", seq_len: int = 128,
     model.fit(ds, steps_per_epoch=ds.layout.steps_per_epoch, epochs=2)
     ```
     """
-    dataset_fn = text_dataset_fn(
-        source, split=split, seq_len=seq_len, global_batch_size=global_batch_size, seed=seed,
-        shuffle=shuffle, repeat=repeat, start_step=start_step, epoch_steps=epoch_steps,
-        data_dir=data_dir, cache_dir=cache_dir, text_feature=text_feature, download=download)
+    dataset_fn = text_dataset_fn(source, global_batch_size=global_batch_size, **options)
     dataset = distribute(dataset_fn, global_batch_size=global_batch_size, strategy=strategy)
-    for name in ("corpus", "layout"):
-        try:
-            setattr(dataset, name, getattr(dataset_fn, name))
-        except AttributeError:  # pragma: no cover - a strategy's dataset type without __dict__
-            pass
+    dataset.corpus, dataset.layout = dataset_fn.corpus, dataset_fn.layout
     return dataset

@@ -1,11 +1,6 @@
-"""Batch bookkeeping and `distribute()`: one input pipeline per worker.
+"""Batch bookkeeping and `distribute()`: one input pipeline per worker, never auto-sharded.
 
-Every keras_dp dataset is built with `strategy.distribute_datasets_from_function`:
-each worker calls the dataset function once with its `tf.distribute.InputContext`
-and returns a dataset of PER-REPLICA batches; the strategy hands consecutive
-elements to the worker's local replicas. No dataset is ever auto-sharded (which
-for most sources falls back to every worker reading everything and dropping
-what is not its own).
+The one check of batch sizes is `per_replica_batch_size`. See docs/data_and_models.md.
 """
 
 from __future__ import annotations
@@ -24,21 +19,18 @@ def global_batch_size(per_replica_batch: int, strategy=None) -> int:
         strategy: The strategy (default: see `resolve_strategy`).
 
     Returns:
-        Examples per step over all replicas of all workers.
-
-    Example:
-
-    ```python
-    with keras_dp.scope():
-        batch = keras_dp.data.global_batch_size(32)   # 64 with two workers
-    ```
+        Examples per step over all replicas of all workers (64 for 32 on two workers).
     """
     per_replica_batch = whole_number(per_replica_batch, "per_replica_batch")
     return per_replica_batch * int(resolve_strategy(strategy).num_replicas_in_sync)
 
 
 def per_replica_batch_size(global_batch: int, num_replicas: int) -> int:
-    """`global_batch / num_replicas`, which must divide evenly."""
+    """`global_batch / num_replicas`, which must divide evenly.
+
+    Raises:
+        ConfigError: `global_batch` is not a whole number >= 1 or does not divide evenly.
+    """
     global_batch = whole_number(global_batch, "global_batch_size")
     if global_batch % num_replicas:
         lower = max(1, global_batch // num_replicas) * num_replicas
@@ -82,15 +74,8 @@ def distribute(dataset_fn: Callable, *, global_batch_size: int, strategy=None):
     Returns:
         A `tf.distribute.DistributedDataset` for `model.fit` or `strategy.run`.
 
-    Example:
-
-    ```python
-    def dataset_fn(ctx):
-        batch = ctx.get_per_replica_batch_size(64)
-        return my_files(ctx.input_pipeline_id, ctx.num_input_pipelines).batch(batch)
-
-    ds = keras_dp.data.distribute(dataset_fn, global_batch_size=64)
-    ```
+    Raises:
+        ConfigError: `global_batch_size` does not divide evenly over the replicas.
     """
     import tensorflow as tf
 
@@ -101,7 +86,6 @@ def distribute(dataset_fn: Callable, *, global_batch_size: int, strategy=None):
         dataset = dataset_fn(input_context)
         options = tf.data.Options()
         options.deterministic = True
-        # The dataset already holds only this pipeline's part: never shard it again.
         options.experimental_distribute.auto_shard_policy = \
             tf.data.experimental.AutoShardPolicy.OFF
         return dataset.with_options(options)

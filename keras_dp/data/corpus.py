@@ -1,50 +1,34 @@
-"""Token corpora: what `text_dataset` reads, as one token stream per split.
+"""Token corpora: a tokenizer and one token stream per split.
 
-A corpus is a tokenizer plus, for each split (`"train"`, `"validation"`,
-...), one long stream of token ids. The input pipelines only ever ask a
-corpus for a contiguous range of a split's stream (`token_dataset`), which is
-what lets every worker read just its own part (see `keras_dp/data/pipeline.py`).
-
-Two kinds exist: `InMemoryCorpus` (the builtin corpus, the synthetic Markov
-corpus, or any numpy arrays) and `StoredCorpus` (local files and
-tensorflow-datasets sources, converted once into a sharded tfds dataset; see
-`keras_dp/data/store.py`).
+Input pipelines only ask a corpus for a contiguous range of a split (`token_dataset`), so
+each worker reads just its own part. `InMemoryCorpus` holds numpy arrays; `StoredCorpus`
+(`store.py`) a sharded tfds dataset.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from keras_dp.errors import ConfigError
 
-#: Documents of a text source are joined with this separator.
-DOCUMENT_SEPARATOR = b"\n\n"
-#: Every `VALIDATION_EVERY`-th block of a text stream (the last of each run of
-#: ten) goes to the validation split, when the source has no validation split.
-VALIDATION_EVERY = 10
 
 
-def split_block_size(num_bytes: int) -> int:
-    """The block size of the train/validation split rule for a stream of `num_bytes`.
-
-    8 KiB blocks for corpora of 400 KB and more; smaller ones use about 50
-    blocks (at least 256 bytes each) so that they still get a validation split.
-    """
-    return int(max(256, min(8192, num_bytes // 50)))
+def join_documents(documents: Iterable[bytes]) -> np.ndarray:
+    """One byte stream of stripped documents joined by a blank line."""
+    return np.frombuffer(b"\n\n".join(d.strip() for d in documents), dtype=np.uint8)
 
 
 def split_train_validation(stream: np.ndarray) -> Dict[str, np.ndarray]:
     """Splits one token stream deterministically into train and validation.
 
-    The stream is cut into blocks (`split_block_size`); block i goes to
-    validation when `i % 10 == 9`, else to train. Each split keeps its
-    blocks in order. Validation thus samples the whole corpus (10 %).
+    The stream is cut into blocks of 8 KiB (smaller corpora: about 50 blocks of at least
+    256 bytes); block i goes to validation when `i % 10 == 9`, else to train. Each split
+    keeps its blocks in order, so validation samples the whole corpus (10 %).
     """
-    block = split_block_size(len(stream))
-    index = np.arange(len(stream)) // block
-    is_validation = (index % VALIDATION_EVERY) == VALIDATION_EVERY - 1
+    block = int(max(256, min(8192, len(stream) // 50)))
+    is_validation = (np.arange(len(stream)) // block) % 10 == 9
     return {"train": stream[~is_validation], "validation": stream[is_validation]}
 
 
@@ -68,10 +52,6 @@ class Corpus:
     def vocab_size(self) -> int:
         return int(self.tokenizer.vocab_size)
 
-    @property
-    def token_dtype(self):
-        return np.uint8 if self.vocab_size <= 256 else np.int32
-
     def num_tokens(self, split: str) -> int:
         raise NotImplementedError
 
@@ -80,7 +60,7 @@ class Corpus:
         raise NotImplementedError
 
     def tokens(self, split: str) -> np.ndarray:
-        """The whole split as a numpy array (statistics, tests)."""
+        """The whole split as a numpy array."""
         raise NotImplementedError
 
     def check_split(self, split: str) -> str:
@@ -112,8 +92,9 @@ class InMemoryCorpus(Corpus):
 
         self.name = name
         self.tokenizer = tokenizer or ByteTokenizer()
-        self._splits = {k: np.ascontiguousarray(np.asarray(v).reshape(-1).astype(
-            self.token_dtype)) for k, v in splits.items()}
+        dtype = np.uint8 if self.vocab_size <= 256 else np.int32
+        self._splits = {k: np.ascontiguousarray(np.asarray(v).reshape(-1).astype(dtype))
+                        for k, v in splits.items()}
 
     @property
     def splits(self) -> Sequence[str]:

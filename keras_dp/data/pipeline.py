@@ -1,30 +1,9 @@
 """Sharded, deterministic language-model batches: the stream layout.
 
-The rule (what makes "each worker reads only its own part" and "a seed gives
-the same global batches in every worker count" hold together):
-
-1. A split's token stream of N tokens is cut into B contiguous *streams*,
-   B = the global batch size: stream i holds tokens
-   `[floor(i*N/B), floor((i+1)*N/B))`.
-2. Stream i is cut into examples of seq_len+1 tokens at stride seq_len
-   (inputs = tokens[k*T : k*T+T], targets = the same shifted by one): no
-   padding, every token is a target once.
-3. **Row i of every global batch comes from stream i.** In epoch e, stream i
-   visits its examples in a random order drawn from `(seed, i, e)` alone
-   (stateless RNG), or in order when `shuffle=False`. An epoch is
-   `steps_per_epoch = min_i(examples in stream i)` steps.
-4. Input pipeline p of P (one per worker) serves global rows
-   `[p*B/P, (p+1)*B/P)` - so it reads only the token range of streams
-   `[p*B/P, (p+1)*B/P)` (for stored corpora: only the shard files holding
-   it) - and hands them out as per-replica batches of `B/R` rows to its
-   local replicas in order (global replica r gets rows `[r*B/R, (r+1)*B/R)`).
-
-Global batch s is therefore a function of (corpus, split, seq_len, B, seed, s)
-only - not of the number of workers, replicas or input pipelines. Any layout
-tf.distribute accepts works (P divides R divides B). Limits: each stream needs
-at least seq_len+1 tokens (N >= B * (seq_len + 1)); changing B changes the
-streams (and so the batches); every pipeline holds its streams' tokens in
-memory (N/P tokens: about 50 MB per worker for a 200 MB corpus and 4 workers).
+A split of N tokens is cut into B streams (B = the global batch); row i of every global batch
+comes from stream i, in an order drawn from (seed, i, epoch) alone; input pipeline p of P
+serves streams [p*B/P, (p+1)*B/P). So global batch s does not depend on the number of
+workers. The full rule and its limits: docs/data_and_models.md ("The determinism rule").
 """
 
 from __future__ import annotations
@@ -33,6 +12,7 @@ import dataclasses
 import logging
 from typing import Optional, Tuple
 
+from keras_dp.data.batching import per_replica_batch_size
 from keras_dp.errors import ConfigError, whole_number
 
 log = logging.getLogger("keras_dp")
@@ -82,11 +62,6 @@ class StreamLayout:
     def max_examples(self) -> int:
         return max(self.examples_in(i) for i in range(self.global_batch_size))
 
-    @property
-    def num_examples(self) -> int:
-        """Examples used per epoch: steps_per_epoch * B."""
-        return self.steps_per_epoch * self.global_batch_size
-
     def pipeline_streams(self, pipeline: int, num_pipelines: int) -> Tuple[int, int]:
         """The streams `[first, stop)` input pipeline `pipeline` of `num_pipelines` serves."""
         if self.global_batch_size % num_pipelines:
@@ -104,34 +79,14 @@ class StreamLayout:
 def pipeline_dataset(corpus, split: str, layout: StreamLayout, input_context, *, seed: int = 0,
                      shuffle: bool = True, repeat: bool = True, start_step: int = 0,
                      epoch_steps: Optional[int] = None):
-    """The per-replica batches input pipeline `input_context` serves (see module docstring).
-
-    Args:
-        corpus: A `keras_dp.data.Corpus`.
-        split: Its split to read.
-        layout: The `StreamLayout` of that split.
-        input_context: A `tf.distribute.InputContext`.
-        seed: Shuffling seed.
-        shuffle: Visit each stream's examples in a new random order each epoch.
-        repeat: Repeat epochs forever (else one epoch).
-        start_step: Skip this many global steps (resuming).
-        epoch_steps: Cut each epoch to at most this many steps (e.g. a fixed
-            validation subset).
-
-    Returns:
-        A `tf.data.Dataset` of `(inputs, targets)`, int32 `[B/R, seq_len]`.
-    """
+    """The per-replica batches `(inputs, targets)`, int32 `[B/R, seq_len]`, that
+    `input_context`'s pipeline serves; the options are `text_dataset`'s."""
     import tensorflow as tf
 
     pipelines = input_context.num_input_pipelines
     pipeline = input_context.input_pipeline_id
     replicas = input_context.num_replicas_in_sync
-    batch = layout.global_batch_size
-    if batch % replicas:
-        raise ConfigError(f"does not divide evenly over {replicas} replicas",
-                          variable="global_batch_size", received=batch,
-                          fix=f"use a multiple of {replicas}")
-    per_replica = batch // replicas
+    per_replica = per_replica_batch_size(layout.global_batch_size, replicas)
     local_replicas = replicas // pipelines
     first, stop = layout.pipeline_streams(pipeline, pipelines)
     begin, end = layout.token_range(first, stop)
@@ -140,15 +95,13 @@ def pipeline_dataset(corpus, split: str, layout: StreamLayout, input_context, *,
     if epoch_steps is not None:
         steps = max(1, min(steps, int(epoch_steps)))
     max_examples = layout.max_examples
-    offsets = [layout.bound(i) - begin for i in range(first, stop)]
-    counts = [layout.examples_in(i) for i in range(first, stop)]
     first_epoch, skip = divmod(int(start_step), steps)
     log.debug("keras_dp: input pipeline %d/%d reads %s tokens [%d, %d) (streams %d-%d)",
               pipeline, pipelines, split, begin, end, first, stop - 1)
 
     stream_ids = tf.constant(list(range(first, stop)), tf.int64)
-    offsets_t = tf.constant(offsets, tf.int64)
-    counts_t = tf.constant(counts, tf.int64)
+    offsets_t = tf.constant([layout.bound(i) - begin for i in range(first, stop)], tf.int64)
+    counts_t = tf.constant([layout.examples_in(i) for i in range(first, stop)], tf.int64)
     window = tf.range(seq_len + 1, dtype=tf.int64)
 
     def epoch_order(epoch):

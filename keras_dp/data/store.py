@@ -1,26 +1,13 @@
 """Local text files and tensorflow-datasets sources, stored as a sharded tfds dataset.
 
-A text source that is not in memory is converted ONCE into a
-tensorflow-datasets dataset of its own (`keras_dp_text`) in the cache
-directory: each split's token stream is cut into equal chunks (one example
-each) written in order (`disable_shuffling=True`) over `num_shards` files.
-A worker then reads only the chunks - and so only the files - holding the
-token range its input pipeline needs (`builder.as_dataset(split="train[a:b]")`).
-
-The conversion also re-splits sources with too few shards for the cluster:
-`tfds:tiny_shakespeare` has one example (one file) per split, which tfds
-cannot shard over two input pipelines; converted, it has `num_shards` files,
-and `ensure_shards` writes more when there are more input pipelines than files.
-
-The cache key is a fingerprint of the source (file paths, sizes and mtimes;
-or the tfds name, version and split sizes), so a changed file is converted
-again. Writes go to a private temporary folder that is renamed into place, so
-several workers converting the same source at once never see a half-written
-dataset; the first rename wins.
+Converted once into the cache directory (keyed by a fingerprint of the source), in order,
+as equal chunks over shard files; a worker reads only the files holding its token range.
+See docs/data_and_models.md ("Converted sources").
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -30,11 +17,11 @@ import re
 import shutil
 import tempfile
 import time
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from keras_dp.data.corpus import (DOCUMENT_SEPARATOR, Corpus, split_train_validation)
+from keras_dp.data.corpus import Corpus, join_documents, split_train_validation
 from keras_dp.errors import ConfigError
 
 log = logging.getLogger("keras_dp")
@@ -44,26 +31,20 @@ CORPUS_FILE = "corpus.json"
 FORMAT_VERSION = 1
 #: Shard files written per split by default (re-split to more when needed).
 DEFAULT_SHARDS = 16
-#: Largest chunk (one tfds example), in tokens.
-MAX_CHUNK = 64 * 1024
 _TFDS_NAME = "keras_dp_text"
 _TFDS_VERSION = "1.0.0"
 
 
-def default_cache_dir(environ: Optional[Mapping[str, str]] = None) -> str:
-    """`$KERAS_DP_CACHE_DIR`, else `~/.cache/keras_dp`."""
-    env = os.environ if environ is None else environ
-    return env.get(CACHE_DIR_VARIABLE) or os.path.join(os.path.expanduser("~"), ".cache",
-                                                       "keras_dp")
+def _in_order(builder, split: str):
+    """The tfds split's examples in file order, read once (no cache, no shuffling)."""
+    import tensorflow_datasets as tfds
 
-
-def chunk_size_for(num_tokens: int, num_shards: int) -> int:
-    """Chunk length so that a split of `num_tokens` has at least `num_shards` chunks."""
-    return int(max(1, min(MAX_CHUNK, -(-num_tokens // max(1, num_shards)))))
+    return builder.as_dataset(split=split, shuffle_files=False, read_config=tfds.ReadConfig(
+        try_autocache=False, interleave_cycle_length=1))
 
 
 class StoredCorpus(Corpus):
-    """A corpus converted into a sharded tfds dataset (see the module docstring).
+    """A corpus converted into a sharded tfds dataset.
 
     Args:
         path: The folder `write_store` created (holds `corpus.json`).
@@ -77,7 +58,6 @@ class StoredCorpus(Corpus):
             self.meta = json.load(handle)
         self.name = self.meta["name"]
         self.tokenizer = tokenizer_from_config(self.meta.get("tokenizer"))
-        self._builder = None
 
     @property
     def splits(self) -> Sequence[str]:
@@ -87,24 +67,18 @@ class StoredCorpus(Corpus):
     def num_shards(self) -> int:
         return int(self.meta["num_shards"])
 
-    @property
-    def source(self) -> dict:
-        return self.meta["source"]
-
     def num_tokens(self, split: str) -> int:
         return int(self.meta["splits"][self.check_split(split)]["tokens"])
 
     def chunk_size(self, split: str) -> int:
         return int(self.meta["splits"][self.check_split(split)]["chunk_size"])
 
-    @property
+    @functools.cached_property
     def builder(self):
-        if self._builder is None:
-            import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds
 
-            self._builder = tfds.builder_from_directory(
-                os.path.join(self.path, "tfds", _TFDS_NAME, _TFDS_VERSION))
-        return self._builder
+        return tfds.builder_from_directory(
+            os.path.join(self.path, "tfds", _TFDS_NAME, _TFDS_VERSION))
 
     def files_for(self, split: str, start: int, stop: int) -> List[str]:
         """The shard files that hold tokens `[start, stop)` of `split`."""
@@ -117,20 +91,15 @@ class StoredCorpus(Corpus):
 
     def token_dataset(self, split: str, start: int, stop: int, input_context=None):
         import tensorflow as tf
-        import tensorflow_datasets as tfds
 
         if stop <= start:
             return tf.data.Dataset.from_tensors(tf.zeros([0], tf.uint8))
         size = self.chunk_size(split)
         first = start // size
-        chunks = -(-stop // size) - first
-        read_config = tfds.ReadConfig(try_autocache=False, interleave_cycle_length=1,
-                                      shuffle_seed=None)
-        chunk_ds = self.builder.as_dataset(split=self._slice(split, start, stop),
-                                           shuffle_files=False, read_config=read_config)
+        chunk_ds = _in_order(self.builder, self._slice(split, start, stop))
         offset, length = start - first * size, stop - start
         return (chunk_ds.map(lambda example: example["tokens"])
-                .ragged_batch(chunks)
+                .ragged_batch(-(-stop // size) - first)
                 .map(lambda ragged: ragged.flat_values[offset:offset + length]))
 
     def tokens(self, split: str) -> np.ndarray:
@@ -140,35 +109,12 @@ class StoredCorpus(Corpus):
         return next(iter(tfds.as_numpy(ds)))
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:40] or "corpus"
-
-
-def _fingerprint(payload) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def store_path(cache_dir: Optional[str], name: str, source: dict, num_shards: int) -> str:
-    key = _fingerprint({"format": FORMAT_VERSION, "source": source})
-    return os.path.join(cache_dir or default_cache_dir(), "text",
-                        f"{_slug(name)}-{key}-{num_shards}shards")
-
-
 def write_store(path: str, name: str, splits: Mapping[str, np.ndarray], *, num_shards: int,
                 source: dict, tokenizer=None) -> StoredCorpus:
-    """Writes token streams as a sharded tfds dataset at `path` (atomically).
+    """Writes `splits` (name -> token array; empty ones left out) as a sharded tfds dataset.
 
-    Args:
-        path: Final folder (must not exist; if another process creates it
-            first, its copy is used).
-        name: Description of the source.
-        splits: Split name -> 1-D uint8 token array (empty splits are left out).
-        num_shards: Shard files per split (fewer for splits with fewer tokens).
-        source: JSON-able description of the source (kept in `corpus.json`).
-        tokenizer: The tokenizer (default bytes).
-
-    Returns:
-        The `StoredCorpus`.
+    Written in a temporary folder renamed to `path`; when another process got there
+    first, its copy is used.
     """
     import tensorflow_datasets as tfds
 
@@ -185,7 +131,7 @@ def write_store(path: str, name: str, splits: Mapping[str, np.ndarray], *, num_s
     shards = max(1, min([num_shards] + [len(v) for v in splits.values()]))
     meta_splits, generators = {}, {}
     for split, stream in splits.items():
-        size = chunk_size_for(len(stream), shards)
+        size = int(min(64 * 1024, -(-len(stream) // shards)))  # at least `shards` chunks
         count = -(-len(stream) // size)
         meta_splits[split] = {"tokens": int(len(stream)), "chunk_size": size, "chunks": count}
         generators[split] = [(i, {"tokens": stream[i * size:(i + 1) * size]})
@@ -223,8 +169,17 @@ def write_store(path: str, name: str, splits: Mapping[str, np.ndarray], *, num_s
 
 
 def open_or_write(cache_dir, name, source, num_shards, make_splits, tokenizer=None):
-    """The stored corpus for `source`, converting it (with `make_splits()`) if missing."""
-    path = store_path(cache_dir, name, source, num_shards)
+    """The stored corpus for `source`, converting it (with `make_splits()`) if missing.
+
+    It is `<cache>/text/<name>-<fingerprint of source>-<N>shards`; the cache defaults to
+    `$KERAS_DP_CACHE_DIR`, else `~/.cache/keras_dp`.
+    """
+    cache_dir = cache_dir or os.environ.get(CACHE_DIR_VARIABLE) or os.path.join(
+        os.path.expanduser("~"), ".cache", "keras_dp")
+    key = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, "source": source},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:40] or "corpus"
+    path = os.path.join(cache_dir, "text", f"{slug}-{key}-{num_shards}shards")
     if os.path.exists(os.path.join(path, CORPUS_FILE)):
         return StoredCorpus(path)
     return write_store(path, name, make_splits(), num_shards=num_shards, source=source,
@@ -245,23 +200,19 @@ def ensure_shards(corpus: Corpus, num_pipelines: int) -> Corpus:
     if smallest < num_pipelines:
         return corpus  # cannot split further; token ranges still stay disjoint
     cache_dir = os.path.dirname(os.path.dirname(corpus.path))
-    return open_or_write(cache_dir, corpus.name, corpus.source, shards,
+    return open_or_write(cache_dir, corpus.name, corpus.meta["source"], shards,
                          lambda: {s: corpus.tokens(s) for s in corpus.splits},
                          tokenizer=corpus.tokenizer)
 
 
-# -- local files -------------------------------------------------------------
 def expand_files(patterns: Union[str, Sequence[str]]) -> List[str]:
     """Sorted absolute paths of the files that `patterns` (paths or globs) name."""
     items = [patterns] if isinstance(patterns, str) else list(patterns)
     paths: List[str] = []
     for item in items:
         item = os.path.expanduser(str(item))
-        matches = sorted(glob.glob(item, recursive=True)) if glob.has_magic(item) else [item]
-        if os.path.isdir(item):
-            matches = sorted(p for p in glob.glob(os.path.join(item, "**", "*"), recursive=True)
-                             if os.path.isfile(p))
-        matches = [m for m in matches if os.path.isfile(m)]
+        pattern = os.path.join(item, "**", "*") if os.path.isdir(item) else item
+        matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
         if not matches:
             raise ConfigError("names no readable file", variable="source", received=item,
                               fix="pass an existing text file, a folder, or a glob such as "
@@ -270,16 +221,7 @@ def expand_files(patterns: Union[str, Sequence[str]]) -> List[str]:
     return sorted(dict.fromkeys(paths))
 
 
-def _read_files(paths: Iterable[str]) -> np.ndarray:
-    parts = []
-    for path in paths:
-        with open(path, "rb") as handle:
-            parts.append(handle.read().strip())
-    return np.frombuffer(DOCUMENT_SEPARATOR.join(parts), dtype=np.uint8)
-
-
-def files_corpus(patterns, *, cache_dir: Optional[str] = None,
-                 num_shards: int = DEFAULT_SHARDS) -> StoredCorpus:
+def files_corpus(patterns, *, cache_dir: Optional[str] = None) -> StoredCorpus:
     """Local text files (paths, folders or globs) as a stored, sharded corpus.
 
     Files are read as bytes in sorted path order, joined by a blank line, and
@@ -288,11 +230,18 @@ def files_corpus(patterns, *, cache_dir: Optional[str] = None,
     paths = expand_files(patterns)
     stats = [[p, os.path.getsize(p), int(os.path.getmtime(p))] for p in paths]
     name = paths[0] if len(paths) == 1 else f"{len(paths)} files in {os.path.dirname(paths[0])}"
-    return open_or_write(cache_dir, name, {"kind": "files", "files": stats}, num_shards,
-                         lambda: split_train_validation(_read_files(paths)))
+
+    def make_splits():
+        documents = []
+        for path in paths:
+            with open(path, "rb") as handle:
+                documents.append(handle.read())
+        return split_train_validation(join_documents(documents))
+
+    return open_or_write(cache_dir, name, {"kind": "files", "files": stats}, DEFAULT_SHARDS,
+                         make_splits)
 
 
-# -- tensorflow-datasets sources --------------------------------------------
 def _not_prepared(spec: str, data_dir: Optional[str], detail: str) -> ConfigError:
     where = data_dir or "tensorflow-datasets' default data_dir (~/tensorflow_datasets or "\
         "$TFDS_DATA_DIR)"
@@ -307,17 +256,12 @@ def _not_prepared(spec: str, data_dir: Optional[str], detail: str) -> ConfigErro
 
 
 def tfds_corpus(spec: str, *, data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
-                text_feature: Optional[str] = None, download: bool = False,
-                num_shards: int = DEFAULT_SHARDS) -> StoredCorpus:
+                text_feature: Optional[str] = None, download: bool = False) -> StoredCorpus:
     """A prepared tensorflow-datasets text dataset, converted into a sharded corpus.
 
     Args:
         spec: `NAME`, `NAME/CONFIG` or `NAME:VERSION` as tfds writes them.
-        data_dir: The tfds data directory that holds the prepared dataset.
-        cache_dir: Where the converted copy goes.
-        text_feature: Feature holding the text (default: the only Text feature).
-        download: Let tfds download and prepare it when missing (needs network).
-        num_shards: Shard files of the converted copy.
+        data_dir, cache_dir, text_feature, download: As for `text_dataset`.
 
     Raises:
         ConfigError: at once (no download retries) when the dataset is not
@@ -352,15 +296,11 @@ def tfds_corpus(spec: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
     def make_splits() -> Dict[str, np.ndarray]:
         streams = {}
         for split in source_splits:
-            ds = builder.as_dataset(split=split, shuffle_files=False,
-                                    read_config=tfds.ReadConfig(try_autocache=False,
-                                                                interleave_cycle_length=1))
-            streams[split] = np.frombuffer(DOCUMENT_SEPARATOR.join(
-                bytes(example[feature]).strip() for example in tfds.as_numpy(ds)),
-                dtype=np.uint8)
+            streams[split] = join_documents(bytes(example[feature]) for example in
+                                            tfds.as_numpy(_in_order(builder, split)))
         if "validation" not in streams and "train" in streams:
             streams.update(split_train_validation(streams["train"]))
         return streams
 
-    return open_or_write(cache_dir, f"tfds:{builder.info.full_name}", source, num_shards,
+    return open_or_write(cache_dir, f"tfds:{builder.info.full_name}", source, DEFAULT_SHARDS,
                          make_splits)

@@ -1,21 +1,16 @@
-"""A synthetic corpus with a known entropy rate: a seeded random Markov chain.
-
-A language model trained on it can be checked against the best possible
-loss: the chain's entropy rate in nats per token. Nothing in the corpus
-depends on the machine: the same spec gives the same tokens everywhere.
-"""
+"""A synthetic corpus with a known entropy rate (the best possible loss): a seeded random
+Markov chain, the same tokens on every machine."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 
 from keras_dp.data.corpus import InMemoryCorpus
-from keras_dp.errors import ConfigError
+from keras_dp.errors import ConfigError, whole_number
 
-_DEFAULTS = {"vocab": 16, "order": 1, "tokens": 200_000, "validation_tokens": 20_000,
-             "seed": 0, "alpha": 0.3}
+_OPTIONS = ("vocab", "order", "tokens", "validation_tokens", "seed", "alpha")
 
 
 class MarkovCorpus(InMemoryCorpus):
@@ -53,9 +48,7 @@ class MarkovCorpus(InMemoryCorpus):
 
         for name, value, low in (("vocab", vocab, 2), ("order", order, 1),
                                  ("tokens", tokens, 2), ("validation_tokens", validation_tokens, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ConfigError(f"must be a whole number >= {low}", variable=name,
-                                  received=value)
+            whole_number(value, name, minimum=low)
         if vocab ** order > 1_000_000:
             raise ConfigError("vocab ** order is over a million contexts", variable="order",
                               received=order, fix="use a smaller vocabulary or order")
@@ -65,7 +58,7 @@ class MarkovCorpus(InMemoryCorpus):
         rng = np.random.default_rng([self.seed, 7919])
         contexts = self.vocab ** self.order
         self.transitions = rng.dirichlet([alpha] * self.vocab, size=contexts)
-        self.entropy_rate = _entropy_rate(self.transitions, self.vocab, self.order)
+        self.entropy_rate = _entropy_rate(self.transitions, self.vocab)
         splits = {"train": self._sample(int(tokens), [self.seed, 1]),
                   "validation": self._sample(int(validation_tokens), [self.seed, 2])}
         spec = ",".join(f"{k}={v}" for k, v in (("vocab", vocab), ("order", order),
@@ -76,12 +69,12 @@ class MarkovCorpus(InMemoryCorpus):
     @classmethod
     def from_spec(cls, spec: str) -> "MarkovCorpus":
         """Parses `"synthetic"` or `"synthetic:vocab=16,order=1,tokens=200000,seed=0"`."""
-        options: Dict[str, object] = dict(_DEFAULTS)
+        options: Dict[str, object] = {}
         _, _, rest = spec.partition(":")
         for item in filter(None, (part.strip() for part in rest.split(","))):
             key, sep, value = item.partition("=")
             key = key.strip()
-            if not sep or key not in _DEFAULTS:
+            if not sep or key not in _OPTIONS:
                 raise ConfigError(
                     f"bad synthetic corpus option {item!r}", variable="source",
                     received=spec, fix="write synthetic:vocab=16,order=1,tokens=200000,"
@@ -116,20 +109,19 @@ class MarkovCorpus(InMemoryCorpus):
         return out
 
 
-def _entropy_rate(transitions: np.ndarray, vocab: int, order: int,
-                  iterations: Optional[int] = None) -> float:
+def _entropy_rate(transitions: np.ndarray, vocab: int) -> float:
     """Entropy rate (nats/token) = sum over contexts of stationary prob x entropy."""
     contexts = transitions.shape[0]
     # Context c = (a_1..a_k) moves to (a_2..a_k, x) with probability P[c, x].
     following = (np.arange(contexts)[:, None] * vocab) % contexts + np.arange(vocab)[None, :]
     stationary = np.full(contexts, 1.0 / contexts)
-    for _ in range(iterations or 10_000):
+    for _ in range(10_000):
         updated = np.zeros(contexts)
         np.add.at(updated, following.reshape(-1), (stationary[:, None] * transitions).reshape(-1))
-        if np.max(np.abs(updated - stationary)) < 1e-13:
-            stationary = updated
-            break
+        converged = np.max(np.abs(updated - stationary)) < 1e-13
         stationary = updated
+        if converged:
+            break
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.where(transitions > 0, np.log(transitions), 0.0)
     entropies = -np.sum(transitions * logs, axis=1)

@@ -1,32 +1,26 @@
-"""Byte-level tokenizer: one token per UTF-8 byte, no vocabulary file."""
+"""Tokenizers: bytes (one token per UTF-8 byte, no vocabulary file) and plain ids."""
 
 from __future__ import annotations
 
 import json
-import os
-from typing import Any, Dict, Iterable, List, Union
+from typing import Any, Dict, Iterable, Union
 
 import numpy as np
 
-#: File name the tokenizer is saved under next to a model.
+from keras_dp.errors import ConfigError
+
+#: File name `keras-dp train` saves the tokenizer's config under next to the model.
 TOKENIZER_FILE = "tokenizer.json"
 
 
 class Tokenizer:
-    """Base class: `get_config()` describes a tokenizer; `save()` writes it as JSON."""
+    """Base class: `get_config()` describes a tokenizer (equal configs, equal tokenizers)."""
 
     kind = "base"
     vocab_size = 0
 
     def get_config(self) -> Dict[str, Any]:
         raise NotImplementedError
-
-    def save(self, directory: str) -> str:
-        """Writes `tokenizer.json` into `directory`; returns its path."""
-        path = os.path.join(directory, TOKENIZER_FILE)
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(self.get_config(), handle, indent=2)
-        return path
 
     def __eq__(self, other) -> bool:
         return type(other) is type(self) and other.get_config() == self.get_config()
@@ -62,8 +56,6 @@ class ByteTokenizer(Tokenizer):
 
     def __init__(self, errors: str = "replace"):
         if errors not in ("replace", "ignore", "strict"):
-            from keras_dp.errors import ConfigError
-
             raise ConfigError("must be 'replace', 'ignore' or 'strict'", variable="errors",
                               received=errors)
         self.errors = errors
@@ -79,13 +71,8 @@ class ByteTokenizer(Tokenizer):
         data = (values.reshape(-1).astype(np.int64) & 0xFF).astype(np.uint8).tobytes()
         return data.decode("utf-8", errors=self.errors)
 
-    # -- serialization -------------------------------------------------------
     def get_config(self) -> Dict[str, Any]:
         return {"kind": self.kind, "vocab_size": self.vocab_size, "errors": self.errors}
-
-    @classmethod
-    def from_config(cls, config: Dict[str, Any]) -> "ByteTokenizer":
-        return cls(errors=config.get("errors", "replace"))
 
     def __repr__(self) -> str:
         return f"ByteTokenizer(errors={self.errors!r})"
@@ -100,11 +87,8 @@ class IdTokenizer(Tokenizer):
         self.vocab_size = int(vocab_size)
 
     def encode(self, text: Union[str, Iterable[int]]) -> np.ndarray:
-        if isinstance(text, str):
-            values: List[int] = [int(t) for t in text.split()]
-        else:
-            values = [int(t) for t in text]
-        return np.asarray(values, dtype=np.int32)
+        values = text.split() if isinstance(text, str) else text
+        return np.asarray([int(t) for t in values], dtype=np.int32)
 
     def decode(self, ids: Iterable[int]) -> str:
         return " ".join(str(int(i)) for i in np.asarray(ids).reshape(-1))
@@ -112,27 +96,13 @@ class IdTokenizer(Tokenizer):
     def get_config(self) -> Dict[str, Any]:
         return {"kind": self.kind, "vocab_size": self.vocab_size}
 
-    @classmethod
-    def from_config(cls, config: Dict[str, Any]) -> "IdTokenizer":
-        return cls(config["vocab_size"])
-
 
 def tokenizer_from_config(config: Dict[str, Any]):
     """Rebuilds a tokenizer from `get_config()` output (or None -> bytes)."""
-    if not config:
-        return ByteTokenizer()
-    kind = config.get("kind", "bytes")
+    kind = (config or {}).get("kind", "bytes")
     if kind == "bytes":
-        return ByteTokenizer.from_config(config)
+        return ByteTokenizer(errors=(config or {}).get("errors", "replace"))
     if kind == "ids":
-        return IdTokenizer.from_config(config)
-    from keras_dp.errors import ConfigError
-
+        return IdTokenizer(config["vocab_size"])
     raise ConfigError("unknown tokenizer kind", variable="tokenizer", field="kind",
                       received=kind, fix="use 'bytes' or 'ids'")
-
-
-def load_tokenizer(directory: str):
-    """Reads `tokenizer.json` from a model directory."""
-    with open(os.path.join(directory, TOKENIZER_FILE), encoding="utf-8") as handle:
-        return tokenizer_from_config(json.load(handle))

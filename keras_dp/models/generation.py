@@ -9,19 +9,6 @@ import numpy as np
 from keras_dp.errors import ConfigError
 
 
-def _next_logits_fn(model):
-    """A compiled `f(window [1, seq_len], position) -> logits [vocab]` (one trace)."""
-    import tensorflow as tf
-
-    if getattr(model, "_generator", None) is None:
-        @tf.function(reduce_retracing=True)
-        def next_logits(window, position):
-            return model(window, training=False)[0, position]
-
-        model._generator = next_logits
-    return model._generator
-
-
 def sample_token(logits: np.ndarray, rng: np.random.Generator, *, temperature: float = 1.0,
                  top_k: Optional[int] = None, greedy: bool = False) -> int:
     """Picks the next token from one row of logits."""
@@ -40,7 +27,23 @@ def sample_token(logits: np.ndarray, rng: np.random.Generator, *, temperature: f
 def generate(model, prompt="", max_new_tokens: int = 200, *, temperature: float = 1.0,
              top_k: Optional[int] = None, greedy: bool = False, seed: Optional[int] = None,
              return_ids: bool = False):
-    """See `TransformerLM.generate`."""
+    """Continues `prompt`, decoding with the model's tokenizer (`TransformerLM.generate`).
+
+    Args:
+        prompt: Text (or token ids) to continue.
+        max_new_tokens: Tokens to generate.
+        temperature: Sampling temperature (> 0); lower is more conservative.
+        top_k: Sample only among the k most likely tokens.
+        greedy: Always take the most likely token (ignores temperature/top_k).
+        seed: Seed of the sampler (same seed, same text).
+        return_ids: Return the new token ids instead of text.
+
+    Returns:
+        The continuation (without the prompt) as text, or its ids.
+
+    Raises:
+        ConfigError: a bad `temperature` or `top_k`, or prompt ids outside the vocabulary.
+    """
     import tensorflow as tf
 
     if not temperature > 0:
@@ -50,19 +53,20 @@ def generate(model, prompt="", max_new_tokens: int = 200, *, temperature: float 
         raise ConfigError("must be a whole number >= 1 or None", variable="top_k",
                           received=top_k)
     tokenizer = model.tokenizer
-    ids = list(tokenizer.encode(prompt) if isinstance(prompt, (str, bytes)) else prompt)
-    ids = [int(i) for i in ids]
+    ids = [int(i) for i in (tokenizer.encode(prompt) if isinstance(prompt, (str, bytes))
+                            else prompt)]
     if any(not 0 <= i < model.vocab_size for i in ids):
         raise ConfigError("holds token ids outside the vocabulary", variable="prompt",
                           received=prompt)
     rng = np.random.default_rng(seed)
     window_len = model.seq_len
-    next_logits = _next_logits_fn(model)
+    if getattr(model, "_generator", None) is None:  # f(window, position) -> logits, one trace
+        model._generator = tf.function(lambda window, position: model(
+            window, training=False)[0, position], reduce_retracing=True)
+    next_logits = model._generator
     if not ids:
         ids = [int(rng.integers(model.vocab_size))] if tokenizer.kind != "bytes" else [10]
-        start = len(ids)
-    else:
-        start = len(ids)
+    start = len(ids)
     for _ in range(int(max_new_tokens)):
         context = ids[-window_len:]
         window = np.zeros((1, window_len), dtype=np.int32)

@@ -1,11 +1,4 @@
-"""Sizes of `TransformerLM.from_preset(name)`.
-
-| preset | d_model | layers | heads | seq_len | parameters (bytes vocab) | for |
-| --- | --- | --- | --- | --- | --- | --- |
-| `tiny` | 128 | 2 | 4 | 128 | ~0.45 M | CPU, tests, the default `keras-dp train` |
-| `small` | 384 | 6 | 6 | 256 | ~10.8 M | one GPU, a few minutes |
-| `base` | 768 | 12 | 12 | 1024 | ~86 M (GPT-2 small's shape) | several GPUs |
-"""
+"""Sizes of `TransformerLM.from_preset(name)` (table in docs/data_and_models.md)."""
 
 from keras_dp.errors import ConfigError
 

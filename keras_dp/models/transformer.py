@@ -1,21 +1,16 @@
-"""A GPT-style decoder-only Transformer language model in Keras 3 layers.
-
-Token + learned position embeddings, pre-LayerNorm blocks of causal
-multi-head self-attention and a GELU MLP, a final LayerNorm and an output
-head tied to the token embedding (or its own Dense). Registered serializable:
-`model.save("lm.keras")` and `keras.saving.load_model("lm.keras")` work with
-`safe_mode=True`, and the tokenizer travels in the model's config.
-"""
+"""A GPT-style decoder-only Transformer language model in Keras 3 layers, registered
+serializable with its tokenizer in its config. See docs/data_and_models.md."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import keras
 from keras import ops
 
 from keras_dp.errors import ConfigError
+from keras_dp.models import generation
 
 _PACKAGE = "keras_dp"
 
@@ -74,10 +69,8 @@ class CausalSelfAttention(keras.layers.Layer):
         return self.dropout(self.out(attended), training=training)
 
     def get_config(self) -> Dict[str, Any]:
-        config = super().get_config()
-        config.update(d_model=self.d_model, num_heads=self.num_heads,
-                      dropout=self.dropout_rate, out_stddev=self.out_stddev)
-        return config
+        return {**super().get_config(), "d_model": self.d_model, "num_heads": self.num_heads,
+                "dropout": self.dropout_rate, "out_stddev": self.out_stddev}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -115,10 +108,9 @@ class TransformerBlock(keras.layers.Layer):
         return x + self.dropout(hidden, training=training)
 
     def get_config(self) -> Dict[str, Any]:
-        config = super().get_config()
-        config.update(d_model=self.d_model, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
-                      dropout=self.dropout_rate, out_stddev=self.out_stddev)
-        return config
+        return {**super().get_config(), "d_model": self.d_model, "num_heads": self.num_heads,
+                "mlp_ratio": self.mlp_ratio, "dropout": self.dropout_rate,
+                "out_stddev": self.out_stddev}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -190,7 +182,6 @@ class TransformerLM(keras.Model):
             vocab_size, kernel_initializer=_init(), name="head", dtype=policy)
         self._generator = None
 
-    # -- construction --------------------------------------------------------
     @classmethod
     def from_preset(cls, preset: str = "tiny", **overrides) -> "TransformerLM":
         """A model of a preset size (`"tiny"`, `"small"`, `"base"`), with overrides.
@@ -212,8 +203,7 @@ class TransformerLM(keras.Model):
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
 
     def compile_from_config(self, config):
-        """Restores the compiled state when a saved model loads (Keras skips
-        models that override `compile`; this one only adds a default loss)."""
+        """Restores the compiled state on load (Keras skips models that override `compile`)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
         if getattr(self, "optimizer", None) is not None and self.built:
             self.optimizer.build(self.trainable_variables)
@@ -261,25 +251,4 @@ class TransformerLM(keras.Model):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
 
-    # -- generation ----------------------------------------------------------
-    def generate(self, prompt="", max_new_tokens: int = 200, *, temperature: float = 1.0,
-                 top_k: Optional[int] = None, greedy: bool = False,
-                 seed: Optional[int] = None, return_ids: bool = False):
-        """Continues `prompt`, decoding with the model's tokenizer.
-
-        Args:
-            prompt: Text (or token ids) to continue.
-            max_new_tokens: Tokens to generate.
-            temperature: Sampling temperature (> 0); lower is more conservative.
-            top_k: Sample only among the k most likely tokens.
-            greedy: Always take the most likely token (ignores temperature/top_k).
-            seed: Seed of the sampler (same seed, same text).
-            return_ids: Return the new token ids instead of text.
-
-        Returns:
-            The continuation (without the prompt) as text, or its ids.
-        """
-        from keras_dp.models.generation import generate
-
-        return generate(self, prompt, max_new_tokens, temperature=temperature, top_k=top_k,
-                        greedy=greedy, seed=seed, return_ids=return_ids)
+    generate = generation.generate
