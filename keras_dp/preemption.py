@@ -1,34 +1,8 @@
 """Preemption: a SIGTERM on any worker stops every worker at one common step.
 
-Schedulers preempt with SIGTERM, then SIGKILL after a grace period. Under
-MultiWorkerMirroredStrategy every step is an all-reduce, so a worker cannot
-simply stop: the others would wait for it. `PreemptionWatcher` turns the
-signal into a step number that all workers agree on, using TensorFlow's
-coordination service (its key-value store), as TensorFlow's own
-`PreemptionCheckpointHandler` does:
-
-1. the signal handler only records the signal;
-2. at the end of its next step `s`, the signalled worker publishes
-   `stop after step s + 1` (the first worker to publish wins) and waits
-   until every worker's watcher thread has acknowledged it. No worker can
-   finish step `s + 1` before that, because step `s + 1` needs this
-   worker's contribution, and no worker is past step `s + 1`;
-3. every worker finishes step `s + 1`, sees the agreed step, saves its
-   backup and ends with `keras_dp.fault.EXIT_PREEMPTED`.
-
-In a single process the step is the current one. `keras_dp.callbacks.
-BackupAndRestore` uses this; a custom training loop can too:
-
-```python
-watcher = keras_dp.preemption.PreemptionWatcher(strategy).start()
-for step in range(first, steps):
-    train_step()
-    if watcher.should_stop(step + 1):
-        save_checkpoint(step + 1)
-        watcher.stop()
-        raise keras_dp.preemption.Preempted(step + 1)
-watcher.stop()
-```
+The protocol (TensorFlow's coordination service key-value store, as its
+`PreemptionCheckpointHandler` does) and a custom-loop example are in
+docs/fault_tolerance.md.
 """
 
 from __future__ import annotations
@@ -51,13 +25,9 @@ _active = []
 
 
 class Preempted(SystemExit):
-    """Ends the process with `EXIT_PREEMPTED` after the preemption backup is saved.
+    """Ends the process with `EXIT_PREEMPTED` once the backup of global `step` is saved.
 
-    A `SystemExit`, so `except Exception` blocks in user code do not swallow
-    it and Python exits with the code and no traceback.
-
-    Attributes:
-        step: The global step the backup was saved at.
+    A `SystemExit`, so `except Exception` in user code does not swallow it.
     """
 
     def __init__(self, step: int, where: str = ""):
@@ -97,7 +67,6 @@ class PreemptionWatcher:
         self._prefix = ""
         self.index, self.count, self.is_chief = 0, 1, True
 
-    # -- lifecycle ------------------------------------------------------------
     def start(self) -> "PreemptionWatcher":
         """Installs the signal handlers and, with several workers, the watcher thread."""
         import tensorflow as tf
@@ -135,27 +104,10 @@ class PreemptionWatcher:
         if self in _active:
             _active.remove(self)
 
-    # -- state --------------------------------------------------------------
-    @property
-    def received(self) -> Optional[int]:
-        """The signal this worker received, if any."""
-        return self._received
-
-    @property
-    def stop_step(self) -> Optional[int]:
-        """The agreed step to stop after, once known."""
-        return self._target
-
     @property
     def pending(self) -> bool:
         """A signal arrived but training ended before the common step."""
         return self._received is not None and self._stopped_at is None
-
-    def redeliver(self) -> None:
-        """Sends the received signal again with the previous handlers back in place."""
-        self.stop()
-        if self._received is not None:
-            os.kill(os.getpid(), self._received)
 
     def should_stop(self, step: int) -> bool:
         """Called by every worker after each step with the number of steps done.
@@ -171,7 +123,6 @@ class PreemptionWatcher:
             return True
         return False
 
-    # -- protocol -------------------------------------------------------------
     def _on_signal(self, signum, frame):  # noqa: ARG002 - signal handler signature
         if self._received is not None:
             # A second signal: stop waiting for the common step.

@@ -1,22 +1,8 @@
 """The main job: train a Transformer LM data-parallel, report, save, sample.
 
-`keras-dp train` is `train(TrainConfig(...))`; examples and benchmarks call
-`train()` directly. The same call works on one CPU, several GPUs and several
-workers (whatever `keras_dp.scope()` resolves): the data pipeline gives every
-worker its own shard of each global batch, only the chief shows progress and
-writes the output directory, and every worker ends with the same weights.
-
-Example:
-
-```python
-from keras_dp.train import TrainConfig, train
-result = train(TrainConfig(steps=200, output_dir="/tmp/lm"))
-print(result.val_bits, result.tokens_per_sec)
-```
-
-The job's parts: `keras_dp/train_config.py` (settings, result, report),
-`keras_dp/train_files.py` (backups to resume from, the final save),
-`keras_dp/xla.py` (the XLA policy), `build_callbacks` below (its callbacks).
+`keras-dp train` is `train(TrainConfig(...))`, on one CPU, several GPUs or several
+workers alike. Settings and report: `keras_dp/train_config.py`; backups and the
+final save: `keras_dp/train_files.py`. See docs/train_job.md.
 """
 
 from __future__ import annotations
@@ -30,31 +16,24 @@ from typing import Any, Dict, List, Optional
 from keras_dp.train_config import MODEL_FILE, TrainConfig, TrainResult, format_report
 from keras_dp.train_files import backup_dir_of, backup_point, save
 
-__all__ = ["MODEL_FILE", "TrainConfig", "TrainResult", "build_callbacks", "format_report",
-           "train"]
+__all__ = ["MODEL_FILE", "TrainConfig", "TrainResult", "build_callbacks", "build_model",
+           "compile_model", "format_report", "train"]
 
 
 def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_step: int,
                     global_batch: int, seq_len: int, unit: str,
                     backup_dir: Optional[str] = None, plan: Optional[Dict[str, Any]] = None,
                     history: Optional[Dict[str, List[float]]] = None) -> Dict[str, Any]:
-    """The job's callbacks, by name, in the order `fit` runs them.
-
-    This is THE place where the job's callbacks are assembled.
+    """The job's callbacks, by name, in the order `fit` runs them (the one place they are made).
 
     Args:
         backup_dir: Where `BackupAndRestore` keeps the backups (None: no backups).
-        plan: What each backup records about the job (where its plan of
-            epochs began, their length, the data settings), with the history.
+        plan: What each backup records about the job (first step, interval, data).
         history: Epoch logs of the run so far (when resuming from a backup).
 
     Returns:
-        An ordered dict: `backup` (when `backup_dir`; worker-aware
-        `BackupAndRestore` every `config.backup_every` steps, the data is
-        positioned by the job so nothing is replayed), `lr` (adds the
-        learning rate to the logs), `throughput` (tokens/s), `stop` (ends at
-        exactly `total_steps`), `progress` (chief-only display), `history`
-        (Keras' `History`, continuing `history`).
+        An ordered dict: `backup` (when `backup_dir`), `lr`, `throughput`, `stop`
+        (ends at exactly `total_steps`), `progress` (chief only), `history`.
     """
     import keras
 
@@ -77,9 +56,7 @@ def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_s
     callbacks = {}
     history_callback = keras.callbacks.History()
     history_callback.history = {k: list(v) for k, v in (history or {}).items()}
-    if backup_dir:
-        # The job keeps the backups until its final model is saved, and starts
-        # its input at the resumed step (nothing to replay).
+    if backup_dir:  # kept until the final model is saved; the input starts at the step
         callbacks["backup"] = BackupAndRestore(
             backup_dir, save_freq=config.backup_every, delete_checkpoint=False,
             replay_data=False, keep=config.keep_backups,
@@ -103,7 +80,16 @@ def _total_steps(config: TrainConfig, layout) -> int:
     return TrainConfig.DEFAULT_STEPS
 
 
-def _make_model(config: TrainConfig, vocab_size: int, tokenizer):
+def build_model(config: TrainConfig, tokenizer):
+    """The job's `TransformerLM` (call it in the strategy's scope).
+
+    Args:
+        config: Its preset, size overrides and `mixed_precision`.
+        tokenizer: The corpus's tokenizer (its `vocab_size` sizes the model).
+
+    Returns:
+        The model, not yet compiled or built.
+    """
     from keras_dp.models import TransformerLM
 
     overrides = {k: getattr(config, k) for k in ("seq_len", "d_model", "num_layers",
@@ -111,11 +97,18 @@ def _make_model(config: TrainConfig, vocab_size: int, tokenizer):
                  if getattr(config, k) is not None}
     if config.mixed_precision:
         overrides["dtype"] = config.mixed_precision
-    return TransformerLM.from_preset(config.preset, vocab_size=vocab_size, tokenizer=tokenizer,
-                                     **overrides)
+    return TransformerLM.from_preset(config.preset, vocab_size=int(tokenizer.vocab_size),
+                                     tokenizer=tokenizer, **overrides)
 
 
-def _compile(model, config: TrainConfig, schedule):
+def compile_model(model, config: TrainConfig, schedule) -> None:
+    """Compiles `model` as the job does: AdamW, the LM loss, `xla`, `steps_per_execution`.
+
+    Args:
+        model: A `TransformerLM` (from `build_model`).
+        config: Its `weight_decay`, clipping, `xla` and `steps_per_execution`.
+        schedule: The learning rate (a `keras_dp.schedules.WarmupSchedule`).
+    """
     import keras
 
     optimizer = keras.optimizers.AdamW(
@@ -123,9 +116,8 @@ def _compile(model, config: TrainConfig, schedule):
         clipnorm=config.clipnorm or None, global_clipnorm=config.global_clipnorm or None)
     # Norms, biases and position embeddings are not decayed.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "position"])
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=bool(config.xla), steps_per_execution=config.steps_per_execution)
+    model.compile(optimizer=optimizer, jit_compile=bool(config.xla),
+                  steps_per_execution=config.steps_per_execution)
 
 
 def _floats(history: Dict[str, List[Any]]) -> Dict[str, List[float]]:
@@ -133,7 +125,7 @@ def _floats(history: Dict[str, List[Any]]) -> Dict[str, List[float]]:
 
 
 def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
-    """Runs the main job; see the module docstring and `TrainConfig`.
+    """Runs the main job (docs/train_job.md).
 
     Args:
         config: A `TrainConfig` (default: the defaults).
@@ -190,8 +182,8 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     schedule = WarmupSchedule(peak, min(config.warmup_steps, max(0, total_steps - 1)),
                               total_steps, config.decay, config.min_lr_ratio)
     with context:
-        model = _make_model(config, corpus.vocab_size, tokenizer)
-        _compile(model, config, schedule)
+        model = build_model(config, tokenizer)
+        compile_model(model, config, schedule)
         model.build((None, seq_len))
     # The batches depend only on the step: the input starts where training resumes,
     # so the backup callback reads nothing to catch up (replay_data=False).
