@@ -55,7 +55,7 @@ def position(model=None) -> Tuple[int, int, bool]:
         model: A Keras model (its `distribute_strategy` is asked first), or None:
             the multi-worker strategy keras_dp created in this process.
     """
-    strategy = getattr(model, "distribute_strategy", None) if model is not None else None
+    strategy = getattr(model, "distribute_strategy", None)
     if strategy is not None:
         found = worker_position(strategy)
         if found[1] > 1:
@@ -67,13 +67,7 @@ def position(model=None) -> Tuple[int, int, bool]:
 
 
 def private_dir(kind: str, index: int, *, at_exit: bool = False) -> str:
-    """A new temporary directory of this worker (`keras_dp_<kind>_worker<index>_...`).
-
-    Args:
-        kind: What is written there (part of the name).
-        index: This worker's index.
-        at_exit: Also delete it when the process exits.
-    """
+    """A new temporary directory `keras_dp_<kind>_worker<index>_...`; `at_exit`: deleted at exit."""
     path = tempfile.mkdtemp(prefix=f"keras_dp_{kind}_worker{index}_")
     if at_exit:
         atexit.register(shutil.rmtree, path, True)
@@ -108,14 +102,9 @@ def temp_name(path: str) -> str:
 def atomic(path, *, directory: bool = False) -> Iterator[str]:
     """Yields a temporary name next to `path`; once written, it replaces `path` in one rename.
 
-    Args:
-        path: The file (or, with `directory=True`, directory) to write.
-        directory: The writer makes a directory (a SavedModel, an unzipped
-            `.keras`).
-
-    Yields:
-        Where to write (`path` itself for a remote directory or `hf://`). On an
-        exception nothing of it is left, and `path` is as it was.
+    With `directory=True` the writer makes a directory (a SavedModel). A remote
+    directory or `hf://` is written in place. On an exception nothing of the
+    temporary name is left, and `path` is as it was.
     """
     path = str(path)
     if not is_local(path) and (directory or path.startswith("hf://")):
@@ -146,7 +135,7 @@ def _replace(temp: str, path: str, *, directory: bool) -> None:
 
 def remove_quietly(path: str) -> None:
     """Removes a file or directory if it is there, ignoring errors (used while failing)."""
-    try:
+    with contextlib.suppress(Exception):  # best effort while reporting another error
         if is_local(path):
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
@@ -158,8 +147,6 @@ def remove_quietly(path: str) -> None:
             gfile.rmtree(path)
         elif gfile.exists(path):
             gfile.remove(path)
-    except Exception:  # noqa: BLE001 - best effort while reporting another error
-        pass
 
 
 def write_text(path, text: str) -> None:

@@ -9,13 +9,14 @@ Switch it off with `KERAS_DP_KERAS_FIX`. See docs/keras_layer.md.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import logging
 import os
 import sys
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from keras_dp.errors import KerasDPError, StrategyError
 
@@ -266,24 +267,21 @@ def install() -> None:
         sys.meta_path.insert(0, _Finder._instance)
 
 
-class _SecondEnableFilter(logging.Filter):
-    def filter(self, record):
-        return "Enabling collective ops after program startup" not in record.getMessage()
+def _second_enable(record) -> bool:
+    return "Enabling collective ops after program startup" not in record.getMessage()
 
 
-class quiet_second_enable:
+@contextlib.contextmanager
+def quiet_second_enable() -> Iterator[None]:
     """Hides TensorFlow's warning when MWMS enables the collectives set up early again.
 
     The warning (earlier tensors may break) does not apply to a runtime that
     started as this worker.
     """
-
-    _filter = _SecondEnableFilter()
-
-    def __enter__(self):
-        if is_set_up():
-            logging.getLogger("absl").addFilter(self._filter)
-        return self
-
-    def __exit__(self, *exc_info):
-        logging.getLogger("absl").removeFilter(self._filter)
+    absl = logging.getLogger("absl")
+    if is_set_up():
+        absl.addFilter(_second_enable)
+    try:
+        yield
+    finally:
+        absl.removeFilter(_second_enable)

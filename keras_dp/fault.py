@@ -73,8 +73,6 @@ def worker_position(strategy) -> Tuple[int, int, bool]:
     return int(index), count, bool(extended.should_checkpoint)
 
 
-# -- which peer failed, from TensorFlow's error text -------------------------------
-
 @dataclasses.dataclass(frozen=True)
 class PeerFailure:
     """A diagnosis: `kind` (`"peer"`, `"startup"`), `workers` at fault (chief first), `reason`."""
@@ -205,8 +203,6 @@ def peer_message(failure: PeerFailure, cluster, self_index: int) -> str:
             f"Exit code {EXIT_PEER_FAILED} ({EXIT_CODES[EXIT_PEER_FAILED]}).")
 
 
-# -- start-up ---------------------------------------------------------------------
-
 class StartupError(StrategyError):
     """Not every worker joined the cluster within the start-up bound."""
 
@@ -297,8 +293,6 @@ def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
     finally:
         done.set()
 
-
-# -- uncaught exceptions ----------------------------------------------------------
 
 def handle_exception(exc: BaseException, cluster, *, report: bool = True) -> int:
     """Explains a worker's fatal exception; returns the exit code to end with.

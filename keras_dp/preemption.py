@@ -7,6 +7,7 @@ docs/fault_tolerance.md.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -14,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Optional, Sequence
+from typing import Optional
 
 from keras_dp.fault import EXIT_PREEMPTED, worker_position
 
@@ -46,16 +47,13 @@ class PreemptionWatcher:
 
     Args:
         strategy: The `tf.distribute.Strategy` (default: the current one).
-        signals: Signals that mean "preempted" (default: SIGTERM).
-        ack_timeout: Seconds the signalled worker waits for every worker
-            to acknowledge the stop step (a worker that does not is gone,
-            and the failure path takes over).
+        ack_timeout: Seconds the signalled worker waits for every worker to
+            acknowledge the stop step (one that does not is gone: the failure
+            path takes over).
     """
 
-    def __init__(self, strategy=None, *, signals: Sequence[int] = (signal.SIGTERM,),
-                 ack_timeout: float = 60.0):
+    def __init__(self, strategy=None, *, ack_timeout: float = 60.0):
         self._strategy = strategy
-        self._signals = tuple(signals)
         self._ack_timeout = ack_timeout
         self._previous = {}
         self._received: Optional[int] = None
@@ -65,7 +63,7 @@ class PreemptionWatcher:
         self._closing = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._prefix = ""
-        self.index, self.count, self.is_chief = 0, 1, True
+        self.index, self.count = 0, 1
 
     def start(self) -> "PreemptionWatcher":
         """Installs the signal handlers and, with several workers, the watcher thread."""
@@ -74,11 +72,10 @@ class PreemptionWatcher:
         for stale in list(_active):
             stale.stop()
         strategy = self._strategy or tf.distribute.get_strategy()
-        self.index, self.count, self.is_chief = worker_position(strategy)
+        self.index, self.count, _ = worker_position(strategy)
         self._prefix = f"keras_dp/preemption/{next(_generations)}"
         if threading.current_thread() is threading.main_thread():
-            for signum in self._signals:
-                self._previous[signum] = signal.signal(signum, self._on_signal)
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
         else:
             log.warning("keras_dp: training runs outside the main thread, so SIGTERM "
                         "cannot be caught; a preemption will not save a backup")
@@ -92,10 +89,8 @@ class PreemptionWatcher:
     def stop(self) -> None:
         """Restores the previous signal handlers and ends the watcher thread."""
         for signum, previous in self._previous.items():
-            try:
+            with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signum, previous)
-            except (ValueError, TypeError):
-                pass
         self._previous.clear()
         self._closing.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -110,11 +105,9 @@ class PreemptionWatcher:
         return self._received is not None and self._stopped_at is None
 
     def should_stop(self, step: int) -> bool:
-        """Called by every worker after each step with the number of steps done.
+        """Called by every worker after each step with the steps done; True: save and stop.
 
-        Returns:
-            True when this worker must save its backup now and stop (all
-            workers return True at the same step).
+        All workers return True at the same step.
         """
         if self._received is not None and not self._proposed and self._target is None:
             self._propose(step)
@@ -176,9 +169,6 @@ class PreemptionWatcher:
             except Exception:  # noqa: BLE001 - the service is gone: nothing to watch
                 return
             self._target = int(value)
-            try:
-                context.context().set_config_key_value(
-                    f"{self._prefix}/ack/{self.index}", "1")
-            except Exception:  # noqa: BLE001
-                pass
+            with contextlib.suppress(Exception):
+                context.context().set_config_key_value(f"{self._prefix}/ack/{self.index}", "1")
             return
