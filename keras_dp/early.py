@@ -97,22 +97,19 @@ def set_up() -> bool:
 
 
 def _set_up() -> bool:
+    from tensorflow.python.eager import context
+
     from keras_dp.cluster import resolve_cluster
     from keras_dp.context import _exchange_for
 
     environ = os.environ
-    if not _allowed():
-        return False
-    from tensorflow.python.eager import context
-
-    if getattr(context.context(), "_initialized", False):
+    if not _allowed() or getattr(context.context(), "_initialized", False):
         return False
     exchange = _exchange_for(environ)
     info = resolve_cluster(environ, exchange=exchange)
-    if not (info.is_multi_worker and info.is_training_task):
+    # choose_kind() refuses parameter servers with its message.
+    if not (info.is_multi_worker and info.is_training_task) or "ps" in info.cluster:
         return False
-    if "ps" in info.cluster:
-        return False  # choose_kind() refuses parameter servers with its message
     from keras_dp import strategy as strategy_lib
     from keras_dp.keras_fix import failure_hook
 
@@ -120,9 +117,8 @@ def _set_up() -> bool:
     strategy_lib.apply_gpu_split(info, environ)
     _configure(info, startup_timeout=timeout)
     failure_hook.install(info)
-    _state["startup_timeout"] = timeout
     _guard_first_start(info)
-    _state.update(cluster=info, exchanged=exchange is not None)
+    _state.update(cluster=info, exchanged=exchange is not None, startup_timeout=timeout)
     log.info("keras_dp: TensorFlow set up early as %s", info.describe())
     return True
 

@@ -7,7 +7,6 @@ failure are in docs/fault_tolerance.md.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import signal
@@ -15,7 +14,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from keras_dp.errors import KerasDPError, StrategyError
 
@@ -73,8 +72,7 @@ def worker_position(strategy) -> Tuple[int, int, bool]:
     return int(index), count, bool(extended.should_checkpoint)
 
 
-@dataclasses.dataclass(frozen=True)
-class PeerFailure:
+class PeerFailure(NamedTuple):
     """A diagnosis: `kind` (`"peer"`, `"startup"`), `workers` at fault (chief first), `reason`."""
 
     kind: str
@@ -136,8 +134,7 @@ def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
     addresses = [a.lower() for a in _addresses(cluster)]
 
     def result(kind, workers, reason):
-        workers = tuple(w for w in workers if w != self_index)
-        return PeerFailure(kind, workers, reason)
+        return PeerFailure(kind, tuple(w for w in workers if w != self_index), reason)
 
     match = _TIMED_OUT_TASKS.search(text)
     if match and "register" in lowered:
@@ -264,17 +261,17 @@ def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
     def missing():
         return [i for i in unreachable(cluster.worker_addresses) if i != index]
 
+    def late(peers) -> str:
+        reason = f"did not join within {timeout:g} s" + (" (nothing listens there)" * bool(peers))
+        return peer_message(PeerFailure("startup", tuple(peers), reason), cluster.cluster, index)
+
     def watchdog():
         if done.wait(timeout):
             return
         peers = missing()
         if not peers and done.wait(STARTUP_EXTENSION):
             return
-        peers = peers or missing()
-        reason = f"did not join within {timeout:g} s" + (" (nothing listens there)"
-                                                        if peers else "")
-        _exit_now(EXIT_STARTUP_FAILED, peer_message(
-            PeerFailure("startup", tuple(peers), reason), cluster.cluster, index))
+        _exit_now(EXIT_STARTUP_FAILED, late(peers or missing()))
 
     if timeout:
         threading.Thread(target=watchdog, name="keras_dp-startup-watchdog", daemon=True).start()
@@ -285,11 +282,8 @@ def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
         if failure is None or failure.kind != "startup":
             raise
         peers = missing()
-        if peers:
-            failure = dataclasses.replace(
-                failure, workers=tuple(peers),
-                reason=f"did not join within {timeout:g} s (nothing listens there)")
-        raise StartupError(peer_message(failure, cluster.cluster, index)) from None
+        raise StartupError(late(peers) if peers else
+                           peer_message(failure, cluster.cluster, index)) from None
     finally:
         done.set()
 
@@ -321,7 +315,7 @@ def report_to_cluster(exc: BaseException) -> None:
     """Tells the other workers (through the coordination service) why this one fails."""
     if "tensorflow" not in sys.modules:
         return  # no cluster was ever joined from this process
-    try:
+    with contextlib.suppress(Exception):  # best effort: the service may be gone
         from tensorflow.python.eager import context
 
         ctx = context.context()
@@ -330,5 +324,3 @@ def report_to_cluster(exc: BaseException) -> None:
         summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ctx.report_error_to_cluster(2, f"{_REPORT_MARKER}: {summary[:500]}")
         time.sleep(0.5)  # let the service pass it on before this process vanishes
-    except Exception:  # noqa: BLE001 - best effort: the service may be gone
-        pass
