@@ -167,7 +167,7 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
                 "seed": config.seed}
     # The one way a run resumes: from the backup of the interrupted run.
     backup_dir = backup_dir_of(config)
-    backed_up = backup_point(config, backup_dir, data_key, total_steps) if backup_dir else None
+    backed_up = backup_point(backup_dir, data_key, total_steps) if backup_dir else None
     first_step, initial_step = (backed_up["first_step"], backed_up["step"]) if backed_up \
         else (0, 0)
     ignored = None if backup_dir else backup_dir_of(config, enabled=True)

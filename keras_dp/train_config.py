@@ -71,11 +71,7 @@ class TrainConfig:
     DEFAULT_STEPS = 600
 
     def check(self) -> None:
-        """Refuses contradicting or out-of-range settings (before TensorFlow starts).
-
-        Raises:
-            ConfigError: naming the field and the fix.
-        """
+        """Raises `ConfigError` (naming the field) for contradicting or out-of-range settings."""
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError("unknown mixed precision policy", variable="mixed_precision",
                               received=self.mixed_precision,
@@ -96,11 +92,7 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class TrainResult:
-    """What `train()` measured and wrote.
-
-    Losses are mean cross-entropies in nats per token; `*_bits` are the same
-    in bits per token, which for the byte tokenizer is bits per byte.
-    """
+    """What `train()` measured and wrote: losses in nats per token, `*_bits` in bits per token."""
 
     steps: int
     initial_step: int

@@ -17,8 +17,8 @@ def backup_dir_of(config: TrainConfig, *, enabled: Optional[bool] = None) -> Opt
     return config.backup_dir or os.path.join(config.output_dir, BACKUP_DIR)
 
 
-def backup_point(config: TrainConfig, backup_dir: Optional[str],
-                  data_key: Dict[str, Any], total_steps: int) -> Optional[Dict[str, Any]]:
+def backup_point(backup_dir: Optional[str], data_key: Dict[str, Any],
+                 total_steps: int) -> Optional[Dict[str, Any]]:
     """The interrupted run to continue from `backup_dir`, or None.
 
     Returns:
