@@ -1,25 +1,11 @@
 """One writer per file in a multi-worker run: the chief writes, atomically; the others elsewhere.
 
-The pieces keras_dp's worker-aware callbacks (`keras_dp.callbacks`) and its
-Keras-layer parts `stock_callbacks` and `chief_saving` share:
-
-- `position(model)`: this process's `(worker index, number of workers, is
-  chief)`, from the model's strategy or else from the multi-worker strategy
-  keras_dp created in this process (a model built outside the scope is still
-  saved by a worker of that cluster);
-- `elsewhere(path, kind, index)`: a path with the same file name in a private
-  temporary directory, deleted afterwards: where a non-chief worker writes
-  (it still does the work, as saving reads variables, which TensorFlow may
-  turn into collectives for some of them);
-- `atomic(path)`: a temporary name next to `path` that replaces `path` in one
-  rename once written, so a process killed mid-write never leaves a half
-  file at `path` (for a directory: the old one is swapped out, then deleted);
-  `write_text(path, text)` writes a small file that way. It is keras_dp's
-  one atomic writer (the backups, the job's final save, the checkpoints).
-
-Paths may be local or any filesystem `tf.io.gfile` knows (`gs://...`); a
-remote directory, or a path `tf.io.gfile` cannot rename (`hf://`), is
-written in place.
+Shared by `keras_dp.callbacks` and the Keras-layer parts `stock_callbacks` and
+`chief_saving`: `position()`, `elsewhere()` (a private temporary path for a
+non-chief worker, which still saves since saving may need collectives) and
+`atomic()` / `write_text()`, keras_dp's one atomic writer. Remote paths
+(`gs://...`) are renamed with `tf.io.gfile`; remote directories and `hf://`
+are written in place. See docs/dropin_writes.md.
 """
 
 from __future__ import annotations
@@ -57,25 +43,19 @@ def fsync_dir(path: str) -> None:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
-    try:
+    with contextlib.suppress(OSError):
         os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    os.close(fd)
 
 
 def position(model=None) -> Tuple[int, int, bool]:
-    """This process's `(worker index, number of workers, is chief)`.
+    """This process's `(worker index, number of workers, is chief)`; `(0, 1, True)` alone.
 
     Args:
-        model: A Keras model (its `distribute_strategy` is asked first), or
-            None for the process's multi-worker strategy alone.
-
-    Returns:
-        `(0, 1, True)` in a single process.
+        model: A Keras model (its `distribute_strategy` is asked first), or None:
+            the multi-worker strategy keras_dp created in this process.
     """
-    strategy = getattr(model, "distribute_strategy", None) if model is not None else None
+    strategy = getattr(model, "distribute_strategy", None)
     if strategy is not None:
         found = worker_position(strategy)
         if found[1] > 1:
@@ -87,13 +67,7 @@ def position(model=None) -> Tuple[int, int, bool]:
 
 
 def private_dir(kind: str, index: int, *, at_exit: bool = False) -> str:
-    """A new temporary directory of this worker (`keras_dp_<kind>_worker<index>_...`).
-
-    Args:
-        kind: What is written there (part of the name).
-        index: This worker's index.
-        at_exit: Also delete it when the process exits.
-    """
+    """A new temporary directory `keras_dp_<kind>_worker<index>_...`; `at_exit`: deleted at exit."""
     path = tempfile.mkdtemp(prefix=f"keras_dp_{kind}_worker{index}_")
     if at_exit:
         atexit.register(shutil.rmtree, path, True)
@@ -110,38 +84,30 @@ def elsewhere(path, kind: str, index: int) -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def temp_name(path: str) -> str:
-    """A unique hidden name next to `path`, ending like it (`d/.ckpt.keras_dp-tmp-1-ab.keras`)."""
+def _split(path: str) -> Tuple[str, str, str]:
+    """`(directory, stem, suffix)` of `path`, the suffix one of `SUFFIXES` or empty."""
     directory, name = os.path.split(str(path).rstrip("/"))
     suffix = next((s for s in SUFFIXES if name.endswith(s) and name != s), "")
-    stem = name[:len(name) - len(suffix)] if suffix else name
+    return directory, name[:len(name) - len(suffix)], suffix
+
+
+def temp_name(path: str) -> str:
+    """A unique hidden name next to `path`, ending like it (`d/.ckpt.keras_dp-tmp-1-ab.keras`)."""
+    directory, stem, suffix = _split(path)
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     return os.path.join(directory, f".{stem}{TEMP_MARK}{tag}{suffix}")
-
-
-def can_replace(path: str, *, directory: bool = False) -> bool:
-    """Whether `atomic(path)` can write `path` by a rename."""
-    path = str(path)
-    if is_local(path):
-        return True
-    return not directory and not path.startswith("hf://")
 
 
 @contextlib.contextmanager
 def atomic(path, *, directory: bool = False) -> Iterator[str]:
     """Yields a temporary name next to `path`; once written, it replaces `path` in one rename.
 
-    Args:
-        path: The file (or, with `directory=True`, directory) to write.
-        directory: The writer makes a directory (a SavedModel, an unzipped
-            `.keras`).
-
-    Yields:
-        Where to write. On an exception nothing of it is left, and `path`
-        is as it was. Where `can_replace()` is False, `path` itself.
+    With `directory=True` the writer makes a directory (a SavedModel). A remote
+    directory or `hf://` is written in place. On an exception nothing of the
+    temporary name is left, and `path` is as it was.
     """
     path = str(path)
-    if not can_replace(path, directory=directory):
+    if not is_local(path) and (directory or path.startswith("hf://")):
         yield path
         return
     temp = temp_name(path)
@@ -169,7 +135,7 @@ def _replace(temp: str, path: str, *, directory: bool) -> None:
 
 def remove_quietly(path: str) -> None:
     """Removes a file or directory if it is there, ignoring errors (used while failing)."""
-    try:
+    with contextlib.suppress(Exception):  # best effort while reporting another error
         if is_local(path):
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
@@ -181,8 +147,6 @@ def remove_quietly(path: str) -> None:
             gfile.rmtree(path)
         elif gfile.exists(path):
             gfile.remove(path)
-    except Exception:  # noqa: BLE001 - best effort while reporting another error
-        pass
 
 
 def write_text(path, text: str) -> None:
@@ -200,12 +164,9 @@ def write_text(path, text: str) -> None:
 
 def clean_stale(path: str) -> None:
     """Deletes temporary files an earlier, killed writer left next to local `path`."""
-    path = str(path).rstrip("/")
-    directory, name = os.path.split(path)
+    directory, stem, _ = _split(path)
     if not is_local(path) or not os.path.isdir(directory or "."):
         return
-    suffix = next((s for s in SUFFIXES if name.endswith(s) and name != s), "")
-    stem = name[:len(name) - len(suffix)] if suffix else name
     for entry in os.listdir(directory or "."):
         if entry.startswith(f".{stem}{TEMP_MARK}"):
             remove_quietly(os.path.join(directory, entry))

@@ -1,46 +1,22 @@
 """Early set-up of multi-worker collectives, so tensors made before `keras_dp.scope()` work.
 
-TensorFlow enables multi-worker collective ops when
-`MultiWorkerMirroredStrategy` is created, and only before its runtime starts:
-afterwards `configure_collective_ops` raises "Collective ops must be configured
-at program startup", and tensors or datasets made before the strategy live on
-`/job:localhost` devices that the multi-worker runtime no longer knows
-(`InvalidArgumentError: /job:localhost/replica:0/task:0/device:CPU:0 unknown
-device`). Most guides (keras.io's "Multi-GPU distributed training with
-TensorFlow" among them) build their `tf.data` datasets first and create the
-strategy afterwards, which single-worker MirroredStrategy allows.
-
-This part (`early_collectives`) removes that ordering constraint: as soon as
-TensorFlow is imported in a process that imported `keras_dp` and whose
-environment resolves to several workers, it configures the collective ops
-and the coordination service exactly as `MultiWorkerMirroredStrategy` will,
-and gives TensorFlow the worker's server definition. TensorFlow's runtime then
-starts as this cluster's worker at the program's first op, wherever that is,
-and `keras_dp.scope()` later creates the strategy on the running runtime.
-Nothing runs at import time beyond that configuration (no server starts, no
-device is initialised, so `tf.config` calls that must precede the runtime,
-such as `set_memory_growth`, still work).
-
-Cluster resolution, `keras-dp tf-config` and `keras-dp launch` stay free of
-TensorFlow: the set-up waits for TensorFlow to be imported by the program.
-Only a program that ran TensorFlow ops before importing keras_dp keeps the
-"create the strategy first" error.
-
-Upstream: tensorflow/tensorflow's TODO(b/129298253) in
-`Context.enable_collective_ops` ("Allow creating datasets/tensors before
-enabling collective ops"). Switch it off with `KERAS_DP_KERAS_FIX` (a list
-without `early_collectives`, or `0`).
+When TensorFlow is imported in a process that imported keras_dp and resolves to
+several workers, this part (`early_collectives`) configures the collective ops
+and coordination service exactly as `MultiWorkerMirroredStrategy` will. Upstream:
+tensorflow/tensorflow's TODO(b/129298253) in `Context.enable_collective_ops`.
+Switch it off with `KERAS_DP_KERAS_FIX`. See docs/keras_layer.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import logging
 import os
 import sys
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from keras_dp.errors import KerasDPError, StrategyError
 
@@ -52,13 +28,12 @@ STARTUP_TIMEOUT_VARIABLE = "KERAS_DP_STARTUP_TIMEOUT"
 DEFAULT_STARTUP_TIMEOUT = 120.0
 
 _lock = threading.RLock()
-_state: Dict[str, Any] = {}      # cluster, exchanged, server_def (once set up)
-_switch = {"off": False}         # keras_dp's CLI turns the set-up off for its own commands
+_state: Dict[str, Any] = {}      # cluster, exchanged, startup_timeout; tried; off (our CLI)
 
 
 def disable() -> None:
     """Turns the early set-up off for this process (keras_dp's own CLI commands)."""
-    _switch["off"] = True
+    _state["off"] = True
     _Finder.remove()
 
 
@@ -66,9 +41,8 @@ def cluster():
     """The cluster the early set-up configured TensorFlow for, or None.
 
     Raises:
-        StrategyError: when the environment changed since (for example
-            `TF_CONFIG` set after TensorFlow was imported): TensorFlow's
-            runtime is already configured for the first cluster.
+        StrategyError: the environment changed since (e.g. `TF_CONFIG` set after
+            TensorFlow was imported).
     """
     with _lock:
         configured = _state.get("cluster")
@@ -93,7 +67,7 @@ def is_set_up() -> bool:
     return "cluster" in _state
 
 
-def allowed() -> bool:
+def _allowed() -> bool:
     from keras_dp import keras_fix
     from keras_dp.keras_fix import _part, early_collectives
 
@@ -104,19 +78,14 @@ def allowed() -> bool:
 
 
 def set_up() -> bool:
-    """Configures TensorFlow for this worker's cluster if that is still possible.
+    """Configures TensorFlow for this worker's cluster if still possible; True if it is.
 
-    Called when TensorFlow is imported (see `install()`). Never raises: any
-    problem (a malformed environment, a runtime that already started) is left
-    for `keras_dp.scope()` to report with its usual message.
-
-    Returns:
-        True if TensorFlow is (now) configured for a multi-worker cluster.
+    Never raises: any problem is left for `keras_dp.scope()` to report.
     """
     with _lock:
         if "cluster" in _state:
             return True
-        if _switch["off"] or _state.get("tried"):
+        if _state.get("off") or _state.get("tried"):
             return False
         _state["tried"] = True
         try:
@@ -128,32 +97,28 @@ def set_up() -> bool:
 
 
 def _set_up() -> bool:
+    from tensorflow.python.eager import context
+
     from keras_dp.cluster import resolve_cluster
     from keras_dp.context import _exchange_for
 
     environ = os.environ
-    if not allowed():
-        return False
-    from tensorflow.python.eager import context
-
-    if getattr(context.context(), "_initialized", False):
+    if not _allowed() or getattr(context.context(), "_initialized", False):
         return False
     exchange = _exchange_for(environ)
     info = resolve_cluster(environ, exchange=exchange)
-    if not (info.is_multi_worker and info.is_training_task):
+    # choose_kind() refuses parameter servers with its message.
+    if not (info.is_multi_worker and info.is_training_task) or "ps" in info.cluster:
         return False
-    if "ps" in info.cluster:
-        return False  # choose_kind() refuses parameter servers with its message
     from keras_dp import strategy as strategy_lib
     from keras_dp.keras_fix import failure_hook
 
     timeout = startup_timeout(environ)
     strategy_lib.apply_gpu_split(info, environ)
-    server_def = configure(info, startup_timeout=timeout)
+    _configure(info, startup_timeout=timeout)
     failure_hook.install(info)
-    _state["startup_timeout"] = timeout
     _guard_first_start(info)
-    _state.update(cluster=info, exchanged=exchange is not None, server_def=server_def)
+    _state.update(cluster=info, exchanged=exchange is not None, startup_timeout=timeout)
     log.info("keras_dp: TensorFlow set up early as %s", info.describe())
     return True
 
@@ -179,19 +144,11 @@ def startup_timeout(environ) -> Optional[float]:
     return value or None
 
 
-def configure(info, *, startup_timeout: Optional[float] = 120.0,
-              heartbeat_timeout: Optional[float] = None,
-              shutdown_timeout: Optional[float] = None):
+def _configure(info, *, startup_timeout: Optional[float]) -> None:
     """Configures collectives, coordination and the server exactly as MWMS will.
 
-    The arguments of `configure_collective_ops` are those of
-    `CollectiveAllReduceExtended._initialize_multi_worker`, so the strategy's
-    own call later is a no-op; the server definition is the one it builds
-    (cluster, job, task, protocol and the session config with the scoped
-    allocator, the collective group leader and the device filters).
-
-    Returns:
-        The `ServerDef` given to `enable_collective_ops`.
+    The arguments are those of `CollectiveAllReduceExtended._initialize_multi_worker`
+    (so the strategy's own call is a no-op), the server definition the one it builds.
     """
     import copy
 
@@ -200,7 +157,7 @@ def configure(info, *, startup_timeout: Optional[float] = 120.0,
     from tensorflow.python.eager import context
     from tensorflow.python.training import server_lib
 
-    from keras_dp import multi_worker
+    from keras_dp.multi_worker import configure_coordination
 
     spec = multi_worker_util.normalize_cluster_spec(
         server_lib.ClusterSpec({k: list(v) for k, v in info.cluster.items()}))
@@ -211,9 +168,8 @@ def configure(info, *, startup_timeout: Optional[float] = 120.0,
     ctx.configure_collective_ops(collective_leader=leader,
                                  scoped_allocator_enabled_ops=("CollectiveReduce",),
                                  device_filters=(device_filter,))
-    multi_worker.configure_coordination(info, startup_timeout=startup_timeout,
-                                        heartbeat_timeout=heartbeat_timeout,
-                                        shutdown_timeout=shutdown_timeout, replace=True)
+    configure_coordination(info, startup_timeout=startup_timeout, heartbeat_timeout=None,
+                           shutdown_timeout=None, replace=True)
     config = copy.deepcopy(ctx.config)
     rewrite = config.graph_options.rewrite_options
     rewrite.scoped_allocator_optimization = rewriter_config_pb2.RewriterConfig.ON
@@ -222,22 +178,13 @@ def configure(info, *, startup_timeout: Optional[float] = 120.0,
     config.experimental.collective_group_leader = leader
     del config.device_filters[:]
     config.device_filters.append(device_filter)
-    server_def = tensorflow_server_pb2.ServerDef(
+    ctx.enable_collective_ops(tensorflow_server_pb2.ServerDef(
         cluster=spec.as_cluster_def(), default_session_config=config, job_name=task_type,
-        task_index=task_id, protocol=info.rpc_layer or "grpc", port=0)
-    ctx.enable_collective_ops(server_def)
-    return server_def
+        task_index=task_id, protocol=info.rpc_layer or "grpc", port=0))
 
 
 def _guard_first_start(info) -> None:
-    """Bounds the wait for the peers at the runtime's start, wherever it happens.
-
-    The runtime starts at the program's first TensorFlow op, which registers
-    with the coordination service and waits for every peer. That first
-    `Context.ensure_initialized` runs inside `keras_dp.fault.startup_guard`
-    (a peer that never starts is named, the process exits 77), then the
-    original method is put back.
-    """
+    """Runs the first `Context.ensure_initialized` (where peers are awaited) in `startup_guard`."""
     from tensorflow.python.eager import context
 
     from keras_dp import fault
@@ -264,14 +211,12 @@ def reconfigure(*, startup_timeout, heartbeat_timeout, shutdown_timeout) -> None
     if not is_set_up() or getattr(context.context(), "_initialized", False):
         return
     _state["startup_timeout"] = startup_timeout
-    from keras_dp import multi_worker
+    from keras_dp.multi_worker import configure_coordination
 
-    multi_worker.configure_coordination(_state["cluster"], startup_timeout=startup_timeout,
-                                        heartbeat_timeout=heartbeat_timeout,
-                                        shutdown_timeout=shutdown_timeout, replace=True)
+    configure_coordination(_state["cluster"], startup_timeout=startup_timeout,
+                           heartbeat_timeout=heartbeat_timeout,
+                           shutdown_timeout=shutdown_timeout, replace=True)
 
-
-# -- the import hook ------------------------------------------------------------
 
 class _Finder(importlib.abc.MetaPathFinder):
     """Runs `set_up()` right after `import tensorflow` finishes."""
@@ -307,7 +252,7 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     """Sets up now if TensorFlow is imported, else right after it is (`import keras_dp`)."""
-    if _switch["off"]:
+    if _state.get("off"):
         return
     if "tensorflow" in sys.modules:
         if getattr(sys.modules["tensorflow"], "__spec__", None) is not None:
@@ -318,31 +263,21 @@ def install() -> None:
         sys.meta_path.insert(0, _Finder._instance)
 
 
-def reset_for_tests() -> None:
-    _state.clear()
-    _switch["off"] = False
+def _second_enable(record) -> bool:
+    return "Enabling collective ops after program startup" not in record.getMessage()
 
 
-class _SecondEnableFilter(logging.Filter):
-    def filter(self, record):
-        return "Enabling collective ops after program startup" not in record.getMessage()
+@contextlib.contextmanager
+def quiet_second_enable() -> Iterator[None]:
+    """Hides TensorFlow's warning when MWMS enables the collectives set up early again.
 
-
-class quiet_second_enable:
-    """Hides TensorFlow's warning when the strategy enables the collectives set up early.
-
-    `MultiWorkerMirroredStrategy` calls `enable_collective_ops` again with the
-    same server definition; on a started runtime TensorFlow only updates the
-    server with it and warns that earlier tensors may break, which does not
-    apply to a runtime that started as this worker.
+    The warning (earlier tensors may break) does not apply to a runtime that
+    started as this worker.
     """
-
-    _filter = _SecondEnableFilter()
-
-    def __enter__(self):
-        if is_set_up():
-            logging.getLogger("absl").addFilter(self._filter)
-        return self
-
-    def __exit__(self, *exc_info):
-        logging.getLogger("absl").removeFilter(self._filter)
+    absl = logging.getLogger("absl")
+    if is_set_up():
+        absl.addFilter(_second_enable)
+    try:
+        yield
+    finally:
+        absl.removeFilter(_second_enable)

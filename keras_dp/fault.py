@@ -1,33 +1,12 @@
-"""Exit codes and failure handling for multi-worker runs.
+"""Exit codes and failure handling for multi-worker runs: which peer failed, start-up bounds.
 
-Every keras_dp worker ends with one of a few exit codes, so that a launcher
-(`keras-dp launch`, SLURM, Kubernetes, a shell loop) can tell what happened
-without reading logs:
-
-| code | name | meaning |
-| --- | --- | --- |
-| 0 | `EXIT_OK` | training finished |
-| 1 | `EXIT_FAILURE` | this worker failed (an exception in the program) |
-| 2 | `EXIT_USAGE` | a usage or configuration error (`keras_dp.KerasDPError`) |
-| 75 | `EXIT_PREEMPTED` | SIGTERM: a backup was saved at a step all workers share; relaunch to resume |
-| 76 | `EXIT_PEER_FAILED` | another worker died, froze or failed; this one stopped |
-| 77 | `EXIT_STARTUP_FAILED` | not every worker joined within the start-up bound |
-
-75 is `EX_TEMPFAIL` from `sysexits.h` ("try again later"), which is what a
-preempted worker means.
-
-When keras_dp creates a `MultiWorkerMirroredStrategy`, the Keras-layer part
-`keras_dp.keras_fix.failure_hook` makes an uncaught exception end the process
-at once, naming the failed peer (`diagnose()` reads it from TensorFlow's
-error) with `EXIT_PEER_FAILED`, or reporting this worker's own error to the
-others first. `startup_guard()` names a worker that never starts within
-`startup_timeout` seconds. `diagnose()` and `describe_exit()` are pure.
+The codes (75 is `EX_TEMPFAIL`, "try again later") and what keras_dp does on a
+failure are in docs/fault_tolerance.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import signal
@@ -35,7 +14,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from keras_dp.errors import KerasDPError, StrategyError
 
@@ -61,16 +40,7 @@ PEER_LINE = re.compile(r"keras_dp: worker (\d+)\S* stops because worker (\d+)")
 
 
 def describe_exit(returncode: Optional[int]) -> str:
-    """A short phrase for a process's exit status, e.g. `"killed by SIGKILL"`.
-
-    Args:
-        returncode: `subprocess.Popen.returncode` (negative for a signal,
-            None while running).
-
-    Returns:
-        `"exit code 76 (stopped because another worker failed)"`,
-        `"killed by SIGKILL"`, `"still running"`, ...
-    """
+    """A short phrase for a `Popen.returncode`, e.g. `"killed by SIGKILL"`, `"still running"`."""
     if returncode is None:
         return "still running"
     if returncode < 0:
@@ -89,10 +59,7 @@ def describe_exit(returncode: Optional[int]) -> str:
 
 
 def worker_position(strategy) -> Tuple[int, int, bool]:
-    """This process's `(worker index, number of workers, is chief)` under `strategy`.
-
-    Works for any `tf.distribute.Strategy`; a single process is `(0, 1, True)`.
-    """
+    """This process's `(worker index, number of workers, is chief)`; `(0, 1, True)` alone."""
     extended = getattr(strategy, "extended", None)
     count = int(getattr(extended, "_num_workers", 1) or 1)
     if count <= 1:
@@ -105,19 +72,8 @@ def worker_position(strategy) -> Tuple[int, int, bool]:
     return int(index), count, bool(extended.should_checkpoint)
 
 
-# -- which peer failed, from TensorFlow's error text -------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class PeerFailure:
-    """A diagnosis of a multi-worker error.
-
-    Attributes:
-        kind: `"peer"` (a peer died, froze or failed while training) or
-            `"startup"` (peers did not join in time).
-        workers: Indices of the workers at fault (chief first numbering, as
-            `ClusterInfo.worker_addresses`); empty when unknown.
-        reason: What happened, in words.
-    """
+class PeerFailure(NamedTuple):
+    """A diagnosis: `kind` (`"peer"`, `"startup"`), `workers` at fault (chief first), `reason`."""
 
     kind: str
     workers: Tuple[int, ...]
@@ -134,6 +90,10 @@ _GONE = ("connection refused", "failed to connect", "socket closed", "connection
          "broken pipe", "unavailable", "connect failed", "end of file")
 #: Marks the errors a failing keras_dp worker reports to the others.
 _REPORT_MARKER = "keras_dp-worker-failed"
+
+
+def _addresses(cluster) -> List[str]:
+    return [a for role in ("chief", "worker") for a in cluster.get(role, ())]
 
 
 def _task_index(cluster: Mapping[str, Sequence[str]], job: str, index: int) -> Optional[int]:
@@ -168,21 +128,13 @@ def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
     Returns:
         A `PeerFailure`, or None when the error does not come from a peer
         (e.g. a bug in this worker's program).
-
-    Example:
-
-    >>> diagnose("The following tasks are unhealthy (stopped sending "
-    ...          "heartbeats):\\n/job:worker/replica:0/task:1\\n",
-    ...          {"worker": ["a:1", "b:1"]}).workers
-    (1,)
     """
     text = str(message)
     lowered = text.lower()
-    addresses = [a.lower() for role in ("chief", "worker") for a in cluster.get(role, ())]
+    addresses = [a.lower() for a in _addresses(cluster)]
 
     def result(kind, workers, reason):
-        workers = tuple(w for w in workers if w != self_index)
-        return PeerFailure(kind, workers, reason)
+        return PeerFailure(kind, tuple(w for w in workers if w != self_index), reason)
 
     match = _TIMED_OUT_TASKS.search(text)
     if match and "register" in lowered:
@@ -223,7 +175,7 @@ def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
 
 
 def _name(cluster, index: int) -> str:
-    addresses = [a for role in ("chief", "worker") for a in cluster.get(role, ())]
+    addresses = _addresses(cluster)
     if 0 <= index < len(addresses):
         return f"worker {index} ({addresses[index]})"
     return f"worker {index}"
@@ -248,8 +200,6 @@ def peer_message(failure: PeerFailure, cluster, self_index: int) -> str:
             f"Exit code {EXIT_PEER_FAILED} ({EXIT_CODES[EXIT_PEER_FAILED]}).")
 
 
-# -- start-up ---------------------------------------------------------------------
-
 class StartupError(StrategyError):
     """Not every worker joined the cluster within the start-up bound."""
 
@@ -271,31 +221,24 @@ def unreachable(addresses: Sequence[str], timeout: float = 1.0) -> List[int]:
 
 def _exit_now(code: int, message: str) -> None:
     """Prints `message` on stderr and ends the process without waiting for TF."""
-    try:
+    with contextlib.suppress(Exception):  # a closed stream must not stop the exit
         sys.stdout.flush()
-    except Exception:  # noqa: BLE001 - a closed stream must not stop the exit
-        pass
-    try:
+    with contextlib.suppress(Exception):
         if message:
             sys.stderr.write(message.rstrip("\n") + "\n")
         sys.stderr.flush()
-    except Exception:  # noqa: BLE001
-        pass
     os._exit(code)
 
 
-#: Seconds the watchdog waits beyond `startup_timeout` when every peer listens
-#: (they joined; TensorFlow is still setting up), before it gives up anyway.
+#: Seconds the watchdog waits beyond `startup_timeout` when every peer listens.
 STARTUP_EXTENSION = 30.0
 
 
 def register_timeout(startup_timeout: Optional[float]) -> Optional[float]:
-    """TensorFlow's cluster-registration limit for a start-up bound.
+    """TensorFlow's cluster-registration limit for a start-up bound: 7 s below it (or half).
 
-    Measured with TF 2.21: the leader fails right at this limit (its barrier
-    names the missing tasks), a worker whose leader never started about 5 s
-    after it (its RegisterTask call's deadline). So it is 7 s below the
-    bound (half the bound for short bounds), and both fail within it.
+    Measured with TF 2.21: the leader fails right at this limit, a worker whose
+    leader never started about 5 s after it (its RegisterTask deadline).
     """
     if not startup_timeout:
         return startup_timeout
@@ -304,21 +247,13 @@ def register_timeout(startup_timeout: Optional[float]) -> Optional[float]:
 
 @contextlib.contextmanager
 def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
-    """Bounds how long creating the multi-worker strategy may take.
+    """Bounds how long creating the multi-worker strategy may take (`timeout` s; None: no bound).
 
-    TensorFlow's coordination service fails start-up after its
-    `cluster_register_timeout` (keras_dp sets it to `register_timeout()`),
-    but some waits (connecting to a leader that never started) are outside
-    it. So a watchdog ends the process after `timeout` seconds with
-    `EXIT_STARTUP_FAILED`, naming the workers where nothing listens; when
-    every peer listens (they joined and TensorFlow is still setting up) it
-    waits up to `STARTUP_EXTENSION` seconds more. A TensorFlow start-up
-    error raised in the block becomes a `StartupError` naming the missing
-    workers.
-
-    Args:
-        cluster: The `ClusterInfo`.
-        timeout: Seconds; None or 0 means no bound.
+    Some waits (connecting to a leader that never started) are outside TensorFlow's
+    `cluster_register_timeout`, so a watchdog exits with `EXIT_STARTUP_FAILED` after
+    `timeout` s, naming the workers where nothing listens (when all listen, it waits
+    `STARTUP_EXTENSION` s more). A TensorFlow start-up error in the block becomes a
+    `StartupError` naming the missing workers.
     """
     done = threading.Event()
     index = cluster.worker_index or 0
@@ -326,17 +261,17 @@ def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
     def missing():
         return [i for i in unreachable(cluster.worker_addresses) if i != index]
 
+    def late(peers) -> str:
+        reason = f"did not join within {timeout:g} s" + (" (nothing listens there)" * bool(peers))
+        return peer_message(PeerFailure("startup", tuple(peers), reason), cluster.cluster, index)
+
     def watchdog():
         if done.wait(timeout):
             return
         peers = missing()
         if not peers and done.wait(STARTUP_EXTENSION):
             return
-        peers = peers or missing()
-        reason = f"did not join within {timeout:g} s" + (" (nothing listens there)"
-                                                        if peers else "")
-        _exit_now(EXIT_STARTUP_FAILED, peer_message(
-            PeerFailure("startup", tuple(peers), reason), cluster.cluster, index))
+        _exit_now(EXIT_STARTUP_FAILED, late(peers or missing()))
 
     if timeout:
         threading.Thread(target=watchdog, name="keras_dp-startup-watchdog", daemon=True).start()
@@ -347,23 +282,17 @@ def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
         if failure is None or failure.kind != "startup":
             raise
         peers = missing()
-        if peers:
-            failure = dataclasses.replace(
-                failure, workers=tuple(peers),
-                reason=f"did not join within {timeout:g} s (nothing listens there)")
-        raise StartupError(peer_message(failure, cluster.cluster, index)) from None
+        raise StartupError(late(peers) if peers else
+                           peer_message(failure, cluster.cluster, index)) from None
     finally:
         done.set()
 
 
-# -- uncaught exceptions ----------------------------------------------------------
-
 def handle_exception(exc: BaseException, cluster, *, report: bool = True) -> int:
     """Explains a worker's fatal exception; returns the exit code to end with.
 
-    A peer failure prints which peer and returns `EXIT_PEER_FAILED`; an error
-    of this worker's own is reported to the other workers (so they name this
-    one) and returns its `exit_code` attribute or `EXIT_FAILURE`.
+    A peer failure prints which peer (`EXIT_PEER_FAILED`); this worker's own error is
+    reported to the others (`report`) and ends with its `exit_code` or `EXIT_FAILURE`.
     """
     index = cluster.worker_index or 0
     if isinstance(exc, KeyboardInterrupt):
@@ -386,14 +315,12 @@ def report_to_cluster(exc: BaseException) -> None:
     """Tells the other workers (through the coordination service) why this one fails."""
     if "tensorflow" not in sys.modules:
         return  # no cluster was ever joined from this process
-    try:
+    with contextlib.suppress(Exception):  # best effort: the service may be gone
         from tensorflow.python.eager import context
 
         ctx = context.context()
         if ctx.coordination_service is None or not getattr(ctx, "_initialized", False):
             return  # no cluster joined yet (keras_dp.early configures before the start)
         summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        context.context().report_error_to_cluster(2, f"{_REPORT_MARKER}: {summary[:500]}")
+        ctx.report_error_to_cluster(2, f"{_REPORT_MARKER}: {summary[:500]}")
         time.sleep(0.5)  # let the service pass it on before this process vanishes
-    except Exception:  # noqa: BLE001 - best effort: the service may be gone
-        pass

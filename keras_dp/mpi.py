@@ -1,28 +1,9 @@
 """Worker addresses exchanged through the MPI launch itself (mpi4py's allgather).
 
-`mpirun` tells each process its rank, the number of ranks and how many share
-its node, but not the other ranks' hosts or a port they can listen on. Under
-`mpirun` (and no `KERAS_DP_HOSTFILE`), `keras_dp.scope()` therefore asks every
-rank for an address and shares the list through MPI:
-
-- host: `127.0.0.1` when every rank runs on this node (nothing leaves the
-  machine), else `KERAS_DP_HOST` or the machine's host name;
-- port: a free port picked with portpicker, or `KERAS_DP_PORT_BASE + local
-  rank` when `KERAS_DP_PORT_BASE` is set (fixed ports, e.g. for a firewall);
-- the list: `MPI.COMM_WORLD.allgather`, so rank r's entry is worker r.
-
-mpi4py is imported only here, and only when the exchange runs, so
-`import keras_dp` never initialises MPI. Without mpi4py, single-node runs
-use `127.0.0.1:KERAS_DP_PORT_BASE + rank` and multi-node runs need a hostfile
-(`KERAS_DP_HOSTFILE`, the file given to `mpirun --hostfile`) or
-`KERAS_DP_WORKERS`. `KERAS_DP_MPI_EXCHANGE=0` turns the exchange off.
-
-Example:
-
-```console
-$ mpirun -np 2 --mca btl self,tcp --mca btl_tcp_if_include lo \\
-      --mca oob_tcp_if_include lo python examples/custom_loop.py
-```
+Under `mpirun` (and no `KERAS_DP_HOSTFILE`) every rank offers `host:port` (loopback
+when all ranks are local, else `KERAS_DP_HOST` or the host name; a free port, or
+`KERAS_DP_PORT_BASE + local rank`) and `MPI.COMM_WORLD.allgather` shares them.
+mpi4py is imported only when the exchange runs. See docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -36,6 +17,7 @@ from keras_dp.cluster.mpi import HOST_VARIABLE, SWITCH_VARIABLE
 from keras_dp.cluster.spec import check_no_duplicates, parse_address
 from keras_dp.envflags import env_flag
 from keras_dp.errors import ClusterConfigError
+
 _MAX_TRIES = 5
 
 
@@ -50,7 +32,7 @@ def enabled(environ: Mapping[str, str]) -> bool:
     return (setting == "auto" or env_flag(SWITCH_VARIABLE, True, environ)) and available()
 
 
-def world_communicator():
+def _world_communicator():
     """`MPI.COMM_WORLD`, importing (and so initialising) mpi4py on first use."""
     try:
         from mpi4py import MPI
@@ -64,15 +46,6 @@ def world_communicator():
     return MPI.COMM_WORLD
 
 
-def advertised_host(launcher: ClusterEnvironment) -> str:
-    """The host name other ranks use to reach this one."""
-    all_local = getattr(launcher, "all_local", lambda: False)()
-    if all_local:
-        return "127.0.0.1"
-    host = str(launcher.environ.get(HOST_VARIABLE, "")).strip()
-    return host or socket.gethostname()
-
-
 def _pick_port(launcher: ClusterEnvironment, attempt: int) -> int:
     if PORT_BASE_VARIABLE in launcher.environ:
         return read_port_base(launcher.environ) + launcher.local_rank()
@@ -84,41 +57,28 @@ def _pick_port(launcher: ClusterEnvironment, attempt: int) -> int:
 def exchange_addresses(launcher: ClusterEnvironment, *, comm=None,
                        pick_port: Optional[Callable[[ClusterEnvironment, int], int]] = None
                        ) -> List[str]:
-    """Every rank's `host:port`, gathered through MPI; rank r's address is entry r.
-
-    Every rank of the launch must call it (it is a collective operation);
-    `keras_dp.scope()` does so through `resolve_cluster(exchange=...)`.
+    """Every rank's `host:port`, gathered through MPI (a collective: every rank calls it).
 
     Args:
-        launcher: The MPI launcher environment (`keras_dp.cluster.MPIEnvironment`).
-        comm: An mpi4py communicator (default `MPI.COMM_WORLD`); tests pass a
-            stand-in with `Get_rank()`, `Get_size()` and `allgather()`.
+        launcher: The `keras_dp.cluster.MPIEnvironment`.
+        comm: An mpi4py communicator (default `MPI.COMM_WORLD`), or a stand-in
+            with `Get_rank()`, `Get_size()` and `allgather()`.
         pick_port: `(launcher, attempt) -> port` (default: a free port, or
             `KERAS_DP_PORT_BASE + local rank` when that variable is set).
 
     Returns:
-        The worker addresses, one per rank.
+        The worker addresses; rank r's is entry r.
 
     Raises:
-        ClusterConfigError: if MPI's view of the launch disagrees with the
-            launcher's variables (mpi4py built for another MPI), or the ranks
-            cannot agree on distinct addresses.
-
-    Example:
-
-    ```python
-    from keras_dp.cluster.mpi import MPIEnvironment
-    import os
-    keras_dp.mpi.exchange_addresses(MPIEnvironment(os.environ))
-    # ['127.0.0.1:41237', '127.0.0.1:35129']
-    ```
+        ClusterConfigError: MPI's view of the launch disagrees with the launcher's
+            variables (mpi4py built for another MPI), or the addresses collide.
     """
     if launcher.name != "mpi":
         raise ClusterConfigError(
             f"an MPI address exchange was asked for under {launcher.title}",
             variable="KERAS_DP_CLUSTER", received=launcher.name,
             fix="run under mpirun, or list the addresses in KERAS_DP_WORKERS")
-    comm = world_communicator() if comm is None else comm
+    comm = _world_communicator() if comm is None else comm
     rank, size = launcher.rank(), launcher.world_size()
     if (comm.Get_rank(), comm.Get_size()) != (rank, size):
         raise ClusterConfigError(
@@ -130,7 +90,8 @@ def exchange_addresses(launcher: ClusterEnvironment, *, comm=None,
             fix="reinstall mpi4py against this MPI (pip install --no-binary mpi4py mpi4py), "
                 "or set KERAS_DP_HOSTFILE (or KERAS_DP_WORKERS) and KERAS_DP_MPI_EXCHANGE=0")
     pick_port = pick_port or _pick_port
-    host = advertised_host(launcher)
+    host = "127.0.0.1" if launcher.all_local() else (
+        str(launcher.environ.get(HOST_VARIABLE, "")).strip() or socket.gethostname())
     mine = f"{host}:{pick_port(launcher, 0)}"
     fixed = PORT_BASE_VARIABLE in launcher.environ
     for attempt in range(1, _MAX_TRIES + 1):

@@ -1,38 +1,13 @@
 """Preemption: a SIGTERM on any worker stops every worker at one common step.
 
-Schedulers preempt with SIGTERM, then SIGKILL after a grace period. Under
-MultiWorkerMirroredStrategy every step is an all-reduce, so a worker cannot
-simply stop: the others would wait for it. `PreemptionWatcher` turns the
-signal into a step number that all workers agree on, using TensorFlow's
-coordination service (its key-value store), as TensorFlow's own
-`PreemptionCheckpointHandler` does:
-
-1. the signal handler only records the signal;
-2. at the end of its next step `s`, the signalled worker publishes
-   `stop after step s + 1` (the first worker to publish wins) and waits
-   until every worker's watcher thread has acknowledged it. No worker can
-   finish step `s + 1` before that, because step `s + 1` needs this
-   worker's contribution, and no worker is past step `s + 1`;
-3. every worker finishes step `s + 1`, sees the agreed step, saves its
-   backup and ends with `keras_dp.fault.EXIT_PREEMPTED`.
-
-In a single process the step is the current one. `keras_dp.callbacks.
-BackupAndRestore` uses this; a custom training loop can too:
-
-```python
-watcher = keras_dp.preemption.PreemptionWatcher(strategy).start()
-for step in range(first, steps):
-    train_step()
-    if watcher.should_stop(step + 1):
-        save_checkpoint(step + 1)
-        watcher.stop()
-        raise keras_dp.preemption.Preempted(step + 1)
-watcher.stop()
-```
+The protocol (TensorFlow's coordination service key-value store, as its
+`PreemptionCheckpointHandler` does) and a custom-loop example are in
+docs/fault_tolerance.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -40,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Optional, Sequence
+from typing import Optional
 
 from keras_dp.fault import EXIT_PREEMPTED, worker_position
 
@@ -51,13 +26,9 @@ _active = []
 
 
 class Preempted(SystemExit):
-    """Ends the process with `EXIT_PREEMPTED` after the preemption backup is saved.
+    """Ends the process with `EXIT_PREEMPTED` once the backup of global `step` is saved.
 
-    A `SystemExit`, so `except Exception` blocks in user code do not swallow
-    it and Python exits with the code and no traceback.
-
-    Attributes:
-        step: The global step the backup was saved at.
+    A `SystemExit`, so `except Exception` in user code does not swallow it.
     """
 
     def __init__(self, step: int, where: str = ""):
@@ -76,16 +47,13 @@ class PreemptionWatcher:
 
     Args:
         strategy: The `tf.distribute.Strategy` (default: the current one).
-        signals: Signals that mean "preempted" (default: SIGTERM).
-        ack_timeout: Seconds the signalled worker waits for every worker
-            to acknowledge the stop step (a worker that does not is gone,
-            and the failure path takes over).
+        ack_timeout: Seconds the signalled worker waits for every worker to
+            acknowledge the stop step (one that does not is gone: the failure
+            path takes over).
     """
 
-    def __init__(self, strategy=None, *, signals: Sequence[int] = (signal.SIGTERM,),
-                 ack_timeout: float = 60.0):
+    def __init__(self, strategy=None, *, ack_timeout: float = 60.0):
         self._strategy = strategy
-        self._signals = tuple(signals)
         self._ack_timeout = ack_timeout
         self._previous = {}
         self._received: Optional[int] = None
@@ -95,9 +63,8 @@ class PreemptionWatcher:
         self._closing = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._prefix = ""
-        self.index, self.count, self.is_chief = 0, 1, True
+        self.index, self.count = 0, 1
 
-    # -- lifecycle ------------------------------------------------------------
     def start(self) -> "PreemptionWatcher":
         """Installs the signal handlers and, with several workers, the watcher thread."""
         import tensorflow as tf
@@ -105,11 +72,10 @@ class PreemptionWatcher:
         for stale in list(_active):
             stale.stop()
         strategy = self._strategy or tf.distribute.get_strategy()
-        self.index, self.count, self.is_chief = worker_position(strategy)
+        self.index, self.count, _ = worker_position(strategy)
         self._prefix = f"keras_dp/preemption/{next(_generations)}"
         if threading.current_thread() is threading.main_thread():
-            for signum in self._signals:
-                self._previous[signum] = signal.signal(signum, self._on_signal)
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
         else:
             log.warning("keras_dp: training runs outside the main thread, so SIGTERM "
                         "cannot be caught; a preemption will not save a backup")
@@ -123,10 +89,8 @@ class PreemptionWatcher:
     def stop(self) -> None:
         """Restores the previous signal handlers and ends the watcher thread."""
         for signum, previous in self._previous.items():
-            try:
+            with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signum, previous)
-            except (ValueError, TypeError):
-                pass
         self._previous.clear()
         self._closing.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -135,34 +99,15 @@ class PreemptionWatcher:
         if self in _active:
             _active.remove(self)
 
-    # -- state --------------------------------------------------------------
-    @property
-    def received(self) -> Optional[int]:
-        """The signal this worker received, if any."""
-        return self._received
-
-    @property
-    def stop_step(self) -> Optional[int]:
-        """The agreed step to stop after, once known."""
-        return self._target
-
     @property
     def pending(self) -> bool:
         """A signal arrived but training ended before the common step."""
         return self._received is not None and self._stopped_at is None
 
-    def redeliver(self) -> None:
-        """Sends the received signal again with the previous handlers back in place."""
-        self.stop()
-        if self._received is not None:
-            os.kill(os.getpid(), self._received)
-
     def should_stop(self, step: int) -> bool:
-        """Called by every worker after each step with the number of steps done.
+        """Called by every worker after each step with the steps done; True: save and stop.
 
-        Returns:
-            True when this worker must save its backup now and stop (all
-            workers return True at the same step).
+        All workers return True at the same step.
         """
         if self._received is not None and not self._proposed and self._target is None:
             self._propose(step)
@@ -171,7 +116,6 @@ class PreemptionWatcher:
             return True
         return False
 
-    # -- protocol -------------------------------------------------------------
     def _on_signal(self, signum, frame):  # noqa: ARG002 - signal handler signature
         if self._received is not None:
             # A second signal: stop waiting for the common step.
@@ -225,9 +169,6 @@ class PreemptionWatcher:
             except Exception:  # noqa: BLE001 - the service is gone: nothing to watch
                 return
             self._target = int(value)
-            try:
-                context.context().set_config_key_value(
-                    f"{self._prefix}/ack/{self.index}", "1")
-            except Exception:  # noqa: BLE001
-                pass
+            with contextlib.suppress(Exception):
+                context.context().set_config_key_value(f"{self._prefix}/ack/{self.index}", "1")
             return

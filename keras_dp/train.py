@@ -1,22 +1,8 @@
 """The main job: train a Transformer LM data-parallel, report, save, sample.
 
-`keras-dp train` is `train(TrainConfig(...))`; examples and benchmarks call
-`train()` directly. The same call works on one CPU, several GPUs and several
-workers (whatever `keras_dp.scope()` resolves): the data pipeline gives every
-worker its own shard of each global batch, only the chief shows progress and
-writes the output directory, and every worker ends with the same weights.
-
-Example:
-
-```python
-from keras_dp.train import TrainConfig, train
-result = train(TrainConfig(steps=200, output_dir="/tmp/lm"))
-print(result.val_bits, result.tokens_per_sec)
-```
-
-The job's parts: `keras_dp/train_config.py` (settings, result, report),
-`keras_dp/train_files.py` (backups to resume from, the final save),
-`keras_dp/xla.py` (the XLA policy), `build_callbacks` below (its callbacks).
+`keras-dp train` is `train(TrainConfig(...))`, on one CPU, several GPUs or several
+workers alike. Settings and report: `keras_dp/train_config.py`; backups and the
+final save: `keras_dp/train_files.py`. See docs/train_job.md.
 """
 
 from __future__ import annotations
@@ -30,31 +16,24 @@ from typing import Any, Dict, List, Optional
 from keras_dp.train_config import MODEL_FILE, TrainConfig, TrainResult, format_report
 from keras_dp.train_files import backup_dir_of, backup_point, save
 
-__all__ = ["MODEL_FILE", "TrainConfig", "TrainResult", "build_callbacks", "format_report",
-           "train"]
+__all__ = ["MODEL_FILE", "TrainConfig", "TrainResult", "build_callbacks", "build_model",
+           "compile_model", "format_report", "train"]
 
 
 def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_step: int,
                     global_batch: int, seq_len: int, unit: str,
                     backup_dir: Optional[str] = None, plan: Optional[Dict[str, Any]] = None,
                     history: Optional[Dict[str, List[float]]] = None) -> Dict[str, Any]:
-    """The job's callbacks, by name, in the order `fit` runs them.
-
-    This is THE place where the job's callbacks are assembled.
+    """The job's callbacks, by name, in the order `fit` runs them (the one place they are made).
 
     Args:
         backup_dir: Where `BackupAndRestore` keeps the backups (None: no backups).
-        plan: What each backup records about the job (where its plan of
-            epochs began, their length, the data settings), with the history.
+        plan: What each backup records about the job (first step, interval, data).
         history: Epoch logs of the run so far (when resuming from a backup).
 
     Returns:
-        An ordered dict: `backup` (when `backup_dir`; worker-aware
-        `BackupAndRestore` every `config.backup_every` steps, the data is
-        positioned by the job so nothing is replayed), `lr` (adds the
-        learning rate to the logs), `throughput` (tokens/s), `stop` (ends at
-        exactly `total_steps`), `progress` (chief-only display), `history`
-        (Keras' `History`, continuing `history`).
+        An ordered dict: `backup` (when `backup_dir`), `lr`, `throughput`, `stop`
+        (ends at exactly `total_steps`), `progress` (chief only), `history`.
     """
     import keras
 
@@ -77,9 +56,7 @@ def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_s
     callbacks = {}
     history_callback = keras.callbacks.History()
     history_callback.history = {k: list(v) for k, v in (history or {}).items()}
-    if backup_dir:
-        # The job keeps the backups until its final model is saved, and starts
-        # its input at the resumed step (nothing to replay).
+    if backup_dir:  # kept until the final model is saved; the input starts at the step
         callbacks["backup"] = BackupAndRestore(
             backup_dir, save_freq=config.backup_every, delete_checkpoint=False,
             replay_data=False, keep=config.keep_backups,
@@ -95,15 +72,16 @@ def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_s
     return callbacks
 
 
-def _total_steps(config: TrainConfig, layout) -> int:
-    if config.steps is not None:
-        return int(config.steps)
-    if config.epochs is not None:
-        return max(1, int(round(config.epochs * layout.steps_per_epoch)))
-    return TrainConfig.DEFAULT_STEPS
+def build_model(config: TrainConfig, tokenizer):
+    """The job's `TransformerLM` (call it in the strategy's scope).
 
+    Args:
+        config: Its preset, size overrides and `mixed_precision`.
+        tokenizer: The corpus's tokenizer (its `vocab_size` sizes the model).
 
-def _make_model(config: TrainConfig, vocab_size: int, tokenizer):
+    Returns:
+        The model, not yet compiled or built.
+    """
     from keras_dp.models import TransformerLM
 
     overrides = {k: getattr(config, k) for k in ("seq_len", "d_model", "num_layers",
@@ -111,11 +89,18 @@ def _make_model(config: TrainConfig, vocab_size: int, tokenizer):
                  if getattr(config, k) is not None}
     if config.mixed_precision:
         overrides["dtype"] = config.mixed_precision
-    return TransformerLM.from_preset(config.preset, vocab_size=vocab_size, tokenizer=tokenizer,
-                                     **overrides)
+    return TransformerLM.from_preset(config.preset, vocab_size=int(tokenizer.vocab_size),
+                                     tokenizer=tokenizer, **overrides)
 
 
-def _compile(model, config: TrainConfig, schedule):
+def compile_model(model, config: TrainConfig, schedule) -> None:
+    """Compiles `model` as the job does: AdamW, the LM loss, `xla`, `steps_per_execution`.
+
+    Args:
+        model: A `TransformerLM` (from `build_model`).
+        config: Its `weight_decay`, clipping, `xla` and `steps_per_execution`.
+        schedule: The learning rate (a `keras_dp.schedules.WarmupSchedule`).
+    """
     import keras
 
     optimizer = keras.optimizers.AdamW(
@@ -123,9 +108,14 @@ def _compile(model, config: TrainConfig, schedule):
         clipnorm=config.clipnorm or None, global_clipnorm=config.global_clipnorm or None)
     # Norms, biases and position embeddings are not decayed.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "position"])
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=bool(config.xla), steps_per_execution=config.steps_per_execution)
+    model.compile(optimizer=optimizer, jit_compile=bool(config.xla),
+                  steps_per_execution=config.steps_per_execution)
+
+
+def _say(context, *messages: str) -> None:
+    if context.is_chief:
+        for message in messages:
+            print(f"keras-dp train: {message}", file=sys.stderr)
 
 
 def _floats(history: Dict[str, List[Any]]) -> Dict[str, List[float]]:
@@ -133,15 +123,14 @@ def _floats(history: Dict[str, List[Any]]) -> Dict[str, List[float]]:
 
 
 def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
-    """Runs the main job; see the module docstring and `TrainConfig`.
+    """Runs the main job (docs/train_job.md).
 
     Args:
         config: A `TrainConfig` (default: the defaults).
         **options: Fields of `TrainConfig` to override.
 
     Returns:
-        A `TrainResult` (on every worker; `output_dir` and `sample` only on
-        the chief).
+        A `TrainResult` on every worker (`output_dir` and `sample` only on the chief).
     """
     config = dataclasses.replace(config or TrainConfig(), **options)
     config.check()
@@ -172,29 +161,27 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     global_batch = config.global_batch_size or config.batch_size * context.num_replicas
     data_lib.per_replica_batch_size(global_batch, context.num_replicas)
     layout = data_lib.StreamLayout(corpus.num_tokens("train"), global_batch, seq_len)
-    total_steps = _total_steps(config, layout)
+    total_steps = int(config.steps) if config.steps is not None else TrainConfig.DEFAULT_STEPS \
+        if config.epochs is None else max(1, int(round(config.epochs * layout.steps_per_epoch)))
     data_key = {"source": corpus.name, "seq_len": seq_len, "global_batch_size": global_batch,
                 "seed": config.seed}
     # The one way a run resumes: from the backup of the interrupted run.
     backup_dir = backup_dir_of(config)
-    backed_up = backup_point(config, backup_dir, data_key, total_steps) if backup_dir \
-        else None
-    first_step = backed_up["first_step"] if backed_up else 0
-    initial_step = backed_up["step"] if backed_up else 0
-    if not backup_dir and context.is_chief and \
-            latest_backup(backup_dir_of(config, enabled=True)) is not None:
-        print(f"keras-dp train: --no-backup: ignoring the backup of an interrupted run in "
-              f"{backup_dir_of(config, enabled=True)}", file=sys.stderr)
+    backed_up = backup_point(backup_dir, data_key, total_steps) if backup_dir else None
+    first_step, initial_step = (backed_up["first_step"], backed_up["step"]) if backed_up \
+        else (0, 0)
+    ignored = None if backup_dir else backup_dir_of(config, enabled=True)
+    if ignored and context.is_chief and latest_backup(ignored) is not None:
+        _say(context, f"--no-backup: ignoring the backup of an interrupted run in {ignored}")
 
     peak = scaled_learning_rate(config.learning_rate, global_batch, config.base_batch)
     schedule = WarmupSchedule(peak, min(config.warmup_steps, max(0, total_steps - 1)),
                               total_steps, config.decay, config.min_lr_ratio)
     with context:
-        model = _make_model(config, corpus.vocab_size, tokenizer)
-        _compile(model, config, schedule)
+        model = build_model(config, tokenizer)
+        compile_model(model, config, schedule)
         model.build((None, seq_len))
-    # The batches depend only on the step: the input starts where training resumes,
-    # so the backup callback reads nothing to catch up (replay_data=False).
+    # The batches depend only on the step: the input starts where training resumes.
     train_ds = data_lib.text_dataset(corpus, split="train", seq_len=seq_len,
                                      global_batch_size=global_batch, seed=config.seed,
                                      start_step=initial_step, strategy=context.strategy)
@@ -204,20 +191,16 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
         val_layout = data_lib.StreamLayout(corpus.num_tokens("validation"), global_batch,
                                            seq_len)
         val_steps = min(val_layout.steps_per_epoch, config.val_steps or 10 ** 9)
-        # The same `val_steps` batches, repeated: Keras' symbolic build under a
-        # distribution strategy takes a batch from the eval iterator before
-        # resetting it, which would exhaust a dataset of exactly `val_steps`.
+        # Repeated: Keras' symbolic build under a strategy takes a batch first.
         val_ds = data_lib.text_dataset(corpus, split="validation", seq_len=seq_len,
                                        global_batch_size=global_batch, shuffle=False,
                                        repeat=True, epoch_steps=val_steps,
                                        strategy=context.strategy)
-    elif context.is_chief:
-        print("keras-dp train: the validation split is too small for this batch; "
-              "reporting training loss only", file=sys.stderr)
-
-    # Epochs are validation intervals of `every` steps counted from `first_step`
-    # (where this plan began); a run resumed from a backup keeps its plan, so it
-    # validates at the same steps as the uninterrupted run.
+    else:
+        _say(context, "the validation split is too small for this batch; reporting training "
+             "loss only")
+    # Epochs are validation intervals of `every` steps from `first_step`; a resumed run
+    # keeps its plan, so it validates at the same steps as the uninterrupted run.
     every = backed_up["every"] if backed_up else min(
         config.validate_every or max(1, math.ceil(total_steps / 5)), total_steps - first_step)
     plan = {"first_step": first_step, "every": every, "data": data_key}
@@ -225,23 +208,19 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
                                 initial_step=initial_step, global_batch=global_batch,
                                 seq_len=seq_len, unit=unit, backup_dir=backup_dir, plan=plan,
                                 history=backed_up["history"] if backed_up else None)
-    if context.is_chief:
-        print(f"keras-dp train: {context.describe()}", file=sys.stderr)
-        print(f"keras-dp train: data {corpus.describe()}; global batch {global_batch} x "
-              f"{seq_len} tokens; {layout.steps_per_epoch} steps per epoch", file=sys.stderr)
-        print(f"keras-dp train: TransformerLM {config.preset} ({model.count_params():,} "
-              f"parameters); steps {initial_step}->{total_steps}; peak lr {peak:.2e}"
-              f"{'; XLA' if config.xla else xla_off}"
-              f"{'; ' + config.mixed_precision if config.mixed_precision else ''}",
-              file=sys.stderr)
-        if backed_up:
-            print(f"keras-dp train: resuming the interrupted run from its backup at step "
-                  f"{initial_step} in {backup_dir}", file=sys.stderr)
-            if backed_up["num_workers"] not in (None, context.num_workers):
-                print(f"keras-dp train: the backup was written by {backed_up['num_workers']} "
-                      f"worker(s), this run has {context.num_workers} ({context.num_replicas} "
-                      f"replica(s)): the same global batch {global_batch}, so the same batches "
-                      "and the same trajectory", file=sys.stderr)
+    _say(context, context.describe(),
+         f"data {corpus.describe()}; global batch {global_batch} x {seq_len} tokens; "
+         f"{layout.steps_per_epoch} steps per epoch",
+         f"TransformerLM {config.preset} ({model.count_params():,} parameters); steps "
+         f"{initial_step}->{total_steps}; peak lr {peak:.2e}{'; XLA' if config.xla else xla_off}"
+         f"{'; ' + config.mixed_precision if config.mixed_precision else ''}")
+    if backed_up:
+        _say(context, f"resuming the interrupted run from its backup at step {initial_step} in "
+             f"{backup_dir}")
+        if backed_up["num_workers"] not in (None, context.num_workers):
+            _say(context, f"the backup was written by {backed_up['num_workers']} worker(s), "
+                 f"this run has {context.num_workers} ({context.num_replicas} replica(s)): the "
+                 f"same global batch {global_batch}, so the same batches and the same trajectory")
     initial_epoch = first_step // every
     history = model.fit(train_ds, epochs=initial_epoch + math.ceil((total_steps - first_step)
                                                                    / every),

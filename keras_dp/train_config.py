@@ -20,22 +20,9 @@ MIXED_PRECISION = (None, "mixed_bfloat16", "mixed_float16")
 class TrainConfig:
     """Everything `train()` needs; the defaults are `keras-dp train` with no arguments.
 
-    Data: `data` (source, see `keras_dp.data.text_dataset`), `data_dir`,
-    `cache_dir`, `text_feature`. Model: `preset` and overrides (`seq_len`,
-    `d_model`, `num_layers`, `num_heads`, `dropout`). Length: `steps` (total
-    optimizer steps) or `epochs` (passes over the training split). Batch:
-    `batch_size` per replica, or `global_batch_size`. Optimizer: AdamW with
-    `learning_rate` for `base_batch` scaled linearly to the global batch,
-    `warmup_steps` of linear warmup, `decay` to `min_lr_ratio`, `weight_decay`,
-    `clipnorm` (per tensor) or `global_clipnorm`. Speed: `mixed_precision`,
-    `xla`, `steps_per_execution`.
-    Output: `output_dir` (chief only), `sample_tokens`, `prompt`,
-    `temperature`, `top_k`. Run: `seed`, `validate_every`, `val_steps`,
-    `progress`, `strategy`, `cpu_replicas`. Fault tolerance (the one way a
-    run resumes): `backup` (on by default), `backup_every` steps,
-    `backup_dir` (default `<output_dir>/backup`), `keep_backups` (how many
-    are kept; a damaged one is reported and the next older one restored).
-    Every field is a flag of `keras-dp train` (`--field-name`; tests check).
+    Every field is a flag of `keras-dp train` (`--field-name`; tests check); their
+    meanings are in docs/train_job.md (`steps` are optimizer steps, `batch_size`
+    is per replica, `learning_rate` is for `base_batch`, scaled to the global batch).
     """
 
     data: Any = "builtin"
@@ -58,8 +45,6 @@ class TrainConfig:
     decay: str = "cosine"
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.01
-    # Keras 3 alone clips each replica's gradients BEFORE the all-reduce;
-    # keras_dp.keras_fix (gradient_clipping) makes it clip the global gradient.
     clipnorm: Optional[float] = None
     global_clipnorm: Optional[float] = None
     mixed_precision: Optional[str] = None
@@ -86,11 +71,7 @@ class TrainConfig:
     DEFAULT_STEPS = 600
 
     def check(self) -> None:
-        """Refuses contradicting or out-of-range settings (before TensorFlow starts).
-
-        Raises:
-            ConfigError: naming the field and the fix.
-        """
+        """Raises `ConfigError` (naming the field) for contradicting or out-of-range settings."""
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError("unknown mixed precision policy", variable="mixed_precision",
                               received=self.mixed_precision,
@@ -111,11 +92,7 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class TrainResult:
-    """What `train()` measured and wrote.
-
-    Losses are mean cross-entropies in nats per token; `*_bits` are the same
-    in bits per token, which for the byte tokenizer is bits per byte.
-    """
+    """What `train()` measured and wrote: losses in nats per token, `*_bits` in bits per token."""
 
     steps: int
     initial_step: int

@@ -1,9 +1,4 @@
-"""Where `keras-dp train` keeps its state: the backups it resumes from, the files it saves.
-
-A run resumes one way: from its backups (`keras_dp.callbacks.BackupAndRestore`
-in `backup_dir_of(config)`). Running the interrupted command again continues
-at the exact step; `backup_point` checks that the backup is this job's.
-"""
+"""Where `keras-dp train` keeps its state: the backups it resumes from, the files it saves."""
 
 from __future__ import annotations
 
@@ -22,13 +17,13 @@ def backup_dir_of(config: TrainConfig, *, enabled: Optional[bool] = None) -> Opt
     return config.backup_dir or os.path.join(config.output_dir, BACKUP_DIR)
 
 
-def backup_point(config: TrainConfig, backup_dir: Optional[str],
-                  data_key: Dict[str, Any], total_steps: int) -> Optional[Dict[str, Any]]:
+def backup_point(backup_dir: Optional[str], data_key: Dict[str, Any],
+                 total_steps: int) -> Optional[Dict[str, Any]]:
     """The interrupted run to continue from `backup_dir`, or None.
 
     Returns:
-        `{"step": steps done, "first_step": where that run's plan started,
-        "every": its validation interval, "history": its epoch logs}`.
+        `{"step": steps done, "first_step": where its plan started, "every": its
+        validation interval, "history": its epoch logs, "num_workers": ...}`.
     """
     from keras_dp.callbacks import latest_backup
 
@@ -65,15 +60,9 @@ def backup_point(config: TrainConfig, backup_dir: Optional[str],
             "num_workers": found.get("num_workers")}
 
 
-
 def save(model, config: TrainConfig, context, state: Dict[str, Any],
          backup_dir: Optional[str] = None) -> Optional[str]:
-    """Every worker saves (saving may need all of them); only the chief keeps it.
-
-    Each file is written under a temporary name and renamed
-    (`keras_dp.chief_files.atomic`), so a full disk leaves the files of an
-    earlier run whole; the other workers save into a private directory
-    (`chief_files.elsewhere`) that is deleted.
+    """Every worker saves (saving may need all of them); only the chief keeps it, atomically.
 
     Returns:
         The output directory (None on the other workers).

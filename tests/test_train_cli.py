@@ -166,19 +166,19 @@ def test_a_backup_of_other_settings_is_refused(tmp_path):
     # A backup has checkpoint files (their sizes and checksums are checked on restore).
     BackupStore(directory, is_chief=True).save(5, lambda prefix: open(prefix + ".index",
                                                                       "w").close(), meta)
-    assert _backup_point(config, directory, data, 9) == {
+    assert _backup_point(directory, data, 9) == {
         "step": 7, "first_step": 2, "every": 3, "history": {"loss": [1.0]},
         "num_workers": None}   # a backup that does not say how many workers wrote it
-    assert _backup_point(config, directory, data, 7)["step"] == 7  # only validate and save
+    assert _backup_point(directory, data, 7)["step"] == 7  # only validate and save
     with pytest.raises(ConfigError, match=r"already trained 7 steps.*Received: steps=6"):
-        _backup_point(config, directory, data, 6)
+        _backup_point(directory, data, 6)
     with pytest.raises(ConfigError, match="used other data settings"):
-        _backup_point(config, directory, dict(data, seed=1), 9)
+        _backup_point(directory, dict(data, seed=1), 9)
     BackupStore(directory, is_chief=True).save(6, lambda prefix: open(prefix + ".index",
                                                                       "w").close(),
                                                {"global_step": 6})
     with pytest.raises(ConfigError, match="keras-dp train did not write"):
-        _backup_point(config, directory, data, 9)
+        _backup_point(directory, data, 9)
 
 
 class _Extended:

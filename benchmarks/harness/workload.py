@@ -70,10 +70,8 @@ def build_lm(preset: str = "tiny", *, seq_len: Optional[int] = None, dtype=None,
     schedule = WarmupSchedule(
         scaled_learning_rate(config.learning_rate, config.batch_size, config.base_batch),
         min(config.warmup_steps, steps - 1), steps, config.decay, config.min_lr_ratio)
-    # MERGE (issue 14): the job's own model and compile steps (keras_dp/train.py). If
-    # train.py makes them public or renames them, these two calls are the ones to change.
-    model = job._make_model(config, corpus.vocab_size, corpus.tokenizer)
-    job._compile(model, config, schedule)
+    model = job.build_model(config, corpus.tokenizer)
+    job.compile_model(model, config, schedule)
     model.build((None, model.seq_len))
     return model
 
