@@ -15,8 +15,8 @@ class WorkerOutput:
         lock: Shared by all workers, so lines never interleave.
         log_file: Open text file that receives every line unprefixed, or None.
         prefix: Whether to prefix lines with `[worker N] `.
-        hide: Lines for which it returns True are not copied (nor kept for
-            the summary); the log file still gets them.
+        hide: Lines for which it returns True are neither copied nor kept for the
+            summary; the log file still gets them.
         tail: How many last lines to keep for the failure summary.
     """
 
