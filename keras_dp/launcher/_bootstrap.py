@@ -23,9 +23,7 @@ def _write(path: str, value) -> None:
 def _error_report(exc: BaseException) -> dict:
     import cloudpickle
 
-    report = {"type": type(exc).__name__, "message": str(exc),
-              "traceback": "".join(traceback.format_exception(type(exc), exc,
-                                                              exc.__traceback__))}
+    report = {"traceback": traceback.format_exc()}  # called while handling `exc`
     try:
         report["exception"] = cloudpickle.dumps(exc)
         pickle.loads(report["exception"])

@@ -17,18 +17,16 @@ class WorkerOutput:
         prefix: Whether to prefix lines with `[worker N] `.
         hide: Lines for which it returns True are neither copied nor kept for the
             summary; the log file still gets them.
-        tail: How many last lines to keep for the failure summary.
     """
 
     def __init__(self, index: int, lock: threading.Lock, *, log_file: Optional[IO[str]] = None,
-                 prefix: bool = True, hide: Optional[Callable[[str], bool]] = None,
-                 tail: int = 20):
+                 prefix: bool = True, hide: Optional[Callable[[str], bool]] = None):
         self.index = index
         self.prefix = f"[worker {index}] " if prefix else ""
         self._lock = lock
         self._log_file = log_file
         self._hide = hide
-        self._tail = collections.deque(maxlen=tail)
+        self._tail = collections.deque(maxlen=20)
         self._threads: List[threading.Thread] = []
 
     def follow(self, stream: IO[bytes], target: IO[str]) -> None:

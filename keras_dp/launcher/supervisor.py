@@ -6,6 +6,7 @@ stopped workers, restarts, exit codes) is described in docs/launch.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -113,10 +114,8 @@ def worker_environments(num_workers: int, ports: Sequence[int], *, host: str = "
 
 
 def _signal_group(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # it has just ended
         os.killpg(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # it has just ended
 
 
 def _check_whole(name: str, value, minimum: int, fix: str) -> None:
