@@ -1,6 +1,7 @@
 """The keras-dp command: tf-config, env, error handling."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -101,7 +102,7 @@ def test_version_and_help():
     assert result.returncode == 2 and "tf-config" in result.stdout
 
 
-# -- TensorFlow's start-up notices (keras_dp.cli.quiet) ---------------------------------
+# -- TensorFlow's start-up notices (keras_dp.launcher.quiet) ---------------------------------
 
 ABSL_LINE = ("WARNING: All log messages before absl::InitializeLog() is called are written "
              "to STDERR")
@@ -113,7 +114,7 @@ NOTICE_WORDS = ("absl::InitializeLog", "oneDNN custom operations")
 
 
 def test_the_notices_are_recognised_and_nothing_else():
-    from keras_dp.cli.quiet import is_notice
+    from keras_dp.launcher.quiet import is_notice
 
     assert is_notice(ABSL_LINE + "\n") and is_notice(ONEDNN_LINE)
     assert is_notice("E0000 00:00:1.2    5253 util.cc:131] oneDNN supports DT_INT32 only on "
@@ -133,7 +134,7 @@ def test_the_notices_are_recognised_and_nothing_else():
 def test_filtered_stderr_drops_the_notices_written_to_the_descriptor(capfd):
     import os
 
-    from keras_dp.cli.quiet import filtered_stderr
+    from keras_dp.launcher.quiet import filtered_stderr
 
     with filtered_stderr():
         os.write(2, f"{ABSL_LINE}\n{ONEDNN_LINE}\nkept line\n".encode())
@@ -145,8 +146,8 @@ def test_the_worker_output_hides_notices_but_the_log_keeps_them():
     import io
     import threading
 
-    from keras_dp.cli.quiet import is_notice
     from keras_dp.launcher.output import WorkerOutput
+    from keras_dp.launcher.quiet import is_notice
 
     shown, log = io.StringIO(), io.StringIO()
     output = WorkerOutput(1, threading.Lock(), log_file=log, hide=is_notice)
@@ -189,7 +190,7 @@ def test_env_hides_the_start_up_notices_unless_the_user_set_the_level():
 
 @pytest.mark.multiprocess
 def test_launch_hides_the_workers_start_up_notices(tmp_path):
-    code = "import tensorflow; print('imported', flush=True)"
+    code = "import tensorflow as tf; print('imported', tf.__version__, flush=True)"
     result = subprocess.run(
         [sys.executable, "-m", "keras_dp", "launch", "-n", "2", "--log-dir", str(tmp_path),
          "--", sys.executable, "-c", code], env=_without_level(), capture_output=True,
@@ -198,8 +199,9 @@ def test_launch_hides_the_workers_start_up_notices(tmp_path):
     assert "[worker 0] imported" in result.stdout and "[worker 1] imported" in result.stdout
     assert not [w for w in NOTICE_WORDS if w in result.stderr + result.stdout], result.stderr
     log = (tmp_path / "worker-1.log").read_text()
-    from importlib.metadata import version
-    if tuple(int(p) for p in version("tensorflow-cpu").split(".")[:2]) >= (2, 21):
+    # The workers' TensorFlow, whichever wheel (tensorflow, tensorflow-cpu, ...) holds it.
+    tf_version = re.search(r"\[worker 1\] imported (\d+)\.(\d+)", result.stdout)
+    if tuple(int(p) for p in tf_version.groups()) >= (2, 21):
         # The log file keeps every line (TF 2.20 prints none at level 1: its notices
         # go through TensorFlow's own logging, which the level silences).
         assert all(w in log for w in NOTICE_WORDS), log

@@ -1,12 +1,6 @@
-"""The `keras-dp` command.
+"""The `keras-dp` command: one module per sub-command, listed in `COMMANDS` (CONTRIBUTING.md).
 
-Every sub-command lives in its own module of this package with a
-`register(subparsers)` function; add new ones to `COMMANDS`. Modules must not
-import TensorFlow at import time (only inside the command), so that fast
-commands such as `keras-dp tf-config` stay fast.
-
-Errors meant for people (`keras_dp.KerasDPError`) are printed on stderr
-without a traceback and exit with status 2.
+Errors meant for people (`keras_dp.KerasDPError`) are printed without a traceback, exit 2.
 """
 
 from __future__ import annotations
@@ -25,8 +19,6 @@ COMMANDS = [
     "keras_dp.cli.launch",
 ]
 
-EXIT_USAGE = 2
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -42,16 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs `keras-dp`; returns the exit status."""
     from keras_dp import early
-    from keras_dp.cli import quiet
     from keras_dp.errors import KerasDPError
+    from keras_dp.fault import EXIT_USAGE
+    from keras_dp.launcher import quiet
 
     # keras-dp's own commands set their strategy up themselves, in order (and
     # `keras-dp env` must not start a worker's runtime).
     early.disable()
     parser = build_parser()
     args = parser.parse_args(argv)
-    # TensorFlow's C++ start-up notices drown the output (see keras_dp.cli.quiet).
-    args.quiet = quiet.wanted()
+    args.quiet = quiet.wanted()  # before hide_import_notices sets the level
     quiet.hide_import_notices()
     if args.version:
         from keras_dp import __version__
@@ -73,5 +65,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def entry_point() -> None:
-    """Console-script entry point."""
     sys.exit(main())

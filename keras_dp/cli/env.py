@@ -19,12 +19,12 @@ def register(subparsers) -> None:
 
 
 def collect(with_devices: bool = True) -> dict:
-    """The report as a dict (also used by notebooks)."""
+    """The report as a dict."""
     import os
 
     from keras_dp import __version__
     from keras_dp.cluster import resolve_cluster
-    from keras_dp.strategy import choose_kind, gpu_slice, tpu_requested
+    from keras_dp.strategy import CPU_REPLICAS_VARIABLE, choose_kind, gpu_slice, tpu_requested
 
     info = resolve_cluster()
     report = {
@@ -74,11 +74,9 @@ def collect(with_devices: bool = True) -> dict:
             "tpu": tpu_requested(None, os.environ),
         }
         try:
-            from keras_dp.strategy import CPU_REPLICAS_VARIABLE
-
             cpu_replicas = int(os.environ.get(CPU_REPLICAS_VARIABLE) or 1)
             kind, reason = choose_kind("auto", info, num_gpus=used, cpu_replicas=cpu_replicas,
-                                       tpu=tpu_requested(None, os.environ))
+                                       tpu=report["devices"]["tpu"])
             report["strategy"] = {"auto": kind, "reason": reason}
         except Exception as exc:  # the report should still print
             report["strategy"] = {"auto": None, "reason": str(exc)}
@@ -92,9 +90,8 @@ def format_report(report: dict) -> str:
         v = report["versions"]
         extra = f", CUDA {v['cuda']}, cuDNN {v['cudnn']}" if v.get("cuda") else ""
         lines.append(f"TensorFlow {v['tensorflow']}, Keras {v['keras']}{extra}")
-    lines.append("")
-    lines.append(f"Cluster source : {cluster['source']}")
-    lines.append(f"Workers        : {cluster['num_workers']}")
+    lines += ["", f"Cluster source : {cluster['source']}",
+              f"Workers        : {cluster['num_workers']}"]
     for i, address in enumerate(cluster["workers"]):
         mark = "  <- this process" if i == cluster["worker_index"] else ""
         lines.append(f"  [{i}] {address}{mark}")
@@ -110,8 +107,7 @@ def format_report(report: dict) -> str:
         lines.append(f"Note           : {note}")
     if "devices" in report:
         d = report["devices"]
-        lines.append("")
-        lines.append(f"CPUs           : {d['cpu']} device(s)")
+        lines += ["", f"CPUs           : {d['cpu']} device(s)"]
         lines.append(f"GPUs           : {len(d['gpu'])}" + (
             f" ({d['gpu_used_by_this_process']} used by this process)" if d["gpu"] else ""))
         if d["tpu"] is not None:
@@ -127,15 +123,11 @@ def format_report(report: dict) -> str:
                          f"{part['upstream']}; {part['switch']}{mark}")
     if "xla" in report:
         lines.append(f"XLA            : {report['xla']}")
-    lines.append("")
-    lines.append("TF_CONFIG      : " + json.dumps(cluster["tf_config"], separators=(",", ":")))
+    lines += ["", "TF_CONFIG      : " + json.dumps(cluster["tf_config"], separators=(",", ":"))]
     return "\n".join(lines)
 
 
 def run(args) -> int:
     report = collect(with_devices=not args.no_devices)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_report(report))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -41,11 +41,8 @@ def load_model(path: str):
 
 
 def run(args) -> int:
-    import sys
-
     model = load_model(args.model_dir)
     text = model.generate(args.prompt, args.tokens, temperature=args.temperature,
                           top_k=args.top_k or None, greedy=args.greedy, seed=args.seed)
-    sys.stdout.write(text if args.continuation_only else args.prompt + text)
-    sys.stdout.write("\n")
+    print(text if args.continuation_only else args.prompt + text)
     return 0

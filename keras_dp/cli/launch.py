@@ -1,9 +1,6 @@
-"""`keras-dp launch -n N [options] -- COMMAND [ARGS...]`: N workers on this machine.
+"""`keras-dp launch -n N [options] [--] COMMAND [ARGS...]`: N workers on this machine.
 
-`keras-dp launch -n 2 train.py --epochs 3` runs `python train.py --epochs 3`
-twice, each with its own TF_CONFIG on 127.0.0.1 (free ports), output lines
-prefixed with `[worker N]`. Anything that is not a `.py` file runs as given:
-`keras-dp launch -n 2 -- keras-dp train`.
+See docs/launch.md.
 """
 
 from __future__ import annotations
@@ -24,13 +21,10 @@ def register(subparsers) -> None:
                         help="number of worker processes")
     parser.add_argument("--max-restarts", type=int, default=0, metavar="R",
                         help="after a failure or preemption, start all workers again (new "
-                             "ports) up to R times; keras_dp.callbacks.BackupAndRestore resumes "
-                             "the training (default 0)")
+                             "ports) up to R times (default 0)")
     parser.add_argument("--cpu-replicas", type=int, default=None, metavar="K",
                         help="export KERAS_DP_CPU_REPLICAS=K: with -n 1, one process trains on K "
-                             "logical CPU replicas (MirroredStrategy); with several workers only "
-                             "1 is possible (MultiWorkerMirroredStrategy has one CPU device per "
-                             "worker): use -n N*K instead")
+                             "logical CPU replicas; with several workers only K=1 is possible")
     parser.add_argument("--port-base", type=int, default=None, metavar="PORT",
                         help="use ports PORT..PORT+N-1 (a restart moves to the next N) instead "
                              "of free ports")
@@ -39,16 +33,13 @@ def register(subparsers) -> None:
                              "(default 127.0.0.1)")
     parser.add_argument("--isolate", action="store_true",
                         help="run the workers in a private network namespace holding only "
-                             "loopback: their TensorFlow ports (which listen on every interface, "
-                             "unauthenticated) cannot be reached from other machines or from "
-                             "this one outside the launch; needs root or unprivileged user "
-                             "namespaces (Linux); the workers then have no other network")
+                             "loopback, where nothing outside the launch reaches their "
+                             "TensorFlow ports; needs root or unprivileged user namespaces")
     parser.add_argument("--log-dir", default=None, metavar="DIR",
                         help="also write each worker's output to DIR/worker-N.log")
     parser.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
-                        help="after a worker fails, seconds the others get to stop by "
-                             "themselves before they are killed; a worker stopped (SIGSTOP) "
-                             "this long counts as failed (default 10)")
+                        help="seconds the others get to stop by themselves after a worker "
+                             "fails, and a worker may stay stopped (SIGSTOP) (default 10)")
     parser.add_argument("--no-prefix", action="store_true",
                         help="do not prefix output lines with [worker N]")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
@@ -77,5 +68,5 @@ def run(args) -> int:
     launcher = Launcher(args.command, args.num_workers, max_restarts=args.max_restarts,
                         cpu_replicas=args.cpu_replicas, port_base=args.port_base,
                         host=args.host, log_dir=args.log_dir, stop_grace=args.stop_grace,
-                        prefix=not args.no_prefix, quiet=getattr(args, "quiet", None))
+                        prefix=not args.no_prefix, quiet=args.quiet)
     return launcher.run().returncode

@@ -13,8 +13,8 @@ def register(subparsers) -> None:
                     "MPI, SLURM, Kubernetes) and print its TF_CONFIG as one JSON line.")
     parser.add_argument("--source", default=None,
                         help="force a source: tf_config, explicit, mpi, slurm, kubernetes, single")
-    parser.add_argument("--port-base", type=int, default=None,
-                        help="first port for derived addresses (default: KERAS_DP_PORT_BASE or 8888)")
+    parser.add_argument("--port-base", type=int, default=None, help="first port for derived "
+                        "addresses (default: KERAS_DP_PORT_BASE or 8888)")
     parser.set_defaults(func=run)
 
 

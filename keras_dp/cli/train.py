@@ -163,8 +163,6 @@ def run_command(args) -> int:
     result = train(config_from_args(args))
     if result.output_dir is None:  # not the chief: the chief reports
         return 0
-    if args.json:
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        print(format_report(result, args.prompt))
+    print(json.dumps(result.to_json(), indent=2) if args.json
+          else format_report(result, args.prompt))
     return 0

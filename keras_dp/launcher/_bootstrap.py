@@ -1,7 +1,6 @@
 """The worker side of `keras_dp.launch`: `python -m keras_dp.launcher._bootstrap WORKDIR`.
 
-Loads the pickled function, runs it, and leaves its return value (chief
-only) or its error (any worker) in WORKDIR for the launching process.
+Runs the pickled function; leaves its return value (chief) or its error in WORKDIR.
 """
 
 from __future__ import annotations
@@ -15,18 +14,16 @@ import traceback
 def _write(path: str, value) -> None:
     import cloudpickle
 
-    temp = f"{path}.tmp"
-    with open(temp, "wb") as handle:
+    from keras_dp.chief_files import atomic
+
+    with atomic(path) as temp, open(temp, "wb") as handle:
         cloudpickle.dump(value, handle)
-    os.replace(temp, path)
 
 
 def _error_report(exc: BaseException) -> dict:
     import cloudpickle
 
-    report = {"type": type(exc).__name__, "message": str(exc),
-              "traceback": "".join(traceback.format_exception(type(exc), exc,
-                                                              exc.__traceback__))}
+    report = {"traceback": traceback.format_exc()}  # called while handling `exc`
     try:
         report["exception"] = cloudpickle.dumps(exc)
         pickle.loads(report["exception"])
@@ -58,9 +55,7 @@ def main(argv=None) -> int:
             return 0
         traceback.print_exc()
         _write(error_path(work, index), _error_report(exc))
-        if cluster.is_multi_worker:
-            return fault.handle_exception(exc, cluster)
-        return fault.handle_exception(exc, cluster, report=False)
+        return fault.handle_exception(exc, cluster, report=cluster.is_multi_worker)
     return 0
 
 

@@ -1,19 +1,8 @@
 """`keras-dp launch --isolate`: the workers in a private network namespace (loopback only).
 
-TensorFlow's gRPC server (every multi-worker TensorFlow program runs one)
-listens on `0.0.0.0:PORT` whatever TF_CONFIG says, with no authentication:
-whoever reaches the port can run TensorFlow operations as the training user.
-When every worker runs on this machine, they need nothing but loopback, so
-the launcher moves itself, before it starts any worker, into a new network
-namespace that holds only its own `lo` (brought up here). The workers
-inherit it: they reach each other on 127.0.0.1 as before, and their ports
-exist in no other namespace (other machines, and this machine's own
-127.0.0.1, get "connection refused").
-
-As root this is `unshare(CLONE_NEWNET)`; as another user it is a new user
-namespace too (`CLONE_NEWUSER`, the user mapped to itself), which the
-kernel allows when unprivileged user namespaces are enabled. The workers
-then also have no other network: no downloads, no remote filesystem.
+TensorFlow's gRPC server listens on every interface, unauthenticated; the launcher moves
+itself (and so the workers it starts) into a namespace holding only `lo`. See
+docs/security.md.
 """
 
 from __future__ import annotations
@@ -60,7 +49,7 @@ def _write(path: str, text: str) -> None:
 
 
 def _loopback_up() -> None:
-    """Sets the IFF_UP flag of `lo` (a new namespace's loopback starts down)."""
+    """Brings `lo` up (a new namespace's loopback starts down)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         request = struct.pack("16sH", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
@@ -81,43 +70,27 @@ def _unavailable(why: str) -> IsolationUnavailable:
 def enter_private_network() -> str:
     """Moves this process into a new network namespace holding only loopback (up).
 
-    Call it before starting the workers (they inherit the namespace), in a
-    process that exists for the launch (the `keras-dp launch` command): the
-    process stays in the namespace.
+    Call it before starting the workers (they inherit it), in a process that exists for the
+    launch: the process stays in the namespace.
 
     Returns:
-        How it was done: `"network namespace"` (root) or `"user and network
-        namespace"`.
+        `"network namespace"` (root) or `"user and network namespace"`.
 
     Raises:
-        IsolationUnavailable: the kernel refused (why, and what to do), or
-            this is not Linux.
-
-    Example:
-
-    ```python
-    from keras_dp.launcher.isolation import enter_private_network
-    enter_private_network()
-    keras_dp.launcher.launch_command(["train.py"], 2)
-    ```
+        IsolationUnavailable: the kernel refused (why, and what to do), or this is not Linux.
     """
     if not hasattr(os, "geteuid") or not os.path.exists("/proc/self/ns/net"):
         raise _unavailable("network namespaces are a Linux feature")
     uid, gid = os.geteuid(), os.getegid()
     how = "network namespace"
     try:
-        if uid == 0:
-            try:
-                _unshare(CLONE_NEWNET)
-            except OSError as exc:
-                if exc.errno != errno.EPERM:
-                    raise
-                # Root without CAP_SYS_ADMIN (a container): a user namespace may still work.
-                _unshare_user_and_network()
-                how = "user and network namespace"
-        else:
-            _unshare_user_and_network()
+        try:
+            if uid != 0:
+                raise PermissionError(errno.EPERM, "not root")
+            _unshare(CLONE_NEWNET)
+        except PermissionError:  # not root, or root without CAP_SYS_ADMIN (a container)
             how = "user and network namespace"
+            _unshare_user_and_network()
     except OSError as exc:
         detail = {errno.EPERM: "unshare() was not permitted: unprivileged user namespaces "
                                "are disabled or a security profile forbids them",

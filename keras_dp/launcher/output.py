@@ -15,20 +15,18 @@ class WorkerOutput:
         lock: Shared by all workers, so lines never interleave.
         log_file: Open text file that receives every line unprefixed, or None.
         prefix: Whether to prefix lines with `[worker N] `.
-        hide: Lines for which it returns True are not copied (nor kept for
-            the summary); the log file still gets them.
-        tail: How many last lines to keep for the failure summary.
+        hide: Lines for which it returns True are neither copied nor kept for the
+            summary; the log file still gets them.
     """
 
     def __init__(self, index: int, lock: threading.Lock, *, log_file: Optional[IO[str]] = None,
-                 prefix: bool = True, hide: Optional[Callable[[str], bool]] = None,
-                 tail: int = 20):
+                 prefix: bool = True, hide: Optional[Callable[[str], bool]] = None):
         self.index = index
         self.prefix = f"[worker {index}] " if prefix else ""
         self._lock = lock
         self._log_file = log_file
         self._hide = hide
-        self._tail = collections.deque(maxlen=tail)
+        self._tail = collections.deque(maxlen=20)
         self._threads: List[threading.Thread] = []
 
     def follow(self, stream: IO[bytes], target: IO[str]) -> None:

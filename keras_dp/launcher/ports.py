@@ -11,9 +11,8 @@ def pick_ports(count: int, *, host: str = "127.0.0.1", port_base: Optional[int] 
                attempt: int = 0) -> List[int]:
     """Ports for `count` workers: free ones from portpicker, or `port_base` onwards.
 
-    With `port_base`, attempt `k` uses the `count` ports after those of
-    attempt `k - 1` (a restarted TensorFlow server cannot always rebind at
-    once), and each must be free.
+    With `port_base`, attempt `k` uses the `count` ports after attempt `k - 1`'s (a
+    restarted TensorFlow server cannot always rebind at once); each must be free.
     """
     import portpicker
 

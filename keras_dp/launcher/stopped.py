@@ -1,12 +1,7 @@
-"""Noticing a worker that is stopped (SIGSTOP) rather than dead.
+"""Noticing a worker that is stopped (SIGSTOP) rather than dead (docs/launch.md).
 
-A stopped process neither exits nor answers: its peers wait for it in the
-start-up barrier (up to `startup_timeout`, two minutes by default) or in a
-collective until TensorFlow's heartbeat gives up. The launcher reads each
-running worker's state from `/proc/PID/stat` (Linux; elsewhere nothing is
-noticed) and names a worker stopped for longer than a grace period, so it
-can be treated as failed. A worker stopped by a debugger (state `t`) is left
-alone.
+Reads `/proc/PID/stat` (Linux; elsewhere nothing is noticed); a worker stopped by a
+debugger (state `t`) is left alone.
 """
 
 from __future__ import annotations
@@ -30,14 +25,6 @@ class StoppedWorkers:
 
     Args:
         grace: Seconds a worker may stay stopped before `overdue` names it.
-
-    Example:
-
-    ```python
-    stopped = StoppedWorkers(10.0)
-    for status in stopped.overdue(running_statuses, time.monotonic()):
-        kill(status.pid)
-    ```
     """
 
     def __init__(self, grace: float):

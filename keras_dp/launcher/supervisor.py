@@ -1,26 +1,12 @@
 """Starts N workers on this machine and watches them (what `keras-dp launch` runs).
 
-Each worker gets its own `TF_CONFIG` (all workers on `host`, free ports from
-portpicker, or `port_base + i`), runs in its own process group, and has
-every output line copied to ours with a `[worker N]` prefix. The launcher:
-
-- forwards SIGINT and SIGTERM to every worker (a second one kills them);
-- when a worker fails, gives the others `stop_grace` seconds to stop by
-  themselves (keras_dp workers notice a dead peer and exit with
-  `EXIT_PEER_FAILED`), then kills them, and prints a summary naming the
-  worker that failed first, how (exit code or signal) and its last lines;
-- treats a worker stopped (SIGSTOP) for `stop_grace` seconds as failed and
-  kills it: its peers would otherwise wait for it (up to `startup_timeout`
-  in start-up);
-- with `max_restarts`, starts all workers again on new ports after a
-  failure or a preemption (`KERAS_DP_RESTART_COUNT` tells them which try
-  this is; `keras_dp.callbacks.BackupAndRestore` resumes the training), but
-  not after a usage error (exit code 2) or a signal sent to the launcher;
-- returns 0 only when every worker exited with 0.
+Each worker gets its own `TF_CONFIG` and process group; the behaviour (signals, failures,
+stopped workers, restarts, exit codes) is described in docs/launch.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,15 +18,17 @@ import time
 from typing import IO, Dict, List, Mapping, Optional, Sequence
 
 from keras_dp.cluster import cluster_variables
-from keras_dp.cli import quiet as quiet_lib
 from keras_dp.errors import ConfigError
 from keras_dp.fault import (EXIT_PEER_FAILED, EXIT_PREEMPTED, EXIT_USAGE, PEER_LINE,
                             describe_exit)
+from keras_dp.launcher import quiet as quiet_lib
 from keras_dp.launcher.output import WorkerOutput
 from keras_dp.launcher.ports import pick_ports
 from keras_dp.launcher.stopped import StoppedWorkers
 
 RESTART_VARIABLE = "KERAS_DP_RESTART_COUNT"
+#: Seconds the workers get to save and exit after a forwarded SIGTERM/SIGINT.
+SIGNAL_GRACE = 120.0
 
 
 @dataclasses.dataclass
@@ -126,10 +114,8 @@ def worker_environments(num_workers: int, ports: Sequence[int], *, host: str = "
 
 
 def _signal_group(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # it has just ended
         os.killpg(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # it has just ended
 
 
 def _check_whole(name: str, value, minimum: int, fix: str) -> None:
@@ -139,27 +125,22 @@ def _check_whole(name: str, value, minimum: int, fix: str) -> None:
 
 
 class Launcher:
-    """Runs one command as N workers on this machine; see the module docstring.
+    """Runs one command as N workers on this machine (docs/launch.md).
 
     Args:
         command: The argv (`script.py ...` runs under this Python).
         num_workers: How many workers.
-        max_restarts: Start all workers again up to this many times after a
-            failure or preemption.
-        cpu_replicas: Exported as `KERAS_DP_CPU_REPLICAS` (one worker only:
-            MultiWorkerMirroredStrategy has one CPU device per worker).
+        max_restarts: Start all workers again up to this many times after a failure.
+        cpu_replicas: Exported as `KERAS_DP_CPU_REPLICAS` (with one worker only).
         port_base: First port (default: free ports).
         host: Address the workers use to reach each other (default loopback).
         log_dir: Directory for `worker-N.log` files (one per worker).
         env: Base environment (default: ours).
-        stop_grace: Seconds the other workers get to stop by themselves
-            after one fails, before they are killed; also how long a worker
-            may stay stopped (SIGSTOP) before it counts as failed.
-        signal_grace: Seconds the workers get to save and exit after a
-            forwarded SIGTERM/SIGINT, before they are killed.
+        stop_grace: Seconds the others get to stop by themselves after one fails, and
+            how long a worker may stay stopped (SIGSTOP) before it counts as failed.
         prefix: Prefix every output line with `[worker N] `.
         quiet: Hide TensorFlow's start-up notices in the workers' output (default: when
-            `env` does not set `TF_CPP_MIN_LOG_LEVEL`; see `keras_dp.cli.quiet`).
+            `env` does not set `TF_CPP_MIN_LOG_LEVEL`; see `keras_dp.launcher.quiet`).
         stdout, stderr: Where worker output and launcher messages go.
     """
 
@@ -167,7 +148,7 @@ class Launcher:
                  cpu_replicas: Optional[int] = None, port_base: Optional[int] = None,
                  host: str = "127.0.0.1", log_dir: Optional[str] = None,
                  env: Optional[Mapping[str, str]] = None, stop_grace: float = 10.0,
-                 signal_grace: float = 120.0, prefix: bool = True, quiet: Optional[bool] = None,
+                 prefix: bool = True, quiet: Optional[bool] = None,
                  stdout: Optional[IO[str]] = None, stderr: Optional[IO[str]] = None):
         _check_whole("num_workers", num_workers, 1, "pass e.g. -n 2")
         _check_whole("max_restarts", max_restarts, 0, "pass e.g. --max-restarts 3")
@@ -190,7 +171,6 @@ class Launcher:
         self.log_dir = log_dir
         self.env = env
         self.stop_grace = stop_grace
-        self.signal_grace = signal_grace
         self.prefix = prefix
         self.quiet = quiet_lib.wanted(env) if quiet is None else quiet
         self.stdout = stdout
@@ -200,7 +180,6 @@ class Launcher:
         self._procs: List[subprocess.Popen] = []
         self._lock = threading.Lock()
 
-    # -- messages ----------------------------------------------------------------
     def _say(self, text: str) -> None:
         err = self.stderr or sys.stderr
         with self._lock:
@@ -208,7 +187,6 @@ class Launcher:
                 err.write(f"[launcher] {line}\n")
             err.flush()
 
-    # -- signals ------------------------------------------------------------------
     def _on_signal(self, signum, frame):  # noqa: ARG002
         self._signal = signum
         self._signal_count += 1
@@ -245,7 +223,6 @@ class Launcher:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
 
-    # -- one attempt ----------------------------------------------------------------
     def _open_log(self, index: int, attempt: int):
         if not self.log_dir:
             return None
@@ -273,13 +250,12 @@ class Launcher:
             self._say(f"starting {self.num_workers} worker(s) on {self.host}: "
                       f"{' '.join(self.command)}")
         for index in range(self.num_workers):
-            log_file = self._open_log(index, attempt)
-            logs.append(log_file)
             proc = subprocess.Popen(self.command, env=envs[index], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
             self._procs.append(proc)
-            output = WorkerOutput(index, self._lock, log_file=log_file, prefix=self.prefix,
+            logs.append(self._open_log(index, attempt))
+            output = WorkerOutput(index, self._lock, log_file=logs[-1], prefix=self.prefix,
                                   hide=quiet_lib.is_notice if self.quiet else None)
             output.follow(proc.stdout, out)
             output.follow(proc.stderr, err)
@@ -313,7 +289,7 @@ class Launcher:
             failed = [i for i in order if statuses[i].returncode != 0]
             if self._signal is not None and signalled is None:
                 signalled = self._signal
-                kill_at = now + self.signal_grace
+                kill_at = now + SIGNAL_GRACE
             elif failed and kill_at is None:
                 kill_at = now + self.stop_grace
                 self._say(f"the other workers get {self.stop_grace:g} s to stop by themselves")
@@ -332,12 +308,10 @@ class Launcher:
 
     def _outcome(self, statuses: List[WorkerStatus], order: List[int],
                  signalled: Optional[int]) -> LaunchResult:
-        failed = [i for i in order if statuses[i].returncode != 0
-                  and not statuses[i].killed_by_launcher]
-        if not failed:
-            failed = [i for i in order if statuses[i].returncode != 0]
+        failed = [i for i in order if statuses[i].returncode != 0]
         if not failed:
             return LaunchResult(0, 0, statuses)
+        failed = [i for i in failed if not statuses[i].killed_by_launcher] or failed
         codes = {s.returncode for s in statuses}
         if codes == {EXIT_PREEMPTED}:
             summary = (f"all {len(statuses)} workers saved a backup and stopped (preempted, "
@@ -384,16 +358,3 @@ class Launcher:
                 return int(match.group(2))
         return None
 
-
-def launch_command(command: Sequence[str], num_workers: int, **options) -> LaunchResult:
-    """Runs `command` as `num_workers` workers on this machine; see `Launcher`.
-
-    Example:
-
-    ```python
-    result = keras_dp.launcher.launch_command(["train.py", "--epochs", "3"], 2,
-                                              max_restarts=1)
-    result.returncode  # 0 when every worker succeeded
-    ```
-    """
-    return Launcher(command, num_workers, **options).run()

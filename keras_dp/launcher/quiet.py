@@ -1,21 +1,7 @@
 """TensorFlow's C++ start-up notices, hidden unless the user set `TF_CPP_MIN_LOG_LEVEL`.
 
-`import tensorflow` (2.20, 2.21) prints "WARNING: All log messages before
-absl::InitializeLog() is called are written to STDERR" and the oneDNN notice
-(port.cc) twice: two shared objects of the wheel, libtensorflow_framework.so.2
-and python/profiler/internal/_pywrap_profiler_plugin.so (loaded by
-tensorflow.python.profiler.profiler_client), each carry their own copy of
-port.cc and of absl's logging, which ignores `TF_CPP_MIN_LOG_LEVEL`. Only
-`TF_ENABLE_ONEDNN_OPTS=0` would silence them, by turning oneDNN off. So,
-when the user has not set `TF_CPP_MIN_LOG_LEVEL` (their value is never
-changed), keras_dp sets it to 1 (TensorFlow's INFO lines off) and drops the
-lines that `is_notice` recognises:
-
-- keras-dp's own commands (`env`, `train`, ...): fd 2 passes through
-  `filtered_stderr` while `import tensorflow` runs (`hide_import_notices`);
-- `keras-dp launch` and `keras_dp.launch`: the launcher drops them from the
-  workers' output, which it copies line by line anyway (worker-N.log files
-  keep every line).
+keras-dp's own commands filter fd 2 while `import tensorflow` runs; the launcher drops the
+notices from the workers' output (worker-N.log keeps them). See docs/launch.md.
 """
 
 from __future__ import annotations
@@ -57,10 +43,7 @@ def wanted(environ: Optional[Mapping[str, str]] = None) -> bool:
 
 @contextlib.contextmanager
 def filtered_stderr() -> Iterator[None]:
-    """Drops notice lines written to file descriptor 2 (C++ code too) inside the block.
-
-    Every other line is copied to the real stderr as it arrives.
-    """
+    """Drops notice lines written to file descriptor 2 (C++ code too) inside the block."""
     sys.stderr.flush()
     saved = os.dup(2)
     read_end, write_end = os.pipe()
@@ -88,40 +71,32 @@ def filtered_stderr() -> Iterator[None]:
 class _Finder(importlib.abc.MetaPathFinder):
     """Runs `import tensorflow` inside `filtered_stderr`."""
 
-    def __init__(self):
-        self._finding = False
-
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow" or self._finding:
+        if fullname != "tensorflow" or self not in sys.meta_path:
             return None
-        self._finding = True
+        sys.meta_path.remove(self)
         try:  # the spec the other finders give
             spec = importlib.util.find_spec(fullname)
         finally:
-            self._finding = False
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            sys.meta_path.insert(0, self)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        loader, finder = spec.loader, self
+        exec_module = spec.loader.exec_module
 
-        class _Loader(importlib.abc.Loader):
-            def create_module(self, spec):
-                return loader.create_module(spec)
+        def exec_quietly(module):
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            with filtered_stderr():
+                exec_module(module)
 
-            def exec_module(self, module):
-                if finder in sys.meta_path:
-                    sys.meta_path.remove(finder)
-                with filtered_stderr():
-                    loader.exec_module(module)
-
-        spec.loader = _Loader()
+        spec.loader.exec_module = exec_quietly
         return spec
 
 
 def hide_import_notices() -> None:
     """Sets `TF_CPP_MIN_LOG_LEVEL` and filters the notices of this process's TensorFlow import.
 
-    Does nothing when the user set `TF_CPP_MIN_LOG_LEVEL` or TensorFlow is
-    already imported.
+    Does nothing when the user set `TF_CPP_MIN_LOG_LEVEL` or TensorFlow is already imported.
     """
     if not wanted() or "tensorflow" in sys.modules:
         return
