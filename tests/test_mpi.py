@@ -170,5 +170,10 @@ def test_mpi_multi_node_uses_address_exchange():
 def test_parse_hostfile_rejects_bad_slots():
     with pytest.raises(ClusterConfigError, match="bad slots value"):
         parse_hostfile("n1 slots=zero\n")
+    # str.isdigit() is true for a superscript two, which int() refuses.
+    with pytest.raises(ClusterConfigError, match="bad slot count"):
+        parse_hostfile("n1:\u00b2\n")
+    with pytest.raises(ClusterConfigError, match="bad slots value"):
+        parse_hostfile("n1 slots=\u00b2\n")
     with pytest.raises(ClusterConfigError, match="lists no hosts"):
         parse_hostfile("# nothing\n")

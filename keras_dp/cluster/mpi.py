@@ -43,7 +43,7 @@ def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, in
         host, slots = fields[0], 1
         if ":" in host and not host.startswith("["):
             host, _, count = host.partition(":")
-            if not count.isdigit() or int(count) < 1:
+            if not count.isdecimal() or int(count) < 1:
                 raise ClusterConfigError(
                     f"line {number} ({line!r}) has a bad slot count", variable=variable,
                     received=text, fix="write host:N (MPICH) or host slots=N (Open MPI)")
@@ -51,7 +51,7 @@ def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, in
         for option in fields[1:]:
             key, _, value = option.partition("=")
             if key in ("slots", "max_slots", "max-slots"):
-                if not value.isdigit() or int(value) < 1:
+                if not value.isdecimal() or int(value) < 1:
                     raise ClusterConfigError(
                         f"line {number} ({line!r}) has a bad {key} value", variable=variable,
                         received=text, fix="write host slots=N with N >= 1")
