@@ -56,3 +56,19 @@ def check_invalid(environ, variable, words, error):
     assert words in message, message
     assert "Fix:" in message, message
     assert caught.value.variable == variable
+
+
+def table_tests(valid_cases, invalid_cases):
+    """The two table tests of a tests/test_cluster_*.py module, from its VALID and INVALID cases.
+
+    Bind them to module names starting with `test_` for pytest to collect them.
+    """
+    @valid(valid_cases)
+    def test_valid_environments(environ, expected):
+        check_valid(environ, expected)
+
+    @invalid(invalid_cases)
+    def test_bad_input_names_variable_field_and_fix(environ, variable, words, error):
+        check_invalid(environ, variable, words, error)
+
+    return test_valid_environments, test_bad_input_names_variable_field_and_fix

@@ -2,7 +2,7 @@
 
 import pytest
 
-from _cluster import check_invalid, check_valid, invalid, valid
+from _cluster import table_tests
 from keras_dp.cluster import resolve_cluster
 from keras_dp.errors import ClusterConfigError, ConflictingSourcesError
 
@@ -55,14 +55,8 @@ INVALID = [
 ]
 
 
-@valid(VALID)
-def test_valid_environments(environ, expected):
-    check_valid(environ, expected)
-
-
-@invalid(INVALID)
-def test_bad_input_names_variable_field_and_fix(environ, variable, words, error):
-    check_invalid(environ, variable, words, error)
+test_valid_environments, test_bad_input_names_variable_field_and_fix = table_tests(
+    VALID, INVALID)
 
 
 def test_error_ends_with_received_value():

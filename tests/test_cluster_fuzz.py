@@ -17,7 +17,6 @@ import signal
 import time
 from collections import Counter
 
-import pytest
 
 from keras_dp.cluster import ClusterInfo, resolve_cluster
 from keras_dp.errors import ClusterConfigError

@@ -1,6 +1,6 @@
 """MPI launches (Open MPI, MPICH) as cluster sources; the address exchange is in test_mpi.py."""
 
-from _cluster import SLURM_2x2, check_invalid, check_valid, invalid, valid
+from _cluster import SLURM_2x2, table_tests
 from keras_dp.errors import ClusterConfigError
 
 VALID = [
@@ -37,11 +37,5 @@ INVALID = [
 ]
 
 
-@valid(VALID)
-def test_valid_environments(environ, expected):
-    check_valid(environ, expected)
-
-
-@invalid(INVALID)
-def test_bad_input_names_variable_field_and_fix(environ, variable, words, error):
-    check_invalid(environ, variable, words, error)
+test_valid_environments, test_bad_input_names_variable_field_and_fix = table_tests(
+    VALID, INVALID)

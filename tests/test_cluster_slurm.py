@@ -2,7 +2,7 @@
 
 import pytest
 
-from _cluster import SLURM_2x2, check_invalid, check_valid, invalid, tf_config, valid
+from _cluster import SLURM_2x2, table_tests, tf_config
 from keras_dp.cluster import expand_hostlist, expand_tasks_per_node, resolve_cluster
 from keras_dp.errors import ClusterConfigError
 
@@ -86,14 +86,8 @@ INVALID = [
 ]
 
 
-@valid(VALID)
-def test_valid_environments(environ, expected):
-    check_valid(environ, expected)
-
-
-@invalid(INVALID)
-def test_bad_input_names_variable_field_and_fix(environ, variable, words, error):
-    check_invalid(environ, variable, words, error)
+test_valid_environments, test_bad_input_names_variable_field_and_fix = table_tests(
+    VALID, INVALID)
 
 
 def test_port_base_argument_beats_variable():

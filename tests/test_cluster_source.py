@@ -1,6 +1,6 @@
 """Which source is used: none, or the one KERAS_DP_CLUSTER forces (unknown, absent: refused)."""
 
-from _cluster import SLURM_2x2, check_invalid, check_valid, invalid, valid
+from _cluster import SLURM_2x2, table_tests
 from keras_dp.errors import ClusterConfigError
 
 VALID = [
@@ -23,11 +23,5 @@ INVALID = [
 ]
 
 
-@valid(VALID)
-def test_valid_environments(environ, expected):
-    check_valid(environ, expected)
-
-
-@invalid(INVALID)
-def test_bad_input_names_variable_field_and_fix(environ, variable, words, error):
-    check_invalid(environ, variable, words, error)
+test_valid_environments, test_bad_input_names_variable_field_and_fix = table_tests(
+    VALID, INVALID)
