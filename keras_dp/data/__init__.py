@@ -14,7 +14,7 @@ from keras_dp.data.batching import distribute, global_batch_size, per_replica_ba
 from keras_dp.data.builtin import builtin_corpus
 from keras_dp.data.corpus import Corpus, InMemoryCorpus, split_train_validation
 from keras_dp.data.pipeline import StreamLayout, pipeline_dataset
-from keras_dp.data.store import files_corpus, tfds_corpus
+from keras_dp.data.store import ensure_shards, files_corpus, tfds_corpus
 from keras_dp.data.synthetic import MarkovCorpus
 from keras_dp.data.tokenizer import ByteTokenizer, IdTokenizer
 from keras_dp.errors import ConfigError
@@ -63,13 +63,9 @@ def text_dataset_fn(source="builtin", *, split: str = "train", seq_len: int = 12
                     epoch_steps: Optional[int] = None, **corpus_options):
     """The per-worker function behind `text_dataset`: `fn(input_context) -> tf.data.Dataset`.
 
-    Useful to inspect what each input pipeline reads, e.g. with hand-made
-    `tf.distribute.InputContext` objects. Arguments as for `text_dataset`
-    (`corpus_options` go to `load_corpus`). Its `corpus` and `layout` attributes
-    are the `Corpus` and its `StreamLayout`.
+    Arguments as for `text_dataset` (`corpus_options` go to `load_corpus`). Its `corpus`
+    and `layout` attributes are the `Corpus` and its `StreamLayout`.
     """
-    from keras_dp.data.store import ensure_shards
-
     corpus = load_corpus(source, **corpus_options)
     layout = StreamLayout(corpus.num_tokens(corpus.check_split(split)), global_batch_size,
                           seq_len)
@@ -95,31 +91,15 @@ def text_dataset(source="builtin", *, global_batch_size: int, strategy=None, **o
             or a `Corpus`.
         global_batch_size: Sequences per step over all replicas.
         strategy: Default: the strategy in scope / of `keras_dp.scope()`.
-        **options: `split` (`"train"`, `"validation"` or another split of a tfds
-            source); `seq_len` (128: tokens per example, targets are the inputs
-            shifted by one); `seed` (0: the same seed gives the same global
-            batches with any number of workers); `shuffle` (True: reshuffle each
-            stream every epoch); `repeat` (True: forever, else one epoch);
-            `start_step` (0: resume at this global step); `epoch_steps` (cut
-            epochs to this many steps); `data_dir` (tfds data dir); `cache_dir`
-            (where file and tfds sources are converted, default
-            `$KERAS_DP_CACHE_DIR` or `~/.cache/keras_dp`); `text_feature` (of a
-            tfds dataset); `download` (False: let tfds download a missing dataset).
+        **options: `split="train"`, `seq_len=128`, `seed=0`, `shuffle=True`,
+            `repeat=True`, `start_step=0`, `epoch_steps=None` and `load_corpus`'s
+            `data_dir`, `cache_dir`, `text_feature`, `download`; see
+            docs/data_and_models.md.
 
     Returns:
         A `tf.distribute.DistributedDataset` of `(inputs, targets)`, int32
         `[per_replica_batch, seq_len]`, with the `corpus` and `layout` attributes
         of `text_dataset_fn` (`layout.steps_per_epoch`).
-
-    Example:
-
-    ```python
-    with keras_dp.scope() as ctx:
-        ds = keras_dp.data.text_dataset(seq_len=128, global_batch_size=ctx.global_batch(32))
-        model = keras_dp.models.TransformerLM.from_preset("tiny")
-        model.compile(optimizer="adam")
-    model.fit(ds, steps_per_epoch=ds.layout.steps_per_epoch, epochs=2)
-    ```
     """
     dataset_fn = text_dataset_fn(source, global_batch_size=global_batch_size, **options)
     dataset = distribute(dataset_fn, global_batch_size=global_batch_size, strategy=strategy)

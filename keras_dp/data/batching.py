@@ -1,7 +1,5 @@
 """Batch bookkeeping and `distribute()`: one input pipeline per worker, never auto-sharded.
-
-The one check of batch sizes is `per_replica_batch_size`. See docs/data_and_models.md.
-"""
+See docs/data_and_models.md."""
 
 from __future__ import annotations
 
@@ -12,21 +10,14 @@ from keras_dp.errors import ConfigError, whole_number
 
 
 def global_batch_size(per_replica_batch: int, strategy=None) -> int:
-    """The global batch for a per-replica batch: `per_replica_batch * replicas`.
-
-    Args:
-        per_replica_batch: Examples each replica processes per step.
-        strategy: The strategy (default: see `resolve_strategy`).
-
-    Returns:
-        Examples per step over all replicas of all workers (64 for 32 on two workers).
-    """
+    """Examples per step over all replicas of `strategy` (default: see `resolve_strategy`):
+    `per_replica_batch * replicas`."""
     per_replica_batch = whole_number(per_replica_batch, "per_replica_batch")
     return per_replica_batch * int(resolve_strategy(strategy).num_replicas_in_sync)
 
 
 def per_replica_batch_size(global_batch: int, num_replicas: int) -> int:
-    """`global_batch / num_replicas`, which must divide evenly.
+    """`global_batch / num_replicas`, which must divide evenly: the one batch size check.
 
     Raises:
         ConfigError: `global_batch` is not a whole number >= 1 or does not divide evenly.
@@ -62,13 +53,9 @@ def distribute(dataset_fn: Callable, *, global_batch_size: int, strategy=None):
     """Builds one input pipeline per worker with `distribute_datasets_from_function`.
 
     Args:
-        dataset_fn: `dataset_fn(input_context) -> tf.data.Dataset` of
-            per-replica batches (`input_context.get_per_replica_batch_size(
-            global_batch_size)` rows each). It should read only this
-            pipeline's part of the data (`input_context.input_pipeline_id` of
-            `input_context.num_input_pipelines`).
-        global_batch_size: Examples per step over all replicas; must divide
-            evenly over the replicas.
+        dataset_fn: `dataset_fn(input_context) -> tf.data.Dataset` of per-replica batches
+            that reads only pipeline `input_context.input_pipeline_id`'s part of the data.
+        global_batch_size: Examples per step over all replicas.
         strategy: The strategy (default: see `resolve_strategy`).
 
     Returns:

@@ -1,9 +1,5 @@
-"""Token corpora: a tokenizer and one token stream per split.
-
-Input pipelines only ask a corpus for a contiguous range of a split (`token_dataset`), so
-each worker reads just its own part. `InMemoryCorpus` holds numpy arrays; `StoredCorpus`
-(`store.py`) a sharded tfds dataset.
-"""
+"""Token corpora: a tokenizer and one token stream per split, read by contiguous ranges
+(`token_dataset`). `StoredCorpus` (`store.py`) holds a sharded tfds dataset."""
 
 from __future__ import annotations
 
@@ -14,19 +10,14 @@ import numpy as np
 from keras_dp.errors import ConfigError
 
 
-
 def join_documents(documents: Iterable[bytes]) -> np.ndarray:
     """One byte stream of stripped documents joined by a blank line."""
     return np.frombuffer(b"\n\n".join(d.strip() for d in documents), dtype=np.uint8)
 
 
 def split_train_validation(stream: np.ndarray) -> Dict[str, np.ndarray]:
-    """Splits one token stream deterministically into train and validation.
-
-    The stream is cut into blocks of 8 KiB (smaller corpora: about 50 blocks of at least
-    256 bytes); block i goes to validation when `i % 10 == 9`, else to train. Each split
-    keeps its blocks in order, so validation samples the whole corpus (10 %).
-    """
+    """Splits one token stream deterministically into train and validation: of blocks of
+    8 KiB (smaller corpora: about 50 of at least 256 bytes), every tenth goes to validation."""
     block = int(max(256, min(8192, len(stream) // 50)))
     is_validation = (np.arange(len(stream)) // block) % 10 == 9
     return {"train": stream[~is_validation], "validation": stream[is_validation]}

@@ -1,10 +1,5 @@
-"""Sharded, deterministic language-model batches: the stream layout.
-
-A split of N tokens is cut into B streams (B = the global batch); row i of every global batch
-comes from stream i, in an order drawn from (seed, i, epoch) alone; input pipeline p of P
-serves streams [p*B/P, (p+1)*B/P). So global batch s does not depend on the number of
-workers. The full rule and its limits: docs/data_and_models.md ("The determinism rule").
-"""
+"""Sharded, deterministic language-model batches: B streams, row i of every global batch
+from stream i. See docs/data_and_models.md ("The determinism rule")."""
 
 from __future__ import annotations
 
@@ -58,17 +53,8 @@ class StreamLayout:
         """Global batches per epoch (the smallest stream's examples)."""
         return min(self.examples_in(i) for i in range(self.global_batch_size))
 
-    @property
-    def max_examples(self) -> int:
-        return max(self.examples_in(i) for i in range(self.global_batch_size))
-
     def pipeline_streams(self, pipeline: int, num_pipelines: int) -> Tuple[int, int]:
         """The streams `[first, stop)` input pipeline `pipeline` of `num_pipelines` serves."""
-        if self.global_batch_size % num_pipelines:
-            raise ConfigError(
-                f"the global batch does not divide over {num_pipelines} input pipelines",
-                variable="global_batch_size", received=self.global_batch_size,
-                fix=f"use a multiple of {num_pipelines}")
         per = self.global_batch_size // num_pipelines
         return pipeline * per, (pipeline + 1) * per
 
@@ -94,7 +80,7 @@ def pipeline_dataset(corpus, split: str, layout: StreamLayout, input_context, *,
     steps = layout.steps_per_epoch
     if epoch_steps is not None:
         steps = max(1, min(steps, int(epoch_steps)))
-    max_examples = layout.max_examples
+    max_examples = max(layout.examples_in(i) for i in range(layout.global_batch_size))
     first_epoch, skip = divmod(int(start_step), steps)
     log.debug("keras_dp: input pipeline %d/%d reads %s tokens [%d, %d) (streams %d-%d)",
               pipeline, pipelines, split, begin, end, first, stop - 1)
@@ -122,9 +108,7 @@ def pipeline_dataset(corpus, split: str, layout: StreamLayout, input_context, *,
         raise ConfigError("is past the end of the (non-repeating) dataset",
                           variable="start_step", received=start_step)
     order = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(
-        lambda epoch: tf.data.Dataset.from_tensor_slices(epoch_order(epoch)))
-    if skip:
-        order = order.skip(skip)
+        lambda epoch: tf.data.Dataset.from_tensor_slices(epoch_order(epoch))).skip(skip)
 
     def batches(tokens):
         def rows(index):

@@ -1,9 +1,5 @@
-"""Local text files and tensorflow-datasets sources, stored as a sharded tfds dataset.
-
-Converted once into the cache directory (keyed by a fingerprint of the source), in order,
-as equal chunks over shard files; a worker reads only the files holding its token range.
-See docs/data_and_models.md ("Converted sources").
-"""
+"""Local text files and tensorflow-datasets sources, converted once into a sharded tfds
+dataset in the cache. See docs/data_and_models.md ("Converted sources")."""
 
 from __future__ import annotations
 
@@ -26,10 +22,8 @@ from keras_dp.errors import ConfigError
 
 log = logging.getLogger("keras_dp")
 
-CACHE_DIR_VARIABLE = "KERAS_DP_CACHE_DIR"
 CORPUS_FILE = "corpus.json"
 FORMAT_VERSION = 1
-#: Shard files written per split by default (re-split to more when needed).
 DEFAULT_SHARDS = 16
 _TFDS_NAME = "keras_dp_text"
 _TFDS_VERSION = "1.0.0"
@@ -70,9 +64,6 @@ class StoredCorpus(Corpus):
     def num_tokens(self, split: str) -> int:
         return int(self.meta["splits"][self.check_split(split)]["tokens"])
 
-    def chunk_size(self, split: str) -> int:
-        return int(self.meta["splits"][self.check_split(split)]["chunk_size"])
-
     @functools.cached_property
     def builder(self):
         import tensorflow_datasets as tfds
@@ -82,25 +73,21 @@ class StoredCorpus(Corpus):
 
     def files_for(self, split: str, start: int, stop: int) -> List[str]:
         """The shard files that hold tokens `[start, stop)` of `split`."""
-        instructions = self.builder.info.splits[self._slice(split, start, stop)].file_instructions
-        return [os.path.basename(str(i.filename)) for i in instructions]
+        instructions = self.builder.info.splits[self._chunks(split, start, stop)[0]]
+        return [os.path.basename(str(i.filename)) for i in instructions.file_instructions]
 
-    def _slice(self, split: str, start: int, stop: int) -> str:
-        size = self.chunk_size(split)
-        return f"{split}[{start // size}:{-(-stop // size)}]"
+    def _chunks(self, split: str, start: int, stop: int):
+        """The tfds slice of the chunks holding tokens `[start, stop)`, their count, and
+        where `start` is in the first."""
+        size = int(self.meta["splits"][self.check_split(split)]["chunk_size"])
+        first, last = start // size, -(-stop // size)
+        return f"{split}[{first}:{last}]", last - first, start - first * size
 
     def token_dataset(self, split: str, start: int, stop: int, input_context=None):
-        import tensorflow as tf
-
-        if stop <= start:
-            return tf.data.Dataset.from_tensors(tf.zeros([0], tf.uint8))
-        size = self.chunk_size(split)
-        first = start // size
-        chunk_ds = _in_order(self.builder, self._slice(split, start, stop))
-        offset, length = start - first * size, stop - start
-        return (chunk_ds.map(lambda example: example["tokens"])
-                .ragged_batch(-(-stop // size) - first)
-                .map(lambda ragged: ragged.flat_values[offset:offset + length]))
+        chunks, count, offset = self._chunks(split, start, stop)
+        return (_in_order(self.builder, chunks).map(lambda example: example["tokens"])
+                .ragged_batch(count)
+                .map(lambda ragged: ragged.flat_values[offset:offset + stop - start]))
 
     def tokens(self, split: str) -> np.ndarray:
         import tensorflow_datasets as tfds
@@ -169,12 +156,9 @@ def write_store(path: str, name: str, splits: Mapping[str, np.ndarray], *, num_s
 
 
 def open_or_write(cache_dir, name, source, num_shards, make_splits, tokenizer=None):
-    """The stored corpus for `source`, converting it (with `make_splits()`) if missing.
-
-    It is `<cache>/text/<name>-<fingerprint of source>-<N>shards`; the cache defaults to
-    `$KERAS_DP_CACHE_DIR`, else `~/.cache/keras_dp`.
-    """
-    cache_dir = cache_dir or os.environ.get(CACHE_DIR_VARIABLE) or os.path.join(
+    """`<cache>/text/<name>-<fingerprint of source>-<N>shards`, written from `make_splits()`
+    if missing."""
+    cache_dir = cache_dir or os.environ.get("KERAS_DP_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "keras_dp")
     key = hashlib.sha256(json.dumps({"format": FORMAT_VERSION, "source": source},
                                     sort_keys=True).encode()).hexdigest()[:16]
@@ -187,12 +171,7 @@ def open_or_write(cache_dir, name, source, num_shards, make_splits, tokenizer=No
 
 
 def ensure_shards(corpus: Corpus, num_pipelines: int) -> Corpus:
-    """A copy of a stored corpus with at least `num_pipelines` shard files.
-
-    With fewer files than input pipelines, two workers would read (different
-    parts of) the same file. The re-split copy holds the same token streams,
-    so the batches are the same; only the files differ.
-    """
+    """A copy of a stored corpus with at least `num_pipelines` shard files (same tokens)."""
     if not isinstance(corpus, StoredCorpus) or corpus.num_shards >= num_pipelines:
         return corpus
     shards = -(-num_pipelines // DEFAULT_SHARDS) * DEFAULT_SHARDS
@@ -222,11 +201,8 @@ def expand_files(patterns: Union[str, Sequence[str]]) -> List[str]:
 
 
 def files_corpus(patterns, *, cache_dir: Optional[str] = None) -> StoredCorpus:
-    """Local text files (paths, folders or globs) as a stored, sharded corpus.
-
-    Files are read as bytes in sorted path order, joined by a blank line, and
-    split into train and validation with `split_train_validation`.
-    """
+    """Local text files (paths, folders or globs; read as bytes in path order) as a stored
+    corpus split by `split_train_validation`."""
     paths = expand_files(patterns)
     stats = [[p, os.path.getsize(p), int(os.path.getmtime(p))] for p in paths]
     name = paths[0] if len(paths) == 1 else f"{len(paths)} files in {os.path.dirname(paths[0])}"
@@ -294,10 +270,9 @@ def tfds_corpus(spec: str, *, data_dir: Optional[str] = None, cache_dir: Optiona
               "splits": source_splits}
 
     def make_splits() -> Dict[str, np.ndarray]:
-        streams = {}
-        for split in source_splits:
-            streams[split] = join_documents(bytes(example[feature]) for example in
-                                            tfds.as_numpy(_in_order(builder, split)))
+        streams = {split: join_documents(bytes(example[feature]) for example in
+                                         tfds.as_numpy(_in_order(builder, split)))
+                   for split in source_splits}
         if "validation" not in streams and "train" in streams:
             streams.update(split_train_validation(streams["train"]))
         return streams

@@ -16,10 +16,8 @@ _OPTIONS = ("vocab", "order", "tokens", "validation_tokens", "seed", "alpha")
 class MarkovCorpus(InMemoryCorpus):
     """Tokens drawn from an order-`order` Markov chain with random transitions.
 
-    Each context of `order` previous tokens has its own next-token
-    distribution, drawn from a symmetric Dirichlet(`alpha`) (small `alpha`:
-    peaked, low entropy). The `train` and `validation` splits are independent
-    runs of the same chain.
+    Each context of `order` previous tokens has its own next-token distribution, drawn
+    from a symmetric Dirichlet(`alpha`); `train` and `validation` are independent runs.
 
     Args:
         vocab: Number of distinct tokens.
@@ -32,22 +30,14 @@ class MarkovCorpus(InMemoryCorpus):
     Attributes:
         entropy_rate: The chain's entropy rate in nats per token, the lowest
             expected loss any model can reach.
-
-    Example:
-
-    ```python
-    corpus = keras_dp.data.MarkovCorpus(vocab=8, order=2, seed=1)
-    ds = keras_dp.data.text_dataset(corpus, seq_len=32, global_batch_size=64)
-    print(corpus.entropy_rate)
-    ```
     """
 
     def __init__(self, vocab: int = 16, order: int = 1, tokens: int = 200_000,
                  validation_tokens: int = 20_000, seed: int = 0, alpha: float = 0.3):
         from keras_dp.data.tokenizer import IdTokenizer
 
-        for name, value, low in (("vocab", vocab, 2), ("order", order, 1),
-                                 ("tokens", tokens, 2), ("validation_tokens", validation_tokens, 0)):
+        for name, value, low in (("vocab", vocab, 2), ("order", order, 1), ("tokens", tokens, 2),
+                                 ("validation_tokens", validation_tokens, 0)):
             whole_number(value, name, minimum=low)
         if vocab ** order > 1_000_000:
             raise ConfigError("vocab ** order is over a million contexts", variable="order",
@@ -61,10 +51,8 @@ class MarkovCorpus(InMemoryCorpus):
         self.entropy_rate = _entropy_rate(self.transitions, self.vocab)
         splits = {"train": self._sample(int(tokens), [self.seed, 1]),
                   "validation": self._sample(int(validation_tokens), [self.seed, 2])}
-        spec = ",".join(f"{k}={v}" for k, v in (("vocab", vocab), ("order", order),
-                                               ("tokens", tokens), ("seed", seed),
-                                               ("alpha", alpha)))
-        super().__init__(f"synthetic:{spec}", splits, IdTokenizer(self.vocab))
+        super().__init__(f"synthetic:vocab={vocab},order={order},tokens={tokens},seed={seed},"
+                         f"alpha={alpha}", splits, IdTokenizer(self.vocab))
 
     @classmethod
     def from_spec(cls, spec: str) -> "MarkovCorpus":

@@ -30,25 +30,11 @@ class Tokenizer:
 
 
 class ByteTokenizer(Tokenizer):
-    """Maps text to its UTF-8 bytes (token ids 0-255) and back.
-
-    It needs no vocabulary file and works for any text; one token is one
-    byte, so a loss in nats per token divided by ln 2 is bits per byte.
-    `TransformerLM` stores the tokenizer's config in its own, so a saved
-    `.keras` file decodes its generations correctly.
+    """Maps text to its UTF-8 bytes (token ids 0-255) and back; no vocabulary file.
 
     Args:
-        errors: How `decode` treats byte sequences that are not valid UTF-8
-            (a sampled model can produce them): `"replace"` (default),
-            `"ignore"` or `"strict"`.
-
-    Example:
-
-    ```python
-    tokenizer = keras_dp.data.ByteTokenizer()
-    ids = tokenizer.encode("héllo")     # [104, 195, 169, 108, 108, 111]
-    tokenizer.decode(ids)               # "héllo"
-    ```
+        errors: How `decode` treats bytes that are not valid UTF-8 (a sampled model can
+            produce them): `"replace"` (default), `"ignore"` or `"strict"`.
     """
 
     kind = "bytes"

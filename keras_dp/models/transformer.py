@@ -12,14 +12,12 @@ from keras import ops
 from keras_dp.errors import ConfigError
 from keras_dp.models import generation
 
-_PACKAGE = "keras_dp"
-
 
 def _init(stddev: float = 0.02):
     return keras.initializers.RandomNormal(stddev=stddev)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package="keras_dp")
 class CausalSelfAttention(keras.layers.Layer):
     """Multi-head self-attention where position t sees positions <= t.
 
@@ -73,7 +71,7 @@ class CausalSelfAttention(keras.layers.Layer):
                 "dropout": self.dropout_rate, "out_stddev": self.out_stddev}
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package="keras_dp")
 class TransformerBlock(keras.layers.Layer):
     """Pre-LayerNorm block: `x + attn(ln(x))`, then `x + mlp(ln(x))`."""
 
@@ -113,7 +111,7 @@ class TransformerBlock(keras.layers.Layer):
                 "out_stddev": self.out_stddev}
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package="keras_dp")
 class TransformerLM(keras.Model):
     """GPT-style language model: `model(tokens)` -> logits `[batch, seq, vocab]`.
 
@@ -129,15 +127,6 @@ class TransformerLM(keras.Model):
         tokenizer: The tokenizer, or its `get_config()` dict (default bytes);
             saved in the model's config, used by `generate`.
         **kwargs: `name`, `dtype` (a dtype policy, e.g. `"mixed_bfloat16"`), ...
-
-    Example:
-
-    ```python
-    model = keras_dp.models.TransformerLM.from_preset("tiny")
-    model.compile(optimizer="adam")     # loss: cross-entropy on the logits
-    model.fit(keras_dp.data.text_dataset(global_batch_size=32), steps_per_epoch=100)
-    print(model.generate("The with statement", max_new_tokens=100, temperature=0.8))
-    ```
     """
 
     def __init__(self, vocab_size: int = 256, seq_len: int = 128, d_model: int = 128,
@@ -193,11 +182,8 @@ class TransformerLM(keras.Model):
         return cls(**{**sizes(preset), **overrides})
 
     def compile(self, optimizer="adamw", loss=None, **kwargs):
-        """`keras.Model.compile`, with the LM's loss by default.
-
-        `loss` defaults to `SparseCategoricalCrossentropy(from_logits=True)`
-        (mean nats per token), so `model.compile(optimizer="adam")` trains.
-        """
+        """`keras.Model.compile`; `loss` defaults to mean cross-entropy on the logits (nats per
+        token)."""
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
@@ -243,12 +229,5 @@ class TransformerLM(keras.Model):
             "mlp_ratio": self.mlp_ratio, "dropout": self.dropout_rate,
             "tie_embeddings": self.tie_embeddings, "tokenizer": self.tokenizer.get_config(),
         }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        if isinstance(config.get("dtype"), dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
 
     generate = generation.generate
