@@ -1,8 +1,5 @@
-"""The builtin corpus: Python's documentation topics (`pydoc_data.topics`), offline.
-
-The topics are joined in name order and split by `split_train_validation`; the text differs
-slightly between Python versions. See docs/data_and_models.md.
-"""
+"""The builtin corpus: Python's documentation topics (`pydoc_data.topics`, joined in name
+order; the text differs slightly between Python versions). See docs/data_and_models.md."""
 
 from __future__ import annotations
 

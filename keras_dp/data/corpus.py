@@ -7,6 +7,7 @@ from typing import Dict, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from keras_dp.data.tokenizer import ByteTokenizer
 from keras_dp.errors import ConfigError
 
 
@@ -79,8 +80,6 @@ class InMemoryCorpus(Corpus):
     """
 
     def __init__(self, name: str, splits: Mapping[str, np.ndarray], tokenizer=None):
-        from keras_dp.data.tokenizer import ByteTokenizer
-
         self.name = name
         self.tokenizer = tokenizer or ByteTokenizer()
         dtype = np.uint8 if self.vocab_size <= 256 else np.int32

@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from keras_dp.data.corpus import Corpus, join_documents, split_train_validation
+from keras_dp.data.tokenizer import ByteTokenizer, tokenizer_from_config
 from keras_dp.errors import ConfigError
 
 log = logging.getLogger("keras_dp")
@@ -38,15 +39,9 @@ def _in_order(builder, split: str):
 
 
 class StoredCorpus(Corpus):
-    """A corpus converted into a sharded tfds dataset.
-
-    Args:
-        path: The folder `write_store` created (holds `corpus.json`).
-    """
+    """The sharded tfds dataset `write_store` wrote in folder `path`, as a corpus."""
 
     def __init__(self, path: str):
-        from keras_dp.data.tokenizer import tokenizer_from_config
-
         self.path = path
         with open(os.path.join(path, CORPUS_FILE), encoding="utf-8") as handle:
             self.meta = json.load(handle)
@@ -90,22 +85,14 @@ class StoredCorpus(Corpus):
                 .map(lambda ragged: ragged.flat_values[offset:offset + stop - start]))
 
     def tokens(self, split: str) -> np.ndarray:
-        import tensorflow_datasets as tfds
-
-        ds = self.token_dataset(split, 0, self.num_tokens(split))
-        return next(iter(tfds.as_numpy(ds)))
+        return self.token_dataset(split, 0, self.num_tokens(split)).get_single_element().numpy()
 
 
 def write_store(path: str, name: str, splits: Mapping[str, np.ndarray], *, num_shards: int,
                 source: dict, tokenizer=None) -> StoredCorpus:
-    """Writes `splits` (name -> token array; empty ones left out) as a sharded tfds dataset.
-
-    Written in a temporary folder renamed to `path`; when another process got there
-    first, its copy is used.
-    """
+    """Writes `splits` (name -> token array; empty ones left out) as a sharded tfds dataset,
+    in a temporary folder renamed to `path` (or dropped when another process got there first)."""
     import tensorflow_datasets as tfds
-
-    from keras_dp.data.tokenizer import ByteTokenizer
 
     tokenizer = tokenizer or ByteTokenizer()
     splits = {k: np.asarray(v, dtype=np.uint8).reshape(-1) for k, v in splits.items()
@@ -123,9 +110,8 @@ def write_store(path: str, name: str, splits: Mapping[str, np.ndarray], *, num_s
         meta_splits[split] = {"tokens": int(len(stream)), "chunk_size": size, "chunks": count}
         generators[split] = [(i, {"tokens": stream[i * size:(i + 1) * size]})
                              for i in range(count)]
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=".writing-", dir=parent)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=".writing-", dir=os.path.dirname(path))
     started = time.time()
     try:
         tfds.dataset_builders.store_as_tfds_dataset(
@@ -174,12 +160,11 @@ def ensure_shards(corpus: Corpus, num_pipelines: int) -> Corpus:
     """A copy of a stored corpus with at least `num_pipelines` shard files (same tokens)."""
     if not isinstance(corpus, StoredCorpus) or corpus.num_shards >= num_pipelines:
         return corpus
-    shards = -(-num_pipelines // DEFAULT_SHARDS) * DEFAULT_SHARDS
-    smallest = min(corpus.num_tokens(s) for s in corpus.splits)
-    if smallest < num_pipelines:
+    if min(corpus.num_tokens(s) for s in corpus.splits) < num_pipelines:
         return corpus  # cannot split further; token ranges still stay disjoint
-    cache_dir = os.path.dirname(os.path.dirname(corpus.path))
-    return open_or_write(cache_dir, corpus.name, corpus.meta["source"], shards,
+    shards = -(-num_pipelines // DEFAULT_SHARDS) * DEFAULT_SHARDS
+    return open_or_write(os.path.dirname(os.path.dirname(corpus.path)), corpus.name,
+                         corpus.meta["source"], shards,
                          lambda: {s: corpus.tokens(s) for s in corpus.splits},
                          tokenizer=corpus.tokenizer)
 

@@ -3,11 +3,13 @@ Markov chain, the same tokens on every machine."""
 
 from __future__ import annotations
 
+import bisect
 from typing import Dict
 
 import numpy as np
 
 from keras_dp.data.corpus import InMemoryCorpus
+from keras_dp.data.tokenizer import IdTokenizer
 from keras_dp.errors import ConfigError, whole_number
 
 _OPTIONS = ("vocab", "order", "tokens", "validation_tokens", "seed", "alpha")
@@ -34,8 +36,6 @@ class MarkovCorpus(InMemoryCorpus):
 
     def __init__(self, vocab: int = 16, order: int = 1, tokens: int = 200_000,
                  validation_tokens: int = 20_000, seed: int = 0, alpha: float = 0.3):
-        from keras_dp.data.tokenizer import IdTokenizer
-
         for name, value, low in (("vocab", vocab, 2), ("order", order, 1), ("tokens", tokens, 2),
                                  ("validation_tokens", validation_tokens, 0)):
             whole_number(value, name, minimum=low)
@@ -75,8 +75,6 @@ class MarkovCorpus(InMemoryCorpus):
         return cls(**options)
 
     def _sample(self, length: int, seed) -> np.ndarray:
-        import bisect
-
         rng = np.random.default_rng(seed)
         out = np.empty(length, dtype=np.int64)
         start = rng.integers(0, self.vocab, size=min(self.order, length))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from typing import Any, Dict, Iterable, Union
 
 import numpy as np
@@ -13,23 +13,8 @@ from keras_dp.errors import ConfigError
 TOKENIZER_FILE = "tokenizer.json"
 
 
-class Tokenizer:
-    """Base class: `get_config()` describes a tokenizer (equal configs, equal tokenizers)."""
-
-    kind = "base"
-    vocab_size = 0
-
-    def get_config(self) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def __eq__(self, other) -> bool:
-        return type(other) is type(self) and other.get_config() == self.get_config()
-
-    def __hash__(self) -> int:
-        return hash(json.dumps(self.get_config(), sort_keys=True))
-
-
-class ByteTokenizer(Tokenizer):
+@dataclasses.dataclass(frozen=True)
+class ByteTokenizer:
     """Maps text to its UTF-8 bytes (token ids 0-255) and back; no vocabulary file.
 
     Args:
@@ -37,14 +22,14 @@ class ByteTokenizer(Tokenizer):
             produce them): `"replace"` (default), `"ignore"` or `"strict"`.
     """
 
+    errors: str = "replace"
     kind = "bytes"
     vocab_size = 256
 
-    def __init__(self, errors: str = "replace"):
-        if errors not in ("replace", "ignore", "strict"):
+    def __post_init__(self):
+        if self.errors not in ("replace", "ignore", "strict"):
             raise ConfigError("must be 'replace', 'ignore' or 'strict'", variable="errors",
-                              received=errors)
-        self.errors = errors
+                              received=self.errors)
 
     def encode(self, text: Union[str, bytes]) -> np.ndarray:
         """Returns the token ids of `text` as a uint8 array."""
@@ -60,17 +45,16 @@ class ByteTokenizer(Tokenizer):
     def get_config(self) -> Dict[str, Any]:
         return {"kind": self.kind, "vocab_size": self.vocab_size, "errors": self.errors}
 
-    def __repr__(self) -> str:
-        return f"ByteTokenizer(errors={self.errors!r})"
 
-
-class IdTokenizer(Tokenizer):
+@dataclasses.dataclass(frozen=True)
+class IdTokenizer:
     """Tokens that are already integer ids (the synthetic corpus); text is the ids."""
 
+    vocab_size: int
     kind = "ids"
 
-    def __init__(self, vocab_size: int):
-        self.vocab_size = int(vocab_size)
+    def __post_init__(self):
+        object.__setattr__(self, "vocab_size", int(self.vocab_size))
 
     def encode(self, text: Union[str, Iterable[int]]) -> np.ndarray:
         values = text.split() if isinstance(text, str) else text

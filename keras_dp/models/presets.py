@@ -13,11 +13,7 @@ PRESETS = {
 
 
 def preset(name: str) -> dict:
-    """The sizes of preset `name` (case-insensitive).
-
-    Raises:
-        ConfigError: `name` is not one of `PRESETS`.
-    """
+    """The sizes of preset `name` (case-insensitive); a `ConfigError` names the presets."""
     key = str(name).strip().lower()
     if key not in PRESETS:
         raise ConfigError("is not a preset", variable="preset", received=name,

@@ -9,8 +9,9 @@ from typing import Any, Dict
 import keras
 from keras import ops
 
-from keras_dp.errors import ConfigError
-from keras_dp.models import generation
+from keras_dp.data.tokenizer import tokenizer_from_config
+from keras_dp.errors import ConfigError, whole_number
+from keras_dp.models import generation, presets
 
 
 def _init(stddev: float = 0.02):
@@ -132,14 +133,11 @@ class TransformerLM(keras.Model):
     def __init__(self, vocab_size: int = 256, seq_len: int = 128, d_model: int = 128,
                  num_layers: int = 2, num_heads: int = 4, mlp_ratio: int = 4,
                  dropout: float = 0.0, tie_embeddings: bool = True, tokenizer=None, **kwargs):
-        from keras_dp.data.tokenizer import tokenizer_from_config
-
         super().__init__(**kwargs)
-        for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len),
-                            ("d_model", d_model), ("num_layers", num_layers),
-                            ("num_heads", num_heads), ("mlp_ratio", mlp_ratio)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError("must be a whole number >= 1", variable=name, received=value)
+        sizes = dict(vocab_size=vocab_size, seq_len=seq_len, d_model=d_model,
+                     num_layers=num_layers, num_heads=num_heads, mlp_ratio=mlp_ratio)
+        vocab_size, seq_len, d_model, num_layers, num_heads, mlp_ratio = (
+            whole_number(value, name) for name, value in sizes.items())
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError("must be in [0, 1)", variable="dropout", received=dropout)
         if tokenizer is None or isinstance(tokenizer, dict):
@@ -177,9 +175,7 @@ class TransformerLM(keras.Model):
 
         Example: `TransformerLM.from_preset("small", seq_len=512, dropout=0.0)`.
         """
-        from keras_dp.models.presets import preset as sizes
-
-        return cls(**{**sizes(preset), **overrides})
+        return cls(**{**presets.preset(preset), **overrides})
 
     def compile(self, optimizer="adamw", loss=None, **kwargs):
         """`keras.Model.compile`; `loss` defaults to mean cross-entropy on the logits (nats per
