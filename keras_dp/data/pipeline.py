@@ -17,13 +17,8 @@ _SEED_STRIDE = 1 << 32
 
 @dataclasses.dataclass(frozen=True)
 class StreamLayout:
-    """How a split of `num_tokens` tokens is laid out for global batch B and seq_len T.
-
-    Attributes:
-        num_tokens: Tokens in the split.
-        global_batch_size: B, also the number of streams.
-        seq_len: T, tokens per example input.
-    """
+    """A split of `num_tokens` tokens cut into `global_batch_size` streams of examples of
+    `seq_len` + 1 tokens."""
 
     num_tokens: int
     global_batch_size: int
@@ -69,8 +64,7 @@ def pipeline_dataset(corpus, split: str, layout: StreamLayout, input_context, *,
     `input_context`'s pipeline serves; the options are `text_dataset`'s."""
     import tensorflow as tf
 
-    pipelines = input_context.num_input_pipelines
-    pipeline = input_context.input_pipeline_id
+    pipelines, pipeline = input_context.num_input_pipelines, input_context.input_pipeline_id
     replicas = input_context.num_replicas_in_sync
     per_replica = per_replica_batch_size(layout.global_batch_size, replicas)
     local_replicas = replicas // pipelines

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import pathlib
 import re
 import shutil
 import tempfile
@@ -94,7 +95,6 @@ def write_store(path: str, name: str, splits: Mapping[str, np.ndarray], *, num_s
     in a temporary folder renamed to `path` (or dropped when another process got there first)."""
     import tensorflow_datasets as tfds
 
-    tokenizer = tokenizer or ByteTokenizer()
     splits = {k: np.asarray(v, dtype=np.uint8).reshape(-1) for k, v in splits.items()
               if len(v)}
     if not splits:
@@ -123,9 +123,8 @@ def write_store(path: str, name: str, splits: Mapping[str, np.ndarray], *, num_s
             download_config=tfds.download.DownloadConfig(num_shards=shards),
             disable_shuffling=True)
         shutil.rmtree(os.path.join(temporary, "tfds", "downloads"), ignore_errors=True)
-        meta = {"format": FORMAT_VERSION, "name": name, "source": source,
-                "num_shards": shards, "splits": meta_splits,
-                "tokenizer": tokenizer.get_config()}
+        meta = {"format": FORMAT_VERSION, "name": name, "source": source, "num_shards": shards,
+                "splits": meta_splits, "tokenizer": (tokenizer or ByteTokenizer()).get_config()}
         with open(os.path.join(temporary, CORPUS_FILE), "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=2)
         try:
@@ -158,10 +157,9 @@ def open_or_write(cache_dir, name, source, num_shards, make_splits, tokenizer=No
 
 def ensure_shards(corpus: Corpus, num_pipelines: int) -> Corpus:
     """A copy of a stored corpus with at least `num_pipelines` shard files (same tokens)."""
-    if not isinstance(corpus, StoredCorpus) or corpus.num_shards >= num_pipelines:
-        return corpus
-    if min(corpus.num_tokens(s) for s in corpus.splits) < num_pipelines:
-        return corpus  # cannot split further; token ranges still stay disjoint
+    if (not isinstance(corpus, StoredCorpus) or corpus.num_shards >= num_pipelines
+            or min(corpus.num_tokens(s) for s in corpus.splits) < num_pipelines):
+        return corpus  # (or it cannot split further; token ranges still stay disjoint)
     shards = -(-num_pipelines // DEFAULT_SHARDS) * DEFAULT_SHARDS
     return open_or_write(os.path.dirname(os.path.dirname(corpus.path)), corpus.name,
                          corpus.meta["source"], shards,
@@ -191,16 +189,9 @@ def files_corpus(patterns, *, cache_dir: Optional[str] = None) -> StoredCorpus:
     paths = expand_files(patterns)
     stats = [[p, os.path.getsize(p), int(os.path.getmtime(p))] for p in paths]
     name = paths[0] if len(paths) == 1 else f"{len(paths)} files in {os.path.dirname(paths[0])}"
-
-    def make_splits():
-        documents = []
-        for path in paths:
-            with open(path, "rb") as handle:
-                documents.append(handle.read())
-        return split_train_validation(join_documents(documents))
-
     return open_or_write(cache_dir, name, {"kind": "files", "files": stats}, DEFAULT_SHARDS,
-                         make_splits)
+                         lambda: split_train_validation(join_documents(
+                             pathlib.Path(p).read_bytes() for p in paths)))
 
 
 def _not_prepared(spec: str, data_dir: Optional[str], detail: str) -> ConfigError:

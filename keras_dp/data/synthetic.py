@@ -58,8 +58,7 @@ class MarkovCorpus(InMemoryCorpus):
     def from_spec(cls, spec: str) -> "MarkovCorpus":
         """Parses `"synthetic"` or `"synthetic:vocab=16,order=1,tokens=200000,seed=0"`."""
         options: Dict[str, object] = {}
-        _, _, rest = spec.partition(":")
-        for item in filter(None, (part.strip() for part in rest.split(","))):
+        for item in filter(None, (part.strip() for part in spec.partition(":")[2].split(","))):
             key, sep, value = item.partition("=")
             key = key.strip()
             if not sep or key not in _OPTIONS:

@@ -59,19 +59,17 @@ def generate(model, prompt="", max_new_tokens: int = 200, *, temperature: float 
         raise ConfigError("holds token ids outside the vocabulary", variable="prompt",
                           received=prompt)
     rng = np.random.default_rng(seed)
-    window_len = model.seq_len
     if getattr(model, "_generator", None) is None:  # f(window, position) -> logits, one trace
         model._generator = tf.function(lambda window, position: model(
             window, training=False)[0, position], reduce_retracing=True)
-    next_logits = model._generator
     if not ids:
         ids = [int(rng.integers(model.vocab_size))] if tokenizer.kind != "bytes" else [10]
     start = len(ids)
     for _ in range(int(max_new_tokens)):
-        context = ids[-window_len:]
-        window = np.zeros((1, window_len), dtype=np.int32)
+        context = ids[-model.seq_len:]
+        window = np.zeros((1, model.seq_len), dtype=np.int32)
         window[0, :len(context)] = context
-        logits = next_logits(tf.constant(window), tf.constant(len(context) - 1)).numpy()
+        logits = model._generator(tf.constant(window), tf.constant(len(context) - 1)).numpy()
         ids.append(sample_token(logits[: tokenizer.vocab_size], rng, temperature=temperature,
                                 top_k=top_k, greedy=greedy))
     new = ids[start:]

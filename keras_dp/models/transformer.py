@@ -217,13 +217,11 @@ class TransformerLM(keras.Model):
         return ops.cast(logits, "float32")
 
     def get_config(self) -> Dict[str, Any]:
-        return {
-            "name": self.name, "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "vocab_size": self.vocab_size, "seq_len": self.seq_len, "d_model": self.d_model,
-            "num_layers": self.num_layers, "num_heads": self.num_heads,
-            "mlp_ratio": self.mlp_ratio, "dropout": self.dropout_rate,
-            "tie_embeddings": self.tie_embeddings, "tokenizer": self.tokenizer.get_config(),
-        }
+        return {"name": self.name, "trainable": self.trainable,
+                "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+                "vocab_size": self.vocab_size, "seq_len": self.seq_len, "d_model": self.d_model,
+                "num_layers": self.num_layers, "num_heads": self.num_heads,
+                "mlp_ratio": self.mlp_ratio, "dropout": self.dropout_rate,
+                "tie_embeddings": self.tie_embeddings, "tokenizer": self.tokenizer.get_config()}
 
     generate = generation.generate
