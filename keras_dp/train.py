@@ -1,8 +1,6 @@
-"""The main job: train a Transformer LM data-parallel, report, save, sample.
+"""The main job, `keras-dp train`: train a Transformer LM data-parallel, report, save, sample.
 
-`keras-dp train` is `train(TrainConfig(...))`, on one CPU, several GPUs or several
-workers alike. Settings and report: `keras_dp/train_config.py`; backups and the
-final save: `keras_dp/train_files.py`. See docs/train_job.md.
+See docs/train_job.md.
 """
 
 from __future__ import annotations
@@ -13,27 +11,18 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from keras_dp.train_config import MODEL_FILE, TrainConfig, TrainResult, format_report
+from keras_dp.train_config import MODEL_FILE, TrainConfig, TrainResult, format_report  # noqa: F401
 from keras_dp.train_files import backup_dir_of, backup_point, save
-
-__all__ = ["MODEL_FILE", "TrainConfig", "TrainResult", "build_callbacks", "build_model",
-           "compile_model", "format_report", "train"]
 
 
 def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_step: int,
                     global_batch: int, seq_len: int, unit: str,
                     backup_dir: Optional[str] = None, plan: Optional[Dict[str, Any]] = None,
                     history: Optional[Dict[str, List[float]]] = None) -> Dict[str, Any]:
-    """The job's callbacks, by name, in the order `fit` runs them (the one place they are made).
+    """The job's callbacks by name, in `fit`'s order (the one place they are made).
 
-    Args:
-        backup_dir: Where `BackupAndRestore` keeps the backups (None: no backups).
-        plan: What each backup records about the job (first step, interval, data).
-        history: Epoch logs of the run so far (when resuming from a backup).
-
-    Returns:
-        An ordered dict: `backup` (when `backup_dir`), `lr`, `throughput`, `stop`
-        (ends at exactly `total_steps`), `progress` (chief only), `history`.
+    `backup` (with `backup_dir`; each backup records `plan` and the epoch logs, from
+    `history` on), `lr`, `throughput`, `stop` (at `total_steps`), `progress`, `history`.
     """
     import keras
 
