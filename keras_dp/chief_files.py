@@ -37,15 +37,12 @@ def position(model=None) -> Tuple[int, int, bool]:
 
     `model`'s `distribute_strategy` is asked first, then keras_dp's multi-worker strategy.
     """
-    strategy = getattr(model, "distribute_strategy", None)
-    if strategy is not None:
-        found = worker_position(strategy)
-        if found[1] > 1:
-            return found
+    found = worker_position(getattr(model, "distribute_strategy", None))
+    if found[1] > 1:
+        return found
     from keras_dp.multi_worker import _multi_worker
 
-    process = _multi_worker.get("strategy")
-    return worker_position(process) if process is not None else (0, 1, True)
+    return worker_position(_multi_worker.get("strategy"))
 
 
 def private_dir(kind: str, index: int, *, at_exit: bool = False) -> str:

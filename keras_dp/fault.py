@@ -149,9 +149,7 @@ def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
 
 def _name(cluster, index: int) -> str:
     addresses = _addresses(cluster)
-    if 0 <= index < len(addresses):
-        return f"worker {index} ({addresses[index]})"
-    return f"worker {index}"
+    return f"worker {index}" + (f" ({addresses[index]})" if 0 <= index < len(addresses) else "")
 
 
 def peer_message(failure: PeerFailure, cluster, self_index: int) -> str:

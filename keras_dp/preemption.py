@@ -41,30 +41,22 @@ class Preempted(SystemExit):
 
 
 class PreemptionWatcher:
-    """Agrees on a common stop step when any worker receives SIGTERM.
+    """Agrees on a common stop step when any worker of `strategy` receives SIGTERM."""
 
-    Args:
-        strategy: The `tf.distribute.Strategy` (default: the current one).
-    """
-
-    def __init__(self, strategy=None):
+    def __init__(self, strategy):
         self._strategy = strategy
         self._previous = {}
         self._received: Optional[int] = None
         self._target: Optional[int] = None
-        self._proposed = False
         self._stopped_at: Optional[int] = None
         self._closing = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> "PreemptionWatcher":
         """Installs the signal handlers and, with several workers, the watcher thread."""
-        import tensorflow as tf
-
         for stale in list(_active):
             stale.stop()
-        strategy = self._strategy or tf.distribute.get_strategy()
-        self.index, self.count, _ = worker_position(strategy)
+        self.index, self.count, _ = worker_position(self._strategy)
         self._prefix = f"keras_dp/preemption/{next(_generations)}"
         if threading.current_thread() is threading.main_thread():
             self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
@@ -98,7 +90,7 @@ class PreemptionWatcher:
 
     def should_stop(self, step: int) -> bool:
         """Called after each step with the steps done; True (on all workers at once): save, stop."""
-        if self._received is not None and not self._proposed and self._target is None:
+        if self._received is not None and self._target is None:
             self._propose(step)
         if self._target is not None and step >= self._target:
             self._stopped_at = step
@@ -114,7 +106,6 @@ class PreemptionWatcher:
         self._received = signum
 
     def _propose(self, step: int) -> None:
-        self._proposed = True
         name = signal.Signals(self._received).name
         if self.count <= 1:
             self._target = step

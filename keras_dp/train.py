@@ -157,8 +157,7 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     # The one way a run resumes: from the backup of the interrupted run.
     backup_dir = backup_dir_of(config)
     backed_up = backup_point(backup_dir, data_key, total_steps) if backup_dir else None
-    first_step, initial_step = (backed_up["first_step"], backed_up["step"]) if backed_up \
-        else (0, 0)
+    first_step, initial_step = (backed_up["first_step"], backed_up["step"]) if backed_up else (0, 0)
     ignored = None if backup_dir else backup_dir_of(config, enabled=True)
     if ignored and context.is_chief and latest_backup(ignored) is not None:
         _say(context, f"--no-backup: ignoring the backup of an interrupted run in {ignored}")
@@ -177,9 +176,8 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     val_ds, val_steps = None, None
     if "validation" in corpus.splits and corpus.num_tokens("validation") >= \
             global_batch * (seq_len + 1):
-        val_layout = data_lib.StreamLayout(corpus.num_tokens("validation"), global_batch,
-                                           seq_len)
-        val_steps = min(val_layout.steps_per_epoch, config.val_steps or 10 ** 9)
+        val_steps = min(data_lib.StreamLayout(corpus.num_tokens("validation"), global_batch,
+                                              seq_len).steps_per_epoch, config.val_steps or 10 ** 9)
         # Repeated: Keras' symbolic build under a strategy takes a batch first.
         val_ds = data_lib.text_dataset(corpus, split="validation", seq_len=seq_len,
                                        global_batch_size=global_batch, shuffle=False,
@@ -226,14 +224,11 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
                  "train_loss": train_loss, "val_loss": val_loss,
                  "tokens_per_sec": speed.get("tokens_per_sec"), "history": hist}
     output_dir = save(model, config, context, state_out, backup_dir)
-    if backup_dir:
-        # Only now that the model is saved are the backups no longer needed.
+    if backup_dir:  # only now that the model is saved are the backups no longer needed
         callbacks["backup"].delete_backups()
-    sample = None
-    if context.is_chief and config.sample_tokens:
-        sample = model.generate(config.prompt, config.sample_tokens,
-                                temperature=config.temperature, top_k=config.top_k,
-                                seed=config.seed)
+    sample = model.generate(config.prompt, config.sample_tokens, temperature=config.temperature,
+                            top_k=config.top_k, seed=config.seed) \
+        if context.is_chief and config.sample_tokens else None
     return TrainResult(
         steps=steps_done, initial_step=initial_step, global_batch_size=global_batch,
         seq_len=seq_len, num_replicas=context.num_replicas, num_workers=context.num_workers,
