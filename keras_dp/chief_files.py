@@ -1,7 +1,4 @@
-"""One writer per file in a multi-worker run: the chief writes, atomically; the others elsewhere.
-
-keras_dp's one atomic writer (`atomic`, `write_text`); see docs/dropin_writes.md.
-"""
+"""The chief writes each file, atomically; the others write elsewhere (docs/dropin_writes.md)."""
 
 from __future__ import annotations
 
@@ -33,10 +30,7 @@ def is_local(path: str) -> bool:
 
 
 def position(model=None) -> Tuple[int, int, bool]:
-    """This process's `(worker index, number of workers, is chief)`; `(0, 1, True)` alone.
-
-    `model`'s `distribute_strategy` is asked first, then keras_dp's multi-worker strategy.
-    """
+    """`(worker index, number of workers, is chief)` in `model`'s strategy, else keras_dp's."""
     found = worker_position(getattr(model, "distribute_strategy", None))
     if found[1] > 1:
         return found

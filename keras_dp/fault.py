@@ -98,14 +98,13 @@ def _tasks(text: str, cluster) -> List[int]:
     return found
 
 
-def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
+def diagnose(text: str, cluster: Mapping[str, Sequence[str]],
              self_index: Optional[int] = None) -> Optional[PeerFailure]:
     """Which peer failed, read from a TensorFlow error message (`str(exception)`).
 
     `cluster` is `ClusterInfo.cluster`; `self_index` (this worker) is never blamed.
     None: the error does not come from a peer (e.g. a bug in this worker's program).
     """
-    text = str(message)
     lowered = text.lower()
     addresses = [a.lower() for a in _addresses(cluster)]
     leader = [0]  # the coordination service runs on the first task (chief, else worker 0)
@@ -182,8 +181,7 @@ def unreachable(addresses: Sequence[str], timeout: float = 1.0) -> List[int]:
     for index, address in enumerate(addresses):
         host, _, port = address.rpartition(":")
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-                pass
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
         except (OSError, ValueError):
             missing.append(index)
     return missing

@@ -1,7 +1,4 @@
-"""Preemption: a SIGTERM on any worker stops every worker at one common step.
-
-The protocol and a custom-loop example are in docs/fault_tolerance.md.
-"""
+"""Preemption: a SIGTERM on any worker stops all at one common step (docs/fault_tolerance.md)."""
 
 from __future__ import annotations
 
@@ -44,11 +41,10 @@ class PreemptionWatcher:
     """Agrees on a common stop step when any worker of `strategy` receives SIGTERM."""
 
     def __init__(self, strategy):
-        self._strategy = strategy
+        self.index, self.count, _ = worker_position(strategy)
         self._previous = {}
-        self._received: Optional[int] = None
-        self._target: Optional[int] = None
-        self._stopped_at: Optional[int] = None
+        # The signal, the agreed stop step, the step training stopped at.
+        self._received = self._target = self._stopped_at = None
         self._closing = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -56,7 +52,6 @@ class PreemptionWatcher:
         """Installs the signal handlers and, with several workers, the watcher thread."""
         for stale in list(_active):
             stale.stop()
-        self.index, self.count, _ = worker_position(self._strategy)
         self._prefix = f"keras_dp/preemption/{next(_generations)}"
         if threading.current_thread() is threading.main_thread():
             self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)

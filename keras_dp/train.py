@@ -1,7 +1,4 @@
-"""The main job, `keras-dp train`: train a Transformer LM data-parallel, report, save, sample.
-
-See docs/train_job.md.
-"""
+"""The main job, `keras-dp train`: train a Transformer LM data-parallel (docs/train_job.md)."""
 
 from __future__ import annotations
 
@@ -31,9 +28,7 @@ def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_s
     from keras_dp.callbacks.backup import steps_per_batch
 
     class StopAtStep(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.step = initial_step
+        step = initial_step
 
         def on_train_batch_end(self, batch, logs=None):
             if is_replayed_step(self.model, batch):
@@ -144,8 +139,7 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
         keras.utils.set_random_seed(config.seed)
     corpus = data_lib.load_corpus(config.data, data_dir=config.data_dir,
                                   cache_dir=config.cache_dir, text_feature=config.text_feature)
-    tokenizer = corpus.tokenizer
-    unit = "byte" if tokenizer.kind == "bytes" else "token"
+    unit = "byte" if corpus.tokenizer.kind == "bytes" else "token"
     seq_len = config.seq_len or preset(config.preset)["seq_len"]   # the one preset check
     global_batch = config.global_batch_size or config.batch_size * context.num_replicas
     data_lib.per_replica_batch_size(global_batch, context.num_replicas)
@@ -154,7 +148,6 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
         if config.epochs is None else max(1, int(round(config.epochs * layout.steps_per_epoch)))
     data_key = {"source": corpus.name, "seq_len": seq_len, "global_batch_size": global_batch,
                 "seed": config.seed}
-    # The one way a run resumes: from the backup of the interrupted run.
     backup_dir = backup_dir_of(config)
     backed_up = backup_point(backup_dir, data_key, total_steps) if backup_dir else None
     first_step, initial_step = (backed_up["first_step"], backed_up["step"]) if backed_up else (0, 0)
@@ -166,7 +159,7 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     schedule = WarmupSchedule(peak, min(config.warmup_steps, max(0, total_steps - 1)),
                               total_steps, config.decay, config.min_lr_ratio)
     with context:
-        model = build_model(config, tokenizer)
+        model = build_model(config, corpus.tokenizer)
         compile_model(model, config, schedule)
         model.build((None, seq_len))
     # The batches depend only on the step: the input starts where training resumes.

@@ -20,9 +20,7 @@ MIXED_PRECISION = (None, "mixed_bfloat16", "mixed_float16")
 class TrainConfig:
     """Everything `train()` needs; the defaults are `keras-dp train` with no arguments.
 
-    Every field is a flag of `keras-dp train` (`--field-name`; tests check); their
-    meanings are in docs/train_job.md (`steps` are optimizer steps, `batch_size`
-    is per replica, `learning_rate` is for `base_batch`, scaled to the global batch).
+    Every field is a flag `--field-name` (tests check); see docs/train_job.md.
     """
 
     data: Any = "builtin"
@@ -142,6 +140,5 @@ def format_report(result: TrainResult, prompt: str = "") -> str:
         lines.append(f"saved           {os.path.join(result.output_dir, MODEL_FILE)} "
                      f"(+ tokenizer.json, {STATE_FILE})")
     if result.sample is not None:
-        lines.append("sample:")
-        lines.append(prompt + result.sample)
+        lines += ["sample:", prompt + result.sample]
     return "\n".join(lines)

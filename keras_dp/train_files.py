@@ -12,9 +12,8 @@ from keras_dp.train_config import BACKUP_DIR, MODEL_FILE, STATE_FILE, TrainConfi
 
 def backup_dir_of(config: TrainConfig, *, enabled: Optional[bool] = None) -> Optional[str]:
     """Where the job keeps its backups (None with `backup=False`, unless `enabled`)."""
-    if not (config.backup if enabled is None else enabled):
-        return None
-    return config.backup_dir or os.path.join(config.output_dir, BACKUP_DIR)
+    on = config.backup if enabled is None else enabled
+    return (config.backup_dir or os.path.join(config.output_dir, BACKUP_DIR)) if on else None
 
 
 def backup_point(backup_dir: Optional[str], data_key: Dict[str, Any],
