@@ -87,7 +87,8 @@ def atomic(path, *, directory: bool = False) -> Iterator[str]:
         yield temp
         if not is_local(path):
             _gfile().rename(temp, path, overwrite=True)
-        elif directory and os.path.lexists(path):
+            return
+        if directory and os.path.lexists(path):
             old = temp_name(path) + "-old"
             os.replace(path, old)
             os.replace(temp, path)
@@ -106,7 +107,7 @@ def atomic(path, *, directory: bool = False) -> Iterator[str]:
 
 def remove_quietly(path: str) -> None:
     """Removes a file or directory if it is there, ignoring errors (used while failing)."""
-    with contextlib.suppress(Exception):  # best effort while reporting another error
+    with contextlib.suppress(Exception):
         if not is_local(path):
             (_gfile().rmtree if _gfile().isdir(path) else _gfile().remove)(path)
         elif os.path.isdir(path) and not os.path.islink(path):

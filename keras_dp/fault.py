@@ -192,8 +192,7 @@ def _exit_now(code: int, message: str) -> None:
     with contextlib.suppress(Exception):  # a closed stream must not stop the exit
         sys.stdout.flush()
     with contextlib.suppress(Exception):
-        if message:
-            sys.stderr.write(message.rstrip("\n") + "\n")
+        sys.stderr.write(message.rstrip("\n") + "\n" if message else "")
         sys.stderr.flush()
     os._exit(code)
 
@@ -274,5 +273,4 @@ def handle_exception(exc: BaseException, cluster, *, report: bool = True) -> int
                 summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 ctx.report_error_to_cluster(2, f"{_REPORT_MARKER}: {summary[:500]}")
                 time.sleep(0.5)  # let the service pass it on before this process vanishes
-    default = EXIT_USAGE if isinstance(exc, KerasDPError) else EXIT_FAILURE
-    return getattr(exc, "exit_code", default)
+    return getattr(exc, "exit_code", EXIT_USAGE if isinstance(exc, KerasDPError) else EXIT_FAILURE)

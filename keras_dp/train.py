@@ -57,14 +57,11 @@ def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_s
 
 
 def build_model(config: TrainConfig, tokenizer):
-    """The job's `TransformerLM` (call it in the strategy's scope).
+    """The job's `TransformerLM`, not yet compiled or built (call it in the strategy's scope).
 
     Args:
         config: Its preset, size overrides and `mixed_precision`.
         tokenizer: The corpus's tokenizer (its `vocab_size` sizes the model).
-
-    Returns:
-        The model, not yet compiled or built.
     """
     from keras_dp.models import TransformerLM
 

@@ -13,7 +13,6 @@ MODEL_FILE = "model.keras"
 #: The record of a finished run (step, data, settings, losses, history); not read back.
 STATE_FILE = "train_state.json"
 BACKUP_DIR = "backup"
-MIXED_PRECISION = (None, "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass
@@ -70,7 +69,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raises `ConfigError` (naming the field) for contradicting or out-of-range settings."""
-        if self.mixed_precision not in MIXED_PRECISION:
+        if self.mixed_precision not in (None, "mixed_bfloat16", "mixed_float16"):
             raise ConfigError("unknown mixed precision policy", variable="mixed_precision",
                               received=self.mixed_precision,
                               fix="use mixed_bfloat16, mixed_float16 or leave it unset")
@@ -118,9 +117,7 @@ class TrainResult:
         return None if self.val_loss is None else self.val_loss / math.log(2)
 
     def to_json(self) -> Dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.update(train_bits=self.train_bits, val_bits=self.val_bits)
-        return data
+        return dict(dataclasses.asdict(self), train_bits=self.train_bits, val_bits=self.val_bits)
 
 
 def format_report(result: TrainResult, prompt: str = "") -> str:
