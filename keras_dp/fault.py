@@ -198,10 +198,7 @@ def _exit_now(code: int, message: str) -> None:
 
 
 def register_timeout(startup_timeout: Optional[float]) -> Optional[float]:
-    """TF's cluster-registration limit for a start-up bound: 7 s below it (or half).
-
-    TF 2.21: the leader fails right at it, a worker without a leader about 5 s later.
-    """
+    """TF's cluster-registration limit for a start-up bound (docs/fault_tolerance.md)."""
     return startup_timeout and max(startup_timeout * 0.5, startup_timeout - 7.0)
 
 
@@ -209,9 +206,8 @@ def register_timeout(startup_timeout: Optional[float]) -> Optional[float]:
 def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
     """Bounds creating the multi-worker strategy to `timeout` s (None: no bound).
 
-    A watchdog covers the waits outside TF's `cluster_register_timeout`: it exits with
-    `EXIT_STARTUP_FAILED` naming the workers where nothing listens (30 s later when all
-    listen). A TF start-up error in the block becomes a `StartupError`.
+    A watchdog exits with `EXIT_STARTUP_FAILED` (docs/fault_tolerance.md); a TF start-up
+    error in the block becomes a `StartupError` naming the missing workers.
     """
     done = threading.Event()
     index = cluster.worker_index or 0

@@ -18,8 +18,7 @@ log = logging.getLogger("keras_dp")
 
 _generations = itertools.count()
 _active = []
-#: Seconds the signalled worker waits for every worker to acknowledge the stop step (one
-#: that does not is gone: the failure path takes over).
+#: Seconds the signalled worker waits for the acknowledgements (a silent worker is gone).
 ACK_TIMEOUT = 60.0
 
 
