@@ -153,20 +153,19 @@ def _name(cluster, index: int) -> str:
 
 def peer_message(failure: PeerFailure, cluster, self_index: int) -> str:
     """The one-line explanation a stopping worker prints (see `PEER_LINE`)."""
+    code = EXIT_STARTUP_FAILED if failure.kind == "startup" else EXIT_PEER_FAILED
     if failure.kind == "startup":
         who = ", ".join(_name(cluster, w) for w in failure.workers) or "a worker"
-        return (f"keras_dp: worker {self_index} could not start: {who} {failure.reason}. "
+        text = (f"keras_dp: worker {self_index} could not start: {who} {failure.reason}. "
                 "Start every worker (same TF_CONFIG cluster), check the addresses and "
-                "firewalls, or raise startup_timeout. "
-                f"Exit code {EXIT_STARTUP_FAILED} ({EXIT_CODES[EXIT_STARTUP_FAILED]}).")
-    if failure.workers:
-        who = _name(cluster, failure.workers[0])
-        return (f"keras_dp: worker {self_index} stops because {who} {failure.reason}. "
-                f"This is {_name(cluster, self_index)}. Relaunch all workers; with "
-                "keras_dp.callbacks.BackupAndRestore training resumes from the last backup. "
-                f"Exit code {EXIT_PEER_FAILED} ({EXIT_CODES[EXIT_PEER_FAILED]}).")
-    return (f"keras_dp: worker {self_index} stops because a peer failed ({failure.reason}). "
-            f"Exit code {EXIT_PEER_FAILED} ({EXIT_CODES[EXIT_PEER_FAILED]}).")
+                "firewalls, or raise startup_timeout.")
+    elif failure.workers:
+        text = (f"keras_dp: worker {self_index} stops because {_name(cluster, failure.workers[0])} "
+                f"{failure.reason}. This is {_name(cluster, self_index)}. Relaunch all workers; "
+                "with keras_dp.callbacks.BackupAndRestore training resumes from the last backup.")
+    else:
+        text = f"keras_dp: worker {self_index} stops because a peer failed ({failure.reason})."
+    return f"{text} Exit code {code} ({EXIT_CODES[code]})."
 
 
 class StartupError(StrategyError):
