@@ -123,8 +123,7 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     from keras_dp.xla import use_xla
 
     xla_off = "" if config.xla is False else "; no XLA (several CPU replicas, no replica_xla)"
-    config = dataclasses.replace(config, xla=use_xla(config.xla, context.strategy,
-                                                     whole_step=True))
+    config = dataclasses.replace(config, xla=use_xla(config.xla, context.strategy, whole_step=True))
     import keras
 
     from keras_dp import data as data_lib
@@ -199,9 +198,8 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
                  f"this run has {context.num_workers} ({context.num_replicas} replica(s)): the "
                  f"same global batch {global_batch}, so the same batches and the same trajectory")
     initial_epoch = first_step // every
-    history = model.fit(train_ds, epochs=initial_epoch + math.ceil((total_steps - first_step)
-                                                                   / every),
-                        initial_epoch=initial_epoch, steps_per_epoch=every,
+    epochs = initial_epoch + math.ceil((total_steps - first_step) / every)
+    history = model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=every,
                         validation_data=val_ds, validation_steps=val_steps,
                         callbacks=list(callbacks.values()), verbose=0)
     steps_done = callbacks["stop"].step
