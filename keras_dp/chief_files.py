@@ -1,12 +1,4 @@
-"""One writer per file in a multi-worker run: the chief writes, atomically; the others elsewhere.
-
-Shared by `keras_dp.callbacks` and the Keras-layer parts `stock_callbacks` and
-`chief_saving`: `position()`, `elsewhere()` (a private temporary path for a
-non-chief worker, which still saves since saving may need collectives) and
-`atomic()` / `write_text()`, keras_dp's one atomic writer. Remote paths
-(`gs://...`) are renamed with `tf.io.gfile`; remote directories and `hf://`
-are written in place. See docs/dropin_writes.md.
-"""
+"""The chief writes each file, atomically; the others write elsewhere (docs/dropin_writes.md)."""
 
 from __future__ import annotations
 
@@ -37,33 +29,14 @@ def is_local(path: str) -> bool:
     return "://" not in str(path)
 
 
-def fsync_dir(path: str) -> None:
-    """Flushes a directory's entries (a rename) to disk, where the OS allows it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    with contextlib.suppress(OSError):
-        os.fsync(fd)
-    os.close(fd)
-
-
 def position(model=None) -> Tuple[int, int, bool]:
-    """This process's `(worker index, number of workers, is chief)`; `(0, 1, True)` alone.
-
-    Args:
-        model: A Keras model (its `distribute_strategy` is asked first), or None:
-            the multi-worker strategy keras_dp created in this process.
-    """
-    strategy = getattr(model, "distribute_strategy", None)
-    if strategy is not None:
-        found = worker_position(strategy)
-        if found[1] > 1:
-            return found
+    """`(worker index, number of workers, is chief)` in `model`'s strategy, else keras_dp's."""
+    found = worker_position(getattr(model, "distribute_strategy", None))
+    if found[1] > 1:
+        return found
     from keras_dp.multi_worker import _multi_worker
 
-    process = _multi_worker.get("strategy")
-    return worker_position(process) if process is not None else (0, 1, True)
+    return worker_position(_multi_worker.get("strategy"))
 
 
 def private_dir(kind: str, index: int, *, at_exit: bool = False) -> str:
@@ -85,7 +58,6 @@ def elsewhere(path, kind: str, index: int) -> Iterator[str]:
 
 
 def _split(path: str) -> Tuple[str, str, str]:
-    """`(directory, stem, suffix)` of `path`, the suffix one of `SUFFIXES` or empty."""
     directory, name = os.path.split(str(path).rstrip("/"))
     suffix = next((s for s in SUFFIXES if name.endswith(s) and name != s), "")
     return directory, name[:len(name) - len(suffix)], suffix
@@ -103,8 +75,8 @@ def atomic(path, *, directory: bool = False) -> Iterator[str]:
     """Yields a temporary name next to `path`; once written, it replaces `path` in one rename.
 
     With `directory=True` the writer makes a directory (a SavedModel). A remote
-    directory or `hf://` is written in place. On an exception nothing of the
-    temporary name is left, and `path` is as it was.
+    directory or `hf://` is written in place (remote files are renamed with `tf.io.gfile`).
+    On an exception nothing of the temporary name is left, and `path` is as it was.
     """
     path = str(path)
     if not is_local(path) and (directory or path.startswith("hf://")):
@@ -113,53 +85,45 @@ def atomic(path, *, directory: bool = False) -> Iterator[str]:
     temp = temp_name(path)
     try:
         yield temp
-        _replace(temp, path, directory=directory)
+        if not is_local(path):
+            _gfile().rename(temp, path, overwrite=True)
+            return
+        if directory and os.path.lexists(path):
+            old = temp_name(path) + "-old"
+            os.replace(path, old)
+            os.replace(temp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temp, path)
     except BaseException:
         remove_quietly(temp)
         raise
-
-
-def _replace(temp: str, path: str, *, directory: bool) -> None:
-    if not is_local(path):
-        _gfile().rename(temp, path, overwrite=True)
-        return
-    if directory and os.path.lexists(path):
-        old = temp_name(path) + "-old"
-        os.replace(path, old)
-        os.replace(temp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(temp, path)
-    fsync_dir(os.path.dirname(path) or ".")
+    with contextlib.suppress(OSError):  # flush the rename to disk, where the OS allows it
+        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+        os.close(fd)
 
 
 def remove_quietly(path: str) -> None:
     """Removes a file or directory if it is there, ignoring errors (used while failing)."""
-    with contextlib.suppress(Exception):  # best effort while reporting another error
-        if is_local(path):
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            elif os.path.lexists(path):
-                os.remove(path)
-            return
-        gfile = _gfile()
-        if gfile.isdir(path):
-            gfile.rmtree(path)
-        elif gfile.exists(path):
-            gfile.remove(path)
+    with contextlib.suppress(Exception):
+        if not is_local(path):
+            (_gfile().rmtree if _gfile().isdir(path) else _gfile().remove)(path)
+        elif os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
 
 
 def write_text(path, text: str) -> None:
     """Writes a small file so that it is complete or absent (`atomic`, flushed to disk)."""
-    with atomic(path) as temp:
+    with atomic(path) as temp, (open(temp, "w", encoding="utf-8") if is_local(temp)
+                                else _gfile().GFile(temp, "w")) as handle:
+        handle.write(text)
         if is_local(temp):
-            with open(temp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-        else:
-            with _gfile().GFile(temp, "w") as handle:
-                handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def clean_stale(path: str) -> None:

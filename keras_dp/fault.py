@@ -1,8 +1,4 @@
-"""Exit codes and failure handling for multi-worker runs: which peer failed, start-up bounds.
-
-The codes (75 is `EX_TEMPFAIL`, "try again later") and what keras_dp does on a
-failure are in docs/fault_tolerance.md.
-"""
+"""Exit codes and failure handling for multi-worker runs; see docs/fault_tolerance.md."""
 
 from __future__ import annotations
 
@@ -44,17 +40,13 @@ def describe_exit(returncode: Optional[int]) -> str:
     if returncode is None:
         return "still running"
     if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"killed by {name}"
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+        return f"killed by signal {-returncode}"
     meaning = EXIT_CODES.get(returncode)
     if returncode > 128 and meaning is None:
-        try:
+        with contextlib.suppress(ValueError):
             meaning = f"probably {signal.Signals(returncode - 128).name}"
-        except ValueError:
-            pass
     return f"exit code {returncode}" + (f" ({meaning})" if meaning else "")
 
 
@@ -96,42 +88,26 @@ def _addresses(cluster) -> List[str]:
     return [a for role in ("chief", "worker") for a in cluster.get(role, ())]
 
 
-def _task_index(cluster: Mapping[str, Sequence[str]], job: str, index: int) -> Optional[int]:
-    order = [role for role in ("chief", "worker") if role in cluster]
-    if job not in order or index >= len(cluster[job]):
-        return None
-    return sum(len(cluster[role]) for role in order[:order.index(job)]) + index
-
-
 def _tasks(text: str, cluster) -> List[int]:
+    """The worker indices (chief first) of the `/job:.../task:N` names in `text`."""
+    tasks = [(job, str(i)) for job in ("chief", "worker") for i in range(len(cluster.get(job, ())))]
     found: List[int] = []
-    for job, index in _TASK.findall(text):
-        worker = _task_index(cluster, job, int(index))
-        if worker is not None and worker not in found:
-            found.append(worker)
+    for task in _TASK.findall(text):
+        if task in tasks and tasks.index(task) not in found:
+            found.append(tasks.index(task))
     return found
 
 
-#: The coordination service runs on the first training task (chief, else worker 0).
-LEADER = 0
-
-
-def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
+def diagnose(text: str, cluster: Mapping[str, Sequence[str]],
              self_index: Optional[int] = None) -> Optional[PeerFailure]:
-    """Reads which peer failed from a TensorFlow error message.
+    """Which peer failed, read from a TensorFlow error message (`str(exception)`).
 
-    Args:
-        message: The error text (`str(exception)`).
-        cluster: Job name to addresses (`ClusterInfo.cluster`).
-        self_index: This worker's index, never blamed.
-
-    Returns:
-        A `PeerFailure`, or None when the error does not come from a peer
-        (e.g. a bug in this worker's program).
+    `cluster` is `ClusterInfo.cluster`; `self_index` (this worker) is never blamed.
+    None: the error does not come from a peer (e.g. a bug in this worker's program).
     """
-    text = str(message)
     lowered = text.lower()
     addresses = [a.lower() for a in _addresses(cluster)]
+    leader = [0]  # the coordination service runs on the first task (chief, else worker 0)
 
     def result(kind, workers, reason):
         return PeerFailure(kind, tuple(w for w in workers if w != self_index), reason)
@@ -141,7 +117,7 @@ def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
         return result("startup", _tasks(match.group(1), cluster),
                       "did not join the cluster in time")
     if "coordinationservice/registertask" in lowered:
-        return result("startup", [LEADER],
+        return result("startup", leader,
                       "did not answer: the coordination service it runs is not up (not "
                       "started, or unreachable)")
     match = _UNHEALTHY.search(text)
@@ -149,7 +125,7 @@ def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
         return result("peer", _tasks(match.group(1), cluster),
                       "stopped sending heartbeats (it died, froze or lost the network)")
     if "coordinationservice/heartbeat" in lowered or "coordinationservice/pollfor" in lowered:
-        return result("peer", [LEADER],
+        return result("peer", leader,
                       "stopped answering: the coordination service it runs is unreachable "
                       "(it died, froze or lost the network)")
     match = _REPORTED.search(text)
@@ -157,15 +133,11 @@ def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
         reason = text.split(_REPORT_MARKER, 1)[1].strip(" :\n")
         return result("peer", _tasks(match.group(1), cluster),
                       f"failed: {reason.splitlines()[0] if reason else 'an error'}")
-    gone = any(marker in lowered for marker in _GONE)
     match = _REMOTE.search(text)
-    if match and gone:
-        return result("peer", _tasks(match.group(1), cluster),
+    known = [addresses.index(a.lower()) for a in _ADDRESS.findall(text) if a.lower() in addresses]
+    if (match or known) and any(marker in lowered for marker in _GONE):
+        return result("peer", _tasks(match.group(1), cluster) if match else known[:1],
                       "is gone (its connection was refused or closed)")
-    for address in _ADDRESS.findall(text):
-        if address.lower() in addresses and gone:
-            return result("peer", [addresses.index(address.lower())],
-                          "is gone (its connection was refused or closed)")
     if match and "collective ops is aborted" in lowered:
         return result("peer", _tasks(match.group(1), cluster), "aborted the collective ops")
     if "collective ops is aborted" in lowered or (
@@ -176,28 +148,24 @@ def diagnose(message: str, cluster: Mapping[str, Sequence[str]],
 
 def _name(cluster, index: int) -> str:
     addresses = _addresses(cluster)
-    if 0 <= index < len(addresses):
-        return f"worker {index} ({addresses[index]})"
-    return f"worker {index}"
+    return f"worker {index}" + (f" ({addresses[index]})" if 0 <= index < len(addresses) else "")
 
 
 def peer_message(failure: PeerFailure, cluster, self_index: int) -> str:
     """The one-line explanation a stopping worker prints (see `PEER_LINE`)."""
-    me = _name(cluster, self_index)
+    code = EXIT_STARTUP_FAILED if failure.kind == "startup" else EXIT_PEER_FAILED
     if failure.kind == "startup":
         who = ", ".join(_name(cluster, w) for w in failure.workers) or "a worker"
-        return (f"keras_dp: worker {self_index} could not start: {who} {failure.reason}. "
+        text = (f"keras_dp: worker {self_index} could not start: {who} {failure.reason}. "
                 "Start every worker (same TF_CONFIG cluster), check the addresses and "
-                "firewalls, or raise startup_timeout. "
-                f"Exit code {EXIT_STARTUP_FAILED} ({EXIT_CODES[EXIT_STARTUP_FAILED]}).")
-    if failure.workers:
-        who = _name(cluster, failure.workers[0])
-        return (f"keras_dp: worker {self_index} stops because {who} {failure.reason}. "
-                f"This is {me}. Relaunch all workers; with keras_dp.callbacks."
-                "BackupAndRestore training resumes from the last backup. "
-                f"Exit code {EXIT_PEER_FAILED} ({EXIT_CODES[EXIT_PEER_FAILED]}).")
-    return (f"keras_dp: worker {self_index} stops because a peer failed ({failure.reason}). "
-            f"Exit code {EXIT_PEER_FAILED} ({EXIT_CODES[EXIT_PEER_FAILED]}).")
+                "firewalls, or raise startup_timeout.")
+    elif failure.workers:
+        text = (f"keras_dp: worker {self_index} stops because {_name(cluster, failure.workers[0])} "
+                f"{failure.reason}. This is {_name(cluster, self_index)}. Relaunch all workers; "
+                "with keras_dp.callbacks.BackupAndRestore training resumes from the last backup.")
+    else:
+        text = f"keras_dp: worker {self_index} stops because a peer failed ({failure.reason})."
+    return f"{text} Exit code {code} ({EXIT_CODES[code]})."
 
 
 class StartupError(StrategyError):
@@ -212,8 +180,7 @@ def unreachable(addresses: Sequence[str], timeout: float = 1.0) -> List[int]:
     for index, address in enumerate(addresses):
         host, _, port = address.rpartition(":")
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-                pass
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
         except (OSError, ValueError):
             missing.append(index)
     return missing
@@ -224,36 +191,22 @@ def _exit_now(code: int, message: str) -> None:
     with contextlib.suppress(Exception):  # a closed stream must not stop the exit
         sys.stdout.flush()
     with contextlib.suppress(Exception):
-        if message:
-            sys.stderr.write(message.rstrip("\n") + "\n")
+        sys.stderr.write(message.rstrip("\n") + "\n" if message else "")
         sys.stderr.flush()
     os._exit(code)
 
 
-#: Seconds the watchdog waits beyond `startup_timeout` when every peer listens.
-STARTUP_EXTENSION = 30.0
-
-
 def register_timeout(startup_timeout: Optional[float]) -> Optional[float]:
-    """TensorFlow's cluster-registration limit for a start-up bound: 7 s below it (or half).
-
-    Measured with TF 2.21: the leader fails right at this limit, a worker whose
-    leader never started about 5 s after it (its RegisterTask deadline).
-    """
-    if not startup_timeout:
-        return startup_timeout
-    return max(startup_timeout * 0.5, startup_timeout - 7.0)
+    """TF's cluster-registration limit for a start-up bound (docs/fault_tolerance.md)."""
+    return startup_timeout and max(startup_timeout * 0.5, startup_timeout - 7.0)
 
 
 @contextlib.contextmanager
 def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
-    """Bounds how long creating the multi-worker strategy may take (`timeout` s; None: no bound).
+    """Bounds creating the multi-worker strategy to `timeout` s (None: no bound).
 
-    Some waits (connecting to a leader that never started) are outside TensorFlow's
-    `cluster_register_timeout`, so a watchdog exits with `EXIT_STARTUP_FAILED` after
-    `timeout` s, naming the workers where nothing listens (when all listen, it waits
-    `STARTUP_EXTENSION` s more). A TensorFlow start-up error in the block becomes a
-    `StartupError` naming the missing workers.
+    A watchdog exits with `EXIT_STARTUP_FAILED` (docs/fault_tolerance.md); a TF start-up
+    error in the block becomes a `StartupError` naming the missing workers.
     """
     done = threading.Event()
     index = cluster.worker_index or 0
@@ -269,7 +222,7 @@ def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
         if done.wait(timeout):
             return
         peers = missing()
-        if not peers and done.wait(STARTUP_EXTENSION):
+        if not peers and done.wait(30.0):
             return
         _exit_now(EXIT_STARTUP_FAILED, late(peers or missing()))
 
@@ -291,8 +244,8 @@ def startup_guard(cluster, timeout: Optional[float]) -> Iterator[None]:
 def handle_exception(exc: BaseException, cluster, *, report: bool = True) -> int:
     """Explains a worker's fatal exception; returns the exit code to end with.
 
-    A peer failure prints which peer (`EXIT_PEER_FAILED`); this worker's own error is
-    reported to the others (`report`) and ends with its `exit_code` or `EXIT_FAILURE`.
+    A peer failure prints which peer; this worker's own error is reported to the others
+    (`report`, through the coordination service) and ends with its `exit_code`.
     """
     index = cluster.worker_index or 0
     if isinstance(exc, KeyboardInterrupt):
@@ -305,22 +258,14 @@ def handle_exception(exc: BaseException, cluster, *, report: bool = True) -> int
     if failure is not None:
         sys.stderr.write(peer_message(failure, cluster.cluster, index) + "\n")
         return EXIT_STARTUP_FAILED if failure.kind == "startup" else EXIT_PEER_FAILED
-    if report:
-        report_to_cluster(exc)
-    default = EXIT_USAGE if isinstance(exc, KerasDPError) else EXIT_FAILURE
-    return getattr(exc, "exit_code", default)
+    if report and "tensorflow" in sys.modules:  # else no cluster was ever joined
+        with contextlib.suppress(Exception):  # best effort: the service may be gone
+            from tensorflow.python.eager import context
 
-
-def report_to_cluster(exc: BaseException) -> None:
-    """Tells the other workers (through the coordination service) why this one fails."""
-    if "tensorflow" not in sys.modules:
-        return  # no cluster was ever joined from this process
-    with contextlib.suppress(Exception):  # best effort: the service may be gone
-        from tensorflow.python.eager import context
-
-        ctx = context.context()
-        if ctx.coordination_service is None or not getattr(ctx, "_initialized", False):
-            return  # no cluster joined yet (keras_dp.early configures before the start)
-        summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ctx.report_error_to_cluster(2, f"{_REPORT_MARKER}: {summary[:500]}")
-        time.sleep(0.5)  # let the service pass it on before this process vanishes
+            ctx = context.context()
+            # Not initialized: no cluster joined yet (keras_dp.early configures before it).
+            if ctx.coordination_service is not None and getattr(ctx, "_initialized", False):
+                summary = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                ctx.report_error_to_cluster(2, f"{_REPORT_MARKER}: {summary[:500]}")
+                time.sleep(0.5)  # let the service pass it on before this process vanishes
+    return getattr(exc, "exit_code", EXIT_USAGE if isinstance(exc, KerasDPError) else EXIT_FAILURE)

@@ -1,9 +1,4 @@
-"""Preemption: a SIGTERM on any worker stops every worker at one common step.
-
-The protocol (TensorFlow's coordination service key-value store, as its
-`PreemptionCheckpointHandler` does) and a custom-loop example are in
-docs/fault_tolerance.md.
-"""
+"""Preemption: a SIGTERM on any worker stops all at one common step (docs/fault_tolerance.md)."""
 
 from __future__ import annotations
 
@@ -23,13 +18,12 @@ log = logging.getLogger("keras_dp")
 
 _generations = itertools.count()
 _active = []
+#: Seconds the signalled worker waits for the acknowledgements (a silent worker is gone).
+ACK_TIMEOUT = 60.0
 
 
 class Preempted(SystemExit):
-    """Ends the process with `EXIT_PREEMPTED` once the backup of global `step` is saved.
-
-    A `SystemExit`, so `except Exception` in user code does not swallow it.
-    """
+    """Exits with `EXIT_PREEMPTED` after the backup of `step` (`except Exception` lets it by)."""
 
     def __init__(self, step: int, where: str = ""):
         super().__init__(EXIT_PREEMPTED)
@@ -43,36 +37,20 @@ class Preempted(SystemExit):
 
 
 class PreemptionWatcher:
-    """Agrees on a common stop step when any worker receives SIGTERM.
+    """Agrees on a common stop step when any worker of `strategy` receives SIGTERM."""
 
-    Args:
-        strategy: The `tf.distribute.Strategy` (default: the current one).
-        ack_timeout: Seconds the signalled worker waits for every worker to
-            acknowledge the stop step (one that does not is gone: the failure
-            path takes over).
-    """
-
-    def __init__(self, strategy=None, *, ack_timeout: float = 60.0):
-        self._strategy = strategy
-        self._ack_timeout = ack_timeout
+    def __init__(self, strategy):
+        self.index, self.count, _ = worker_position(strategy)
         self._previous = {}
-        self._received: Optional[int] = None
-        self._target: Optional[int] = None
-        self._proposed = False
-        self._stopped_at: Optional[int] = None
+        # The signal, the agreed stop step, the step training stopped at.
+        self._received = self._target = self._stopped_at = None
         self._closing = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._prefix = ""
-        self.index, self.count = 0, 1
 
     def start(self) -> "PreemptionWatcher":
         """Installs the signal handlers and, with several workers, the watcher thread."""
-        import tensorflow as tf
-
         for stale in list(_active):
             stale.stop()
-        strategy = self._strategy or tf.distribute.get_strategy()
-        self.index, self.count, _ = worker_position(strategy)
         self._prefix = f"keras_dp/preemption/{next(_generations)}"
         if threading.current_thread() is threading.main_thread():
             self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
@@ -105,11 +83,8 @@ class PreemptionWatcher:
         return self._received is not None and self._stopped_at is None
 
     def should_stop(self, step: int) -> bool:
-        """Called by every worker after each step with the steps done; True: save and stop.
-
-        All workers return True at the same step.
-        """
-        if self._received is not None and not self._proposed and self._target is None:
+        """Called after each step with the steps done; True (on all workers at once): save, stop."""
+        if self._received is not None and self._target is None:
             self._propose(step)
         if self._target is not None and step >= self._target:
             self._stopped_at = step
@@ -119,14 +94,12 @@ class PreemptionWatcher:
     def _on_signal(self, signum, frame):  # noqa: ARG002 - signal handler signature
         if self._received is not None:
             # A second signal: stop waiting for the common step.
-            previous = self._previous.get(signum, signal.SIG_DFL)
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+            signal.signal(signum, self._previous.get(signum) or signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
         self._received = signum
 
     def _propose(self, step: int) -> None:
-        self._proposed = True
         name = signal.Signals(self._received).name
         if self.count <= 1:
             self._target = step
@@ -140,14 +113,14 @@ class PreemptionWatcher:
             context.context().set_config_key_value(self._prefix + "/step", str(target))
         except errors.AlreadyExistsError:
             self._target = int(context.context().get_config_key_value(
-                self._prefix + "/step", timeout_in_ms=int(self._ack_timeout * 1000)))
+                self._prefix + "/step", timeout_in_ms=int(ACK_TIMEOUT * 1000)))
             return
         self._target = target
         sys.stderr.write(f"keras_dp: worker {self.index} received {name}: all {self.count} "
                          f"workers save a backup after step {target} and stop\n")
         started = time.monotonic()
         for index in range(self.count):
-            left = max(1.0, self._ack_timeout - (time.monotonic() - started))
+            left = max(1.0, ACK_TIMEOUT - (time.monotonic() - started))
             try:
                 context.context().get_config_key_value(
                     f"{self._prefix}/ack/{index}", timeout_in_ms=int(left * 1000))

@@ -1,9 +1,4 @@
-"""The main job: train a Transformer LM data-parallel, report, save, sample.
-
-`keras-dp train` is `train(TrainConfig(...))`, on one CPU, several GPUs or several
-workers alike. Settings and report: `keras_dp/train_config.py`; backups and the
-final save: `keras_dp/train_files.py`. See docs/train_job.md.
-"""
+"""The main job, `keras-dp train`: train a Transformer LM data-parallel (docs/train_job.md)."""
 
 from __future__ import annotations
 
@@ -13,27 +8,18 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from keras_dp.train_config import MODEL_FILE, TrainConfig, TrainResult, format_report
+from keras_dp.train_config import MODEL_FILE, TrainConfig, TrainResult, format_report  # noqa: F401
 from keras_dp.train_files import backup_dir_of, backup_point, save
-
-__all__ = ["MODEL_FILE", "TrainConfig", "TrainResult", "build_callbacks", "build_model",
-           "compile_model", "format_report", "train"]
 
 
 def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_step: int,
                     global_batch: int, seq_len: int, unit: str,
                     backup_dir: Optional[str] = None, plan: Optional[Dict[str, Any]] = None,
                     history: Optional[Dict[str, List[float]]] = None) -> Dict[str, Any]:
-    """The job's callbacks, by name, in the order `fit` runs them (the one place they are made).
+    """The job's callbacks by name, in `fit`'s order (the one place they are made).
 
-    Args:
-        backup_dir: Where `BackupAndRestore` keeps the backups (None: no backups).
-        plan: What each backup records about the job (first step, interval, data).
-        history: Epoch logs of the run so far (when resuming from a backup).
-
-    Returns:
-        An ordered dict: `backup` (when `backup_dir`), `lr`, `throughput`, `stop`
-        (ends at exactly `total_steps`), `progress` (chief only), `history`.
+    `backup` (with `backup_dir`; each backup records `plan` and the epoch logs, from
+    `history` on), `lr`, `throughput`, `stop` (at `total_steps`), `progress`, `history`.
     """
     import keras
 
@@ -42,9 +28,7 @@ def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_s
     from keras_dp.callbacks.backup import steps_per_batch
 
     class StopAtStep(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.step = initial_step
+        step = initial_step
 
         def on_train_batch_end(self, batch, logs=None):
             if is_replayed_step(self.model, batch):
@@ -73,14 +57,11 @@ def build_callbacks(config: TrainConfig, context, *, total_steps: int, initial_s
 
 
 def build_model(config: TrainConfig, tokenizer):
-    """The job's `TransformerLM` (call it in the strategy's scope).
+    """The job's `TransformerLM`, not yet compiled or built (call it in the strategy's scope).
 
     Args:
         config: Its preset, size overrides and `mixed_precision`.
         tokenizer: The corpus's tokenizer (its `vocab_size` sizes the model).
-
-    Returns:
-        The model, not yet compiled or built.
     """
     from keras_dp.models import TransformerLM
 
@@ -142,8 +123,7 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     from keras_dp.xla import use_xla
 
     xla_off = "" if config.xla is False else "; no XLA (several CPU replicas, no replica_xla)"
-    config = dataclasses.replace(config, xla=use_xla(config.xla, context.strategy,
-                                                     whole_step=True))
+    config = dataclasses.replace(config, xla=use_xla(config.xla, context.strategy, whole_step=True))
     import keras
 
     from keras_dp import data as data_lib
@@ -155,8 +135,7 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
         keras.utils.set_random_seed(config.seed)
     corpus = data_lib.load_corpus(config.data, data_dir=config.data_dir,
                                   cache_dir=config.cache_dir, text_feature=config.text_feature)
-    tokenizer = corpus.tokenizer
-    unit = "byte" if tokenizer.kind == "bytes" else "token"
+    unit = "byte" if corpus.tokenizer.kind == "bytes" else "token"
     seq_len = config.seq_len or preset(config.preset)["seq_len"]   # the one preset check
     global_batch = config.global_batch_size or config.batch_size * context.num_replicas
     data_lib.per_replica_batch_size(global_batch, context.num_replicas)
@@ -165,11 +144,9 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
         if config.epochs is None else max(1, int(round(config.epochs * layout.steps_per_epoch)))
     data_key = {"source": corpus.name, "seq_len": seq_len, "global_batch_size": global_batch,
                 "seed": config.seed}
-    # The one way a run resumes: from the backup of the interrupted run.
     backup_dir = backup_dir_of(config)
     backed_up = backup_point(backup_dir, data_key, total_steps) if backup_dir else None
-    first_step, initial_step = (backed_up["first_step"], backed_up["step"]) if backed_up \
-        else (0, 0)
+    first_step, initial_step = (backed_up["first_step"], backed_up["step"]) if backed_up else (0, 0)
     ignored = None if backup_dir else backup_dir_of(config, enabled=True)
     if ignored and context.is_chief and latest_backup(ignored) is not None:
         _say(context, f"--no-backup: ignoring the backup of an interrupted run in {ignored}")
@@ -178,7 +155,7 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     schedule = WarmupSchedule(peak, min(config.warmup_steps, max(0, total_steps - 1)),
                               total_steps, config.decay, config.min_lr_ratio)
     with context:
-        model = build_model(config, tokenizer)
+        model = build_model(config, corpus.tokenizer)
         compile_model(model, config, schedule)
         model.build((None, seq_len))
     # The batches depend only on the step: the input starts where training resumes.
@@ -188,9 +165,8 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     val_ds, val_steps = None, None
     if "validation" in corpus.splits and corpus.num_tokens("validation") >= \
             global_batch * (seq_len + 1):
-        val_layout = data_lib.StreamLayout(corpus.num_tokens("validation"), global_batch,
-                                           seq_len)
-        val_steps = min(val_layout.steps_per_epoch, config.val_steps or 10 ** 9)
+        val_steps = min(data_lib.StreamLayout(corpus.num_tokens("validation"), global_batch,
+                                              seq_len).steps_per_epoch, config.val_steps or 10 ** 9)
         # Repeated: Keras' symbolic build under a strategy takes a batch first.
         val_ds = data_lib.text_dataset(corpus, split="validation", seq_len=seq_len,
                                        global_batch_size=global_batch, shuffle=False,
@@ -222,9 +198,8 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
                  f"this run has {context.num_workers} ({context.num_replicas} replica(s)): the "
                  f"same global batch {global_batch}, so the same batches and the same trajectory")
     initial_epoch = first_step // every
-    history = model.fit(train_ds, epochs=initial_epoch + math.ceil((total_steps - first_step)
-                                                                   / every),
-                        initial_epoch=initial_epoch, steps_per_epoch=every,
+    epochs = initial_epoch + math.ceil((total_steps - first_step) / every)
+    history = model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=every,
                         validation_data=val_ds, validation_steps=val_steps,
                         callbacks=list(callbacks.values()), verbose=0)
     steps_done = callbacks["stop"].step
@@ -237,14 +212,11 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
                  "train_loss": train_loss, "val_loss": val_loss,
                  "tokens_per_sec": speed.get("tokens_per_sec"), "history": hist}
     output_dir = save(model, config, context, state_out, backup_dir)
-    if backup_dir:
-        # Only now that the model is saved are the backups no longer needed.
+    if backup_dir:  # only now that the model is saved are the backups no longer needed
         callbacks["backup"].delete_backups()
-    sample = None
-    if context.is_chief and config.sample_tokens:
-        sample = model.generate(config.prompt, config.sample_tokens,
-                                temperature=config.temperature, top_k=config.top_k,
-                                seed=config.seed)
+    sample = model.generate(config.prompt, config.sample_tokens, temperature=config.temperature,
+                            top_k=config.top_k, seed=config.seed) \
+        if context.is_chief and config.sample_tokens else None
     return TrainResult(
         steps=steps_done, initial_step=initial_step, global_batch_size=global_batch,
         seq_len=seq_len, num_replicas=context.num_replicas, num_workers=context.num_workers,

@@ -13,16 +13,13 @@ MODEL_FILE = "model.keras"
 #: The record of a finished run (step, data, settings, losses, history); not read back.
 STATE_FILE = "train_state.json"
 BACKUP_DIR = "backup"
-MIXED_PRECISION = (None, "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Everything `train()` needs; the defaults are `keras-dp train` with no arguments.
 
-    Every field is a flag of `keras-dp train` (`--field-name`; tests check); their
-    meanings are in docs/train_job.md (`steps` are optimizer steps, `batch_size`
-    is per replica, `learning_rate` is for `base_batch`, scaled to the global batch).
+    Every field is a flag `--field-name` (tests check); see docs/train_job.md.
     """
 
     data: Any = "builtin"
@@ -72,7 +69,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raises `ConfigError` (naming the field) for contradicting or out-of-range settings."""
-        if self.mixed_precision not in MIXED_PRECISION:
+        if self.mixed_precision not in (None, "mixed_bfloat16", "mixed_float16"):
             raise ConfigError("unknown mixed precision policy", variable="mixed_precision",
                               received=self.mixed_precision,
                               fix="use mixed_bfloat16, mixed_float16 or leave it unset")
@@ -120,9 +117,7 @@ class TrainResult:
         return None if self.val_loss is None else self.val_loss / math.log(2)
 
     def to_json(self) -> Dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.update(train_bits=self.train_bits, val_bits=self.val_bits)
-        return data
+        return dict(dataclasses.asdict(self), train_bits=self.train_bits, val_bits=self.val_bits)
 
 
 def format_report(result: TrainResult, prompt: str = "") -> str:
@@ -142,6 +137,5 @@ def format_report(result: TrainResult, prompt: str = "") -> str:
         lines.append(f"saved           {os.path.join(result.output_dir, MODEL_FILE)} "
                      f"(+ tokenizer.json, {STATE_FILE})")
     if result.sample is not None:
-        lines.append("sample:")
-        lines.append(prompt + result.sample)
+        lines += ["sample:", prompt + result.sample]
     return "\n".join(lines)

@@ -12,19 +12,13 @@ from keras_dp.train_config import BACKUP_DIR, MODEL_FILE, STATE_FILE, TrainConfi
 
 def backup_dir_of(config: TrainConfig, *, enabled: Optional[bool] = None) -> Optional[str]:
     """Where the job keeps its backups (None with `backup=False`, unless `enabled`)."""
-    if not (config.backup if enabled is None else enabled):
-        return None
-    return config.backup_dir or os.path.join(config.output_dir, BACKUP_DIR)
+    on = config.backup if enabled is None else enabled
+    return (config.backup_dir or os.path.join(config.output_dir, BACKUP_DIR)) if on else None
 
 
 def backup_point(backup_dir: Optional[str], data_key: Dict[str, Any],
                  total_steps: int) -> Optional[Dict[str, Any]]:
-    """The interrupted run to continue from `backup_dir`, or None.
-
-    Returns:
-        `{"step": steps done, "first_step": where its plan started, "every": its
-        validation interval, "history": its epoch logs, "num_workers": ...}`.
-    """
+    """The interrupted run in `backup_dir`: its `step`, plan (`first_step`, `every`), or None."""
     from keras_dp.callbacks import latest_backup
 
     found = latest_backup(backup_dir)
@@ -64,12 +58,8 @@ def save(model, config: TrainConfig, context, state: Dict[str, Any],
          backup_dir: Optional[str] = None) -> Optional[str]:
     """Every worker saves (saving may need all of them); only the chief keeps it, atomically.
 
-    Returns:
-        The output directory (None on the other workers).
-
-    Raises:
-        ConfigError: The disk refused the save (full, read-only); the
-            backups are kept, so the same command finishes the run later.
+    Returns the output directory (None on the other workers). A `ConfigError` when the disk
+    refused the save (full, read-only) keeps the backups: the same command finishes the run.
     """
     from keras_dp import chief_files
     from keras_dp.callbacks._storage import free_space, is_storage_error
@@ -84,10 +74,9 @@ def save(model, config: TrainConfig, context, state: Dict[str, Any],
         os.makedirs(target, exist_ok=True)
         with chief_files.atomic(os.path.join(target, MODEL_FILE)) as temp:
             model.save(temp)
-        chief_files.write_text(os.path.join(target, TOKENIZER_FILE),
-                               json.dumps(model.tokenizer.get_config(), indent=2, default=str))
-        chief_files.write_text(os.path.join(target, STATE_FILE),
-                               json.dumps(state, indent=2, default=str))
+        for name, data in ((TOKENIZER_FILE, model.tokenizer.get_config()), (STATE_FILE, state)):
+            chief_files.write_text(os.path.join(target, name),
+                                   json.dumps(data, indent=2, default=str))
     except Exception as exc:  # noqa: BLE001 - only a refused write is explained
         if not is_storage_error(exc):
             raise
