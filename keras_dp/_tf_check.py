@@ -6,10 +6,6 @@ import importlib.util
 
 from keras_dp.errors import MissingTensorFlowError
 
-MESSAGE = ("keras_dp needs TensorFlow, which is not installed: "
-           "pip install 'keras-dp[cpu]' (tensorflow-cpu) or 'keras-dp[gpu]' "
-           "(tensorflow[and-cuda]), or install tensorflow yourself.")
-
 
 def tensorflow_installed() -> bool:
     """Whether `import tensorflow` can succeed (checked without importing it)."""
@@ -22,4 +18,7 @@ def tensorflow_installed() -> bool:
 def require_tensorflow() -> None:
     """Raises `MissingTensorFlowError` (an ImportError) naming the extras."""
     if not tensorflow_installed():
-        raise MissingTensorFlowError(MESSAGE)
+        raise MissingTensorFlowError(
+            "keras_dp needs TensorFlow, which is not installed: pip install 'keras-dp[cpu]' "
+            "(tensorflow-cpu) or 'keras-dp[gpu]' (tensorflow[and-cuda]), or install "
+            "tensorflow yourself.")

@@ -13,9 +13,6 @@ from keras_dp.loss import (agree_on_finite, compute_loss, measure_global_batch,
                            per_example_loss_fn)
 from keras_dp.xla import use_xla
 
-__all__ = ["TrainStep", "agree_on_finite", "compute_loss", "distribute", "metric_results",
-           "reduce", "run", "train_step"]
-
 REDUCE_OPS = ("sum", "mean")
 
 
@@ -47,11 +44,7 @@ def reduce(value, op: str = "sum", *, strategy=None):
 
 
 def metric_results(metrics: Iterable[Any], *, strategy=None) -> Dict[str, Any]:
-    """Every metric's result over all replicas and workers (every worker must call it).
-
-    Returns:
-        `{metric.name: value}` (tensors).
-    """
+    """`{metric.name: result}` over all replicas and workers (every worker must call it)."""
     strategy = _strategy(strategy)
     with strategy.scope():
         return {metric.name: metric.result() for metric in metrics}
@@ -60,7 +53,7 @@ def metric_results(metrics: Iterable[Any], *, strategy=None) -> Dict[str, Any]:
 class DistributedData:
     """A `tf.distribute.DistributedDataset` (`dataset`) whose iterators check the first batch."""
 
-    def __init__(self, dataset, strategy, check_data: bool = True):
+    def __init__(self, dataset, strategy, check_data: bool):
         self.dataset = dataset
         self.strategy = strategy
         self.check_data = check_data
@@ -101,8 +94,7 @@ def distribute(data, *, strategy=None, check_data: bool = True, options=None) ->
         return data
     if isinstance(data, tf.data.Dataset):
         dataset = strategy.experimental_distribute_dataset(data, options)
-    elif isinstance(data, tf.distribute.DistributedDataset) or (
-            hasattr(data, "element_spec") and hasattr(data, "__iter__")):
+    elif hasattr(data, "element_spec") and hasattr(data, "__iter__"):  # a distributed dataset
         dataset = data
     elif callable(data):
         dataset = strategy.distribute_datasets_from_function(data, options)
@@ -111,7 +103,7 @@ def distribute(data, *, strategy=None, check_data: bool = True, options=None) ->
             "is not a tf.data.Dataset, a dataset_fn(input_context) or a distributed dataset",
             variable="data", received=type(data).__name__,
             fix="pass tf.data.Dataset.from_tensor_slices(...).batch(global_batch_size)")
-    return DistributedData(dataset, strategy, check_data and loop_checks.checks_enabled())
+    return DistributedData(dataset, strategy, check_data)
 
 
 class TrainStep:
@@ -150,7 +142,7 @@ class TrainStep:
         self.global_batch_size = global_batch_size
         self.jit_compile = use_xla("auto" if jit_compile is None else jit_compile,
                                    self.strategy, whole_step=False)
-        self._check_data = check_data and loop_checks.checks_enabled()
+        self._check_data = check_data
         self._loss_scaling = hasattr(optimizer, "inner_optimizer")  # a LossScaleOptimizer
         if not model.trainable_variables:
             raise ConfigError(
@@ -223,6 +215,4 @@ class TrainStep:
             raise
 
 
-def train_step(model, optimizer, loss, **options) -> TrainStep:
-    """A `TrainStep` (see its arguments; docs/custom_loops.md): `logs = step(batch)`."""
-    return TrainStep(model, optimizer, loss, **options)
+train_step = TrainStep  # `step = keras_dp.train_step(model, optimizer, loss)`: logs = step(batch)

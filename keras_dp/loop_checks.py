@@ -17,7 +17,6 @@ from keras_dp.errors import ReplicaContextError
 
 log = logging.getLogger("keras_dp")
 
-CHECKS_VARIABLE = "KERAS_DP_CHECKS"
 TOLERANCE = 1e-6
 
 _state = {"logged_local": False}
@@ -30,7 +29,7 @@ class SameDataWarning(UserWarning):
 
 def checks_enabled(environ: Optional[Mapping[str, str]] = None) -> bool:
     """Whether keras_dp's loop checks are on (`KERAS_DP_CHECKS`, default on)."""
-    return env_flag(CHECKS_VARIABLE, True, environ)
+    return env_flag("KERAS_DP_CHECKS", True, environ)
 
 
 def is_multi_worker(strategy) -> bool:
@@ -90,11 +89,13 @@ def _varied(tensors: Sequence[Any]):
     return tf.reduce_any(tf.stack(flags))
 
 
-def _differ(a, b) -> bool:
-    import numpy as np
+def _spread(rows):
+    """The largest relative difference of `rows` (a 2-D tensor) from its first row."""
+    import tensorflow as tf
 
-    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-30)
-    return bool(np.any(np.abs(a - b) > TOLERANCE * scale))
+    first = rows[:1]
+    return tf.reduce_max(tf.abs(rows - first) / tf.maximum(
+        tf.maximum(tf.abs(rows), tf.abs(first)), 1e-30))
 
 
 # collectives, compiled once per strategy (eager strategy.run is slow and noisy)
@@ -132,8 +133,7 @@ def _gather_batch_checksums(strategy, batch):
 
 
 def _apply_message(strategy, sums=None) -> str:
-    workers = strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") \
-        else "several"
+    workers = getattr(strategy.extended, "_num_workers", "several")
     text = (
         "optimizer.apply_gradients() was called outside the replica context of a "
         f"{workers}-worker strategy, with gradients that differ between workers: they were "
@@ -152,9 +152,8 @@ def check_apply_context(strategy, grads: Sequence[Any]):
     """Checks an `apply_gradients` call; returns an assertion op in graph mode, else None.
 
     Raises:
-        ReplicaContextError: (eager) when the call is outside the replica
-            context of a multi-worker strategy and the gradients differ
-            between workers.
+        ReplicaContextError: (eager) outside the replica context of a multi-worker
+            strategy, with gradients that differ between workers.
     """
     import tensorflow as tf
 
@@ -171,8 +170,7 @@ def check_apply_context(strategy, grads: Sequence[Any]):
                      strategy.num_replicas_in_sync)
         return None
     gathered = _compiled(strategy, _gather_rows)(checksums(list(grads)))
-    spread = tf.reduce_max(tf.abs(gathered - gathered[:1]) / tf.maximum(
-        tf.maximum(tf.abs(gathered), tf.abs(gathered[:1])), 1e-30))
+    spread = _spread(gathered)
     if not tf.executing_eagerly():
         return tf.debugging.assert_less_equal(
             spread, tf.constant(TOLERANCE, tf.float64), message=_apply_message(strategy))
@@ -184,15 +182,9 @@ def check_apply_context(strategy, grads: Sequence[Any]):
 def check_distinct_data(batch, strategy, *, once: bool = False) -> bool:
     """Warns with `SameDataWarning` when every replica got the same non-constant batch.
 
-    Call it eagerly on every worker at once (it all-gathers).
-
-    Args:
-        batch: One per-replica batch (from iterating a `DistributedDataset`).
-        strategy: The strategy that distributed it.
-        once: Skip the check if a batch of this strategy was checked before.
-
-    Returns:
-        False when it warned, else True.
+    Call it eagerly on every worker at once (it all-gathers) with one per-replica
+    batch; `once`: skip it if a batch of this strategy was checked before.
+    Returns False when it warned.
     """
     if not checks_enabled() or strategy.num_replicas_in_sync < 2:
         return True
@@ -200,7 +192,7 @@ def check_distinct_data(batch, strategy, *, once: bool = False) -> bool:
         return True
     _checked.add(strategy)
     rows = _compiled(strategy, _gather_batch_checksums)(batch).numpy()
-    if not rows[:, 2].any() or any(_differ(rows[0, :2], row[:2]) for row in rows[1:]):
+    if not rows[:, 2].any() or float(_spread(rows[:, :2])) > TOLERANCE:
         return True
     scope = ("every worker" if is_multi_worker(strategy) else "every replica")
     warnings.warn(
