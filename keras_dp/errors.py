@@ -1,7 +1,4 @@
-"""keras_dp's exceptions: every error from a user's environment or arguments is a `KerasDPError`.
-
-The command line prints them without a traceback and exits with status 2.
-"""
+"""keras_dp's errors from a user's environment or arguments: `KerasDPError`s (CLI: exit 2)."""
 
 from __future__ import annotations
 
@@ -20,8 +17,7 @@ class ConfigError(KerasDPError, ValueError):
         variable: The environment variable or argument it came from.
         field: The field inside that variable (`"task.index"` for TF_CONFIG).
         fix: What the user should do.
-        received: The offending value (shortened); the message ends with
-            `Received: variable=value`.
+        received: The offending value; the message ends with `Received: variable=value`.
     """
 
     def __init__(self, problem: str, *, variable: Optional[str] = None,

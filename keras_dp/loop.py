@@ -2,6 +2,7 @@
 
 See docs/custom_loops.md.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
@@ -12,9 +13,6 @@ from keras_dp.errors import ConfigError, KerasDPError
 from keras_dp.loss import (agree_on_finite, compute_loss, measure_global_batch,
                            per_example_loss_fn)
 from keras_dp.xla import use_xla
-
-REDUCE_OPS = ("sum", "mean")
-
 
 def run(fn: Callable, *args, strategy=None, **kwargs):
     """Runs `fn(*args, **kwargs)` on every replica (`strategy.run`); returns per-replica values."""
@@ -34,11 +32,11 @@ def reduce(value, op: str = "sum", *, strategy=None):
     """
     import tensorflow as tf
 
-    key = str(op).strip().lower()
-    if key not in REDUCE_OPS:
+    ops = {"sum": tf.distribute.ReduceOp.SUM, "mean": tf.distribute.ReduceOp.MEAN}
+    reduce_op = ops.get(str(op).strip().lower())
+    if reduce_op is None:
         raise ConfigError("unknown reduction", variable="op", received=op,
-                          fix=f"use one of: {', '.join(REDUCE_OPS)}")
-    reduce_op = tf.distribute.ReduceOp.SUM if key == "sum" else tf.distribute.ReduceOp.MEAN
+                          fix=f"use one of: {', '.join(ops)}")
     strategy = _strategy(strategy)
     return tf.nest.map_structure(lambda v: strategy.reduce(reduce_op, v, axis=None), value)
 
@@ -61,10 +59,8 @@ class DistributedData:
     def __iter__(self):
         import tensorflow as tf
 
-        check = self.check_data
-        for batch in self.dataset:
-            if check and tf.executing_eagerly():
-                check = False
+        for index, batch in enumerate(self.dataset):
+            if index == 0 and self.check_data and tf.executing_eagerly():
                 loop_checks.check_distinct_data(batch, self.strategy)
             yield batch
 
@@ -109,22 +105,17 @@ def distribute(data, *, strategy=None, check_data: bool = True, options=None) ->
 class TrainStep:
     """A compiled data-parallel training step: forward, loss, backward, all-reduce, update.
 
-    The loss is averaged over the GLOBAL batch (see `compute_loss`), with the
-    model's regularization losses; metrics are updated per replica and read
-    over all replicas and workers. Call it with a per-replica batch (`(x, y)`
-    or `(x, y, sample_weight)`) from a distributed dataset, on every worker.
+    Call it on every worker with a per-replica batch (`(x, y)` or `(x, y, sample_weight)`) of
+    a distributed dataset. The loss is `compute_loss`'s (GLOBAL batch, regularization).
 
     Args:
         model: A Keras model built under the strategy's scope.
-        optimizer: A Keras optimizer built under the scope; a
-            `keras.optimizers.LossScaleOptimizer` for mixed precision (the
-            replicas then agree on skipping steps with non-finite gradients).
-        loss: A loss name, a `keras.losses.Loss` (per-example losses are used)
-            or `fn(y_true, y_pred)` returning per-example losses.
-        metrics: Keras metrics, updated with `(y_true, y_pred, sample_weight)`.
+        optimizer: A Keras optimizer built under the scope (a `LossScaleOptimizer` for
+            mixed precision: the replicas then skip non-finite steps together).
+        loss: A loss name, a `keras.losses.Loss` or `fn(y_true, y_pred)` -> per-example losses.
+        metrics: Keras metrics, updated per replica, read over all replicas and workers.
         strategy: Default: the current one.
-        jit_compile: XLA-compile the forward and backward pass (`"auto"`:
-            when a GPU is visible). The all-reduce and update stay outside XLA.
+        jit_compile: XLA for the forward and backward pass (`"auto"`: when a GPU is visible).
         global_batch_size: Fixed examples per step (default: measured).
         check_data: Check the first batch for identical data on every replica.
     """
@@ -162,8 +153,7 @@ class TrainStep:
 
         with tf.GradientTape() as tape:
             y_pred = self.model(x, training=True)
-            per_example = self.loss_fn(y, y_pred)
-            loss = compute_loss(per_example, sample_weight=sample_weight,
+            loss = compute_loss(self.loss_fn(y, y_pred), sample_weight=sample_weight,
                                 global_batch_size=batch_size, model=self.model)
             scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") \
                 else loss
@@ -175,10 +165,8 @@ class TrainStep:
         import tensorflow as tf
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-        if self.global_batch_size is not None:
-            batch_size = tf.constant(float(self.global_batch_size))
-        else:
-            batch_size = measure_global_batch(tf.nest.flatten(x)[0])
+        batch_size = measure_global_batch(tf.nest.flatten(x)[0]) if self.global_batch_size is None \
+            else tf.constant(float(self.global_batch_size))
         loss, grads, y_pred = self._gradients(x, y, sample_weight, batch_size)
         if self._loss_scaling:
             grads = agree_on_finite(grads)

@@ -1,7 +1,6 @@
-"""Checks for the classic mistakes of hand-written data-parallel loops (`KERAS_DP_CHECKS=0`: off).
+"""Checks for the classic mistakes of hand-written data-parallel loops (docs/custom_loops.md).
 
-The apply check is installed as the Keras-layer part `keras_dp.keras_fix.apply_check`.
-See docs/custom_loops.md.
+`KERAS_DP_CHECKS=0` turns them off; the apply check is installed as `keras_fix.apply_check`.
 """
 
 from __future__ import annotations
@@ -33,8 +32,7 @@ def checks_enabled(environ: Optional[Mapping[str, str]] = None) -> bool:
 
 
 def is_multi_worker(strategy) -> bool:
-    extended = getattr(strategy, "extended", None)
-    probe = getattr(extended, "_in_multi_worker_mode", None)
+    probe = getattr(getattr(strategy, "extended", None), "_in_multi_worker_mode", None)
     return bool(probe()) if callable(probe) else False
 
 
@@ -44,13 +42,6 @@ def _data_parallel(strategy) -> bool:
     return (strategy is not None
             and strategy_kind(strategy) in ("mirrored", "multi_worker_mirrored")
             and (strategy.num_replicas_in_sync > 1 or is_multi_worker(strategy)))
-
-
-def _weights(n, phase):
-    import tensorflow as tf
-
-    positions = tf.cast(tf.range(n), tf.float64)
-    return tf.sin(positions * 0.7548776662 + phase) + 1.5
 
 
 def checksums(tensors: Sequence[Any]):
@@ -67,9 +58,9 @@ def checksums(tensors: Sequence[Any]):
         if value.dtype in (tf.string, tf.variant):
             continue
         flat = tf.reshape(tf.cast(value, tf.float64), [-1])
-        n = tf.size(flat)
-        first = tf.reduce_sum(flat * _weights(n, 1.0 + index))
-        second = tf.reduce_sum(flat * _weights(n, 2.0 + 3.0 * index))
+        positions = tf.cast(tf.range(tf.size(flat)), tf.float64) * 0.7548776662
+        first = tf.reduce_sum(flat * (tf.sin(positions + (1.0 + index)) + 1.5))
+        second = tf.reduce_sum(flat * (tf.sin(positions + (2.0 + 3.0 * index)) + 1.5))
         total += tf.stack([first, second])
     return total
 
@@ -179,29 +170,26 @@ def check_apply_context(strategy, grads: Sequence[Any]):
     return None
 
 
-def check_distinct_data(batch, strategy, *, once: bool = False) -> bool:
+def check_distinct_data(batch, strategy, *, once: bool = False) -> None:
     """Warns with `SameDataWarning` when every replica got the same non-constant batch.
 
     Call it eagerly on every worker at once (it all-gathers) with one per-replica
     batch; `once`: skip it if a batch of this strategy was checked before.
-    Returns False when it warned.
     """
-    if not checks_enabled() or strategy.num_replicas_in_sync < 2:
-        return True
-    if once and strategy in _checked:
-        return True
+    if not checks_enabled() or strategy.num_replicas_in_sync < 2 or (
+            once and strategy in _checked):
+        return
     _checked.add(strategy)
     rows = _compiled(strategy, _gather_batch_checksums)(batch).numpy()
     if not rows[:, 2].any() or float(_spread(rows[:, :2])) > TOLERANCE:
-        return True
-    scope = ("every worker" if is_multi_worker(strategy) else "every replica")
+        return
     warnings.warn(
-        f"{scope} received the same batch ({len(rows)} replicas, identical data): the input "
-        "pipeline is not sharded, so the replicas do the same work and the run learns from "
-        f"1/{len(rows)} of the data it could. Fix: build the dataset with "
-        "ctx.distribute(dataset) (TensorFlow shards it per worker), or in a dataset_fn(input_"
-        "context) call dataset.shard(input_context.num_input_pipelines, input_context."
-        "input_pipeline_id) and use different shuffle seeds per worker only after sharding. "
-        "KERAS_DP_CHECKS=0 turns this check off.", SameDataWarning, stacklevel=3)
-    return False
+        f"every {'worker' if is_multi_worker(strategy) else 'replica'} received the same batch "
+        f"({len(rows)} replicas, identical data): the input pipeline is not sharded, so the "
+        f"replicas do the same work and the run learns from 1/{len(rows)} of the data it "
+        "could. Fix: build the dataset with ctx.distribute(dataset) (TensorFlow shards it per "
+        "worker), or in a dataset_fn(input_context) call dataset.shard(input_context."
+        "num_input_pipelines, input_context.input_pipeline_id) and use different shuffle "
+        "seeds per worker only after sharding. KERAS_DP_CHECKS=0 turns this check off.",
+        SameDataWarning, stacklevel=3)
 

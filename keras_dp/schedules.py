@@ -68,6 +68,5 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return ops.where(step < float(self.warmup_steps), warm, after)
 
     def get_config(self) -> Dict[str, Any]:
-        return {"peak_lr": self.peak_lr, "warmup_steps": self.warmup_steps,
-                "decay_steps": self.decay_steps, "decay": self.decay,
-                "min_ratio": self.min_ratio}
+        names = ("peak_lr", "warmup_steps", "decay_steps", "decay", "min_ratio")
+        return {name: getattr(self, name) for name in names}
