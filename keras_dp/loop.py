@@ -1,11 +1,11 @@
-"""Custom training loops under `keras_dp.scope()`: run, reduce, distribute, train_step.
+"""Custom training loops under `keras_dp.scope()`: reduce, distribute, train_step, metrics.
 
 See docs/custom_loops.md.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
 from keras_dp import loop_checks
 from keras_dp.current import resolve_strategy as _strategy
@@ -14,16 +14,11 @@ from keras_dp.loss import (agree_on_finite, compute_loss, measure_global_batch,
                            per_example_loss_fn)
 from keras_dp.xla import use_xla
 
-def run(fn: Callable, *args, strategy=None, **kwargs):
-    """Runs `fn(*args, **kwargs)` on every replica (`strategy.run`); returns per-replica values."""
-    return _strategy(strategy).run(fn, args=args, kwargs=kwargs)
-
-
 def reduce(value, op: str = "sum", *, strategy=None):
     """Reduces per-replica values over all replicas and workers to one value.
 
     Args:
-        value: What `run()` returned (a nest of per-replica tensors).
+        value: What `ctx.run()` returned (a nest of per-replica tensors).
         op: `"sum"` (losses from `compute_loss` sum to the global mean) or `"mean"`.
         strategy: Default: the current one.
 
@@ -176,11 +171,9 @@ class TrainStep:
         return loss
 
     def _distributed_step(self, batch):
-        import tensorflow as tf
-
         with self.strategy.scope():
-            per_replica = self.strategy.run(self._replica_step, args=(batch,))
-            loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            loss = reduce(self.strategy.run(self._replica_step, args=(batch,)),
+                          strategy=self.strategy)
             return {"loss": loss, **metric_results(self.metrics, strategy=self.strategy)}
 
     def __call__(self, batch) -> Dict[str, Any]:
