@@ -18,11 +18,7 @@ def parse_flag(value: Optional[str]) -> Optional[bool]:
 
 
 def env_flag(name: str, default: bool, environ: Optional[Mapping[str, str]] = None) -> bool:
-    """The on/off variable `name` of `environ` (default `os.environ`), `default` if unset or empty.
-
-    Raises:
-        ConfigError: for a value that is not one of `TRUE_VALUES` or `FALSE_VALUES`.
-    """
+    """On/off variable `name` of `environ` (default `os.environ`); `default` if unset or empty."""
     raw = (os.environ if environ is None else environ).get(name)
     if raw is None or not str(raw).strip():
         return default

@@ -35,11 +35,7 @@ class ConfigError(KerasDPError, ValueError):
 
 
 def whole_number(value: Any, name: str, *, minimum: int = 1, fix: Optional[str] = None) -> int:
-    """`value` (an int, numpy integer or whole float; not a bool) as an int: the one count check.
-
-    Raises:
-        ConfigError: `must be a whole number >= minimum`, naming `name`.
-    """
+    """`value` (an int, numpy integer or whole float; not a bool) as an int, else ConfigError."""
     try:
         whole = not isinstance(value, bool) and int(value) == value and value >= minimum
     except (TypeError, ValueError, OverflowError):

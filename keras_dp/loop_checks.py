@@ -20,6 +20,8 @@ TOLERANCE = 1e-6
 
 _state = {"logged_local": False}
 _checked: "weakref.WeakSet" = weakref.WeakSet()  # strategies whose data was checked
+# collectives, compiled once per strategy (eager strategy.run is slow and noisy)
+_compiled_fns: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 class SameDataWarning(UserWarning):
@@ -89,10 +91,6 @@ def _spread(rows):
         tf.maximum(tf.abs(rows), tf.abs(first)), 1e-30))
 
 
-# collectives, compiled once per strategy (eager strategy.run is slow and noisy)
-_compiled_fns: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _compiled(strategy, fn):
     import tensorflow as tf
 
@@ -140,11 +138,9 @@ def _apply_message(strategy, sums=None) -> str:
 
 
 def check_apply_context(strategy, grads: Sequence[Any]):
-    """Checks an `apply_gradients` call; returns an assertion op in graph mode, else None.
+    """`ReplicaContextError` for gradients that differ between workers outside `ctx.run`.
 
-    Raises:
-        ReplicaContextError: (eager) outside the replica context of a multi-worker
-            strategy, with gradients that differ between workers.
+    Eagerly it raises; in graph mode it returns the assertion op (else None).
     """
     import tensorflow as tf
 
@@ -171,10 +167,9 @@ def check_apply_context(strategy, grads: Sequence[Any]):
 
 
 def check_distinct_data(batch, strategy, *, once: bool = False) -> None:
-    """Warns with `SameDataWarning` when every replica got the same non-constant batch.
+    """`SameDataWarning` when every replica got the same non-constant per-replica `batch`.
 
-    Call it eagerly on every worker at once (it all-gathers) with one per-replica
-    batch; `once`: skip it if a batch of this strategy was checked before.
+    Eager, on every worker at once (it all-gathers); `once`: not again for this strategy.
     """
     if not checks_enabled() or strategy.num_replicas_in_sync < 2 or (
             once and strategy in _checked):

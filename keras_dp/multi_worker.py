@@ -61,8 +61,7 @@ def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[fl
                            shutdown_timeout: Optional[float], replace: bool = False) -> None:
     """Sets up TF's coordination service with time limits, before MWMS (docs/fault_tolerance.md).
 
-    A configuration already in place is kept unless `replace` (keras_dp's early set-up).
-    """
+    One already in place is kept unless `replace` (keras_dp's early set-up)."""
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.eager import context
