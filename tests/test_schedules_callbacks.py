@@ -20,7 +20,7 @@ def test_linear_scaling_rule():
 
 
 @pytest.mark.parametrize("decay", ["constant", "linear", "cosine"])
-def test_warmup_schedule_per_step(decay):
+def test_warmup_schedule_per_step(tf, decay):
     schedule = WarmupSchedule(0.1, warmup_steps=10, decay_steps=110, decay=decay,
                               min_ratio=0.1)
     assert float(schedule(0)) == pytest.approx(0.01)     # (0 + 1) / 10 of the peak
