@@ -14,6 +14,7 @@ from keras_dp.loss import (agree_on_finite, compute_loss, measure_global_batch,
                            per_example_loss_fn)
 from keras_dp.xla import use_xla
 
+
 def reduce(value, op: str = "sum", *, strategy=None):
     """Reduces per-replica values over all replicas and workers to one value.
 
@@ -38,8 +39,7 @@ def reduce(value, op: str = "sum", *, strategy=None):
 
 def metric_results(metrics: Iterable[Any], *, strategy=None) -> Dict[str, Any]:
     """`{metric.name: result}` over all replicas and workers (every worker must call it)."""
-    strategy = _strategy(strategy)
-    with strategy.scope():
+    with _strategy(strategy).scope():
         return {metric.name: metric.result() for metric in metrics}
 
 

@@ -187,4 +187,3 @@ def check_distinct_data(batch, strategy, *, once: bool = False) -> None:
         "num_input_pipelines, input_context.input_pipeline_id) and use different shuffle "
         "seeds per worker only after sharding. KERAS_DP_CHECKS=0 turns this check off.",
         SameDataWarning, stacklevel=3)
-
