@@ -32,41 +32,23 @@ class Context:
         num_workers: Training processes.
         worker_index: This process's index among them (0 is the chief).
         is_chief: Whether this process writes checkpoints, logs and models.
+        kind: The strategy's kind (`"multi_worker_mirrored"`, `"mirrored"`, ...).
+        strategy_name: Its name, e.g. `"MirroredStrategy"`.
     """
 
     def __init__(self, strategy, cluster: ClusterInfo, options: Mapping[str, Any]):
+        from keras_dp.strategy import strategy_kind
+
         self.strategy = strategy
         self.cluster = cluster
         self.options = dict(options)
+        self.num_replicas = int(strategy.num_replicas_in_sync)
+        self.num_workers = cluster.num_workers
+        self.worker_index = cluster.worker_index or 0
+        self.is_chief = cluster.is_chief
+        self.kind = strategy_kind(strategy)
+        self.strategy_name = _NAMES[self.kind]
         self._scopes = []
-
-    @property
-    def num_replicas(self) -> int:
-        return int(self.strategy.num_replicas_in_sync)
-
-    @property
-    def num_workers(self) -> int:
-        return self.cluster.num_workers
-
-    @property
-    def worker_index(self) -> int:
-        index = self.cluster.worker_index
-        return 0 if index is None else index
-
-    @property
-    def is_chief(self) -> bool:
-        return self.cluster.is_chief
-
-    @property
-    def kind(self) -> str:
-        """The strategy's kind: `"multi_worker_mirrored"`, `"mirrored"`, ..."""
-        from keras_dp.strategy import strategy_kind
-
-        return strategy_kind(self.strategy)
-
-    @property
-    def strategy_name(self) -> str:
-        return _NAMES[self.kind]
 
     def global_batch(self, per_replica_batch: int) -> int:
         """Examples per step over all replicas for a per-replica batch: `batch * num_replicas`."""
@@ -77,10 +59,7 @@ class Context:
         return per_replica_batch_size(global_batch, self.num_replicas)
 
     def run(self, fn, *args, **kwargs):
-        """Runs `fn(*args, **kwargs)` on every replica (`strategy.run`): per-replica values.
-
-        Inside `fn`, `optimizer.apply_gradients` all-reduces the gradients.
-        """
+        """`fn(*args, **kwargs)` on every replica (`strategy.run`), which all-reduces gradients."""
         return self.strategy.run(fn, args=args, kwargs=kwargs)
 
     def reduce(self, value, op: str = "sum"):
@@ -107,14 +86,12 @@ class Context:
                 f"{' (chief)' if self.is_chief else ''}")
 
     def __enter__(self) -> "Context":
-        scope = self.strategy.scope()
-        scope.__enter__()
-        self._scopes.append(scope)
+        self._scopes.append(self.strategy.scope())
+        self._scopes[-1].__enter__()
         return self
 
     def __exit__(self, *exc_info) -> None:
-        scope = self._scopes.pop()
-        scope.__exit__(*exc_info)
+        self._scopes.pop().__exit__(*exc_info)
 
     def __repr__(self) -> str:
         return f"<keras_dp.Context {self.describe()}>"
@@ -140,24 +117,24 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
     Raises:
         StrategyError: a different strategy than this process's was asked for.
     """
-    from keras_dp import strategy as strategy_lib
+    from keras_dp import early, strategy as strategy_lib
+    from keras_dp.keras_fix import apply_check, warning_filter
 
     requested = {"kind": strategy_lib.normalize_kind(kind), "cpu_replicas": cpu_replicas,
                  "tpu": tpu, **strategy_options}
     with _lock:
         existing = current_context()
         if existing is not None:
-            if _compatible(existing.options, requested):
-                return Context(existing.strategy, existing.cluster, existing.options)
+            old = existing.options
+            if old == requested or requested["kind"] == "auto" and all(
+                    requested[k] in (None, old.get(k)) for k in requested if k != "kind"):
+                return Context(existing.strategy, existing.cluster, old)
             raise StrategyError(
                 f"keras_dp.scope() was already called in this process with "
-                f"{_describe_options(existing.options)}; now with "
+                f"{_describe_options(old)}; now with "
                 f"{_describe_options(requested)}. TensorFlow keeps one strategy per "
                 "process: reuse the first scope's options, or start a new process.")
         env = os.environ if environ is None else environ
-        from keras_dp import early
-        from keras_dp.keras_fix import warning_filter
-
         cluster = early.cluster() if environ is None and early.is_set_up() else None
         if cluster is None:
             cluster = resolve_cluster(env, exchange=_exchange_for(env))
@@ -170,8 +147,6 @@ def scope(kind: str = "auto", *, cpu_replicas: Optional[int] = None, tpu: Option
         context = Context(strategy, cluster, requested)
         set_context(context)
         if context.num_replicas > 1:
-            from keras_dp.keras_fix import apply_check
-
             apply_check.install(env)
         log.info("keras_dp: %s; %s", cluster.describe(), context.describe())
         return Context(strategy, cluster, requested)
@@ -184,11 +159,5 @@ def _exchange_for(environ):
     return mpi.exchange_addresses if mpi.enabled(environ) else None
 
 
-def _compatible(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    return (new.get("kind") == "auto" and all(
-        new.get(k) in (None, old.get(k)) for k in new if k != "kind")) or dict(old) == dict(new)
-
-
 def _describe_options(options: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in options.items() if v is not None)
-

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
-
-_current: Dict[str, Any] = {}
+_context = None
 
 
 def current_context():
     """The context of the strategy created by `keras_dp.scope()` in this process, if any."""
-    return _current.get("context")
+    return _context
 
 
-def set_context(context: Any) -> None:
+def set_context(context) -> None:
     """Records the process's context (`keras_dp.scope()`)."""
-    _current["context"] = context
+    global _context
+    _context = context
 
 
 def resolve_strategy(strategy=None):
@@ -22,9 +21,6 @@ def resolve_strategy(strategy=None):
     one `keras_dp.scope()` created, or TensorFlow's default strategy."""
     import tensorflow as tf
 
-    if strategy is not None:
-        return strategy
-    if tf.distribute.has_strategy():
-        return tf.distribute.get_strategy()
-    context = current_context()
-    return context.strategy if context is not None else tf.distribute.get_strategy()
+    if strategy is None and not tf.distribute.has_strategy() and _context is not None:
+        return _context.strategy
+    return tf.distribute.get_strategy() if strategy is None else strategy

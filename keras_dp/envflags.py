@@ -14,33 +14,18 @@ FALSE_VALUES = ("0", "false", "no", "off")
 def parse_flag(value: Optional[str]) -> Optional[bool]:
     """True or False for a spelling of on/off (see `TRUE_VALUES`), None for anything else."""
     text = str(value).strip().lower()
-    if text in TRUE_VALUES:
-        return True
-    if text in FALSE_VALUES:
-        return False
-    return None
+    return True if text in TRUE_VALUES else False if text in FALSE_VALUES else None
 
 
 def env_flag(name: str, default: bool, environ: Optional[Mapping[str, str]] = None) -> bool:
-    """The on/off environment variable `name` (`default` when unset or empty).
-
-    Args:
-        name: The variable, e.g. `"KERAS_DP_CHECKS"`.
-        default: The value when it is unset or empty.
-        environ: Variables to read instead of `os.environ`.
-
-    Raises:
-        ConfigError: for a value that is not one of `TRUE_VALUES` or `FALSE_VALUES`.
-    """
-    environ = os.environ if environ is None else environ
-    raw = environ.get(name)
+    """On/off variable `name` of `environ` (default `os.environ`); `default` if unset or empty."""
+    raw = (os.environ if environ is None else environ).get(name)
     if raw is None or not str(raw).strip():
         return default
     value = parse_flag(raw)
     if value is None:
         raise ConfigError(
-            "is neither on nor off",
-            variable=name, received=raw,
+            "is neither on nor off", variable=name, received=raw,
             fix=f"set it to one of {', '.join(TRUE_VALUES)} (on) or "
                 f"{', '.join(FALSE_VALUES)} (off), or unset it (default: "
                 f"{'on' if default else 'off'})")

@@ -1,7 +1,4 @@
-"""keras_dp's exceptions: every error from a user's environment or arguments is a `KerasDPError`.
-
-The command line prints them without a traceback and exits with status 2.
-"""
+"""keras_dp's errors from a user's environment or arguments: `KerasDPError`s (CLI: exit 2)."""
 
 from __future__ import annotations
 
@@ -20,49 +17,25 @@ class ConfigError(KerasDPError, ValueError):
         variable: The environment variable or argument it came from.
         field: The field inside that variable (`"task.index"` for TF_CONFIG).
         fix: What the user should do.
-        received: The offending value (shortened); the message ends with
-            `Received: variable=value`.
+        received: The offending value; the message ends with `Received: variable=value`.
     """
 
-    def __init__(
-        self,
-        problem: str,
-        *,
-        variable: Optional[str] = None,
-        field: Optional[str] = None,
-        fix: Optional[str] = None,
-        received: Any = None,
-    ):
-        self.problem = problem
+    def __init__(self, problem: str, *, variable: Optional[str] = None,
+                 field: Optional[str] = None, fix: Optional[str] = None, received: Any = None):
         self.variable = variable
-        self.field = field
-        self.fix = fix
-        self.received = received
-        super().__init__(self._format())
-
-    def _format(self) -> str:
-        where = ""
-        if self.variable and self.field:
-            where = f"{self.variable} (field '{self.field}'): "
-        elif self.variable:
-            where = f"{self.variable}: "
-        text = where + _sentence(self.problem)
-        if self.fix:
-            text += " Fix: " + _sentence(self.fix)
-        if self.variable is not None and self.received is not None:
-            value = self.received if isinstance(self.received, str) else repr(self.received)
-            if len(value) > 300:
-                value = value[:297] + "..."
-            text += f" Received: {self.variable}={value}"
-        return text
+        text = _sentence(problem)
+        if variable:
+            text = f"{variable} (field '{field}'): {text}" if field else f"{variable}: {text}"
+        if fix:
+            text += " Fix: " + _sentence(fix)
+        if variable is not None and received is not None:
+            value = received if isinstance(received, str) else repr(received)
+            text += f" Received: {variable}={value[:297] + '...' if len(value) > 300 else value}"
+        super().__init__(text)
 
 
 def whole_number(value: Any, name: str, *, minimum: int = 1, fix: Optional[str] = None) -> int:
-    """`value` (an int, numpy integer or whole float; not a bool) as an int: the one count check.
-
-    Raises:
-        ConfigError: `must be a whole number >= minimum`, naming `name`.
-    """
+    """`value` (an int, numpy integer or whole float; not a bool) as an int, else ConfigError."""
     try:
         whole = not isinstance(value, bool) and int(value) == value and value >= minimum
     except (TypeError, ValueError, OverflowError):

@@ -1,10 +1,11 @@
-"""Custom training loops under `keras_dp.scope()`: run, reduce, distribute, train_step.
+"""Custom training loops under `keras_dp.scope()`: reduce, distribute, train_step, metrics.
 
 See docs/custom_loops.md.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
 from keras_dp import loop_checks
 from keras_dp.current import resolve_strategy as _strategy
@@ -13,22 +14,12 @@ from keras_dp.loss import (agree_on_finite, compute_loss, measure_global_batch,
                            per_example_loss_fn)
 from keras_dp.xla import use_xla
 
-__all__ = ["TrainStep", "agree_on_finite", "compute_loss", "distribute", "metric_results",
-           "reduce", "run", "train_step"]
-
-REDUCE_OPS = ("sum", "mean")
-
-
-def run(fn: Callable, *args, strategy=None, **kwargs):
-    """Runs `fn(*args, **kwargs)` on every replica (`strategy.run`); returns per-replica values."""
-    return _strategy(strategy).run(fn, args=args, kwargs=kwargs)
-
 
 def reduce(value, op: str = "sum", *, strategy=None):
     """Reduces per-replica values over all replicas and workers to one value.
 
     Args:
-        value: What `run()` returned (a nest of per-replica tensors).
+        value: What `ctx.run()` returned (a nest of per-replica tensors).
         op: `"sum"` (losses from `compute_loss` sum to the global mean) or `"mean"`.
         strategy: Default: the current one.
 
@@ -37,30 +28,25 @@ def reduce(value, op: str = "sum", *, strategy=None):
     """
     import tensorflow as tf
 
-    key = str(op).strip().lower()
-    if key not in REDUCE_OPS:
+    ops = {"sum": tf.distribute.ReduceOp.SUM, "mean": tf.distribute.ReduceOp.MEAN}
+    reduce_op = ops.get(str(op).strip().lower())
+    if reduce_op is None:
         raise ConfigError("unknown reduction", variable="op", received=op,
-                          fix=f"use one of: {', '.join(REDUCE_OPS)}")
-    reduce_op = tf.distribute.ReduceOp.SUM if key == "sum" else tf.distribute.ReduceOp.MEAN
+                          fix=f"use one of: {', '.join(ops)}")
     strategy = _strategy(strategy)
     return tf.nest.map_structure(lambda v: strategy.reduce(reduce_op, v, axis=None), value)
 
 
 def metric_results(metrics: Iterable[Any], *, strategy=None) -> Dict[str, Any]:
-    """Every metric's result over all replicas and workers (every worker must call it).
-
-    Returns:
-        `{metric.name: value}` (tensors).
-    """
-    strategy = _strategy(strategy)
-    with strategy.scope():
+    """`{metric.name: result}` over all replicas and workers (every worker must call it)."""
+    with _strategy(strategy).scope():
         return {metric.name: metric.result() for metric in metrics}
 
 
 class DistributedData:
     """A `tf.distribute.DistributedDataset` (`dataset`) whose iterators check the first batch."""
 
-    def __init__(self, dataset, strategy, check_data: bool = True):
+    def __init__(self, dataset, strategy, check_data: bool):
         self.dataset = dataset
         self.strategy = strategy
         self.check_data = check_data
@@ -68,10 +54,8 @@ class DistributedData:
     def __iter__(self):
         import tensorflow as tf
 
-        check = self.check_data
-        for batch in self.dataset:
-            if check and tf.executing_eagerly():
-                check = False
+        for index, batch in enumerate(self.dataset):
+            if index == 0 and self.check_data and tf.executing_eagerly():
                 loop_checks.check_distinct_data(batch, self.strategy)
             yield batch
 
@@ -101,8 +85,7 @@ def distribute(data, *, strategy=None, check_data: bool = True, options=None) ->
         return data
     if isinstance(data, tf.data.Dataset):
         dataset = strategy.experimental_distribute_dataset(data, options)
-    elif isinstance(data, tf.distribute.DistributedDataset) or (
-            hasattr(data, "element_spec") and hasattr(data, "__iter__")):
+    elif hasattr(data, "element_spec") and hasattr(data, "__iter__"):  # a distributed dataset
         dataset = data
     elif callable(data):
         dataset = strategy.distribute_datasets_from_function(data, options)
@@ -111,28 +94,23 @@ def distribute(data, *, strategy=None, check_data: bool = True, options=None) ->
             "is not a tf.data.Dataset, a dataset_fn(input_context) or a distributed dataset",
             variable="data", received=type(data).__name__,
             fix="pass tf.data.Dataset.from_tensor_slices(...).batch(global_batch_size)")
-    return DistributedData(dataset, strategy, check_data and loop_checks.checks_enabled())
+    return DistributedData(dataset, strategy, check_data)
 
 
 class TrainStep:
     """A compiled data-parallel training step: forward, loss, backward, all-reduce, update.
 
-    The loss is averaged over the GLOBAL batch (see `compute_loss`), with the
-    model's regularization losses; metrics are updated per replica and read
-    over all replicas and workers. Call it with a per-replica batch (`(x, y)`
-    or `(x, y, sample_weight)`) from a distributed dataset, on every worker.
+    Call it on every worker with a per-replica batch (`(x, y)` or `(x, y, sample_weight)`) of
+    a distributed dataset. The loss is `compute_loss`'s (GLOBAL batch, regularization).
 
     Args:
         model: A Keras model built under the strategy's scope.
-        optimizer: A Keras optimizer built under the scope; a
-            `keras.optimizers.LossScaleOptimizer` for mixed precision (the
-            replicas then agree on skipping steps with non-finite gradients).
-        loss: A loss name, a `keras.losses.Loss` (per-example losses are used)
-            or `fn(y_true, y_pred)` returning per-example losses.
-        metrics: Keras metrics, updated with `(y_true, y_pred, sample_weight)`.
+        optimizer: A Keras optimizer built under the scope (a `LossScaleOptimizer` for
+            mixed precision: the replicas then skip non-finite steps together).
+        loss: A loss name, a `keras.losses.Loss` or `fn(y_true, y_pred)` -> per-example losses.
+        metrics: Keras metrics, updated per replica, read over all replicas and workers.
         strategy: Default: the current one.
-        jit_compile: XLA-compile the forward and backward pass (`"auto"`:
-            when a GPU is visible). The all-reduce and update stay outside XLA.
+        jit_compile: XLA for the forward and backward pass (`"auto"`: when a GPU is visible).
         global_batch_size: Fixed examples per step (default: measured).
         check_data: Check the first batch for identical data on every replica.
     """
@@ -150,7 +128,7 @@ class TrainStep:
         self.global_batch_size = global_batch_size
         self.jit_compile = use_xla("auto" if jit_compile is None else jit_compile,
                                    self.strategy, whole_step=False)
-        self._check_data = check_data and loop_checks.checks_enabled()
+        self._check_data = check_data
         self._loss_scaling = hasattr(optimizer, "inner_optimizer")  # a LossScaleOptimizer
         if not model.trainable_variables:
             raise ConfigError(
@@ -170,8 +148,7 @@ class TrainStep:
 
         with tf.GradientTape() as tape:
             y_pred = self.model(x, training=True)
-            per_example = self.loss_fn(y, y_pred)
-            loss = compute_loss(per_example, sample_weight=sample_weight,
+            loss = compute_loss(self.loss_fn(y, y_pred), sample_weight=sample_weight,
                                 global_batch_size=batch_size, model=self.model)
             scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") \
                 else loss
@@ -183,10 +160,8 @@ class TrainStep:
         import tensorflow as tf
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
-        if self.global_batch_size is not None:
-            batch_size = tf.constant(float(self.global_batch_size))
-        else:
-            batch_size = measure_global_batch(tf.nest.flatten(x)[0])
+        batch_size = measure_global_batch(tf.nest.flatten(x)[0]) if self.global_batch_size is None \
+            else tf.constant(float(self.global_batch_size))
         loss, grads, y_pred = self._gradients(x, y, sample_weight, batch_size)
         if self._loss_scaling:
             grads = agree_on_finite(grads)
@@ -196,11 +171,9 @@ class TrainStep:
         return loss
 
     def _distributed_step(self, batch):
-        import tensorflow as tf
-
         with self.strategy.scope():
-            per_replica = self.strategy.run(self._replica_step, args=(batch,))
-            loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            loss = reduce(self.strategy.run(self._replica_step, args=(batch,)),
+                          strategy=self.strategy)
             return {"loss": loss, **metric_results(self.metrics, strategy=self.strategy)}
 
     def __call__(self, batch) -> Dict[str, Any]:
@@ -223,6 +196,4 @@ class TrainStep:
             raise
 
 
-def train_step(model, optimizer, loss, **options) -> TrainStep:
-    """A `TrainStep` (see its arguments; docs/custom_loops.md): `logs = step(batch)`."""
-    return TrainStep(model, optimizer, loss, **options)
+train_step = TrainStep  # `step = keras_dp.train_step(model, optimizer, loss)`: logs = step(batch)

@@ -1,7 +1,6 @@
-"""Checks for the classic mistakes of hand-written data-parallel loops (`KERAS_DP_CHECKS=0`: off).
+"""Checks for the classic mistakes of hand-written data-parallel loops (docs/custom_loops.md).
 
-The apply check is installed as the Keras-layer part `keras_dp.keras_fix.apply_check`.
-See docs/custom_loops.md.
+`KERAS_DP_CHECKS=0` turns them off; the apply check is installed as `keras_fix.apply_check`.
 """
 
 from __future__ import annotations
@@ -17,11 +16,12 @@ from keras_dp.errors import ReplicaContextError
 
 log = logging.getLogger("keras_dp")
 
-CHECKS_VARIABLE = "KERAS_DP_CHECKS"
 TOLERANCE = 1e-6
 
 _state = {"logged_local": False}
 _checked: "weakref.WeakSet" = weakref.WeakSet()  # strategies whose data was checked
+# collectives, compiled once per strategy (eager strategy.run is slow and noisy)
+_compiled_fns: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 class SameDataWarning(UserWarning):
@@ -30,12 +30,11 @@ class SameDataWarning(UserWarning):
 
 def checks_enabled(environ: Optional[Mapping[str, str]] = None) -> bool:
     """Whether keras_dp's loop checks are on (`KERAS_DP_CHECKS`, default on)."""
-    return env_flag(CHECKS_VARIABLE, True, environ)
+    return env_flag("KERAS_DP_CHECKS", True, environ)
 
 
 def is_multi_worker(strategy) -> bool:
-    extended = getattr(strategy, "extended", None)
-    probe = getattr(extended, "_in_multi_worker_mode", None)
+    probe = getattr(getattr(strategy, "extended", None), "_in_multi_worker_mode", None)
     return bool(probe()) if callable(probe) else False
 
 
@@ -45,13 +44,6 @@ def _data_parallel(strategy) -> bool:
     return (strategy is not None
             and strategy_kind(strategy) in ("mirrored", "multi_worker_mirrored")
             and (strategy.num_replicas_in_sync > 1 or is_multi_worker(strategy)))
-
-
-def _weights(n, phase):
-    import tensorflow as tf
-
-    positions = tf.cast(tf.range(n), tf.float64)
-    return tf.sin(positions * 0.7548776662 + phase) + 1.5
 
 
 def checksums(tensors: Sequence[Any]):
@@ -68,9 +60,9 @@ def checksums(tensors: Sequence[Any]):
         if value.dtype in (tf.string, tf.variant):
             continue
         flat = tf.reshape(tf.cast(value, tf.float64), [-1])
-        n = tf.size(flat)
-        first = tf.reduce_sum(flat * _weights(n, 1.0 + index))
-        second = tf.reduce_sum(flat * _weights(n, 2.0 + 3.0 * index))
+        positions = tf.cast(tf.range(tf.size(flat)), tf.float64) * 0.7548776662
+        first = tf.reduce_sum(flat * (tf.sin(positions + (1.0 + index)) + 1.5))
+        second = tf.reduce_sum(flat * (tf.sin(positions + (2.0 + 3.0 * index)) + 1.5))
         total += tf.stack([first, second])
     return total
 
@@ -90,15 +82,13 @@ def _varied(tensors: Sequence[Any]):
     return tf.reduce_any(tf.stack(flags))
 
 
-def _differ(a, b) -> bool:
-    import numpy as np
+def _spread(rows):
+    """The largest relative difference of `rows` (a 2-D tensor) from its first row."""
+    import tensorflow as tf
 
-    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-30)
-    return bool(np.any(np.abs(a - b) > TOLERANCE * scale))
-
-
-# collectives, compiled once per strategy (eager strategy.run is slow and noisy)
-_compiled_fns: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+    first = rows[:1]
+    return tf.reduce_max(tf.abs(rows - first) / tf.maximum(
+        tf.maximum(tf.abs(rows), tf.abs(first)), 1e-30))
 
 
 def _compiled(strategy, fn):
@@ -132,8 +122,7 @@ def _gather_batch_checksums(strategy, batch):
 
 
 def _apply_message(strategy, sums=None) -> str:
-    workers = strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") \
-        else "several"
+    workers = getattr(strategy.extended, "_num_workers", "several")
     text = (
         "optimizer.apply_gradients() was called outside the replica context of a "
         f"{workers}-worker strategy, with gradients that differ between workers: they were "
@@ -149,12 +138,9 @@ def _apply_message(strategy, sums=None) -> str:
 
 
 def check_apply_context(strategy, grads: Sequence[Any]):
-    """Checks an `apply_gradients` call; returns an assertion op in graph mode, else None.
+    """`ReplicaContextError` for gradients that differ between workers outside `ctx.run`.
 
-    Raises:
-        ReplicaContextError: (eager) when the call is outside the replica
-            context of a multi-worker strategy and the gradients differ
-            between workers.
+    Eagerly it raises; in graph mode it returns the assertion op (else None).
     """
     import tensorflow as tf
 
@@ -171,8 +157,7 @@ def check_apply_context(strategy, grads: Sequence[Any]):
                      strategy.num_replicas_in_sync)
         return None
     gathered = _compiled(strategy, _gather_rows)(checksums(list(grads)))
-    spread = tf.reduce_max(tf.abs(gathered - gathered[:1]) / tf.maximum(
-        tf.maximum(tf.abs(gathered), tf.abs(gathered[:1])), 1e-30))
+    spread = _spread(gathered)
     if not tf.executing_eagerly():
         return tf.debugging.assert_less_equal(
             spread, tf.constant(TOLERANCE, tf.float64), message=_apply_message(strategy))
@@ -181,35 +166,24 @@ def check_apply_context(strategy, grads: Sequence[Any]):
     return None
 
 
-def check_distinct_data(batch, strategy, *, once: bool = False) -> bool:
-    """Warns with `SameDataWarning` when every replica got the same non-constant batch.
+def check_distinct_data(batch, strategy, *, once: bool = False) -> None:
+    """`SameDataWarning` when every replica got the same non-constant per-replica `batch`.
 
-    Call it eagerly on every worker at once (it all-gathers).
-
-    Args:
-        batch: One per-replica batch (from iterating a `DistributedDataset`).
-        strategy: The strategy that distributed it.
-        once: Skip the check if a batch of this strategy was checked before.
-
-    Returns:
-        False when it warned, else True.
+    Eager, on every worker at once (it all-gathers); `once`: not again for this strategy.
     """
-    if not checks_enabled() or strategy.num_replicas_in_sync < 2:
-        return True
-    if once and strategy in _checked:
-        return True
+    if not checks_enabled() or strategy.num_replicas_in_sync < 2 or (
+            once and strategy in _checked):
+        return
     _checked.add(strategy)
     rows = _compiled(strategy, _gather_batch_checksums)(batch).numpy()
-    if not rows[:, 2].any() or any(_differ(rows[0, :2], row[:2]) for row in rows[1:]):
-        return True
-    scope = ("every worker" if is_multi_worker(strategy) else "every replica")
+    if not rows[:, 2].any() or float(_spread(rows[:, :2])) > TOLERANCE:
+        return
     warnings.warn(
-        f"{scope} received the same batch ({len(rows)} replicas, identical data): the input "
-        "pipeline is not sharded, so the replicas do the same work and the run learns from "
-        f"1/{len(rows)} of the data it could. Fix: build the dataset with "
-        "ctx.distribute(dataset) (TensorFlow shards it per worker), or in a dataset_fn(input_"
-        "context) call dataset.shard(input_context.num_input_pipelines, input_context."
-        "input_pipeline_id) and use different shuffle seeds per worker only after sharding. "
-        "KERAS_DP_CHECKS=0 turns this check off.", SameDataWarning, stacklevel=3)
-    return False
-
+        f"every {'worker' if is_multi_worker(strategy) else 'replica'} received the same batch "
+        f"({len(rows)} replicas, identical data): the input pipeline is not sharded, so the "
+        f"replicas do the same work and the run learns from 1/{len(rows)} of the data it "
+        "could. Fix: build the dataset with ctx.distribute(dataset) (TensorFlow shards it per "
+        "worker), or in a dataset_fn(input_context) call dataset.shard(input_context."
+        "num_input_pipelines, input_context.input_pipeline_id) and use different shuffle "
+        "seeds per worker only after sharding. KERAS_DP_CHECKS=0 turns this check off.",
+        SameDataWarning, stacklevel=3)

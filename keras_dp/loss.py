@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable
 
 from keras_dp.errors import ConfigError, LossReductionError
-
-
-def _weighted(per_example, sample_weight):
-    import tensorflow as tf
-
-    weight = tf.cast(tf.convert_to_tensor(sample_weight), per_example.dtype)
-    rank, weight_rank = per_example.shape.rank, weight.shape.rank
-    if rank is not None and weight_rank is not None:
-        if weight_rank == rank + 1 and weight.shape[-1] == 1:
-            weight = tf.squeeze(weight, -1)
-        while weight.shape.rank < rank:
-            weight = weight[..., tf.newaxis]
-    return per_example * weight
 
 
 def measure_global_batch(per_example_loss):
@@ -38,32 +25,25 @@ def measure_global_batch(per_example_loss):
         tf.distribute.ReduceOp.SUM, local)
 
 
-def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None,
-                 model=None, regularization_losses: Optional[Sequence[Any]] = None):
-    """This replica's share of the mean loss over the GLOBAL batch.
+def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None, model=None):
+    """This replica's share of the mean loss over the GLOBAL batch (docs/custom_loops.md).
 
-    The sum of this replica's per-example losses / the global batch size, plus
-    the regularization losses / the number of replicas
-    (`tf.nn.compute_average_loss` and `tf.nn.scale_regularization_loss`
-    semantics). Per-token losses (rank > 1) are averaged over their trailing
-    axes first, as Keras's `"sum_over_batch_size"` does.
+    The sum of the per-example losses / the global batch size, plus the model's
+    regularization losses / the number of replicas; per-token losses (rank > 1)
+    are averaged over their trailing axes first, as Keras does.
 
     Args:
-        per_example_loss: Losses of shape `[batch, ...]` (a Keras loss with
-            `reduction=None`, or a loss function). A scalar is refused.
+        per_example_loss: Losses of shape `[batch, ...]` (not a scalar).
         sample_weight: Optional weights, broadcast against the losses.
-        global_batch_size: Examples per step over all replicas. Default:
-            measured (an all-reduce); pass it inside a nested `tf.function`,
-            where a multi-worker strategy allows no all-reduce.
-        model: Its `model.losses` are added, scaled by `1 / num_replicas`.
-        regularization_losses: Further regularization terms, scaled the same way.
+        global_batch_size: Default: measured (an all-reduce, which a nested
+            `tf.function` under a multi-worker strategy does not allow).
+        model: Its `model.losses` are added as regularization.
 
     Returns:
         A float32 scalar to differentiate.
 
     Raises:
-        LossReductionError: for a scalar (already reduced) loss, or a call
-            outside the replica context without `global_batch_size`.
+        LossReductionError: a scalar loss, or a cross-replica call without `global_batch_size`.
     """
     import tensorflow as tf
 
@@ -80,16 +60,22 @@ def compute_loss(per_example_loss, *, sample_weight=None, global_batch_size=None
             "as keras.losses.mean_squared_error, without tf.reduce_mean. Received: "
             f"per_example_loss.shape={tuple(per_example.shape)}")
     if sample_weight is not None:
-        per_example = _weighted(per_example, sample_weight)
-    if per_example.shape.rank is not None and per_example.shape.rank > 1:
-        per_example = tf.reduce_mean(per_example, axis=list(range(1, per_example.shape.rank)))
+        weight = tf.cast(tf.convert_to_tensor(sample_weight), per_example.dtype)
+        rank = per_example.shape.rank
+        if rank is not None and weight.shape.rank is not None:
+            if weight.shape.rank == rank + 1 and weight.shape[-1] == 1:
+                weight = tf.squeeze(weight, -1)
+            while weight.shape.rank < rank:
+                weight = weight[..., tf.newaxis]
+        per_example = per_example * weight
+    rank = per_example.shape.rank
+    if rank is not None and rank > 1:
+        per_example = tf.reduce_mean(per_example, axis=list(range(1, rank)))
     batch = measure_global_batch(per_example) if global_batch_size is None else global_batch_size
     loss = tf.math.divide_no_nan(tf.reduce_sum(per_example), tf.cast(batch, per_example.dtype))
-    extra = list(regularization_losses or []) + (list(model.losses) if model is not None else [])
-    if extra:
-        total = tf.add_n([tf.cast(tf.reduce_sum(term), loss.dtype) for term in extra])
-        loss += tf.nn.scale_regularization_loss(total) if tf.distribute.has_strategy() \
-            else total
+    if model is not None and model.losses:
+        loss += tf.nn.scale_regularization_loss(
+            tf.add_n([tf.cast(tf.reduce_sum(term), loss.dtype) for term in model.losses]))
     return loss
 
 
@@ -111,18 +97,11 @@ def per_example_loss_fn(loss) -> Callable:
 
 
 def agree_on_finite(grads):
-    """Makes every replica's gradients non-finite when ANY replica's are (mixed precision).
+    """Makes every replica's gradients NaN when ANY replica's are not finite (mixed precision).
 
-    Keras's `LossScaleOptimizer` decides from the first local replica's
-    gradients whether to skip a step (docs/custom_loops.md). Call this on the
-    gradients before `apply_gradients`, in the replica context (one scalar
-    all-reduce), and every replica skips the step together.
-
-    Args:
-        grads: The gradients of the scaled loss (tensors, IndexedSlices or None).
-
-    Returns:
-        The gradients, unchanged when every replica's are finite, else NaN.
+    Keras's `LossScaleOptimizer` decides from the first local replica alone
+    whether to skip a step; call this in the replica context (one scalar
+    all-reduce) before `apply_gradients` and the replicas skip together.
     """
     import tensorflow as tf
 

@@ -61,8 +61,7 @@ def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[fl
                            shutdown_timeout: Optional[float], replace: bool = False) -> None:
     """Sets up TF's coordination service with time limits, before MWMS (docs/fault_tolerance.md).
 
-    A configuration already in place is kept unless `replace` (keras_dp's early set-up).
-    """
+    One already in place is kept unless `replace` (keras_dp's early set-up)."""
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.eager import context
@@ -111,12 +110,13 @@ def multi_worker_strategy(cluster, *, options, **timeouts):
                 f"({early_cluster.source}); keras_dp cannot create a strategy for "
                 f"{cluster.describe()} in this process. Pass no cluster/environ to "
                 "keras_dp.scope(), or start a new process.")
+        too_late = StrategyError(STARTUP_EXPLANATION.format(
+            what="MultiWorkerMirroredStrategy's collective ops"))
         if early_cluster is not None:
             early.reconfigure(**timeouts)
+        elif context_initialized():
+            raise too_late
         else:
-            if context_initialized():
-                raise StrategyError(STARTUP_EXPLANATION.format(
-                    what="MultiWorkerMirroredStrategy's collective ops"))
             configure_coordination(cluster, **timeouts)
         failure_hook.install(cluster)
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
@@ -131,8 +131,7 @@ def multi_worker_strategy(cluster, *, options, **timeouts):
                     cluster_resolver=resolver, communication_options=options)
         except RuntimeError as exc:
             if "program startup" in str(exc) or "initialized" in str(exc):
-                raise StrategyError(STARTUP_EXPLANATION.format(
-                    what="MultiWorkerMirroredStrategy's collective ops")) from None
+                raise too_late from None
             raise
         keras_fix.apply(keras_fix.MULTI_WORKER_PARTS + keras_fix.IMPORT_PARTS)
         _multi_worker.update(strategy=strategy, key=key)

@@ -54,30 +54,19 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.decay = decay
         self.min_ratio = float(min_ratio)
 
-    def value(self, step: int) -> float:
-        """The learning rate at `step`, as a Python float."""
-        return float(self(step))
-
     def __call__(self, step):
         step = ops.cast(step, "float32")
         peak = ops.cast(self.peak_lr, "float32")
-        if self.warmup_steps:
-            warm = peak * (step + 1.0) / float(self.warmup_steps)
-        else:
-            warm = peak
-        if self.decay == "constant":
-            after = peak
-        else:
+        warm = peak * (step + 1.0) / float(max(1, self.warmup_steps))  # unused without warmup
+        after = peak
+        if self.decay != "constant":
             span = float(max(1, self.decay_steps - self.warmup_steps))
             progress = ops.clip((step - float(self.warmup_steps)) / span, 0.0, 1.0)
-            if self.decay == "linear":
-                shape = 1.0 - progress
-            else:
-                shape = 0.5 * (1.0 + ops.cos(math.pi * progress))
+            shape = 1.0 - progress if self.decay == "linear" else \
+                0.5 * (1.0 + ops.cos(math.pi * progress))
             after = peak * (self.min_ratio + (1.0 - self.min_ratio) * shape)
         return ops.where(step < float(self.warmup_steps), warm, after)
 
     def get_config(self) -> Dict[str, Any]:
-        return {"peak_lr": self.peak_lr, "warmup_steps": self.warmup_steps,
-                "decay_steps": self.decay_steps, "decay": self.decay,
-                "min_ratio": self.min_ratio}
+        names = ("peak_lr", "warmup_steps", "decay_steps", "decay", "min_ratio")
+        return {name: getattr(self, name) for name in names}

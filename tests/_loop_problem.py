@@ -44,7 +44,7 @@ def train_tape(strategy, steps=_problem.STEPS, dataset=None):
 
     @tf.function
     def step(batch):
-        return loop.reduce(loop.run(replica_step, *batch, strategy=strategy), strategy=strategy)
+        return loop.reduce(strategy.run(replica_step, args=tuple(batch)), strategy=strategy)
 
     data = loop.distribute(dataset or _problem.distributed_dataset(strategy, steps),
                            strategy=strategy)

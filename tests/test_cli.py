@@ -80,7 +80,7 @@ def test_env_bad_input_exit_2():
 
 
 def test_missing_tensorflow_message(monkeypatch):
-    monkeypatch.setattr(_tf_check, "tensorflow_installed", lambda: False)
+    monkeypatch.setattr(_tf_check.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(keras_dp.MissingTensorFlowError) as caught:
         _tf_check.require_tensorflow()
     message = str(caught.value)

@@ -4,6 +4,7 @@ Several replicas come from the pytest process's logical CPUs. The 2-worker
 and mpirun runs are in test_loop_multiworker.py.
 """
 
+import types
 import warnings
 
 import numpy as np
@@ -101,7 +102,7 @@ def test_compute_loss_scales_by_the_global_batch(tf, two_replicas):
     def replica_fn(losses, sample_weight):
         plain = keras_dp.compute_loss(losses)
         weighted = keras_dp.compute_loss(losses, sample_weight=sample_weight,
-                                         regularization_losses=[tf.constant(3.0)])
+                                         model=types.SimpleNamespace(losses=[tf.constant(3.0)]))
         return plain, weighted
 
     plain, weighted = [float(v) for v in keras_dp.loop.reduce(

@@ -20,20 +20,17 @@ def test_linear_scaling_rule():
 
 
 @pytest.mark.parametrize("decay", ["constant", "linear", "cosine"])
-def test_warmup_schedule_per_step(decay):
+def test_warmup_schedule_per_step(tf, decay):
     schedule = WarmupSchedule(0.1, warmup_steps=10, decay_steps=110, decay=decay,
                               min_ratio=0.1)
-    assert schedule.value(0) == pytest.approx(0.01)     # (0 + 1) / 10 of the peak
-    assert schedule.value(4) == pytest.approx(0.05)
-    assert schedule.value(10) == pytest.approx(0.1)
+    assert float(schedule(0)) == pytest.approx(0.01)     # (0 + 1) / 10 of the peak
+    assert float(schedule(4)) == pytest.approx(0.05)
+    assert float(schedule(10)) == pytest.approx(0.1)
     end = {"constant": 0.1, "linear": 0.01, "cosine": 0.01}[decay]
-    assert schedule.value(110) == pytest.approx(end)
-    assert schedule.value(500) == pytest.approx(end)
+    assert float(schedule(110)) == pytest.approx(end)
+    assert float(schedule(500)) == pytest.approx(end)
     middle = {"constant": 0.1, "linear": 0.055, "cosine": 0.055}[decay]
-    assert schedule.value(60) == pytest.approx(middle)
-    # The graph version (what the optimizer runs) agrees with the Python one.
-    for step in (0, 3, 9, 10, 37, 60, 109, 110, 200):
-        assert float(schedule(step)) == pytest.approx(schedule.value(step), rel=1e-5)
+    assert float(schedule(60)) == pytest.approx(middle)
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
     assert again.get_config() == schedule.get_config()
     with pytest.raises(keras_dp.ConfigError, match="decay_steps"):

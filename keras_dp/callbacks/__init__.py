@@ -6,10 +6,10 @@ See docs/callbacks.md and docs/backups.md.
 from keras_dp.callbacks._backup_verify import BackupError
 from keras_dp.callbacks.backup import BackupAndRestore, is_replayed_step, latest_backup
 from keras_dp.callbacks.checkpoint import CSVLogger, ModelCheckpoint, TensorBoard
-from keras_dp.callbacks.lr import LearningRateLogger, WarmupScheduler, current_learning_rate
+from keras_dp.callbacks.lr import LearningRateLogger, WarmupScheduler
 from keras_dp.callbacks.progress import Progress
 from keras_dp.callbacks.throughput import Throughput
 
 __all__ = ["BackupAndRestore", "BackupError", "CSVLogger", "LearningRateLogger",
            "ModelCheckpoint", "Progress", "TensorBoard", "Throughput", "WarmupScheduler",
-           "current_learning_rate", "is_replayed_step", "latest_backup"]
+           "is_replayed_step", "latest_backup"]
