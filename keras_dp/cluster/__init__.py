@@ -9,13 +9,7 @@ from keras_dp.cluster.hostlist import expand_hostlist, expand_tasks_per_node
 from keras_dp.cluster.mpi import parse_hostfile
 from keras_dp.cluster.registry import cluster_variables, environments, register_environment
 from keras_dp.cluster.resolve import resolve_cluster
-from keras_dp.cluster.spec import ClusterInfo, parse_address
-
-__all__ = [
-    "ClusterEnvironment", "ClusterInfo", "cluster_variables", "environments",
-    "expand_hostlist", "expand_tasks_per_node", "parse_address", "parse_hostfile",
-    "read_int", "register_environment", "resolve_cluster",
-]
+from keras_dp.cluster.spec import ClusterInfo
 
 
 def __getattr__(name):

@@ -19,23 +19,21 @@ def read_int(environ: Mapping[str, str], name: str, *, minimum: Optional[int] = 
              fix: Optional[str] = None, maximum: Optional[int] = None) -> int:
     """Reads an integer variable (ASCII digits, optional sign), with an error that names it."""
     raw = environ.get(name)
+
+    def error(problem: str, default: str = f"set {name} to a whole number"):
+        return ClusterConfigError(problem, variable=name, received=raw, fix=fix or default)
+
     if raw is None:
-        raise ClusterConfigError("is not set", variable=name,
-                                 fix=fix or f"set {name} to a whole number")
-    text = str(raw).strip()
+        raise error("is not set")
     # int() also takes "1_000" and Unicode digits such as "٣": not what launchers write.
-    if not re.fullmatch(r"[+-]?[0-9]+", text):
-        raise ClusterConfigError("is not a whole number", variable=name, received=raw,
-                                 fix=fix or f"set {name} to a whole number")
-    value = int(text)
+    if not re.fullmatch(r"[+-]?[0-9]+", str(raw).strip()):
+        raise error("is not a whole number")
+    value = int(str(raw).strip())
     if minimum is not None and value < minimum:
-        raise ClusterConfigError(
-            f"must be at least {minimum}", variable=name, received=raw,
-            fix=fix or f"set {name} to a whole number >= {minimum}")
+        raise error(f"must be at least {minimum}", f"set {name} to a whole number >= {minimum}")
     if maximum is not None and value > maximum:
-        raise ClusterConfigError(
-            f"is {value}, more than the {maximum:,} keras_dp accepts", variable=name,
-            received=raw, fix=fix or f"set {name} to a whole number <= {maximum}")
+        raise error(f"is {value}, more than the {maximum:,} keras_dp accepts",
+                    f"set {name} to a whole number <= {maximum}")
     return value
 
 
@@ -63,14 +61,10 @@ def ports_fit(port_base: int, count: int) -> None:
 class ClusterEnvironment:
     """One source of cluster information (a launcher, TF_CONFIG, explicit variables).
 
-    It reads a plain `environ` mapping: `detect(environ)` says whether its
-    variables are present; the methods give this process's rank, the world
-    size, its place on its node and every task's `host:port`, raising
-    `ClusterConfigError` on bad input. Subclasses set `name` (the
-    `KERAS_DP_CLUSTER` value), `title` and `variables` (those that make
-    `detect()` true first), and implement `detect`, `world_size`, `rank`,
-    `rank_variable` and, when they know every task's host, `addresses`.
-    See docs/cluster.md#your-own-environment.
+    Reads a plain `environ` mapping and raises `ClusterConfigError` on bad input. Subclasses
+    set `name` (the `KERAS_DP_CLUSTER` value), `title` and `variables` (the first is the rank
+    variable, whose presence is detected, by default) and implement `world_size`, `rank` and,
+    when they know every task's host, `addresses`. See docs/cluster.md#your-own-environment.
     """
 
     name: ClassVar[str] = ""
@@ -92,7 +86,7 @@ class ClusterEnvironment:
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
         """Whether this environment started (or describes) the current process."""
-        raise NotImplementedError
+        return cls.variables[0] in environ
 
     @classmethod
     def undetected_notes(cls, environ: Mapping[str, str]) -> List[str]:
@@ -109,7 +103,7 @@ class ClusterEnvironment:
 
     def rank_variable(self) -> str:
         """The variable the rank was read from (for error messages)."""
-        raise NotImplementedError
+        return self.variables[0]
 
     def local_rank(self) -> int:
         """Index of this process among those on its node."""
@@ -145,12 +139,13 @@ class ClusterEnvironment:
         """Remarks for the report."""
         return []
 
-    def absent_error(self, received: str) -> ClusterConfigError:
+    @classmethod
+    def absent_error(cls, received: str) -> ClusterConfigError:
         """The error when `KERAS_DP_CLUSTER` asks for this environment but it is absent."""
-        problem, fix = self.absent or (
-            f"asks for the {self.title} source but its variables are not set "
-            f"(looked for {', '.join(self.variables[:4])})",
-            f"run under {self.title}, or unset {SOURCE_VARIABLE} to detect the source")
+        problem, fix = cls.absent or (
+            f"asks for the {cls.title} source but its variables are not set "
+            f"(looked for {', '.join(cls.variables[:4])})",
+            f"run under {cls.title}, or unset {SOURCE_VARIABLE} to detect the source")
         return ClusterConfigError(problem, variable=SOURCE_VARIABLE, received=received, fix=fix)
 
     def no_addresses_error(self) -> ClusterConfigError:

@@ -1,11 +1,8 @@
-"""Explicit variables: `KERAS_DP_WORKERS` and `KERAS_DP_TASK_INDEX`.
-
-As tf-models' `--worker_hosts` and `--task_index`: every worker's address (worker 0 is
-the chief) and this process's position; the index may instead come from a launcher.
-"""
+"""`KERAS_DP_WORKERS` (every worker's `host:port`, worker 0 the chief) and `KERAS_DP_TASK_INDEX`."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Mapping, Optional
 
 from keras_dp.cluster.base import (SOURCE_VARIABLE, ClusterEnvironment, local_placement,
@@ -38,7 +35,6 @@ class ExplicitEnvironment(ClusterEnvironment):
         return bool(str(environ.get(WORKERS, "")).strip())
 
     def addresses(self, port_base: Optional[int] = None) -> List[str]:
-        """The validated worker list."""
         raw = self.environ.get(WORKERS, "")
         items = [item.strip() for item in str(raw).replace(";", ",").split(",") if item.strip()]
         if not items:
@@ -105,11 +101,8 @@ class ExplicitEnvironment(ClusterEnvironment):
         return [f"task index from {source.title} ({source.rank_variable()})"] if source else []
 
     def cluster_info(self, port_base: int, exchange=None, notes=()) -> ClusterInfo:
-        if self.world_size() > 1:
-            return super().cluster_info(port_base, None, notes)
-        self.rank()  # still required (and checked)
-        return ClusterInfo(source=self.name, cluster={}, notes=tuple(notes),
-                           variables={k: self.environ[k] for k in self.used_variables()})
+        info = super().cluster_info(port_base, notes=notes)
+        return info if info.cluster else dataclasses.replace(info, notes=tuple(notes))
 
 
 _register(ExplicitEnvironment, priority=400)

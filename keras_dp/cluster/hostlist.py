@@ -1,13 +1,9 @@
-"""SLURM's compact host-list and tasks-per-node syntax.
-
-`expand_hostlist("gpu[01-03,7],rack[1-2]-n[1-2]")` gives `gpu01 gpu02 gpu03 gpu7`, then
-`rack1-n1 rack1-n2 rack2-n1 rack2-n2` (the last group fastest, as `scontrol show
-hostnames`); `expand_tasks_per_node("2(x3),1")` gives `[2, 2, 2, 1]`.
-"""
+"""SLURM's compact host-list (`gpu[01-03,7]`) and tasks-per-node (`2(x3),1`) syntax."""
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from typing import List
 
@@ -23,7 +19,7 @@ def _error(problem: str, text: str, variable: str, fix: str = _SYNTAX) -> Cluste
 
 def _split_top_level(text: str, *, variable: str) -> List[str]:
     """Splits at commas that are outside brackets."""
-    parts, depth, current = [], 0, []
+    depth = 0
     for char in text:
         if char == "[":
             if depth:
@@ -33,15 +29,9 @@ def _split_top_level(text: str, *, variable: str) -> List[str]:
             if not depth:
                 raise _error(f"unmatched ']' in host list {text!r}", text, variable)
             depth = 0
-        if char == "," and not depth:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
     if depth:
         raise _error(f"unclosed '[' in host list {text!r}", text, variable)
-    parts.append("".join(current))
-    return parts
+    return re.split(r",(?![^\[\]]*\])", text)
 
 
 def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
@@ -72,10 +62,10 @@ def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
 
 
 def expand_hostlist(text: str, *, variable: str = "SLURM_STEP_NODELIST") -> List[str]:
-    """Expands a SLURM host list (e.g. `"node[001-004],gpu[1,3]"`) in SLURM's order.
+    """Expands a SLURM host list in SLURM's order, the last bracket group fastest.
 
-    Ranges, zero padding, several bracket groups in one name, prefixes and suffixes;
-    no deduplication. `variable` is named in errors.
+    `"gpu[01-02,7],r[1-2]-n[1-2]"` gives gpu01 gpu02 gpu7 r1-n1 r1-n2 r2-n1 r2-n2, as
+    `scontrol show hostnames`; no deduplication. `variable` is named in errors.
 
     Raises:
         ClusterConfigError: if the syntax is invalid.
@@ -98,10 +88,7 @@ def expand_hostlist(text: str, *, variable: str = "SLURM_STEP_NODELIST") -> List
                 choices.append(_expand_range_group(piece[1:-1], text=text, variable=variable))
             elif piece:
                 choices.append([piece])
-        count = 1
-        for options in choices:
-            count *= len(options)
-        if len(hosts) + count > MAX_TASKS:
+        if len(hosts) + math.prod(len(options) for options in choices) > MAX_TASKS:
             raise _error(f"host list {text!r} names more than the {MAX_TASKS:,} hosts keras_dp "
                          "accepts", text, variable, "check its ranges")
         hosts.extend("".join(combo) for combo in itertools.product(*choices))

@@ -1,13 +1,9 @@
-"""Kubernetes Indexed Jobs and JobSets: `JOB_COMPLETION_INDEX`, `KERAS_DP_NUM_WORKERS`.
-
-Pod `i`'s host is `KERAS_DP_HOST_PATTERN` with `{index}` (a JobSet's own host names by
-default), all on `KERAS_DP_PORT_BASE`. See docs/cluster.md.
-"""
+"""Kubernetes Indexed Jobs and JobSets (`JOB_COMPLETION_INDEX`): see docs/cluster.md."""
 
 from __future__ import annotations
 
 import string
-from typing import List, Mapping
+from typing import List
 
 from keras_dp.cluster.base import MAX_TASKS, ClusterEnvironment, read_int
 from keras_dp.cluster.registry import register_environment
@@ -31,16 +27,9 @@ class KubernetesEnvironment(ClusterEnvironment):
     variables = (INDEX, NUM_WORKERS, HOST_PATTERN, "JOBSET_NAME",
                  "REPLICATED_JOB_NAME", "JOB_INDEX", PODS_PER_JOB)
 
-    @classmethod
-    def detect(cls, environ: Mapping[str, str]) -> bool:
-        return INDEX in environ
-
     @property
     def is_jobset(self) -> bool:
         return "JOBSET_NAME" in self.environ
-
-    def rank_variable(self) -> str:
-        return INDEX
 
     def world_size(self) -> int:
         if NUM_WORKERS not in self.environ:

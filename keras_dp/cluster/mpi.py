@@ -1,9 +1,4 @@
-"""MPI launchers: Open MPI (`mpirun`), MPICH/Intel MPI (Hydra) and PMI/PMIx.
-
-The addresses come from `KERAS_DP_WORKERS`, a hostfile (`KERAS_DP_HOSTFILE`, ranks
-filling each host's slots in turn), an exchange through MPI (`keras_dp.mpi`), or, all
-ranks on this node, loopback: docs/cluster.md#running-under-mpirun.
-"""
+"""MPI launchers: Open MPI, MPICH/Intel MPI (Hydra), PMIx; docs/cluster.md#running-under-mpirun."""
 
 from __future__ import annotations
 
@@ -19,7 +14,7 @@ HOSTFILE = "KERAS_DP_HOSTFILE"
 HOST_VARIABLE = "KERAS_DP_HOST"
 SWITCH_VARIABLE = "KERAS_DP_MPI_EXCHANGE"
 
-# (rank, size, local rank, local size) variable names of each flavour.
+# (title, rank, size, local rank, local size variables) of each flavour.
 _FLAVOURS: Tuple[Tuple[str, str, str, str, str], ...] = (
     ("Open MPI", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
      "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
@@ -29,11 +24,7 @@ _FLAVOURS: Tuple[Tuple[str, str, str, str, str], ...] = (
 
 
 def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, int]]:
-    """Parses an MPI hostfile into `(host, slots)` pairs.
-
-    Open MPI lines (`node1 slots=4 max_slots=8`), MPICH lines (`node1:4`) and bare
-    host names (one slot); `#` starts a comment.
-    """
+    """`(host, slots)` pairs of an Open MPI (`n1 slots=4`), MPICH (`n1:4`) or bare hostfile."""
     hosts: List[Tuple[str, int]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
@@ -120,10 +111,7 @@ class MPIEnvironment(ClusterEnvironment):
         if name in self.environ:
             return read_int(self.environ, name, minimum=1)
         table = self._slot_table()
-        if table is None:
-            return 1
-        host = table[self.rank()][0]
-        return sum(h == host for h, _ in table)
+        return 1 if table is None else [h for h, _ in table].count(table[self.rank()][0])
 
     def all_local(self) -> bool:
         """Whether every rank runs on this node."""

@@ -1,8 +1,4 @@
-"""`resolve_cluster()`: from the process environment to a validated `ClusterInfo`.
-
-Sources and their precedence: docs/cluster.md. Two explicit sources that disagree
-raise `ConflictingSourcesError`.
-"""
+"""`resolve_cluster()`: from the process environment to a validated `ClusterInfo`."""
 
 from __future__ import annotations
 
@@ -83,27 +79,21 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
                     source: Optional[str] = None,
                     port_base: Optional[int] = None,
                     exchange: Optional[AddressExchange] = None) -> ClusterInfo:
-    """Turns the environment into a validated cluster description.
-
-    Reads only `environ` (and a hostfile it may name). Sources and their
-    precedence: docs/cluster.md.
+    """Turns the environment into a validated cluster description (see docs/cluster.md).
 
     Args:
-        environ: The variables to read; defaults to `os.environ`.
-        source: Force one source (an environment's name or `"single"`);
-            overrides `KERAS_DP_CLUSTER`.
-        port_base: First port for derived addresses; overrides
-            `KERAS_DP_PORT_BASE` (default 8888).
-        exchange: Called with the launcher to get every task's `host:port`
-            when it does not tell other tasks' hosts or `prefers_exchange()`
-            (MPI without a hostfile: a free port per task).
+        environ: The variables to read (and a hostfile they may name); default `os.environ`.
+        source: Force one source (an environment's name or `"single"`); overrides
+            `KERAS_DP_CLUSTER`.
+        port_base: First port for derived addresses; overrides `KERAS_DP_PORT_BASE` (8888).
+        exchange: Called with the launcher to get every task's `host:port` when it does not
+            know other tasks' hosts or `prefers_exchange()` (MPI without a hostfile).
 
     Returns:
         A `ClusterInfo`.
 
     Raises:
-        ClusterConfigError: (a `ValueError`) naming the variable, the field and
-            the fix, when the environment is malformed or inconsistent.
+        ClusterConfigError: (a `ValueError`) naming the variable, the field and the fix.
     """
     environ = os.environ if environ is None else environ
     forced = _forced_source(environ, source)
@@ -115,7 +105,7 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
     received = environ.get(SOURCE_VARIABLE, forced)
     for cls in environments():
         if forced == cls.name and not cls.detect(environ):
-            raise cls(environ).absent_error(received)
+            raise cls.absent_error(received)
     launchers = [cls for cls in environments()
                  if cls not in (TFConfigEnvironment, ExplicitEnvironment)]
     has_tf_config = TFConfigEnvironment.detect(environ)

@@ -1,9 +1,4 @@
-"""SLURM job steps (`srun`): node list × `KERAS_DP_PORT_BASE` + local index.
-
-Tasks are placed as SLURM's `block` (default) or `cyclic` distribution does, several
-on one node listening on consecutive ports as TF's `SlurmClusterResolver`. See
-docs/cluster.md.
-"""
+"""SLURM job steps (`srun`): node list × `KERAS_DP_PORT_BASE` + local index (docs/cluster.md)."""
 
 from __future__ import annotations
 
@@ -62,9 +57,6 @@ class SlurmEnvironment(ClusterEnvironment):
         return ("SLURM_PROCID" in environ
                 and _first(environ, cls.SIZE_VARIABLES) is not None
                 and not cls.in_allocation_only(environ))
-
-    def rank_variable(self) -> str:
-        return "SLURM_PROCID"
 
     def rank(self) -> int:
         rank = read_int(self.environ, "SLURM_PROCID", minimum=0)

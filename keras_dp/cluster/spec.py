@@ -22,14 +22,9 @@ def parse_address(address: Any, *, variable: str, field: Optional[str] = None,
                   received: Any = None) -> Tuple[str, int]:
     """Splits and checks one `host:port` address (IPv6 hosts in brackets: `[::1]:2222`).
 
-    The error names `variable` (and its `field`) and shows `received` (default `address`).
-
-    Returns:
-        A `(host, port)` tuple.
-
     Raises:
-        ClusterConfigError: if the address is not `host:port` with a port
-            between 1 and 65535.
+        ClusterConfigError: naming `variable` (and `field`) and showing `received`
+            (default `address`), if it is not `host:port` with a port in 1-65535.
     """
     def error(problem: str, fix: str) -> ClusterConfigError:
         return ClusterConfigError(problem, variable=variable, field=field, fix=fix,
@@ -161,10 +156,7 @@ class ClusterInfo:
         return tasks[self.task_index] if tasks else None
 
     def to_tf_config(self) -> Dict[str, Any]:
-        """The TF_CONFIG dict for this process; a TF_CONFIG it came from, unchanged.
-
-        A single process gets `{"cluster": {}, "task": {}}` ("no cluster").
-        """
+        """The TF_CONFIG dict for this process (one it came from unchanged; `{}`s if single)."""
         if self._tf_config is not None:
             return copy.deepcopy(dict(self._tf_config))
         if not self.cluster:

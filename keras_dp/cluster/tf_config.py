@@ -36,17 +36,7 @@ class TFConfigEnvironment(ClusterEnvironment):
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
-        """True when TF_CONFIG is set to something other than blanks."""
         return bool(str(environ.get(VARIABLE, "")).strip())
-
-    @functools.cached_property
-    def info(self) -> ClusterInfo:
-        """The validated cluster, with this task's place on its host."""
-        info = self.resolve()
-        if info.is_multi_worker and info.is_training_task:
-            local_rank, local_size = local_placement(info.worker_addresses, info.worker_index)
-            info = dataclasses.replace(info, local_rank=local_rank, local_size=local_size)
-        return info
 
     def world_size(self) -> int:
         return self.info.num_workers
@@ -55,9 +45,6 @@ class TFConfigEnvironment(ClusterEnvironment):
         """Position among the training tasks (for an evaluator: its task index)."""
         info = self.info
         return info.task_index if info.worker_index is None else info.worker_index
-
-    def rank_variable(self) -> str:
-        return VARIABLE
 
     def local_rank(self) -> int:
         return self.info.local_rank
@@ -96,8 +83,9 @@ class TFConfigEnvironment(ClusterEnvironment):
                 fix="set it to an object with 'cluster' and 'task' keys")
         return config
 
-    def resolve(self) -> ClusterInfo:
-        """Validates TF_CONFIG and returns the cluster it describes."""
+    @functools.cached_property
+    def info(self) -> ClusterInfo:
+        """The validated cluster TF_CONFIG describes, with this task's place on its host."""
         config = self.parse()
         unknown = sorted(set(config) - {"cluster", "task", "rpc_layer", "environment", "job"})
         notes = [f"TF_CONFIG keys ignored by TensorFlow: {', '.join(unknown)}"] if unknown else []
@@ -189,11 +177,15 @@ class TFConfigEnvironment(ClusterEnvironment):
                 "cluster.ps", "remove the 'ps' job (list those machines under 'worker' to "
                 "train on them too), or use tf.distribute.ParameterServerStrategy without "
                 "keras_dp for asynchronous training")
-        return ClusterInfo(
+        info = ClusterInfo(
             source=self.name, cluster={role: jobs[role] for role in ROLES if role in jobs},
             task_type=task_type, task_index=index, rpc_layer=rpc_layer,
             environment=environment, notes=tuple(notes), variables={VARIABLE: self.raw},
             _tf_config=config)
+        if info.is_multi_worker and info.is_training_task:
+            local_rank, local_size = local_placement(info.worker_addresses, info.worker_index)
+            info = dataclasses.replace(info, local_rank=local_rank, local_size=local_size)
+        return info
 
 
 _register(TFConfigEnvironment, priority=500)
