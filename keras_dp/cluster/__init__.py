@@ -1,7 +1,6 @@
-"""Cluster resolution: which processes train together, and which one this is.
+"""Cluster resolution: which processes train together, and which one this is (docs/cluster.md).
 
-One `ClusterEnvironment` per source, tried in precedence order by `resolve_cluster()`;
-the built-in classes are reachable here by name. See docs/cluster.md.
+One `ClusterEnvironment` per source; the built-in classes are reachable here by name.
 """
 
 from keras_dp.cluster.base import ClusterEnvironment, read_int

@@ -8,14 +8,13 @@ from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 from keras_dp.cluster.spec import ClusterInfo, parse_address
 from keras_dp.errors import ClusterConfigError
 
-DEFAULT_PORT_BASE = 8888
 #: Larger task counts are typos (and a list of 10**20 addresses would never be built).
 MAX_TASKS = 100_000
 PORT_BASE_VARIABLE = "KERAS_DP_PORT_BASE"
 SOURCE_VARIABLE = "KERAS_DP_CLUSTER"
 
 
-def read_int(environ: Mapping[str, str], name: str, *, minimum: Optional[int] = 0,
+def read_int(environ: Mapping[str, str], name: str, *, minimum: int = 0,
              fix: Optional[str] = None, maximum: Optional[int] = None) -> int:
     """Reads an integer variable (ASCII digits, optional sign), with an error that names it."""
     raw = environ.get(name)
@@ -29,7 +28,7 @@ def read_int(environ: Mapping[str, str], name: str, *, minimum: Optional[int] = 
     if not re.fullmatch(r"[+-]?[0-9]+", str(raw).strip()):
         raise error("is not a whole number")
     value = int(str(raw).strip())
-    if minimum is not None and value < minimum:
+    if value < minimum:
         raise error(f"must be at least {minimum}", f"set {name} to a whole number >= {minimum}")
     if maximum is not None and value > maximum:
         raise error(f"is {value}, more than the {maximum:,} keras_dp accepts",
@@ -38,9 +37,9 @@ def read_int(environ: Mapping[str, str], name: str, *, minimum: Optional[int] = 
 
 
 def read_port_base(environ: Mapping[str, str]) -> int:
-    """The first port used for derived worker addresses (`KERAS_DP_PORT_BASE`)."""
+    """The first port of derived worker addresses: `KERAS_DP_PORT_BASE`, default 8888."""
     if PORT_BASE_VARIABLE not in environ:
-        return DEFAULT_PORT_BASE
+        return 8888
     fix = "set KERAS_DP_PORT_BASE to a free port between 1024 and 65535"
     port = read_int(environ, PORT_BASE_VARIABLE, minimum=1, fix=fix)
     if port > 65535:
@@ -164,16 +163,14 @@ class ClusterEnvironment:
             notes.append(f"{self.title} started a single process")
             return ClusterInfo(source=self.name, cluster={}, notes=tuple(notes),
                                variables=variables)
-        if exchange is not None and self.prefers_exchange():
-            addresses = list(exchange(self))
-            notes.append(f"addresses exchanged through {self.title} (a free port per task)")
-        else:
-            addresses = self.addresses(port_base)
+        preferred = exchange is not None and self.prefers_exchange()
+        addresses = None if preferred else self.addresses(port_base)
         if addresses is None:
             if exchange is None:
                 raise self.no_addresses_error()
             addresses = list(exchange(self))
-            notes.append(f"addresses exchanged through {self.title}")
+            notes.append(f"addresses exchanged through {self.title}"
+                         + (" (a free port per task)" if preferred else ""))
         for i, address in enumerate(addresses):
             parse_address(address, variable=self.address_variable, field=f"derived address {i}",
                           received=self.environ.get(self.address_variable, address))

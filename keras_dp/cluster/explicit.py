@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Mapping, Optional
 
-from keras_dp.cluster.base import (SOURCE_VARIABLE, ClusterEnvironment, local_placement,
-                                   read_int)
+from keras_dp.cluster.base import SOURCE_VARIABLE, ClusterEnvironment, local_placement, read_int
 from keras_dp.cluster.registry import _register
 from keras_dp.cluster.spec import ClusterInfo, check_no_duplicates, parse_address
 from keras_dp.errors import ClusterConfigError

@@ -95,8 +95,7 @@ def expand_hostlist(text: str, *, variable: str = "SLURM_STEP_NODELIST") -> List
     return hosts
 
 
-def expand_tasks_per_node(text: str, *,
-                          variable: str = "SLURM_STEP_TASKS_PER_NODE") -> List[int]:
+def expand_tasks_per_node(text: str, *, variable: str = "SLURM_STEP_TASKS_PER_NODE") -> List[int]:
     """Expands SLURM's tasks-per-node list, e.g. `"2(x3),1"` -> `[2, 2, 2, 1]`.
 
     Raises:

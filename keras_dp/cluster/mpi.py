@@ -23,7 +23,7 @@ _FLAVOURS: Tuple[Tuple[str, str, str, str, str], ...] = (
 )
 
 
-def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, int]]:
+def parse_hostfile(text: str) -> List[Tuple[str, int]]:
     """`(host, slots)` pairs of an Open MPI (`n1 slots=4`), MPICH (`n1:4`) or bare hostfile."""
     hosts: List[Tuple[str, int]] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -36,7 +36,7 @@ def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, in
             host, _, count = host.partition(":")
             if not count.isdecimal() or int(count) < 1:
                 raise ClusterConfigError(
-                    f"line {number} ({line!r}) has a bad slot count", variable=variable,
+                    f"line {number} ({line!r}) has a bad slot count", variable=HOSTFILE,
                     received=text, fix="write host:N (MPICH) or host slots=N (Open MPI)")
             slots = int(count)
         for option in fields[1:]:
@@ -44,13 +44,13 @@ def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, in
             if key in ("slots", "max_slots", "max-slots"):
                 if not value.isdecimal() or int(value) < 1:
                     raise ClusterConfigError(
-                        f"line {number} ({line!r}) has a bad {key} value", variable=variable,
+                        f"line {number} ({line!r}) has a bad {key} value", variable=HOSTFILE,
                         received=text, fix="write host slots=N with N >= 1")
                 if key == "slots":
                     slots = int(value)
         hosts.append((host, slots))
     if not hosts:
-        raise ClusterConfigError("the hostfile lists no hosts", variable=variable,
+        raise ClusterConfigError("the hostfile lists no hosts", variable=HOSTFILE,
                                  received=text, fix="list one host per line")
     return hosts
 
@@ -75,8 +75,7 @@ class MPIEnvironment(ClusterEnvironment):
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
-        return any(f[1] in environ and (f[2] in environ or f[0] == "PMIx")
-                   for f in _FLAVOURS)
+        return any(f[1] in environ and (f[2] in environ or f[0] == "PMIx") for f in _FLAVOURS)
 
     def rank_variable(self) -> str:
         return self.flavour[1]

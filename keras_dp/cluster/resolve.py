@@ -51,8 +51,7 @@ def _check_tf_config_against_explicit(info: ClusterInfo, environ: Mapping[str, s
             fix=f"unset {TASK_INDEX}, or make it agree with TF_CONFIG")
 
 
-def _take_rank_from(explicit: ExplicitEnvironment,
-                    launcher: Optional[ClusterEnvironment]) -> None:
+def _take_rank_from(explicit: ExplicitEnvironment, launcher: Optional[ClusterEnvironment]) -> None:
     """Checks KERAS_DP_WORKERS and KERAS_DP_TASK_INDEX against a launcher's count and rank."""
     index, count = explicit.task_index(), explicit.world_size()
     size = launcher.world_size() if launcher else 1
@@ -75,8 +74,7 @@ def _take_rank_from(explicit: ExplicitEnvironment,
     explicit.rank_source = launcher
 
 
-def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
-                    source: Optional[str] = None,
+def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *, source: Optional[str] = None,
                     port_base: Optional[int] = None,
                     exchange: Optional[AddressExchange] = None) -> ClusterInfo:
     """Turns the environment into a validated cluster description (see docs/cluster.md).

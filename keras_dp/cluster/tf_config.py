@@ -114,8 +114,7 @@ class TFConfigEnvironment(ClusterEnvironment):
                 raise self._error(f"job {role!r} has an empty address list", field,
                                   f"list at least one host:port for {role!r}, or remove the job")
             for i, address in enumerate(addresses):
-                parse_address(address, variable=VARIABLE, field=f"{field}[{i}]",
-                              received=self.raw)
+                parse_address(address, variable=VARIABLE, field=f"{field}[{i}]", received=self.raw)
             jobs[role] = tuple(addresses)
         check_no_duplicates([a for job in jobs.values() for a in job], variable=VARIABLE,
                             field="cluster", received=self.raw)
