@@ -138,15 +138,6 @@ class ClusterEnvironment:
         """Remarks for the report."""
         return []
 
-    @classmethod
-    def absent_error(cls, received: str) -> ClusterConfigError:
-        """The error when `KERAS_DP_CLUSTER` asks for this environment but it is absent."""
-        problem, fix = cls.absent or (
-            f"asks for the {cls.title} source but its variables are not set "
-            f"(looked for {', '.join(cls.variables[:4])})",
-            f"run under {cls.title}, or unset {SOURCE_VARIABLE} to detect the source")
-        return ClusterConfigError(problem, variable=SOURCE_VARIABLE, received=received, fix=fix)
-
     def no_addresses_error(self) -> ClusterConfigError:
         """The error when the tasks' hosts are unknown and cannot be exchanged."""
         variable, fix = self.no_addresses

@@ -23,11 +23,8 @@ class ExplicitEnvironment(ClusterEnvironment):
     variables = (WORKERS, TASK_INDEX)
     absent = (f"asks for explicit addresses but {WORKERS} is not set",
               f"set {WORKERS}=host:port,host:port, or unset {SOURCE_VARIABLE}")
-
-    def __init__(self, environ: Mapping[str, str]):
-        super().__init__(environ)
-        #: The launcher the index comes from, if any (set by the resolver).
-        self.rank_source: Optional[ClusterEnvironment] = None
+    #: The launcher the index comes from, if any (set by the resolver).
+    rank_source: Optional[ClusterEnvironment] = None
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:

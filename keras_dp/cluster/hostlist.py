@@ -43,10 +43,7 @@ def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
         if not match:
             raise _error(f"bad range {item!r} inside [{group}] in host list {text!r}", text,
                          variable, "ranges are numbers or low-high, e.g. node[1-4,7]")
-        low_text, high_text = match.group(1), match.group(2)
-        if high_text is None:
-            values.append(low_text)
-            continue
+        low_text, high_text = match.group(1), match.group(2) or match.group(1)
         low, high = int(low_text), int(high_text)
         if high < low:
             raise _error(f"range {item!r} runs backwards in host list {text!r}", text,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from keras_dp.cluster.base import SOURCE_VARIABLE, ClusterEnvironment, read_port_base
 from keras_dp.cluster.explicit import TASK_INDEX, WORKERS, ExplicitEnvironment
@@ -11,9 +11,6 @@ from keras_dp.cluster.registry import RESERVED_NAMES, environments
 from keras_dp.cluster.spec import ClusterInfo
 from keras_dp.cluster.tf_config import TFConfigEnvironment
 from keras_dp.errors import ClusterConfigError, ConflictingSourcesError
-
-#: exchange(launcher) -> every task's address (e.g. an MPI allgather).
-AddressExchange = Callable[[ClusterEnvironment], List[str]]
 
 
 def _forced_source(environ: Mapping[str, str], source: Optional[str]) -> Optional[str]:
@@ -76,7 +73,7 @@ def _take_rank_from(explicit: ExplicitEnvironment, launcher: Optional[ClusterEnv
 
 def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *, source: Optional[str] = None,
                     port_base: Optional[int] = None,
-                    exchange: Optional[AddressExchange] = None) -> ClusterInfo:
+                    exchange: Optional[Callable] = None) -> ClusterInfo:
     """Turns the environment into a validated cluster description (see docs/cluster.md).
 
     Args:
@@ -84,7 +81,7 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *, source: Opti
         source: Force one source (an environment's name or `"single"`); overrides
             `KERAS_DP_CLUSTER`.
         port_base: First port for derived addresses; overrides `KERAS_DP_PORT_BASE` (8888).
-        exchange: Called with the launcher to get every task's `host:port` when it does not
+        exchange: `exchange(launcher)` gives every task's `host:port` when the launcher does not
             know other tasks' hosts or `prefers_exchange()` (MPI without a hostfile).
 
     Returns:
@@ -100,10 +97,14 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *, source: Opti
         return ClusterInfo(source="single", cluster={},
                            notes=(f"{SOURCE_VARIABLE}=single: other cluster variables ignored",))
 
-    received = environ.get(SOURCE_VARIABLE, forced)
     for cls in environments():
         if forced == cls.name and not cls.detect(environ):
-            raise cls.absent_error(received)
+            problem, fix = cls.absent or (
+                f"asks for the {cls.title} source but its variables are not set "
+                f"(looked for {', '.join(cls.variables[:4])})",
+                f"run under {cls.title}, or unset {SOURCE_VARIABLE} to detect the source")
+            raise ClusterConfigError(problem, variable=SOURCE_VARIABLE, fix=fix,
+                                     received=environ.get(SOURCE_VARIABLE, forced))
     launchers = [cls for cls in environments()
                  if cls not in (TFConfigEnvironment, ExplicitEnvironment)]
     has_tf_config = TFConfigEnvironment.detect(environ)
