@@ -52,11 +52,10 @@ class ExplicitEnvironment(ClusterEnvironment):
         count = len(self.addresses())
         if index >= count:
             raise ClusterConfigError(
-                f"index {index} is out of range for the {count} workers in "
-                f"{WORKERS} (valid: 0-{count - 1})", variable=TASK_INDEX,
-                received=self.environ[TASK_INDEX],
-                fix=f"set {TASK_INDEX} between 0 and {count - 1}, or add this "
-                    f"process's address to {WORKERS}")
+                f"index {index} is out of range for the {count} workers in {WORKERS} (valid: "
+                f"0-{count - 1})", variable=TASK_INDEX, received=self.environ[TASK_INDEX],
+                fix=f"set {TASK_INDEX} between 0 and {count - 1}, or add this process's "
+                    f"address to {WORKERS}")
         return index
 
     def world_size(self) -> int:
@@ -72,10 +71,9 @@ class ExplicitEnvironment(ClusterEnvironment):
         if index is None:
             raise ClusterConfigError(
                 f"is not set, and no launcher (SLURM, MPI, Kubernetes) tells this process's "
-                f"index among the {self.world_size()} workers of {WORKERS}",
-                variable=TASK_INDEX,
-                fix=f"set {TASK_INDEX} to this process's position in {WORKERS}, counting "
-                    "from 0 (worker 0 is the chief)")
+                f"index among the {self.world_size()} workers of {WORKERS}", variable=TASK_INDEX,
+                fix=f"set {TASK_INDEX} to this process's position in {WORKERS}, counting from 0 "
+                    "(worker 0 is the chief)")
         return index
 
     def local_rank(self) -> int:

@@ -17,23 +17,6 @@ def _error(problem: str, text: str, variable: str, fix: str = _SYNTAX) -> Cluste
     return ClusterConfigError(problem, variable=variable, received=text, fix=fix)
 
 
-def _split_top_level(text: str, *, variable: str) -> List[str]:
-    """Splits at commas that are outside brackets."""
-    depth = 0
-    for char in text:
-        if char == "[":
-            if depth:
-                raise _error(f"nested '[' in host list {text!r}", text, variable)
-            depth = 1
-        elif char == "]":
-            if not depth:
-                raise _error(f"unmatched ']' in host list {text!r}", text, variable)
-            depth = 0
-    if depth:
-        raise _error(f"unclosed '[' in host list {text!r}", text, variable)
-    return re.split(r",(?![^\[\]]*\])", text)
-
-
 def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
     """Expands the inside of one bracket group: `01-03,7` -> 01 02 03 7."""
     values: List[str] = []
@@ -70,8 +53,19 @@ def expand_hostlist(text: str, *, variable: str = "SLURM_STEP_NODELIST") -> List
     if not text or not text.strip():
         raise _error("the host list is empty", text, variable,
                      "run inside a SLURM job step (srun) or set the node list")
-    hosts: List[str] = []
-    for part in _split_top_level(text.strip(), variable=variable):
+    stripped, depth, hosts = text.strip(), 0, []
+    for char in stripped:
+        if char == "[":
+            if depth:
+                raise _error(f"nested '[' in host list {stripped!r}", stripped, variable)
+            depth = 1
+        elif char == "]":
+            if not depth:
+                raise _error(f"unmatched ']' in host list {stripped!r}", stripped, variable)
+            depth = 0
+    if depth:
+        raise _error(f"unclosed '[' in host list {stripped!r}", stripped, variable)
+    for part in re.split(r",(?![^\[\]]*\])", stripped):  # the commas outside brackets
         part = part.strip()
         if not part:
             raise _error(f"empty entry in host list {text!r}", text, variable,

@@ -65,9 +65,8 @@ class MPIEnvironment(ClusterEnvironment):
     aliases = ("ompi", "openmpi")
     address_variable = HOSTFILE
     no_addresses = (HOSTFILE, "set KERAS_DP_HOSTFILE to the hostfile given to mpirun, or "
-                              "KERAS_DP_WORKERS to every rank's host:port, or install mpi4py "
-                              "(pip install keras-dp[mpi]) so keras_dp exchanges addresses "
-                              "through MPI")
+                    "KERAS_DP_WORKERS to every rank's host:port, or install mpi4py (pip install "
+                    "keras-dp[mpi]) so keras_dp exchanges addresses through MPI")
 
     def __init__(self, environ: Mapping[str, str]):
         super().__init__(environ)

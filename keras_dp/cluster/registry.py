@@ -68,12 +68,10 @@ def register_environment(cls: Type[ClusterEnvironment], *, priority: int = 0
 
 def _load_builtins() -> None:
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    package = __name__.rpartition(".")[0]
-    for module in pkgutil.iter_modules([os.path.dirname(__file__)]):
-        importlib.import_module(f"{package}.{module.name}")
+    if not _loaded:
+        _loaded = True
+        for module in pkgutil.iter_modules([os.path.dirname(__file__)]):
+            importlib.import_module(f"{__package__}.{module.name}")
 
 
 def environments() -> Tuple[Type[ClusterEnvironment], ...]:

@@ -34,11 +34,10 @@ def _check_tf_config_against_explicit(info: ClusterInfo, environ: Mapping[str, s
     addresses = explicit.addresses()
     if [a.lower() for a in addresses] != [a.lower() for a in info.worker_addresses]:
         raise ConflictingSourcesError(
-            f"TF_CONFIG lists workers {info.worker_addresses} but {WORKERS} lists "
-            f"{addresses}; keras_dp cannot tell which is meant",
-            variable=WORKERS, received=environ.get(WORKERS),
-            fix=f"unset one of TF_CONFIG and {WORKERS} (TF_CONFIG wins when both "
-                "describe the same cluster)")
+            f"TF_CONFIG lists workers {info.worker_addresses} but {WORKERS} lists {addresses}; "
+            "keras_dp cannot tell which is meant", variable=WORKERS, received=environ.get(WORKERS),
+            fix=f"unset one of TF_CONFIG and {WORKERS} (TF_CONFIG wins when both describe the "
+                "same cluster)")
     index = explicit.task_index()
     if index is not None and index != info.worker_index:
         raise ConflictingSourcesError(

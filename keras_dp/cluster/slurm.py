@@ -24,12 +24,10 @@ class SlurmEnvironment(ClusterEnvironment):
 
     name = "slurm"
     title = "SLURM"
-    variables = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS",
-                 "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST",
-                 "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE",
-                 "SLURM_LOCALID", "SLURM_NODEID", "SLURM_STEP_ID",
-                 "SLURM_DISTRIBUTION", "SLURM_NPROCS", "SLURM_NODELIST",
-                 "SLURM_STEPID", "SLURM_JOB_ID", "SLURM_JOBID")
+    variables = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_STEP_NODELIST",
+                 "SLURM_JOB_NODELIST", "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE",
+                 "SLURM_LOCALID", "SLURM_NODEID", "SLURM_STEP_ID", "SLURM_DISTRIBUTION",
+                 "SLURM_NPROCS", "SLURM_NODELIST", "SLURM_STEPID", "SLURM_JOB_ID", "SLURM_JOBID")
     address_variable = "SLURM_STEP_NODELIST"
     SIZE_VARIABLES = ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS")
     NODELIST_VARIABLES = ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
@@ -137,9 +135,8 @@ class SlurmEnvironment(ClusterEnvironment):
                     raise ClusterConfigError(
                         f"says task {self.rank()} {what.format(given)}, but the node list "
                         f"and tasks-per-node place it so that it {what.format(derived)}",
-                        variable=name, received=self.environ[name],
-                        fix="use the variables of one srun step, with block or cyclic "
-                            "distribution")
+                        variable=name, received=self.environ[name], fix="use the variables "
+                        "of one srun step, with block or cyclic distribution")
         return local
 
     def local_size(self) -> int:

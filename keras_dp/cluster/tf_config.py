@@ -58,8 +58,7 @@ class TFConfigEnvironment(ClusterEnvironment):
     def cluster_info(self, port_base: int, exchange=None, notes=()) -> ClusterInfo:
         return dataclasses.replace(self.info, notes=self.info.notes + tuple(notes))
 
-    def _error(self, problem: str, field: Optional[str] = None,
-               fix: Optional[str] = None) -> ClusterConfigError:
+    def _error(self, problem, field=None, fix=None) -> ClusterConfigError:
         return ClusterConfigError(problem, variable=VARIABLE, field=field, fix=fix,
                                   received=self.raw)
 
@@ -78,9 +77,8 @@ class TFConfigEnvironment(ClusterEnvironment):
                     "or generate it with: export TF_CONFIG=$(keras-dp tf-config)"
             ) from None
         if not isinstance(config, dict):
-            raise self._error(
-                f"must be a JSON object, got a JSON {type(config).__name__}",
-                fix="set it to an object with 'cluster' and 'task' keys")
+            raise self._error(f"must be a JSON object, got a JSON {type(config).__name__}",
+                              fix="set it to an object with 'cluster' and 'task' keys")
         return config
 
     @functools.cached_property
