@@ -122,6 +122,13 @@ class ClusterEnvironment:
         hosts = list(dict.fromkeys(host_of(a) for a in addresses))
         return hosts.index(host_of(addresses[self.rank()]))
 
+    def checked_rank(self, rank: int, problem: str, fix: str) -> int:
+        """`rank` if it is below the world size, else the error naming the rank variable."""
+        if rank < self.world_size():
+            return rank
+        name = self.rank_variable()
+        raise ClusterConfigError(problem, variable=name, received=self.environ[name], fix=fix)
+
     def addresses(self, port_base: int) -> Optional[List[str]]:
         """Every task's `host:port`, or None if the environment does not say."""
         return None

@@ -46,17 +46,13 @@ class ExplicitEnvironment(ClusterEnvironment):
         """KERAS_DP_TASK_INDEX if set, validated against the worker count."""
         if TASK_INDEX not in self.environ:
             return None
-        index = read_int(self.environ, TASK_INDEX, minimum=0,
-                         fix="set KERAS_DP_TASK_INDEX to this process's position "
-                             "in KERAS_DP_WORKERS, counting from 0")
-        count = len(self.addresses())
-        if index >= count:
-            raise ClusterConfigError(
-                f"index {index} is out of range for the {count} workers in {WORKERS} (valid: "
-                f"0-{count - 1})", variable=TASK_INDEX, received=self.environ[TASK_INDEX],
-                fix=f"set {TASK_INDEX} between 0 and {count - 1}, or add this process's "
-                    f"address to {WORKERS}")
-        return index
+        index = read_int(self.environ, TASK_INDEX, minimum=0, fix=f"set {TASK_INDEX} to this "
+                         f"process's position in {WORKERS}, counting from 0")
+        count = self.world_size()
+        return self.checked_rank(
+            index, f"index {index} is out of range for the {count} workers in {WORKERS} (valid: "
+            f"0-{count - 1})", f"set {TASK_INDEX} between 0 and {count - 1}, or add this "
+            f"process's address to {WORKERS}")
 
     def world_size(self) -> int:
         return len(self.addresses())
@@ -77,14 +73,12 @@ class ExplicitEnvironment(ClusterEnvironment):
         return index
 
     def local_rank(self) -> int:
-        if self.rank_source is not None:
-            return self.rank_source.local_rank()
-        return local_placement(self.addresses(), self.rank())[0]
+        source = self.rank_source
+        return source.local_rank() if source else local_placement(self.addresses(), self.rank())[0]
 
     def local_size(self) -> int:
-        if self.rank_source is not None:
-            return self.rank_source.local_size()
-        return local_placement(self.addresses(), self.rank())[1]
+        source = self.rank_source
+        return source.local_size() if source else local_placement(self.addresses(), self.rank())[1]
 
     def used_variables(self) -> List[str]:
         names = super().used_variables()

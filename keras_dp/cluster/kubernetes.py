@@ -50,14 +50,9 @@ class KubernetesEnvironment(ClusterEnvironment):
                 f"pod index {index} is out of range for {per_job} pods per Job",
                 variable=INDEX, received=self.environ[INDEX], fix=f"set {NUM_WORKERS} (and for "
                 f"JobSets {PODS_PER_JOB}) to match the Job's completions")
-        rank = job_index * per_job + index
-        size = self.world_size()
-        if rank >= size:
-            raise ClusterConfigError(
-                f"this pod is rank {rank} but {NUM_WORKERS}={size}",
-                variable=INDEX, received=self.environ[INDEX],
-                fix=f"set {NUM_WORKERS} to the total number of pods")
-        return rank
+        rank, size = job_index * per_job + index, self.world_size()
+        return self.checked_rank(rank, f"this pod is rank {rank} but {NUM_WORKERS}={size}",
+                                 f"set {NUM_WORKERS} to the total number of pods")
 
     def pattern(self) -> str:
         jobset = "JOBSET_NAME" in self.environ

@@ -88,14 +88,9 @@ class MPIEnvironment(ClusterEnvironment):
         return read_int(self.environ, name, minimum=1, maximum=MAX_TASKS)
 
     def rank(self) -> int:
-        rank = read_int(self.environ, self.flavour[1], minimum=0)
-        size = self.world_size()
-        if rank >= size:
-            raise ClusterConfigError(
-                f"rank {rank} is out of range for {self.flavour[2]}={size}",
-                variable=self.flavour[1], received=self.environ[self.flavour[1]],
-                fix="launch with mpirun so rank and size come from one launch")
-        return rank
+        rank, size = read_int(self.environ, self.flavour[1], minimum=0), self.world_size()
+        return self.checked_rank(rank, f"rank {rank} is out of range for {self.flavour[2]}={size}",
+                                 "launch with mpirun so rank and size come from one launch")
 
     def local_rank(self) -> int:
         name = self.flavour[3]

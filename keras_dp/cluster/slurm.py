@@ -57,15 +57,10 @@ class SlurmEnvironment(ClusterEnvironment):
                 and not cls.in_allocation_only(environ))
 
     def rank(self) -> int:
-        rank = read_int(self.environ, "SLURM_PROCID", minimum=0)
-        size = self.world_size()
-        if rank >= size:
-            raise ClusterConfigError(
-                f"task {rank} is out of range for a step of {size} tasks "
-                f"({self._size_variable()}={size})", variable="SLURM_PROCID",
-                received=self.environ["SLURM_PROCID"],
-                fix="launch with srun so SLURM sets consistent task variables")
-        return rank
+        rank, size = read_int(self.environ, "SLURM_PROCID", minimum=0), self.world_size()
+        return self.checked_rank(rank, f"task {rank} is out of range for a step of {size} tasks "
+                                 f"({self._size_variable()}={size})",
+                                 "launch with srun so SLURM sets consistent task variables")
 
     def _size_variable(self) -> str:
         return _first(self.environ, self.SIZE_VARIABLES) or "SLURM_STEP_NUM_TASKS"
