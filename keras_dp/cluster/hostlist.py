@@ -35,8 +35,7 @@ def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
             raise _error(f"range {item!r} in host list {text!r} names {high - low + 1:,} hosts, "
                          f"more than the {MAX_TASKS:,} keras_dp accepts", text, variable,
                          "check the range's bounds")
-        width = len(low_text) if low_text.startswith("0") and len(low_text) > 1 else 0
-        width = max(width, len(low_text) if len(low_text) == len(high_text) else 0)
+        width = len(low_text) if low_text[0] == "0" or len(low_text) == len(high_text) else 0
         values.extend(str(n).zfill(width) for n in range(low, high + 1))
     return values
 

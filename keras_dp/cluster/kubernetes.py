@@ -76,8 +76,7 @@ class KubernetesEnvironment(ClusterEnvironment):
         return pattern
 
     def addresses(self, port_base: int) -> List[str]:
-        pattern = self.pattern()
-        per_job = self.pods_per_job()
+        pattern, per_job = self.pattern(), self.pods_per_job()
         values = {"jobset": self.environ.get("JOBSET_NAME", ""),
                   "replicated_job": self.environ.get("REPLICATED_JOB_NAME", "")}
         return [pattern.format(index=r % per_job, job_index=r // per_job, **values)

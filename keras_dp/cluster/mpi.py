@@ -136,8 +136,7 @@ class MPIEnvironment(ClusterEnvironment):
         return table[:size]
 
     def addresses(self, port_base: int) -> Optional[List[str]]:
-        size = self.world_size()
-        table = self._slot_table()
+        size, table = self.world_size(), self._slot_table()
         if table is not None:
             host, local = table[self.rank()]
             if self.flavour[3] in self.environ and self.local_rank() != local:

@@ -114,7 +114,7 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *, source: Opti
             variable=TASK_INDEX, received=environ[TASK_INDEX],
             fix=f"also set {WORKERS}=host:port,host:port (or unset {TASK_INDEX})")
 
-    # 1. TF_CONFIG, checked against KERAS_DP_WORKERS
+    # TF_CONFIG first, checked against KERAS_DP_WORKERS
     if has_tf_config and forced in (None, TFConfigEnvironment.name):
         tf_config = TFConfigEnvironment(environ)
         if has_explicit:
@@ -128,15 +128,12 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *, source: Opti
                      if forced in (None, cls.name) and cls.detect(environ)), None)
     notes = [] if launcher else [n for cls in launchers for n in cls.undetected_notes(environ)]
 
-    # 2. explicit addresses, the index checked against (or taken from) the launcher
+    # Then explicit addresses, the index checked against (or taken from) the launcher
     if has_explicit:
         explicit = ExplicitEnvironment(environ)
         _take_rank_from(explicit, launcher)
         return explicit.cluster_info(base, notes=notes)
 
-    # 3. launchers
     if launcher is not None:
         return launcher.cluster_info(base, exchange, notes=notes)
-
-    # 4. nothing
     return ClusterInfo(source="single", cluster={}, notes=tuple(notes))

@@ -81,8 +81,7 @@ class SlurmEnvironment(ClusterEnvironment):
 
     def tasks_per_node(self) -> List[int]:
         """Task count of every node, aligned with `nodes()`, checked against the size."""
-        nodes = self.nodes()
-        size = self.world_size()
+        nodes, size = self.nodes(), self.world_size()
         name = _first(self.environ, self.TASKS_PER_NODE_VARIABLES)
         if name is None:
             if size % len(nodes):
@@ -139,8 +138,7 @@ class SlurmEnvironment(ClusterEnvironment):
         return self.tasks_per_node()[node]
 
     def addresses(self, port_base: int) -> List[str]:
-        nodes = self.nodes()
-        counts = self.tasks_per_node()
+        nodes, counts = self.nodes(), self.tasks_per_node()
         ports_fit(port_base, max(counts))
         return [f"{nodes[node]}:{port_base + local}" for node, local in self.placement()]
 
