@@ -51,10 +51,9 @@ def read_port_base(environ: Mapping[str, str]) -> int:
 def ports_fit(port_base: int, count: int) -> None:
     """Checks that `count` consecutive ports from `port_base` stay below 65536."""
     if port_base + count - 1 > 65535:
-        raise ClusterConfigError(
-            f"{count} tasks per node from port {port_base} would pass port 65535",
-            variable=PORT_BASE_VARIABLE, received=port_base,
-            fix="choose a lower KERAS_DP_PORT_BASE")
+        raise ClusterConfigError(f"{count} tasks per node from port {port_base} would pass port "
+                                 "65535", variable=PORT_BASE_VARIABLE, received=port_base,
+                                 fix="choose a lower KERAS_DP_PORT_BASE")
 
 
 class ClusterEnvironment:

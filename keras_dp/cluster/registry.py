@@ -21,9 +21,8 @@ _loaded = False
 def _register(cls: Type[ClusterEnvironment], priority: int) -> None:
     previous = _registry.get(cls.name)
     if previous is not None and previous[2].__qualname__ != cls.__qualname__:
-        raise ValueError(
-            f"a cluster environment named {cls.name!r} is already registered "
-            f"({previous[2].__qualname__}); give {cls.__qualname__} another name")
+        raise ValueError(f"a cluster environment named {cls.name!r} is already registered "
+                         f"({previous[2].__qualname__}); give {cls.__qualname__} another name")
     order = previous[1] if previous else len(_registry)
     _registry[cls.name] = (priority, order, cls)
 
@@ -56,11 +55,9 @@ def register_environment(cls: Type[ClusterEnvironment], *, priority: int = 0
         raise ValueError(
             f"{cls.__qualname__}.name is {cls.name!r}; set it to a lower-case name "
             f"other than {', '.join(RESERVED_NAMES)} (it is a value of {SOURCE_VARIABLE})")
-    if isinstance(priority, bool) or not isinstance(priority, int) or (
-            priority >= LAUNCHER_PRIORITY_LIMIT):
-        raise ValueError(
-            f"priority must be a whole number below {LAUNCHER_PRIORITY_LIMIT} "
-            f"(TF_CONFIG and KERAS_DP_WORKERS come first), got {priority!r}")
+    if type(priority) is not int or priority >= LAUNCHER_PRIORITY_LIMIT:  # a bool is not
+        raise ValueError(f"priority must be a whole number below {LAUNCHER_PRIORITY_LIMIT} "
+                         f"(TF_CONFIG and KERAS_DP_WORKERS come first), got {priority!r}")
     _load_builtins()
     _register(cls, priority)
     return cls

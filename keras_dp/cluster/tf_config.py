@@ -30,9 +30,9 @@ class TFConfigEnvironment(ClusterEnvironment):
     absent = ("asks for TF_CONFIG but TF_CONFIG is not set",
               "export TF_CONFIG, or unset KERAS_DP_CLUSTER")
 
-    def __init__(self, environ: Mapping[str, str]):
-        super().__init__(environ)
-        self.raw = environ.get(VARIABLE, "")
+    @property
+    def raw(self) -> str:
+        return self.environ.get(VARIABLE, "")
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
