@@ -55,7 +55,7 @@ def register_environment(cls: Type[ClusterEnvironment], *, priority: int = 0
         raise ValueError(
             f"{cls.__qualname__}.name is {cls.name!r}; set it to a lower-case name "
             f"other than {', '.join(RESERVED_NAMES)} (it is a value of {SOURCE_VARIABLE})")
-    if type(priority) is not int or priority >= LAUNCHER_PRIORITY_LIMIT:  # a bool is not
+    if type(priority) is not int or priority >= LAUNCHER_PRIORITY_LIMIT:  # not a bool
         raise ValueError(f"priority must be a whole number below {LAUNCHER_PRIORITY_LIMIT} "
                          f"(TF_CONFIG and KERAS_DP_WORKERS come first), got {priority!r}")
     _load_builtins()
