@@ -147,9 +147,9 @@ class ClusterEnvironment:
     def no_addresses_error(self) -> ClusterConfigError:
         """The error when the tasks' hosts are unknown and cannot be exchanged."""
         variable, fix = self.no_addresses
-        return ClusterConfigError(
-            f"{self.title} started {self.world_size()} processes on several nodes but "
-            "does not tell their host names", variable=variable, fix=fix)
+        return ClusterConfigError(f"{self.title} started {self.world_size()} processes on several "
+                                  "nodes but does not tell their host names", variable=variable,
+                                  fix=fix)
 
     def cluster_info(self, port_base: int, exchange=None, notes: Sequence[str] = ()):
         """The validated `ClusterInfo`; `exchange(self)` gathers the addresses when needed."""
@@ -173,9 +173,8 @@ class ClusterEnvironment:
                           received=self.environ.get(self.address_variable, address))
         if len(set(a.lower() for a in addresses)) != len(addresses):
             raise ClusterConfigError(
-                f"the derived worker addresses repeat: {addresses}",
-                variable=PORT_BASE_VARIABLE, received=port_base,
-                fix="list the addresses in KERAS_DP_WORKERS")
+                f"the derived worker addresses repeat: {addresses}", variable=PORT_BASE_VARIABLE,
+                received=port_base, fix="list the addresses in KERAS_DP_WORKERS")
         return ClusterInfo(source=self.name, cluster={"worker": tuple(addresses)},
                            task_type="worker", task_index=rank,
                            local_rank=self.local_rank(), local_size=self.local_size(),

@@ -41,9 +41,9 @@ def _check_tf_config_against_explicit(info: ClusterInfo, environ: Mapping[str, s
     index = explicit.task_index()
     if index is not None and index != info.worker_index:
         raise ConflictingSourcesError(
-            f"says this is worker {index} but TF_CONFIG's task is "
-            f"{info.task_type} {info.task_index} (worker {info.worker_index})",
-            variable=TASK_INDEX, received=environ.get(TASK_INDEX),
+            f"says this is worker {index} but TF_CONFIG's task is {info.task_type} "
+            f"{info.task_index} (worker {info.worker_index})", variable=TASK_INDEX,
+            received=environ.get(TASK_INDEX),
             fix=f"unset {TASK_INDEX}, or make it agree with TF_CONFIG")
 
 
@@ -65,8 +65,7 @@ def _take_rank_from(explicit: ExplicitEnvironment, launcher: Optional[ClusterEnv
         raise ConflictingSourcesError(
             f"says this process is worker {index} but {launcher.rank_variable()}={rank}",
             variable=TASK_INDEX, received=explicit.environ.get(TASK_INDEX),
-            fix=f"unset {TASK_INDEX} to take the index from {launcher.title}, or make "
-                "them agree")
+            fix=f"unset {TASK_INDEX} to take the index from {launcher.title}, or make them agree")
     explicit.rank_source = launcher
 
 

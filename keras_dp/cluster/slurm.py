@@ -52,8 +52,7 @@ class SlurmEnvironment(ClusterEnvironment):
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
-        return ("SLURM_PROCID" in environ
-                and _first(environ, cls.SIZE_VARIABLES) is not None
+        return ("SLURM_PROCID" in environ and _first(environ, cls.SIZE_VARIABLES) is not None
                 and not cls.in_allocation_only(environ))
 
     def rank(self) -> int:

@@ -72,10 +72,9 @@ class TFConfigEnvironment(ClusterEnvironment):
         except json.JSONDecodeError as exc:
             raise self._error(
                 f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
-                fix="quote the whole value in the shell, e.g. "
-                    "export TF_CONFIG='{\"cluster\": {...}, \"task\": {...}}', "
-                    "or generate it with: export TF_CONFIG=$(keras-dp tf-config)"
-            ) from None
+                fix="quote the whole value in the shell, e.g. export TF_CONFIG='{\"cluster\": "
+                    "{...}, \"task\": {...}}', or generate it with: export TF_CONFIG=$(keras-dp "
+                    "tf-config)") from None
         if not isinstance(config, dict):
             raise self._error(f"must be a JSON object, got a JSON {type(config).__name__}",
                               fix="set it to an object with 'cluster' and 'task' keys")
@@ -101,9 +100,8 @@ class TFConfigEnvironment(ClusterEnvironment):
         for role, addresses in cluster.items():
             field = f"cluster.{role}"
             if role not in ROLES:
-                raise self._error(f"unknown role {role!r} in 'cluster'", field,
-                                  f"use only the roles {', '.join(ROLES)} "
-                                  "(legacy 'master' is 'chief' in TF 2)")
+                raise self._error(f"unknown role {role!r} in 'cluster'", field, f"use only the "
+                                  f"roles {', '.join(ROLES)} (legacy 'master' is 'chief' in TF 2)")
             if not isinstance(addresses, list):
                 raise self._error(f"job {role!r} must be a list of 'host:port' strings, "
                                   f"got {type(addresses).__name__}", field,
