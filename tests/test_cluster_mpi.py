@@ -34,6 +34,8 @@ INVALID = [
      {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2",
       "KERAS_DP_HOSTFILE": "/nonexistent/hosts"},
      "KERAS_DP_HOSTFILE", "cannot read", ClusterConfigError),
+    ("mpi_forced_but_absent", {"KERAS_DP_CLUSTER": "mpi"},  # was a bare StopIteration
+     "KERAS_DP_CLUSTER", "asks for the MPI source", ClusterConfigError),
 ]
 
 

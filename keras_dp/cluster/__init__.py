@@ -1,7 +1,6 @@
-"""Cluster resolution: which processes train together, and which one this is.
+"""Cluster resolution: which processes train together, and which one this is (docs/cluster.md).
 
-One `ClusterEnvironment` per source, tried in precedence order by `resolve_cluster()`;
-the built-in classes are reachable here by name. See docs/cluster.md.
+One `ClusterEnvironment` per source; the built-in classes are reachable here by name.
 """
 
 from keras_dp.cluster.base import ClusterEnvironment, read_int
@@ -9,13 +8,7 @@ from keras_dp.cluster.hostlist import expand_hostlist, expand_tasks_per_node
 from keras_dp.cluster.mpi import parse_hostfile
 from keras_dp.cluster.registry import cluster_variables, environments, register_environment
 from keras_dp.cluster.resolve import resolve_cluster
-from keras_dp.cluster.spec import ClusterInfo, parse_address
-
-__all__ = [
-    "ClusterEnvironment", "ClusterInfo", "cluster_variables", "environments",
-    "expand_hostlist", "expand_tasks_per_node", "parse_address", "parse_hostfile",
-    "read_int", "register_environment", "resolve_cluster",
-]
+from keras_dp.cluster.spec import ClusterInfo
 
 
 def __getattr__(name):

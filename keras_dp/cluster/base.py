@@ -8,41 +8,38 @@ from typing import ClassVar, List, Mapping, Optional, Sequence, Tuple
 from keras_dp.cluster.spec import ClusterInfo, parse_address
 from keras_dp.errors import ClusterConfigError
 
-DEFAULT_PORT_BASE = 8888
 #: Larger task counts are typos (and a list of 10**20 addresses would never be built).
 MAX_TASKS = 100_000
 PORT_BASE_VARIABLE = "KERAS_DP_PORT_BASE"
 SOURCE_VARIABLE = "KERAS_DP_CLUSTER"
 
 
-def read_int(environ: Mapping[str, str], name: str, *, minimum: Optional[int] = 0,
+def read_int(environ: Mapping[str, str], name: str, *, minimum: int = 0,
              fix: Optional[str] = None, maximum: Optional[int] = None) -> int:
     """Reads an integer variable (ASCII digits, optional sign), with an error that names it."""
     raw = environ.get(name)
+
+    def error(problem: str, default: str = f"set {name} to a whole number"):
+        return ClusterConfigError(problem, variable=name, received=raw, fix=fix or default)
+
     if raw is None:
-        raise ClusterConfigError("is not set", variable=name,
-                                 fix=fix or f"set {name} to a whole number")
-    text = str(raw).strip()
+        raise error("is not set")
     # int() also takes "1_000" and Unicode digits such as "٣": not what launchers write.
-    if not re.fullmatch(r"[+-]?[0-9]+", text):
-        raise ClusterConfigError("is not a whole number", variable=name, received=raw,
-                                 fix=fix or f"set {name} to a whole number")
-    value = int(text)
-    if minimum is not None and value < minimum:
-        raise ClusterConfigError(
-            f"must be at least {minimum}", variable=name, received=raw,
-            fix=fix or f"set {name} to a whole number >= {minimum}")
+    if not re.fullmatch(r"[+-]?[0-9]+", str(raw).strip()):
+        raise error("is not a whole number")
+    value = int(str(raw).strip())
+    if value < minimum:
+        raise error(f"must be at least {minimum}", f"set {name} to a whole number >= {minimum}")
     if maximum is not None and value > maximum:
-        raise ClusterConfigError(
-            f"is {value}, more than the {maximum:,} keras_dp accepts", variable=name,
-            received=raw, fix=fix or f"set {name} to a whole number <= {maximum}")
+        raise error(f"is {value}, more than the {maximum:,} keras_dp accepts",
+                    f"set {name} to a whole number <= {maximum}")
     return value
 
 
 def read_port_base(environ: Mapping[str, str]) -> int:
-    """The first port used for derived worker addresses (`KERAS_DP_PORT_BASE`)."""
+    """The first port of derived worker addresses: `KERAS_DP_PORT_BASE`, default 8888."""
     if PORT_BASE_VARIABLE not in environ:
-        return DEFAULT_PORT_BASE
+        return 8888
     fix = "set KERAS_DP_PORT_BASE to a free port between 1024 and 65535"
     port = read_int(environ, PORT_BASE_VARIABLE, minimum=1, fix=fix)
     if port > 65535:
@@ -54,23 +51,18 @@ def read_port_base(environ: Mapping[str, str]) -> int:
 def ports_fit(port_base: int, count: int) -> None:
     """Checks that `count` consecutive ports from `port_base` stay below 65536."""
     if port_base + count - 1 > 65535:
-        raise ClusterConfigError(
-            f"{count} tasks per node from port {port_base} would pass port 65535",
-            variable=PORT_BASE_VARIABLE, received=port_base,
-            fix="choose a lower KERAS_DP_PORT_BASE")
+        raise ClusterConfigError(f"{count} tasks per node from port {port_base} would pass port "
+                                 "65535", variable=PORT_BASE_VARIABLE, received=port_base,
+                                 fix="choose a lower KERAS_DP_PORT_BASE")
 
 
 class ClusterEnvironment:
     """One source of cluster information (a launcher, TF_CONFIG, explicit variables).
 
-    It reads a plain `environ` mapping: `detect(environ)` says whether its
-    variables are present; the methods give this process's rank, the world
-    size, its place on its node and every task's `host:port`, raising
-    `ClusterConfigError` on bad input. Subclasses set `name` (the
-    `KERAS_DP_CLUSTER` value), `title` and `variables` (those that make
-    `detect()` true first), and implement `detect`, `world_size`, `rank`,
-    `rank_variable` and, when they know every task's host, `addresses`.
-    See docs/cluster.md#your-own-environment.
+    Reads a plain `environ` mapping and raises `ClusterConfigError` on bad input. Subclasses
+    set `name` (the `KERAS_DP_CLUSTER` value), `title` and `variables` (the first is the rank
+    variable, whose presence is detected, by default) and implement `world_size`, `rank` and,
+    when they know every task's host, `addresses`. See docs/cluster.md#your-own-environment.
     """
 
     name: ClassVar[str] = ""
@@ -92,7 +84,7 @@ class ClusterEnvironment:
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
         """Whether this environment started (or describes) the current process."""
-        raise NotImplementedError
+        return cls.variables[0] in environ
 
     @classmethod
     def undetected_notes(cls, environ: Mapping[str, str]) -> List[str]:
@@ -109,7 +101,7 @@ class ClusterEnvironment:
 
     def rank_variable(self) -> str:
         """The variable the rank was read from (for error messages)."""
-        raise NotImplementedError
+        return self.variables[0]
 
     def local_rank(self) -> int:
         """Index of this process among those on its node."""
@@ -129,6 +121,13 @@ class ClusterEnvironment:
         hosts = list(dict.fromkeys(host_of(a) for a in addresses))
         return hosts.index(host_of(addresses[self.rank()]))
 
+    def checked_rank(self, rank: int, problem: str, fix: str) -> int:
+        """`rank` if it is below the world size, else the error naming the rank variable."""
+        if rank < self.world_size():
+            return rank
+        name = self.rank_variable()
+        raise ClusterConfigError(problem, variable=name, received=self.environ[name], fix=fix)
+
     def addresses(self, port_base: int) -> Optional[List[str]]:
         """Every task's `host:port`, or None if the environment does not say."""
         return None
@@ -145,20 +144,12 @@ class ClusterEnvironment:
         """Remarks for the report."""
         return []
 
-    def absent_error(self, received: str) -> ClusterConfigError:
-        """The error when `KERAS_DP_CLUSTER` asks for this environment but it is absent."""
-        problem, fix = self.absent or (
-            f"asks for the {self.title} source but its variables are not set "
-            f"(looked for {', '.join(self.variables[:4])})",
-            f"run under {self.title}, or unset {SOURCE_VARIABLE} to detect the source")
-        return ClusterConfigError(problem, variable=SOURCE_VARIABLE, received=received, fix=fix)
-
     def no_addresses_error(self) -> ClusterConfigError:
         """The error when the tasks' hosts are unknown and cannot be exchanged."""
         variable, fix = self.no_addresses
-        return ClusterConfigError(
-            f"{self.title} started {self.world_size()} processes on several nodes but "
-            "does not tell their host names", variable=variable, fix=fix)
+        return ClusterConfigError(f"{self.title} started {self.world_size()} processes on several "
+                                  "nodes but does not tell their host names", variable=variable,
+                                  fix=fix)
 
     def cluster_info(self, port_base: int, exchange=None, notes: Sequence[str] = ()):
         """The validated `ClusterInfo`; `exchange(self)` gathers the addresses when needed."""
@@ -169,24 +160,21 @@ class ClusterEnvironment:
             notes.append(f"{self.title} started a single process")
             return ClusterInfo(source=self.name, cluster={}, notes=tuple(notes),
                                variables=variables)
-        if exchange is not None and self.prefers_exchange():
-            addresses = list(exchange(self))
-            notes.append(f"addresses exchanged through {self.title} (a free port per task)")
-        else:
-            addresses = self.addresses(port_base)
+        preferred = exchange is not None and self.prefers_exchange()
+        addresses = None if preferred else self.addresses(port_base)
         if addresses is None:
             if exchange is None:
                 raise self.no_addresses_error()
             addresses = list(exchange(self))
-            notes.append(f"addresses exchanged through {self.title}")
+            notes.append(f"addresses exchanged through {self.title}"
+                         + (" (a free port per task)" if preferred else ""))
         for i, address in enumerate(addresses):
             parse_address(address, variable=self.address_variable, field=f"derived address {i}",
                           received=self.environ.get(self.address_variable, address))
         if len(set(a.lower() for a in addresses)) != len(addresses):
             raise ClusterConfigError(
-                f"the derived worker addresses repeat: {addresses}",
-                variable=PORT_BASE_VARIABLE, received=port_base,
-                fix="list the addresses in KERAS_DP_WORKERS")
+                f"the derived worker addresses repeat: {addresses}", variable=PORT_BASE_VARIABLE,
+                received=port_base, fix="list the addresses in KERAS_DP_WORKERS")
         return ClusterInfo(source=self.name, cluster={"worker": tuple(addresses)},
                            task_type="worker", task_index=rank,
                            local_rank=self.local_rank(), local_size=self.local_size(),

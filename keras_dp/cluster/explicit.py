@@ -1,15 +1,11 @@
-"""Explicit variables: `KERAS_DP_WORKERS` and `KERAS_DP_TASK_INDEX`.
-
-As tf-models' `--worker_hosts` and `--task_index`: every worker's address (worker 0 is
-the chief) and this process's position; the index may instead come from a launcher.
-"""
+"""`KERAS_DP_WORKERS` (every worker's `host:port`, worker 0 the chief) and `KERAS_DP_TASK_INDEX`."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Mapping, Optional
 
-from keras_dp.cluster.base import (SOURCE_VARIABLE, ClusterEnvironment, local_placement,
-                                   read_int)
+from keras_dp.cluster.base import SOURCE_VARIABLE, ClusterEnvironment, local_placement, read_int
 from keras_dp.cluster.registry import _register
 from keras_dp.cluster.spec import ClusterInfo, check_no_duplicates, parse_address
 from keras_dp.errors import ClusterConfigError
@@ -27,18 +23,14 @@ class ExplicitEnvironment(ClusterEnvironment):
     variables = (WORKERS, TASK_INDEX)
     absent = (f"asks for explicit addresses but {WORKERS} is not set",
               f"set {WORKERS}=host:port,host:port, or unset {SOURCE_VARIABLE}")
-
-    def __init__(self, environ: Mapping[str, str]):
-        super().__init__(environ)
-        #: The launcher the index comes from, if any (set by the resolver).
-        self.rank_source: Optional[ClusterEnvironment] = None
+    #: The launcher the index comes from, if any (set by the resolver).
+    rank_source: Optional[ClusterEnvironment] = None
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
         return bool(str(environ.get(WORKERS, "")).strip())
 
     def addresses(self, port_base: Optional[int] = None) -> List[str]:
-        """The validated worker list."""
         raw = self.environ.get(WORKERS, "")
         items = [item.strip() for item in str(raw).replace(";", ",").split(",") if item.strip()]
         if not items:
@@ -54,18 +46,13 @@ class ExplicitEnvironment(ClusterEnvironment):
         """KERAS_DP_TASK_INDEX if set, validated against the worker count."""
         if TASK_INDEX not in self.environ:
             return None
-        index = read_int(self.environ, TASK_INDEX, minimum=0,
-                         fix="set KERAS_DP_TASK_INDEX to this process's position "
-                             "in KERAS_DP_WORKERS, counting from 0")
-        count = len(self.addresses())
-        if index >= count:
-            raise ClusterConfigError(
-                f"index {index} is out of range for the {count} workers in "
-                f"{WORKERS} (valid: 0-{count - 1})", variable=TASK_INDEX,
-                received=self.environ[TASK_INDEX],
-                fix=f"set {TASK_INDEX} between 0 and {count - 1}, or add this "
-                    f"process's address to {WORKERS}")
-        return index
+        index = read_int(self.environ, TASK_INDEX, minimum=0, fix=f"set {TASK_INDEX} to this "
+                         f"process's position in {WORKERS}, counting from 0")
+        count = self.world_size()
+        return self.checked_rank(
+            index, f"index {index} is out of range for the {count} workers in {WORKERS} (valid: "
+            f"0-{count - 1})", f"set {TASK_INDEX} between 0 and {count - 1}, or add this "
+            f"process's address to {WORKERS}")
 
     def world_size(self) -> int:
         return len(self.addresses())
@@ -80,21 +67,18 @@ class ExplicitEnvironment(ClusterEnvironment):
         if index is None:
             raise ClusterConfigError(
                 f"is not set, and no launcher (SLURM, MPI, Kubernetes) tells this process's "
-                f"index among the {self.world_size()} workers of {WORKERS}",
-                variable=TASK_INDEX,
-                fix=f"set {TASK_INDEX} to this process's position in {WORKERS}, counting "
-                    "from 0 (worker 0 is the chief)")
+                f"index among the {self.world_size()} workers of {WORKERS}", variable=TASK_INDEX,
+                fix=f"set {TASK_INDEX} to this process's position in {WORKERS}, counting from 0 "
+                    "(worker 0 is the chief)")
         return index
 
     def local_rank(self) -> int:
-        if self.rank_source is not None:
-            return self.rank_source.local_rank()
-        return local_placement(self.addresses(), self.rank())[0]
+        source = self.rank_source
+        return source.local_rank() if source else local_placement(self.addresses(), self.rank())[0]
 
     def local_size(self) -> int:
-        if self.rank_source is not None:
-            return self.rank_source.local_size()
-        return local_placement(self.addresses(), self.rank())[1]
+        source = self.rank_source
+        return source.local_size() if source else local_placement(self.addresses(), self.rank())[1]
 
     def used_variables(self) -> List[str]:
         names = super().used_variables()
@@ -105,11 +89,8 @@ class ExplicitEnvironment(ClusterEnvironment):
         return [f"task index from {source.title} ({source.rank_variable()})"] if source else []
 
     def cluster_info(self, port_base: int, exchange=None, notes=()) -> ClusterInfo:
-        if self.world_size() > 1:
-            return super().cluster_info(port_base, None, notes)
-        self.rank()  # still required (and checked)
-        return ClusterInfo(source=self.name, cluster={}, notes=tuple(notes),
-                           variables={k: self.environ[k] for k in self.used_variables()})
+        info = super().cluster_info(port_base, notes=notes)
+        return info if info.cluster else dataclasses.replace(info, notes=tuple(notes))
 
 
 _register(ExplicitEnvironment, priority=400)

@@ -1,13 +1,9 @@
-"""SLURM's compact host-list and tasks-per-node syntax.
-
-`expand_hostlist("gpu[01-03,7],rack[1-2]-n[1-2]")` gives `gpu01 gpu02 gpu03 gpu7`, then
-`rack1-n1 rack1-n2 rack2-n1 rack2-n2` (the last group fastest, as `scontrol show
-hostnames`); `expand_tasks_per_node("2(x3),1")` gives `[2, 2, 2, 1]`.
-"""
+"""SLURM's compact host-list (`gpu[01-03,7]`) and tasks-per-node (`2(x3),1`) syntax."""
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from typing import List
 
@@ -21,29 +17,6 @@ def _error(problem: str, text: str, variable: str, fix: str = _SYNTAX) -> Cluste
     return ClusterConfigError(problem, variable=variable, received=text, fix=fix)
 
 
-def _split_top_level(text: str, *, variable: str) -> List[str]:
-    """Splits at commas that are outside brackets."""
-    parts, depth, current = [], 0, []
-    for char in text:
-        if char == "[":
-            if depth:
-                raise _error(f"nested '[' in host list {text!r}", text, variable)
-            depth = 1
-        elif char == "]":
-            if not depth:
-                raise _error(f"unmatched ']' in host list {text!r}", text, variable)
-            depth = 0
-        if char == "," and not depth:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    if depth:
-        raise _error(f"unclosed '[' in host list {text!r}", text, variable)
-    parts.append("".join(current))
-    return parts
-
-
 def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
     """Expands the inside of one bracket group: `01-03,7` -> 01 02 03 7."""
     values: List[str] = []
@@ -53,10 +26,7 @@ def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
         if not match:
             raise _error(f"bad range {item!r} inside [{group}] in host list {text!r}", text,
                          variable, "ranges are numbers or low-high, e.g. node[1-4,7]")
-        low_text, high_text = match.group(1), match.group(2)
-        if high_text is None:
-            values.append(low_text)
-            continue
+        low_text, high_text = match.group(1), match.group(2) or match.group(1)
         low, high = int(low_text), int(high_text)
         if high < low:
             raise _error(f"range {item!r} runs backwards in host list {text!r}", text,
@@ -65,17 +35,16 @@ def _expand_range_group(group: str, *, text: str, variable: str) -> List[str]:
             raise _error(f"range {item!r} in host list {text!r} names {high - low + 1:,} hosts, "
                          f"more than the {MAX_TASKS:,} keras_dp accepts", text, variable,
                          "check the range's bounds")
-        width = len(low_text) if low_text.startswith("0") and len(low_text) > 1 else 0
-        width = max(width, len(low_text) if len(low_text) == len(high_text) else 0)
+        width = len(low_text) if low_text[0] == "0" or len(low_text) == len(high_text) else 0
         values.extend(str(n).zfill(width) for n in range(low, high + 1))
     return values
 
 
 def expand_hostlist(text: str, *, variable: str = "SLURM_STEP_NODELIST") -> List[str]:
-    """Expands a SLURM host list (e.g. `"node[001-004],gpu[1,3]"`) in SLURM's order.
+    """Expands a SLURM host list in SLURM's order, the last bracket group fastest.
 
-    Ranges, zero padding, several bracket groups in one name, prefixes and suffixes;
-    no deduplication. `variable` is named in errors.
+    `"gpu[01-02,7],r[1-2]-n[1-2]"` gives gpu01 gpu02 gpu7 r1-n1 r1-n2 r2-n1 r2-n2, as
+    `scontrol show hostnames`; no deduplication. `variable` is named in errors.
 
     Raises:
         ClusterConfigError: if the syntax is invalid.
@@ -83,8 +52,19 @@ def expand_hostlist(text: str, *, variable: str = "SLURM_STEP_NODELIST") -> List
     if not text or not text.strip():
         raise _error("the host list is empty", text, variable,
                      "run inside a SLURM job step (srun) or set the node list")
-    hosts: List[str] = []
-    for part in _split_top_level(text.strip(), variable=variable):
+    stripped, depth, hosts = text.strip(), 0, []
+    for char in stripped:
+        if char == "[":
+            if depth:
+                raise _error(f"nested '[' in host list {stripped!r}", stripped, variable)
+            depth = 1
+        elif char == "]":
+            if not depth:
+                raise _error(f"unmatched ']' in host list {stripped!r}", stripped, variable)
+            depth = 0
+    if depth:
+        raise _error(f"unclosed '[' in host list {stripped!r}", stripped, variable)
+    for part in re.split(r",(?![^\[\]]*\])", stripped):  # the commas outside brackets
         part = part.strip()
         if not part:
             raise _error(f"empty entry in host list {text!r}", text, variable,
@@ -98,18 +78,14 @@ def expand_hostlist(text: str, *, variable: str = "SLURM_STEP_NODELIST") -> List
                 choices.append(_expand_range_group(piece[1:-1], text=text, variable=variable))
             elif piece:
                 choices.append([piece])
-        count = 1
-        for options in choices:
-            count *= len(options)
-        if len(hosts) + count > MAX_TASKS:
+        if len(hosts) + math.prod(len(options) for options in choices) > MAX_TASKS:
             raise _error(f"host list {text!r} names more than the {MAX_TASKS:,} hosts keras_dp "
                          "accepts", text, variable, "check its ranges")
         hosts.extend("".join(combo) for combo in itertools.product(*choices))
     return hosts
 
 
-def expand_tasks_per_node(text: str, *,
-                          variable: str = "SLURM_STEP_TASKS_PER_NODE") -> List[int]:
+def expand_tasks_per_node(text: str, *, variable: str = "SLURM_STEP_TASKS_PER_NODE") -> List[int]:
     """Expands SLURM's tasks-per-node list, e.g. `"2(x3),1"` -> `[2, 2, 2, 1]`.
 
     Raises:

@@ -1,9 +1,4 @@
-"""MPI launchers: Open MPI (`mpirun`), MPICH/Intel MPI (Hydra) and PMI/PMIx.
-
-The addresses come from `KERAS_DP_WORKERS`, a hostfile (`KERAS_DP_HOSTFILE`, ranks
-filling each host's slots in turn), an exchange through MPI (`keras_dp.mpi`), or, all
-ranks on this node, loopback: docs/cluster.md#running-under-mpirun.
-"""
+"""MPI launchers: Open MPI, MPICH/Intel MPI (Hydra), PMIx; docs/cluster.md#running-under-mpirun."""
 
 from __future__ import annotations
 
@@ -19,7 +14,7 @@ HOSTFILE = "KERAS_DP_HOSTFILE"
 HOST_VARIABLE = "KERAS_DP_HOST"
 SWITCH_VARIABLE = "KERAS_DP_MPI_EXCHANGE"
 
-# (rank, size, local rank, local size) variable names of each flavour.
+# (title, rank, size, local rank, local size variables) of each flavour.
 _FLAVOURS: Tuple[Tuple[str, str, str, str, str], ...] = (
     ("Open MPI", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
      "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
@@ -28,12 +23,8 @@ _FLAVOURS: Tuple[Tuple[str, str, str, str, str], ...] = (
 )
 
 
-def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, int]]:
-    """Parses an MPI hostfile into `(host, slots)` pairs.
-
-    Open MPI lines (`node1 slots=4 max_slots=8`), MPICH lines (`node1:4`) and bare
-    host names (one slot); `#` starts a comment.
-    """
+def parse_hostfile(text: str) -> List[Tuple[str, int]]:
+    """`(host, slots)` pairs of an Open MPI (`n1 slots=4`), MPICH (`n1:4`) or bare hostfile."""
     hosts: List[Tuple[str, int]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
@@ -45,7 +36,7 @@ def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, in
             host, _, count = host.partition(":")
             if not count.isdecimal() or int(count) < 1:
                 raise ClusterConfigError(
-                    f"line {number} ({line!r}) has a bad slot count", variable=variable,
+                    f"line {number} ({line!r}) has a bad slot count", variable=HOSTFILE,
                     received=text, fix="write host:N (MPICH) or host slots=N (Open MPI)")
             slots = int(count)
         for option in fields[1:]:
@@ -53,13 +44,13 @@ def parse_hostfile(text: str, *, variable: str = HOSTFILE) -> List[Tuple[str, in
             if key in ("slots", "max_slots", "max-slots"):
                 if not value.isdecimal() or int(value) < 1:
                     raise ClusterConfigError(
-                        f"line {number} ({line!r}) has a bad {key} value", variable=variable,
+                        f"line {number} ({line!r}) has a bad {key} value", variable=HOSTFILE,
                         received=text, fix="write host slots=N with N >= 1")
                 if key == "slots":
                     slots = int(value)
         hosts.append((host, slots))
     if not hosts:
-        raise ClusterConfigError("the hostfile lists no hosts", variable=variable,
+        raise ClusterConfigError("the hostfile lists no hosts", variable=HOSTFILE,
                                  received=text, fix="list one host per line")
     return hosts
 
@@ -74,9 +65,8 @@ class MPIEnvironment(ClusterEnvironment):
     aliases = ("ompi", "openmpi")
     address_variable = HOSTFILE
     no_addresses = (HOSTFILE, "set KERAS_DP_HOSTFILE to the hostfile given to mpirun, or "
-                              "KERAS_DP_WORKERS to every rank's host:port, or install mpi4py "
-                              "(pip install keras-dp[mpi]) so keras_dp exchanges addresses "
-                              "through MPI")
+                    "KERAS_DP_WORKERS to every rank's host:port, or install mpi4py (pip install "
+                    "keras-dp[mpi]) so keras_dp exchanges addresses through MPI")
 
     def __init__(self, environ: Mapping[str, str]):
         super().__init__(environ)
@@ -84,8 +74,7 @@ class MPIEnvironment(ClusterEnvironment):
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
-        return any(f[1] in environ and (f[2] in environ or f[0] == "PMIx")
-                   for f in _FLAVOURS)
+        return any(f[1] in environ and (f[2] in environ or f[0] == "PMIx") for f in _FLAVOURS)
 
     def rank_variable(self) -> str:
         return self.flavour[1]
@@ -99,14 +88,9 @@ class MPIEnvironment(ClusterEnvironment):
         return read_int(self.environ, name, minimum=1, maximum=MAX_TASKS)
 
     def rank(self) -> int:
-        rank = read_int(self.environ, self.flavour[1], minimum=0)
-        size = self.world_size()
-        if rank >= size:
-            raise ClusterConfigError(
-                f"rank {rank} is out of range for {self.flavour[2]}={size}",
-                variable=self.flavour[1], received=self.environ[self.flavour[1]],
-                fix="launch with mpirun so rank and size come from one launch")
-        return rank
+        rank, size = read_int(self.environ, self.flavour[1], minimum=0), self.world_size()
+        return self.checked_rank(rank, f"rank {rank} is out of range for {self.flavour[2]}={size}",
+                                 "launch with mpirun so rank and size come from one launch")
 
     def local_rank(self) -> int:
         name = self.flavour[3]
@@ -120,10 +104,7 @@ class MPIEnvironment(ClusterEnvironment):
         if name in self.environ:
             return read_int(self.environ, name, minimum=1)
         table = self._slot_table()
-        if table is None:
-            return 1
-        host = table[self.rank()][0]
-        return sum(h == host for h, _ in table)
+        return 1 if table is None else [h for h, _ in table].count(table[self.rank()][0])
 
     def all_local(self) -> bool:
         """Whether every rank runs on this node."""
@@ -155,8 +136,7 @@ class MPIEnvironment(ClusterEnvironment):
         return table[:size]
 
     def addresses(self, port_base: int) -> Optional[List[str]]:
-        size = self.world_size()
-        table = self._slot_table()
+        size, table = self.world_size(), self._slot_table()
         if table is not None:
             host, local = table[self.rank()]
             if self.flavour[3] in self.environ and self.local_rank() != local:

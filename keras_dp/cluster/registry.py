@@ -1,8 +1,4 @@
-"""The registered cluster environments, in precedence order, and the variables they read.
-
-Each module of this package registers its environment on import; `environments()`
-imports them all once, so a new built-in environment is one new file.
-"""
+"""The registered cluster environments (each module of this package registers its own)."""
 
 from __future__ import annotations
 
@@ -25,9 +21,8 @@ _loaded = False
 def _register(cls: Type[ClusterEnvironment], priority: int) -> None:
     previous = _registry.get(cls.name)
     if previous is not None and previous[2].__qualname__ != cls.__qualname__:
-        raise ValueError(
-            f"a cluster environment named {cls.name!r} is already registered "
-            f"({previous[2].__qualname__}); give {cls.__qualname__} another name")
+        raise ValueError(f"a cluster environment named {cls.name!r} is already registered "
+                         f"({previous[2].__qualname__}); give {cls.__qualname__} another name")
     order = previous[1] if previous else len(_registry)
     _registry[cls.name] = (priority, order, cls)
 
@@ -36,25 +31,22 @@ def register_environment(cls: Type[ClusterEnvironment], *, priority: int = 0
                          ) -> Type[ClusterEnvironment]:
     """Adds a cluster environment that `resolve_cluster()` detects.
 
-    `TF_CONFIG` and `KERAS_DP_WORKERS` always come first; among the launchers a
-    higher `priority` is tried earlier (MPI 300, SLURM 200, Kubernetes 100; ties
-    in order of registration). Its `name` becomes a value of `KERAS_DP_CLUSTER`,
-    its `variables` join `cluster_variables()`. Registering a class of the same
-    name again replaces it (e.g. after a module reload).
+    Its `name` becomes a value of `KERAS_DP_CLUSTER`, its `variables` join
+    `cluster_variables()`; registering a class of the same name again replaces it.
+    Example: docs/cluster.md#your-own-environment.
 
     Args:
         cls: A `ClusterEnvironment` subclass with `name`, `title` and `variables`.
-        priority: Its place among the launchers (below 400).
+        priority: Its place among the launchers, below 400 (after TF_CONFIG and
+            KERAS_DP_WORKERS); higher is tried earlier (MPI 300, SLURM 200, Kubernetes 100).
 
     Returns:
-        `cls`, so that it can be used as a decorator's result.
+        `cls`.
 
     Raises:
         TypeError: if `cls` is not a `ClusterEnvironment` subclass.
-        ValueError: if its name is empty, reserved or taken, or the priority
-            is not a whole number below 400.
-
-    Example: docs/cluster.md#your-own-environment (a PBS environment).
+        ValueError: if its name is empty, reserved or taken, or the priority is not a
+            whole number below 400.
     """
     if not (isinstance(cls, type) and issubclass(cls, ClusterEnvironment)):
         raise TypeError(f"{cls!r} is not a keras_dp.cluster.ClusterEnvironment subclass")
@@ -63,11 +55,9 @@ def register_environment(cls: Type[ClusterEnvironment], *, priority: int = 0
         raise ValueError(
             f"{cls.__qualname__}.name is {cls.name!r}; set it to a lower-case name "
             f"other than {', '.join(RESERVED_NAMES)} (it is a value of {SOURCE_VARIABLE})")
-    if isinstance(priority, bool) or not isinstance(priority, int) or (
-            priority >= LAUNCHER_PRIORITY_LIMIT):
-        raise ValueError(
-            f"priority must be a whole number below {LAUNCHER_PRIORITY_LIMIT} "
-            f"(TF_CONFIG and KERAS_DP_WORKERS come first), got {priority!r}")
+    if type(priority) is not int or priority >= LAUNCHER_PRIORITY_LIMIT:  # not a bool
+        raise ValueError(f"priority must be a whole number below {LAUNCHER_PRIORITY_LIMIT} "
+                         f"(TF_CONFIG and KERAS_DP_WORKERS come first), got {priority!r}")
     _load_builtins()
     _register(cls, priority)
     return cls
@@ -75,12 +65,10 @@ def register_environment(cls: Type[ClusterEnvironment], *, priority: int = 0
 
 def _load_builtins() -> None:
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    package = __name__.rpartition(".")[0]
-    for module in pkgutil.iter_modules([os.path.dirname(__file__)]):
-        importlib.import_module(f"{package}.{module.name}")
+    if not _loaded:
+        _loaded = True
+        for module in pkgutil.iter_modules([os.path.dirname(__file__)]):
+            importlib.import_module(f"{__package__}.{module.name}")
 
 
 def environments() -> Tuple[Type[ClusterEnvironment], ...]:
@@ -91,11 +79,6 @@ def environments() -> Tuple[Type[ClusterEnvironment], ...]:
 
 
 def cluster_variables() -> Tuple[str, ...]:
-    """Every environment variable that says which cluster a process joins.
-
-    Those of every registered environment, in precedence order, and
-    `KERAS_DP_CLUSTER`, `KERAS_DP_PORT_BASE`. A process that starts workers of
-    its own cluster removes them from the workers' environment.
-    """
+    """Every variable that says which cluster a process joins (a launcher removes them)."""
     names = [name for cls in environments() for name in cls.variables]
     return tuple(dict.fromkeys(names + [SOURCE_VARIABLE, PORT_BASE_VARIABLE]))

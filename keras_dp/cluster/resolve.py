@@ -1,13 +1,9 @@
-"""`resolve_cluster()`: from the process environment to a validated `ClusterInfo`.
-
-Sources and their precedence: docs/cluster.md. Two explicit sources that disagree
-raise `ConflictingSourcesError`.
-"""
+"""`resolve_cluster()`: from the process environment to a validated `ClusterInfo`."""
 
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from keras_dp.cluster.base import SOURCE_VARIABLE, ClusterEnvironment, read_port_base
 from keras_dp.cluster.explicit import TASK_INDEX, WORKERS, ExplicitEnvironment
@@ -15,9 +11,6 @@ from keras_dp.cluster.registry import RESERVED_NAMES, environments
 from keras_dp.cluster.spec import ClusterInfo
 from keras_dp.cluster.tf_config import TFConfigEnvironment
 from keras_dp.errors import ClusterConfigError, ConflictingSourcesError
-
-#: exchange(launcher) -> every task's address (e.g. an MPI allgather).
-AddressExchange = Callable[[ClusterEnvironment], List[str]]
 
 
 def _forced_source(environ: Mapping[str, str], source: Optional[str]) -> Optional[str]:
@@ -41,22 +34,20 @@ def _check_tf_config_against_explicit(info: ClusterInfo, environ: Mapping[str, s
     addresses = explicit.addresses()
     if [a.lower() for a in addresses] != [a.lower() for a in info.worker_addresses]:
         raise ConflictingSourcesError(
-            f"TF_CONFIG lists workers {info.worker_addresses} but {WORKERS} lists "
-            f"{addresses}; keras_dp cannot tell which is meant",
-            variable=WORKERS, received=environ.get(WORKERS),
-            fix=f"unset one of TF_CONFIG and {WORKERS} (TF_CONFIG wins when both "
-                "describe the same cluster)")
+            f"TF_CONFIG lists workers {info.worker_addresses} but {WORKERS} lists {addresses}; "
+            "keras_dp cannot tell which is meant", variable=WORKERS, received=environ.get(WORKERS),
+            fix=f"unset one of TF_CONFIG and {WORKERS} (TF_CONFIG wins when both describe the "
+                "same cluster)")
     index = explicit.task_index()
     if index is not None and index != info.worker_index:
         raise ConflictingSourcesError(
-            f"says this is worker {index} but TF_CONFIG's task is "
-            f"{info.task_type} {info.task_index} (worker {info.worker_index})",
-            variable=TASK_INDEX, received=environ.get(TASK_INDEX),
+            f"says this is worker {index} but TF_CONFIG's task is {info.task_type} "
+            f"{info.task_index} (worker {info.worker_index})", variable=TASK_INDEX,
+            received=environ.get(TASK_INDEX),
             fix=f"unset {TASK_INDEX}, or make it agree with TF_CONFIG")
 
 
-def _take_rank_from(explicit: ExplicitEnvironment,
-                    launcher: Optional[ClusterEnvironment]) -> None:
+def _take_rank_from(explicit: ExplicitEnvironment, launcher: Optional[ClusterEnvironment]) -> None:
     """Checks KERAS_DP_WORKERS and KERAS_DP_TASK_INDEX against a launcher's count and rank."""
     index, count = explicit.task_index(), explicit.world_size()
     size = launcher.world_size() if launcher else 1
@@ -74,36 +65,28 @@ def _take_rank_from(explicit: ExplicitEnvironment,
         raise ConflictingSourcesError(
             f"says this process is worker {index} but {launcher.rank_variable()}={rank}",
             variable=TASK_INDEX, received=explicit.environ.get(TASK_INDEX),
-            fix=f"unset {TASK_INDEX} to take the index from {launcher.title}, or make "
-                "them agree")
+            fix=f"unset {TASK_INDEX} to take the index from {launcher.title}, or make them agree")
     explicit.rank_source = launcher
 
 
-def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
-                    source: Optional[str] = None,
+def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *, source: Optional[str] = None,
                     port_base: Optional[int] = None,
-                    exchange: Optional[AddressExchange] = None) -> ClusterInfo:
-    """Turns the environment into a validated cluster description.
-
-    Reads only `environ` (and a hostfile it may name). Sources and their
-    precedence: docs/cluster.md.
+                    exchange: Optional[Callable] = None) -> ClusterInfo:
+    """Turns the environment into a validated cluster description (see docs/cluster.md).
 
     Args:
-        environ: The variables to read; defaults to `os.environ`.
-        source: Force one source (an environment's name or `"single"`);
-            overrides `KERAS_DP_CLUSTER`.
-        port_base: First port for derived addresses; overrides
-            `KERAS_DP_PORT_BASE` (default 8888).
-        exchange: Called with the launcher to get every task's `host:port`
-            when it does not tell other tasks' hosts or `prefers_exchange()`
-            (MPI without a hostfile: a free port per task).
+        environ: The variables to read (and a hostfile they may name); default `os.environ`.
+        source: Force one source (an environment's name or `"single"`); overrides
+            `KERAS_DP_CLUSTER`.
+        port_base: First port for derived addresses; overrides `KERAS_DP_PORT_BASE` (8888).
+        exchange: `exchange(launcher)` gives every task's `host:port` when the launcher does not
+            know other tasks' hosts or `prefers_exchange()` (MPI without a hostfile).
 
     Returns:
         A `ClusterInfo`.
 
     Raises:
-        ClusterConfigError: (a `ValueError`) naming the variable, the field and
-            the fix, when the environment is malformed or inconsistent.
+        ClusterConfigError: (a `ValueError`) naming the variable, the field and the fix.
     """
     environ = os.environ if environ is None else environ
     forced = _forced_source(environ, source)
@@ -112,10 +95,14 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
         return ClusterInfo(source="single", cluster={},
                            notes=(f"{SOURCE_VARIABLE}=single: other cluster variables ignored",))
 
-    received = environ.get(SOURCE_VARIABLE, forced)
     for cls in environments():
         if forced == cls.name and not cls.detect(environ):
-            raise cls(environ).absent_error(received)
+            problem, fix = cls.absent or (
+                f"asks for the {cls.title} source but its variables are not set "
+                f"(looked for {', '.join(cls.variables[:4])})",
+                f"run under {cls.title}, or unset {SOURCE_VARIABLE} to detect the source")
+            raise ClusterConfigError(problem, variable=SOURCE_VARIABLE, fix=fix,
+                                     received=environ.get(SOURCE_VARIABLE, forced))
     launchers = [cls for cls in environments()
                  if cls not in (TFConfigEnvironment, ExplicitEnvironment)]
     has_tf_config = TFConfigEnvironment.detect(environ)
@@ -126,7 +113,7 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
             variable=TASK_INDEX, received=environ[TASK_INDEX],
             fix=f"also set {WORKERS}=host:port,host:port (or unset {TASK_INDEX})")
 
-    # 1. TF_CONFIG, checked against KERAS_DP_WORKERS
+    # TF_CONFIG first, checked against KERAS_DP_WORKERS
     if has_tf_config and forced in (None, TFConfigEnvironment.name):
         tf_config = TFConfigEnvironment(environ)
         if has_explicit:
@@ -140,15 +127,12 @@ def resolve_cluster(environ: Optional[Mapping[str, str]] = None, *,
                      if forced in (None, cls.name) and cls.detect(environ)), None)
     notes = [] if launcher else [n for cls in launchers for n in cls.undetected_notes(environ)]
 
-    # 2. explicit addresses, the index checked against (or taken from) the launcher
+    # Then explicit addresses, the index checked against (or taken from) the launcher
     if has_explicit:
         explicit = ExplicitEnvironment(environ)
         _take_rank_from(explicit, launcher)
         return explicit.cluster_info(base, notes=notes)
 
-    # 3. launchers
     if launcher is not None:
         return launcher.cluster_info(base, exchange, notes=notes)
-
-    # 4. nothing
     return ClusterInfo(source="single", cluster={}, notes=tuple(notes))

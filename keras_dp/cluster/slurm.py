@@ -1,9 +1,4 @@
-"""SLURM job steps (`srun`): node list × `KERAS_DP_PORT_BASE` + local index.
-
-Tasks are placed as SLURM's `block` (default) or `cyclic` distribution does, several
-on one node listening on consecutive ports as TF's `SlurmClusterResolver`. See
-docs/cluster.md.
-"""
+"""SLURM job steps (`srun`): node list × `KERAS_DP_PORT_BASE` + local index (docs/cluster.md)."""
 
 from __future__ import annotations
 
@@ -29,12 +24,10 @@ class SlurmEnvironment(ClusterEnvironment):
 
     name = "slurm"
     title = "SLURM"
-    variables = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS",
-                 "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST",
-                 "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE",
-                 "SLURM_LOCALID", "SLURM_NODEID", "SLURM_STEP_ID",
-                 "SLURM_DISTRIBUTION", "SLURM_NPROCS", "SLURM_NODELIST",
-                 "SLURM_STEPID", "SLURM_JOB_ID", "SLURM_JOBID")
+    variables = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_STEP_NODELIST",
+                 "SLURM_JOB_NODELIST", "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE",
+                 "SLURM_LOCALID", "SLURM_NODEID", "SLURM_STEP_ID", "SLURM_DISTRIBUTION",
+                 "SLURM_NPROCS", "SLURM_NODELIST", "SLURM_STEPID", "SLURM_JOB_ID", "SLURM_JOBID")
     address_variable = "SLURM_STEP_NODELIST"
     SIZE_VARIABLES = ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS")
     NODELIST_VARIABLES = ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
@@ -59,23 +52,14 @@ class SlurmEnvironment(ClusterEnvironment):
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
-        return ("SLURM_PROCID" in environ
-                and _first(environ, cls.SIZE_VARIABLES) is not None
+        return ("SLURM_PROCID" in environ and _first(environ, cls.SIZE_VARIABLES) is not None
                 and not cls.in_allocation_only(environ))
 
-    def rank_variable(self) -> str:
-        return "SLURM_PROCID"
-
     def rank(self) -> int:
-        rank = read_int(self.environ, "SLURM_PROCID", minimum=0)
-        size = self.world_size()
-        if rank >= size:
-            raise ClusterConfigError(
-                f"task {rank} is out of range for a step of {size} tasks "
-                f"({self._size_variable()}={size})", variable="SLURM_PROCID",
-                received=self.environ["SLURM_PROCID"],
-                fix="launch with srun so SLURM sets consistent task variables")
-        return rank
+        rank, size = read_int(self.environ, "SLURM_PROCID", minimum=0), self.world_size()
+        return self.checked_rank(rank, f"task {rank} is out of range for a step of {size} tasks "
+                                 f"({self._size_variable()}={size})",
+                                 "launch with srun so SLURM sets consistent task variables")
 
     def _size_variable(self) -> str:
         return _first(self.environ, self.SIZE_VARIABLES) or "SLURM_STEP_NUM_TASKS"
@@ -96,8 +80,7 @@ class SlurmEnvironment(ClusterEnvironment):
 
     def tasks_per_node(self) -> List[int]:
         """Task count of every node, aligned with `nodes()`, checked against the size."""
-        nodes = self.nodes()
-        size = self.world_size()
+        nodes, size = self.nodes(), self.world_size()
         name = _first(self.environ, self.TASKS_PER_NODE_VARIABLES)
         if name is None:
             if size % len(nodes):
@@ -145,9 +128,8 @@ class SlurmEnvironment(ClusterEnvironment):
                     raise ClusterConfigError(
                         f"says task {self.rank()} {what.format(given)}, but the node list "
                         f"and tasks-per-node place it so that it {what.format(derived)}",
-                        variable=name, received=self.environ[name],
-                        fix="use the variables of one srun step, with block or cyclic "
-                            "distribution")
+                        variable=name, received=self.environ[name], fix="use the variables "
+                        "of one srun step, with block or cyclic distribution")
         return local
 
     def local_size(self) -> int:
@@ -155,8 +137,7 @@ class SlurmEnvironment(ClusterEnvironment):
         return self.tasks_per_node()[node]
 
     def addresses(self, port_base: int) -> List[str]:
-        nodes = self.nodes()
-        counts = self.tasks_per_node()
+        nodes, counts = self.nodes(), self.tasks_per_node()
         ports_fit(port_base, max(counts))
         return [f"{nodes[node]}:{port_base + local}" for node, local in self.placement()]
 

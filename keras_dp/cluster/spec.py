@@ -22,14 +22,9 @@ def parse_address(address: Any, *, variable: str, field: Optional[str] = None,
                   received: Any = None) -> Tuple[str, int]:
     """Splits and checks one `host:port` address (IPv6 hosts in brackets: `[::1]:2222`).
 
-    The error names `variable` (and its `field`) and shows `received` (default `address`).
-
-    Returns:
-        A `(host, port)` tuple.
-
     Raises:
-        ClusterConfigError: if the address is not `host:port` with a port
-            between 1 and 65535.
+        ClusterConfigError: naming `variable` (and `field`) and showing `received`
+            (default `address`), if it is not `host:port` with a port in 1-65535.
     """
     def error(problem: str, fix: str) -> ClusterConfigError:
         return ClusterConfigError(problem, variable=variable, field=field, fix=fix,
@@ -40,8 +35,7 @@ def parse_address(address: Any, *, variable: str, field: Optional[str] = None,
                     "write every address as host:port, e.g. 10.0.0.1:2222")
     text = address.strip()
     if text != address:
-        raise error(f"address {address!r} has spaces around it",
-                    f"write it without spaces: {text}")
+        raise error(f"address {address!r} has spaces around it", f"write it without spaces: {text}")
     if "://" in text:
         raise error(f"address {text!r} has a URL scheme",
                     "drop the scheme and write host:port only (the protocol goes in 'rpc_layer')")
@@ -88,22 +82,15 @@ def check_no_duplicates(addresses: Sequence[str], *, variable: str,
 
 @dataclasses.dataclass(frozen=True)
 class ClusterInfo:
-    """Where this process sits in a (possibly single-process) training cluster.
-
-    Built by `keras_dp.resolve_cluster()`; every field is already validated.
+    """Where this process sits in a (possibly single-process) training cluster, validated.
 
     Attributes:
-        source: The environment's name (`"tf_config"`, `"explicit"`, `"slurm"`,
-            `"mpi"`, `"kubernetes"`, a registered one) or `"single"`.
-        cluster: Job name to `host:port` addresses, in TF_CONFIG order; empty
-            for a single process.
-        task_type: This process's role (`"worker"`, `"chief"`, ...).
-        task_index: This process's index within its role.
-        rpc_layer: TF_CONFIG's `rpc_layer` (e.g. `"grpc"`), if given.
-        environment: TF_CONFIG's `environment` (e.g. `"cloud"`), if given.
-        local_rank: Index among the processes of its node (splits the GPUs).
-        local_size: Number of training processes on this node.
-        notes: Human-readable remarks gathered while resolving.
+        source: The environment's name (`"tf_config"`, `"slurm"`, ...) or `"single"`.
+        cluster: Job name to `host:port` addresses, in TF_CONFIG order; `{}` if single.
+        task_type, task_index: This process's role (`"worker"`, `"chief"`, ...) and index.
+        rpc_layer, environment: TF_CONFIG's `rpc_layer` and `environment`, if given.
+        local_rank, local_size: Its index among, and the number of, its node's processes.
+        notes: Remarks gathered while resolving.
         variables: The environment variables that were read, with values.
     """
 
@@ -154,30 +141,16 @@ class ClusterInfo:
         """Whether this process writes checkpoints, logs and models (chief, else worker 0)."""
         return self.worker_index == 0
 
-    @property
-    def address(self) -> Optional[str]:
-        """This task's own `host:port`, None for a single process."""
-        tasks = self.cluster.get(self.task_type)
-        return tasks[self.task_index] if tasks else None
-
     def to_tf_config(self) -> Dict[str, Any]:
-        """The TF_CONFIG dict for this process; a TF_CONFIG it came from, unchanged.
-
-        A single process gets `{"cluster": {}, "task": {}}` ("no cluster").
-        """
+        """The TF_CONFIG dict for this process (one it came from unchanged; `{}`s if single)."""
         if self._tf_config is not None:
             return copy.deepcopy(dict(self._tf_config))
         if not self.cluster:
             return {"cluster": {}, "task": {}}
-        config: Dict[str, Any] = {
-            "cluster": {role: list(addrs) for role, addrs in self.cluster.items()},
-            "task": {"type": self.task_type, "index": self.task_index},
-        }
-        if self.rpc_layer:
-            config["rpc_layer"] = self.rpc_layer
-        if self.environment:
-            config["environment"] = self.environment
-        return config
+        extra = {"rpc_layer": self.rpc_layer, "environment": self.environment}
+        return {"cluster": {role: list(addrs) for role, addrs in self.cluster.items()},
+                "task": {"type": self.task_type, "index": self.task_index},
+                **{key: value for key, value in extra.items() if value}}
 
     def to_json(self) -> str:
         """TF_CONFIG as one line of JSON, as `keras-dp tf-config` prints it."""

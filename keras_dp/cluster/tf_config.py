@@ -30,23 +30,13 @@ class TFConfigEnvironment(ClusterEnvironment):
     absent = ("asks for TF_CONFIG but TF_CONFIG is not set",
               "export TF_CONFIG, or unset KERAS_DP_CLUSTER")
 
-    def __init__(self, environ: Mapping[str, str]):
-        super().__init__(environ)
-        self.raw = environ.get(VARIABLE, "")
+    @property
+    def raw(self) -> str:
+        return self.environ.get(VARIABLE, "")
 
     @classmethod
     def detect(cls, environ: Mapping[str, str]) -> bool:
-        """True when TF_CONFIG is set to something other than blanks."""
         return bool(str(environ.get(VARIABLE, "")).strip())
-
-    @functools.cached_property
-    def info(self) -> ClusterInfo:
-        """The validated cluster, with this task's place on its host."""
-        info = self.resolve()
-        if info.is_multi_worker and info.is_training_task:
-            local_rank, local_size = local_placement(info.worker_addresses, info.worker_index)
-            info = dataclasses.replace(info, local_rank=local_rank, local_size=local_size)
-        return info
 
     def world_size(self) -> int:
         return self.info.num_workers
@@ -55,9 +45,6 @@ class TFConfigEnvironment(ClusterEnvironment):
         """Position among the training tasks (for an evaluator: its task index)."""
         info = self.info
         return info.task_index if info.worker_index is None else info.worker_index
-
-    def rank_variable(self) -> str:
-        return VARIABLE
 
     def local_rank(self) -> int:
         return self.info.local_rank
@@ -71,8 +58,7 @@ class TFConfigEnvironment(ClusterEnvironment):
     def cluster_info(self, port_base: int, exchange=None, notes=()) -> ClusterInfo:
         return dataclasses.replace(self.info, notes=self.info.notes + tuple(notes))
 
-    def _error(self, problem: str, field: Optional[str] = None,
-               fix: Optional[str] = None) -> ClusterConfigError:
+    def _error(self, problem, field=None, fix=None) -> ClusterConfigError:
         return ClusterConfigError(problem, variable=VARIABLE, field=field, fix=fix,
                                   received=self.raw)
 
@@ -86,18 +72,17 @@ class TFConfigEnvironment(ClusterEnvironment):
         except json.JSONDecodeError as exc:
             raise self._error(
                 f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
-                fix="quote the whole value in the shell, e.g. "
-                    "export TF_CONFIG='{\"cluster\": {...}, \"task\": {...}}', "
-                    "or generate it with: export TF_CONFIG=$(keras-dp tf-config)"
-            ) from None
+                fix="quote the whole value in the shell, e.g. export TF_CONFIG='{\"cluster\": "
+                    "{...}, \"task\": {...}}', or generate it with: export TF_CONFIG=$(keras-dp "
+                    "tf-config)") from None
         if not isinstance(config, dict):
-            raise self._error(
-                f"must be a JSON object, got a JSON {type(config).__name__}",
-                fix="set it to an object with 'cluster' and 'task' keys")
+            raise self._error(f"must be a JSON object, got a JSON {type(config).__name__}",
+                              fix="set it to an object with 'cluster' and 'task' keys")
         return config
 
-    def resolve(self) -> ClusterInfo:
-        """Validates TF_CONFIG and returns the cluster it describes."""
+    @functools.cached_property
+    def info(self) -> ClusterInfo:
+        """The validated cluster TF_CONFIG describes, with this task's place on its host."""
         config = self.parse()
         unknown = sorted(set(config) - {"cluster", "task", "rpc_layer", "environment", "job"})
         notes = [f"TF_CONFIG keys ignored by TensorFlow: {', '.join(unknown)}"] if unknown else []
@@ -115,9 +100,8 @@ class TFConfigEnvironment(ClusterEnvironment):
         for role, addresses in cluster.items():
             field = f"cluster.{role}"
             if role not in ROLES:
-                raise self._error(f"unknown role {role!r} in 'cluster'", field,
-                                  f"use only the roles {', '.join(ROLES)} "
-                                  "(legacy 'master' is 'chief' in TF 2)")
+                raise self._error(f"unknown role {role!r} in 'cluster'", field, f"use only the "
+                                  f"roles {', '.join(ROLES)} (legacy 'master' is 'chief' in TF 2)")
             if not isinstance(addresses, list):
                 raise self._error(f"job {role!r} must be a list of 'host:port' strings, "
                                   f"got {type(addresses).__name__}", field,
@@ -126,8 +110,7 @@ class TFConfigEnvironment(ClusterEnvironment):
                 raise self._error(f"job {role!r} has an empty address list", field,
                                   f"list at least one host:port for {role!r}, or remove the job")
             for i, address in enumerate(addresses):
-                parse_address(address, variable=VARIABLE, field=f"{field}[{i}]",
-                              received=self.raw)
+                parse_address(address, variable=VARIABLE, field=f"{field}[{i}]", received=self.raw)
             jobs[role] = tuple(addresses)
         check_no_duplicates([a for job in jobs.values() for a in job], variable=VARIABLE,
                             field="cluster", received=self.raw)
@@ -189,11 +172,15 @@ class TFConfigEnvironment(ClusterEnvironment):
                 "cluster.ps", "remove the 'ps' job (list those machines under 'worker' to "
                 "train on them too), or use tf.distribute.ParameterServerStrategy without "
                 "keras_dp for asynchronous training")
-        return ClusterInfo(
+        info = ClusterInfo(
             source=self.name, cluster={role: jobs[role] for role in ROLES if role in jobs},
             task_type=task_type, task_index=index, rpc_layer=rpc_layer,
             environment=environment, notes=tuple(notes), variables={VARIABLE: self.raw},
             _tf_config=config)
+        if info.is_multi_worker and info.is_training_task:
+            local_rank, local_size = local_placement(info.worker_addresses, info.worker_index)
+            info = dataclasses.replace(info, local_rank=local_rank, local_size=local_size)
+        return info
 
 
 _register(TFConfigEnvironment, priority=500)
