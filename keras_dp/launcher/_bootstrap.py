@@ -34,7 +34,7 @@ def _error_report(exc: BaseException) -> dict:
 
 def main(argv=None) -> int:
     from keras_dp.cluster import resolve_cluster
-    from keras_dp.launcher.notebook import PAYLOAD, error_path, result_path
+    from keras_dp.launcher.notebook import ERROR, PAYLOAD, RESULT
 
     work = (argv or sys.argv[1:])[0]
     with open(os.path.join(work, PAYLOAD), "rb") as handle:
@@ -47,14 +47,14 @@ def main(argv=None) -> int:
     try:
         value = payload["fn"](*payload["args"], **payload["kwargs"])
         if cluster.is_chief:
-            _write(result_path(work, index), value)
+            _write(os.path.join(work, RESULT.format(index)), value)
     except BaseException as exc:  # noqa: BLE001 - reported to the launching process
         from keras_dp import fault
 
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             return 0
         traceback.print_exc()
-        _write(error_path(work, index), _error_report(exc))
+        _write(os.path.join(work, ERROR.format(index)), _error_report(exc))
         return fault.handle_exception(exc, cluster, report=cluster.is_multi_worker)
     return 0
 

@@ -30,16 +30,15 @@ class StoppedWorkers:
     def __init__(self, grace: float):
         self.grace = grace
         self._since: Dict[int, float] = {}
-        self._named: set = set()
 
     def overdue(self, statuses: Sequence, now: float) -> List:
-        """The statuses (with `.pid`) stopped for `grace` seconds, each named once."""
+        """The `WorkerStatus`es stopped for `grace` seconds, each once (its `stopped` set)."""
         found = []
         for status in statuses:
             if is_stopped(status.pid):
                 since = self._since.setdefault(status.pid, now)
-                if now - since >= self.grace and status.pid not in self._named:
-                    self._named.add(status.pid)
+                if now - since >= self.grace and status.stopped is None:
+                    status.stopped = self.grace
                     found.append(status)
             else:
                 self._since.pop(status.pid, None)

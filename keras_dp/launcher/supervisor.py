@@ -141,7 +141,7 @@ class Launcher:
         prefix: Prefix every output line with `[worker N] `.
         quiet: Hide TensorFlow's start-up notices in the workers' output (default: when
             `env` does not set `TF_CPP_MIN_LOG_LEVEL`; see `keras_dp.launcher.quiet`).
-        stdout, stderr: Where worker output and launcher messages go.
+        stdout, stderr: Where worker output and launcher messages go (default: ours).
     """
 
     def __init__(self, command: Sequence[str], num_workers: int, *, max_restarts: int = 0,
@@ -173,27 +173,23 @@ class Launcher:
         self.stop_grace = stop_grace
         self.prefix = prefix
         self.quiet = quiet_lib.wanted(env) if quiet is None else quiet
-        self.stdout = stdout
-        self.stderr = stderr
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
         self._signal: Optional[int] = None
-        self._signal_count = 0
         self._procs: List[subprocess.Popen] = []
         self._lock = threading.Lock()
 
     def _say(self, text: str) -> None:
-        err = self.stderr or sys.stderr
         with self._lock:
             for line in text.rstrip("\n").splitlines():
-                err.write(f"[launcher] {line}\n")
-            err.flush()
+                self.stderr.write(f"[launcher] {line}\n")
+            self.stderr.flush()
 
     def _on_signal(self, signum, frame):  # noqa: ARG002
+        self._forward(signum if self._signal is None else signal.SIGKILL)  # a second one kills
         self._signal = signum
-        self._signal_count += 1
-        self._forward(signal.SIGKILL if self._signal_count > 1 else signum)
 
     def _forward(self, signum: int) -> None:
-        """Sends `signum` to every running worker's process group."""
         for proc in self._procs:
             if proc.poll() is None:
                 _signal_group(proc.pid, signum)
@@ -240,7 +236,6 @@ class Launcher:
                                    attempt=attempt, cpu_replicas=self.cpu_replicas)
         for worker_env in envs if self.quiet else ():
             worker_env.setdefault(quiet_lib.LEVEL_VARIABLE, quiet_lib.DEFAULT_LEVEL)
-        out, err = self.stdout or sys.stdout, self.stderr or sys.stderr
         statuses: List[WorkerStatus] = []
         outputs: List[WorkerOutput] = []
         logs = []
@@ -257,8 +252,8 @@ class Launcher:
             logs.append(self._open_log(index, attempt))
             output = WorkerOutput(index, self._lock, log_file=logs[-1], prefix=self.prefix,
                                   hide=quiet_lib.is_notice if self.quiet else None)
-            output.follow(proc.stdout, out)
-            output.follow(proc.stderr, err)
+            output.follow(proc.stdout, self.stdout)
+            output.follow(proc.stderr, self.stderr)
             outputs.append(output)
             statuses.append(WorkerStatus(index, f"{self.host}:{ports[index]}", proc.pid))
             self._say(f"worker {index} started: {self.host}:{ports[index]}, pid {proc.pid}")
@@ -279,10 +274,7 @@ class Launcher:
             running = [s for s in statuses if s.returncode is None]
             if not running:
                 break
-            for status in stopped.overdue(running, now):
-                # Its peers would wait for it in start-up (up to startup_timeout) or
-                # in a collective: it counts as the failed worker.
-                status.stopped = stopped.grace
+            for status in stopped.overdue(running, now):  # its peers would wait for it
                 self._say(f"worker {status.index} has been stopped (SIGSTOP) for "
                           f"{stopped.grace:g} s and holds up every other worker: killing it")
                 _signal_group(status.pid, signal.SIGKILL)
@@ -327,9 +319,10 @@ class Launcher:
             code = int(first.returncode or 1)
         lines = [f"worker {first.index} ({first.address}, pid {first.pid}) failed first: "
                  f"{describe_exit(first.returncode)}"]
-        blamed = self._blamed_peer(first)
-        if blamed is not None:
-            lines[0] += f"; it reports that worker {blamed} failed"
+        if first.returncode == EXIT_PEER_FAILED:
+            blamed = next(filter(None, map(PEER_LINE.search, reversed(first.tail))), None)
+            if blamed:
+                lines[0] += f"; it reports that worker {blamed.group(2)} failed"
         if first.stopped is not None:
             lines[0] += f", after it had been stopped (SIGSTOP) for {first.stopped:g} s"
         lines.append(f"last lines of worker {first.index}:")
@@ -347,14 +340,3 @@ class Launcher:
         summary = "\n".join(lines)
         self._say(summary)
         return LaunchResult(code, 0, statuses, first.index, summary)
-
-    @staticmethod
-    def _blamed_peer(status: WorkerStatus) -> Optional[int]:
-        if status.returncode != EXIT_PEER_FAILED:
-            return None
-        for line in reversed(status.tail):
-            match = PEER_LINE.search(line)
-            if match:
-                return int(match.group(2))
-        return None
-
