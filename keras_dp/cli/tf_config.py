@@ -1,7 +1,4 @@
-"""`keras-dp tf-config`: print this process's TF_CONFIG as one line of JSON.
-
-For shell scripts: `export TF_CONFIG=$(keras-dp tf-config)`.
-"""
+"""`keras-dp tf-config`: this process's TF_CONFIG as one JSON line (`export TF_CONFIG=$(...)`)."""
 
 from __future__ import annotations
 

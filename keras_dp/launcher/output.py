@@ -8,16 +8,8 @@ from typing import IO, Callable, List, Optional
 
 
 class WorkerOutput:
-    """The output of one worker process: prefixed copy, optional log file, last lines.
-
-    Args:
-        index: The worker's index (for the prefix).
-        lock: Shared by all workers, so lines never interleave.
-        log_file: Open text file that receives every line unprefixed, or None.
-        prefix: Whether to prefix lines with `[worker N] `.
-        hide: Lines for which it returns True are neither copied nor kept for the
-            summary; the log file still gets them.
-    """
+    """One worker's lines: copied (with `[worker N] ` if `prefix`) under the lock all workers
+    share, each to `log_file` unprefixed, the last ones kept; `hide`'s lines reach only the log."""
 
     def __init__(self, index: int, lock: threading.Lock, *, log_file: Optional[IO[str]] = None,
                  prefix: bool = True, hide: Optional[Callable[[str], bool]] = None):
@@ -56,11 +48,9 @@ class WorkerOutput:
         stream.close()
 
     def join(self, timeout: float = 5.0) -> None:
-        """Waits for the worker's pipes to be drained."""
         for thread in self._threads:
             thread.join(timeout)
 
     def tail(self) -> List[str]:
-        """The last lines the worker printed (stdout and stderr, in arrival order)."""
         with self._lock:
             return list(self._tail)

@@ -21,11 +21,7 @@ def is_stopped(pid: int) -> Optional[bool]:
 
 
 class StoppedWorkers:
-    """Tracks how long each running worker has been stopped.
-
-    Args:
-        grace: Seconds a worker may stay stopped before `overdue` names it.
-    """
+    """Tracks how long each running worker has been stopped (`grace`: seconds allowed)."""
 
     def __init__(self, grace: float):
         self.grace = grace

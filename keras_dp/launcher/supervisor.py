@@ -26,7 +26,6 @@ from keras_dp.launcher.output import WorkerOutput
 from keras_dp.launcher.ports import pick_ports
 from keras_dp.launcher.stopped import StoppedWorkers
 
-RESTART_VARIABLE = "KERAS_DP_RESTART_COUNT"
 #: Seconds the workers get to save and exit after a forwarded SIGTERM/SIGINT.
 SIGNAL_GRACE = 120.0
 
@@ -105,7 +104,7 @@ def worker_environments(num_workers: int, ports: Sequence[int], *, host: str = "
         if num_workers > 1:
             env["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
                                            "task": {"type": "worker", "index": index}})
-        env[RESTART_VARIABLE] = str(attempt)
+        env["KERAS_DP_RESTART_COUNT"] = str(attempt)
         env.setdefault("PYTHONUNBUFFERED", "1")
         if cpu_replicas is not None:
             env["KERAS_DP_CPU_REPLICAS"] = str(cpu_replicas)
@@ -259,7 +258,6 @@ class Launcher:
             self._say(f"worker {index} started: {self.host}:{ports[index]}, pid {proc.pid}")
         if self._signal is not None:  # a signal came while starting
             self._forward(self._signal)
-        order: List[int] = []
         stopped = StoppedWorkers(self.stop_grace)
         kill_at: Optional[float] = None
         signalled = self._signal
@@ -268,7 +266,6 @@ class Launcher:
             for status, proc in zip(statuses, self._procs):
                 if status.returncode is None and proc.poll() is not None:
                     status.returncode, status.ended = proc.returncode, now - started
-                    order.append(status.index)
                     self._say(f"worker {status.index} ended after {status.ended:.1f} s: "
                               f"{describe_exit(status.returncode)}")
             running = [s for s in statuses if s.returncode is None]
@@ -278,11 +275,10 @@ class Launcher:
                 self._say(f"worker {status.index} has been stopped (SIGSTOP) for "
                           f"{stopped.grace:g} s and holds up every other worker: killing it")
                 _signal_group(status.pid, signal.SIGKILL)
-            failed = [i for i in order if statuses[i].returncode != 0]
             if self._signal is not None and signalled is None:
                 signalled = self._signal
                 kill_at = now + SIGNAL_GRACE
-            elif failed and kill_at is None:
+            elif kill_at is None and any(s.returncode for s in statuses):  # one failed
                 kill_at = now + self.stop_grace
                 self._say(f"the other workers get {self.stop_grace:g} s to stop by themselves")
             if kill_at is not None and now >= kill_at:
@@ -296,27 +292,22 @@ class Launcher:
             status.tail = output.tail()
             if log_file is not None:
                 log_file.close()
-        return self._outcome(statuses, order, signalled)
+        return self._outcome(statuses, signalled)
 
-    def _outcome(self, statuses: List[WorkerStatus], order: List[int],
-                 signalled: Optional[int]) -> LaunchResult:
-        failed = [i for i in order if statuses[i].returncode != 0]
+    def _outcome(self, statuses: List[WorkerStatus], signalled: Optional[int]) -> LaunchResult:
+        # In the order they ended (the same poll: by index).
+        failed = sorted((s for s in statuses if s.returncode), key=lambda s: s.ended)
         if not failed:
             return LaunchResult(0, 0, statuses)
-        failed = [i for i in failed if not statuses[i].killed_by_launcher] or failed
-        codes = {s.returncode for s in statuses}
-        if codes == {EXIT_PREEMPTED}:
+        first = ([s for s in failed if not s.killed_by_launcher] or failed)[0]
+        if {s.returncode for s in statuses} == {EXIT_PREEMPTED}:
             summary = (f"all {len(statuses)} workers saved a backup and stopped (preempted, "
                        f"{describe_exit(EXIT_PREEMPTED)})")
             self._say(summary)
-            return LaunchResult(EXIT_PREEMPTED, 0, statuses, failed[0], summary)
-        first = statuses[failed[0]]
+            return LaunchResult(EXIT_PREEMPTED, 0, statuses, first.index, summary)
+        code = 128 - first.returncode if first.returncode < 0 else first.returncode
         if signalled == signal.SIGINT:
             code = 128 + signal.SIGINT
-        elif first.returncode is not None and first.returncode < 0:
-            code = 128 - first.returncode
-        else:
-            code = int(first.returncode or 1)
         lines = [f"worker {first.index} ({first.address}, pid {first.pid}) failed first: "
                  f"{describe_exit(first.returncode)}"]
         if first.returncode == EXIT_PEER_FAILED:
