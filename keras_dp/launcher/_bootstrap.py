@@ -1,6 +1,6 @@
-"""The worker side of `keras_dp.launch`: `python -m keras_dp.launcher._bootstrap WORKDIR`.
+"""`python -m keras_dp.launcher._bootstrap WORKDIR`: runs a `keras_dp.launch` worker's function.
 
-Runs the pickled function; leaves its return value (chief) or its error in WORKDIR.
+Its return value (chief) or its error is left in WORKDIR.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ def _error_report(exc: BaseException) -> dict:
     return report
 
 
-def main(argv=None) -> int:
+def main() -> int:
     from keras_dp.cluster import resolve_cluster
     from keras_dp.launcher.notebook import ERROR, PAYLOAD, RESULT
 
-    work = (argv or sys.argv[1:])[0]
+    work = sys.argv[1]
     with open(os.path.join(work, PAYLOAD), "rb") as handle:
         payload = pickle.load(handle)
     for entry in reversed(payload["sys_path"]):
@@ -61,9 +61,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    if code:
-        # Do not wait at exit for peers that may be dead (see keras_dp.fault).
+    if code:  # do not wait at exit for peers that may be dead (see keras_dp.fault)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    sys.exit(0)

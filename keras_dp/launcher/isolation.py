@@ -1,8 +1,6 @@
-"""`keras-dp launch --isolate`: the workers in a private network namespace (loopback only).
+"""`keras-dp launch --isolate`: the workers in a private network namespace holding only `lo`.
 
-TensorFlow's gRPC server listens on every interface, unauthenticated; the launcher moves
-itself (and so the workers it starts) into a namespace holding only `lo`. See
-docs/security.md.
+See docs/security.md.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""`keras_dp.launch(fn, num_workers=N)`: multi-worker training from a notebook.
-
-`fn` goes with cloudpickle to N fresh worker processes started by `Launcher`, so the
-notebook's own process never sets up TensorFlow's collectives. See docs/launch.md.
-"""
+"""`keras_dp.launch(fn, num_workers=N)`: multi-worker training from a notebook (docs/launch.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import sys
@@ -79,10 +76,8 @@ def launch(fn: Callable[..., Any], num_workers: int = 2, args: Sequence[Any] = (
             with open(os.path.join(work, ERROR.format(index)), "rb") as handle:
                 report = pickle.load(handle)
             if report.get("exception"):
-                try:
+                with contextlib.suppress(Exception):  # its class may not exist here
                     original = pickle.loads(report["exception"])
-                except Exception:  # noqa: BLE001 - its class may not exist here
-                    pass
     message = result.summary
     if report.get("traceback"):
         message += f"\n\nTraceback on worker {index}:\n{report['traceback']}"

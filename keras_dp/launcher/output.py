@@ -30,9 +30,7 @@ class WorkerOutput:
 
     def _pump(self, stream: IO[bytes], target: IO[str]) -> None:
         for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", errors="replace")
-            if not line.endswith("\n"):
-                line += "\n"
+            line = raw.decode("utf-8", errors="replace").rstrip("\n") + "\n"
             shown = not (self._hide and self._hide(line))
             with self._lock:
                 if shown:

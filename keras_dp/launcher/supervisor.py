@@ -1,8 +1,4 @@
-"""Starts N workers on this machine and watches them (what `keras-dp launch` runs).
-
-Each worker gets its own `TF_CONFIG` and process group; the behaviour (signals, failures,
-stopped workers, restarts, exit codes) is described in docs/launch.md.
-"""
+"""Starts N workers on this machine and watches them (`keras-dp launch`; docs/launch.md)."""
 
 from __future__ import annotations
 
@@ -60,9 +56,8 @@ class LaunchResult:
     """The outcome of `Launcher.run()`.
 
     Attributes:
-        returncode: 0 when every worker succeeded; otherwise the first failed
-            worker's exit code (128 + signal number for a signal), or
-            `EXIT_PREEMPTED` after a preemption.
+        returncode: 0 when every worker succeeded; otherwise the first failed worker's exit
+            code (128 + signal number for a signal), or `EXIT_PREEMPTED` after a preemption.
         attempts: How many times the workers were started.
         workers: The statuses of the last attempt's workers.
         failed: Index of the worker that failed first in the last attempt, if any.
@@ -85,9 +80,7 @@ def worker_command(command: Sequence[str]) -> List[str]:
         raise ConfigError("no command to run", variable="command",
                           fix="write e.g. keras-dp launch -n 2 train.py, or "
                               "keras-dp launch -n 2 -- python -m mypackage.train")
-    if command[0].endswith(".py"):
-        return [sys.executable, "-u", *command]
-    return command
+    return [sys.executable, "-u", *command] if command[0].endswith(".py") else command
 
 
 def worker_environments(num_workers: int, ports: Sequence[int], *, host: str = "127.0.0.1",
@@ -235,10 +228,7 @@ class Launcher:
                                    attempt=attempt, cpu_replicas=self.cpu_replicas)
         for worker_env in envs if self.quiet else ():
             worker_env.setdefault(quiet_lib.LEVEL_VARIABLE, quiet_lib.DEFAULT_LEVEL)
-        statuses: List[WorkerStatus] = []
-        outputs: List[WorkerOutput] = []
-        logs = []
-        self._procs = []
+        statuses, outputs, logs, self._procs = [], [], [], []
         started = time.monotonic()
         if attempt == 0:
             self._say(f"starting {self.num_workers} worker(s) on {self.host}: "
