@@ -9,9 +9,7 @@ import sys
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "env", help="report the detected cluster, devices and versions",
-        description="Print the detected cluster environment, the workers, this task, the "
-                    "devices and the strategy keras_dp would pick, and the versions.")
+        "env", help="report the detected cluster, devices, strategy and versions")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-devices", action="store_true",
                         help="skip the device listing (does not import TensorFlow)")

@@ -22,9 +22,6 @@ def _mixed(value: str):
 class _Removed(argparse.Action):
     """`--resume`: refused with what to do instead (backups resume by themselves)."""
 
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, help=argparse.SUPPRESS, **kwargs)
-
     def __call__(self, parser, namespace, values, option_string=None):
         parser.error(
             f"{option_string} is gone: an interrupted run resumes from its backups by itself "
@@ -86,7 +83,8 @@ def register(subparsers) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default=d.output_dir)
     run.add_argument("--seed", type=int, default=d.seed)
-    run.add_argument("--resume", action=_Removed, dest="_removed_resume")
+    run.add_argument("--resume", action=_Removed, dest="_removed_resume", nargs=0,
+                     help=argparse.SUPPRESS)
     run.add_argument("--backup-every", type=int, default=d.backup_every, metavar="N")
     run.add_argument("--backup-dir", default=None, help="default OUTPUT_DIR/backup")
     run.add_argument("--keep-backups", type=int, default=d.keep_backups, metavar="K")

@@ -17,8 +17,7 @@ import threading
 
 from keras_dp.errors import KerasDPError
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _REFUSED = {errno.EPERM: "unshare() was not permitted: unprivileged user namespaces are "
                          "disabled or a security profile forbids them",

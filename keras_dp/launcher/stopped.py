@@ -20,22 +20,16 @@ def is_stopped(pid: int) -> Optional[bool]:
     return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"T"
 
 
-class StoppedWorkers:
-    """Tracks how long each running worker has been stopped (`grace`: seconds allowed)."""
+def overdue(statuses: Sequence, since: Dict[int, float], now: float, grace: float) -> List:
+    """The `WorkerStatus`es stopped for `grace` seconds, each once (it sets their `stopped`).
 
-    def __init__(self, grace: float):
-        self.grace = grace
-        self._since: Dict[int, float] = {}
-
-    def overdue(self, statuses: Sequence, now: float) -> List:
-        """The `WorkerStatus`es stopped for `grace` seconds, each once (its `stopped` set)."""
-        found = []
-        for status in statuses:
-            if is_stopped(status.pid):
-                since = self._since.setdefault(status.pid, now)
-                if now - since >= self.grace and status.stopped is None:
-                    status.stopped = self.grace
-                    found.append(status)
-            else:
-                self._since.pop(status.pid, None)
-        return found
+    `since` maps the pid of each worker seen stopped to when it was first seen so.
+    """
+    found = []
+    for status in statuses:
+        if not is_stopped(status.pid):
+            since.pop(status.pid, None)
+        elif now - since.setdefault(status.pid, now) >= grace and status.stopped is None:
+            status.stopped = grace
+            found.append(status)
+    return found

@@ -20,7 +20,7 @@ from keras_dp.fault import (EXIT_PEER_FAILED, EXIT_PREEMPTED, EXIT_USAGE, PEER_L
 from keras_dp.launcher import quiet as quiet_lib
 from keras_dp.launcher.output import WorkerOutput
 from keras_dp.launcher.ports import pick_ports
-from keras_dp.launcher.stopped import StoppedWorkers
+from keras_dp.launcher.stopped import overdue
 
 #: Seconds the workers get to save and exit after a forwarded SIGTERM/SIGINT.
 SIGNAL_GRACE = 120.0
@@ -248,7 +248,7 @@ class Launcher:
             self._say(f"worker {index} started: {self.host}:{ports[index]}, pid {proc.pid}")
         if self._signal is not None:  # a signal came while starting
             self._forward(self._signal)
-        stopped = StoppedWorkers(self.stop_grace)
+        stopped_since: Dict[int, float] = {}
         kill_at: Optional[float] = None
         signalled = self._signal
         while True:
@@ -261,9 +261,9 @@ class Launcher:
             running = [s for s in statuses if s.returncode is None]
             if not running:
                 break
-            for status in stopped.overdue(running, now):  # its peers would wait for it
+            for status in overdue(running, stopped_since, now, self.stop_grace):  # peers wait
                 self._say(f"worker {status.index} has been stopped (SIGSTOP) for "
-                          f"{stopped.grace:g} s and holds up every other worker: killing it")
+                          f"{self.stop_grace:g} s and holds up every other worker: killing it")
                 _signal_group(status.pid, signal.SIGKILL)
             if self._signal is not None and signalled is None:
                 signalled = self._signal
