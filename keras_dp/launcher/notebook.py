@@ -72,12 +72,12 @@ def launch(fn: Callable[..., Any], num_workers: int = 2, args: Sequence[Any] = (
                 return pickle.load(handle)
         index = result.failed  # set whenever a worker failed
         report, original = {}, None
-        if os.path.exists(os.path.join(work, ERROR.format(index))):
-            with open(os.path.join(work, ERROR.format(index)), "rb") as handle:
-                report = pickle.load(handle)
-            if report.get("exception"):
-                with contextlib.suppress(Exception):  # its class may not exist here
-                    original = pickle.loads(report["exception"])
+        with contextlib.suppress(FileNotFoundError), \
+                open(os.path.join(work, ERROR.format(index)), "rb") as handle:
+            report = pickle.load(handle)
+        if report.get("exception"):
+            with contextlib.suppress(Exception):  # its class may not exist here
+                original = pickle.loads(report["exception"])
     message = result.summary
     if report.get("traceback"):
         message += f"\n\nTraceback on worker {index}:\n{report['traceback']}"

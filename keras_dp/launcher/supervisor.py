@@ -308,9 +308,7 @@ class Launcher:
             lines[0] += f", after it had been stopped (SIGSTOP) for {first.stopped:g} s"
         lines.append(f"last lines of worker {first.index}:")
         lines.extend("    " + line for line in first.tail[-12:])
-        for status in statuses:
-            if status.index == first.index:
-                continue
+        for status in (s for s in statuses if s is not first):
             how = describe_exit(status.returncode)
             if status.stopped is not None:
                 how += f", after it had been stopped (SIGSTOP) for {status.stopped:g} s"
