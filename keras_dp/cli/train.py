@@ -116,8 +116,7 @@ def run_command(args) -> int:
     from keras_dp.train import format_report, train
 
     result = train(config_from_args(args))
-    if result.output_dir is None:  # not the chief: the chief reports
-        return 0
-    print(json.dumps(result.to_json(), indent=2) if args.json
-          else format_report(result, args.prompt))
+    if result.output_dir is not None:  # the chief reports
+        print(json.dumps(result.to_json(), indent=2) if args.json
+              else format_report(result, args.prompt))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 from typing import IO, Callable, List, Optional
 
@@ -35,11 +36,9 @@ class WorkerOutput:
             with self._lock:
                 if shown:
                     self._tail.append(line.rstrip("\n"))
-                    try:
+                    with contextlib.suppress(OSError, ValueError):  # ours closed: drain on
                         target.write(self.prefix + line)
                         target.flush()
-                    except (OSError, ValueError):
-                        pass  # our own output is gone (closed pipe): keep draining
                 if self._log_file is not None:
                     self._log_file.write(line)
                     self._log_file.flush()

@@ -30,7 +30,6 @@ def pick_ports(count: int, *, host: str = "127.0.0.1", port_base: Optional[int] 
     for port in ports:
         if not portpicker.is_port_free(port):
             raise ConfigError(f"port {port} on {host} is in use", variable="--port-base",
-                              received=port_base,
-                              fix="choose another --port-base, or leave it out to use free "
-                                  "ports")
+                              received=port_base, fix="choose another --port-base, or leave "
+                                                      "it out to use free ports")
     return ports

@@ -121,16 +121,10 @@ class Launcher:
 
     Args:
         command: The argv (`script.py ...` runs under this Python).
-        num_workers: How many workers.
-        max_restarts: Start all workers again up to this many times after a failure.
-        cpu_replicas: Exported as `KERAS_DP_CPU_REPLICAS` (with one worker only).
-        port_base: First port (default: free ports).
-        host: Address the workers use to reach each other (default loopback).
-        log_dir: Directory for `worker-N.log` files (one per worker).
+        num_workers, max_restarts, cpu_replicas, port_base, host, log_dir, stop_grace: As
+            `keras-dp launch -n`, `--max-restarts`, ... `--stop-grace` (docs/launch.md).
         env: Base environment (default: ours).
-        stop_grace: Seconds the others get to stop by themselves after one fails, and
-            how long a worker may stay stopped (SIGSTOP) before it counts as failed.
-        prefix: Prefix every output line with `[worker N] `.
+        prefix: Prefix every output line with `[worker N] ` (`--no-prefix`: False).
         quiet: Hide TensorFlow's start-up notices in the workers' output (default: when
             `env` does not set `TF_CPP_MIN_LOG_LEVEL`; see `keras_dp.launcher.quiet`).
         stdout, stderr: Where worker output and launcher messages go (default: ours).
