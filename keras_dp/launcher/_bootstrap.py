@@ -1,7 +1,5 @@
-"""`python -m keras_dp.launcher._bootstrap WORKDIR`: runs a `keras_dp.launch` worker's function.
-
-Its return value (chief) or its error is left in WORKDIR.
-"""
+"""`python -m keras_dp.launcher._bootstrap WORKDIR`: runs a `keras_dp.launch` worker's function,
+leaving its return value (chief) or its error in WORKDIR."""
 
 from __future__ import annotations
 
@@ -10,10 +8,10 @@ import pickle
 import sys
 import traceback
 
+import cloudpickle
+
 
 def _write(path: str, value) -> None:
-    import cloudpickle
-
     from keras_dp.chief_files import atomic
 
     with atomic(path) as temp, open(temp, "wb") as handle:
@@ -21,8 +19,6 @@ def _write(path: str, value) -> None:
 
 
 def _error_report(exc: BaseException) -> dict:
-    import cloudpickle
-
     report = {"traceback": traceback.format_exc()}  # called while handling `exc`
     try:
         report["exception"] = cloudpickle.dumps(exc)
