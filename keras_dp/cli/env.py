@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 
@@ -18,8 +19,6 @@ def register(subparsers) -> None:
 
 def collect(with_devices: bool = True) -> dict:
     """The report as a dict."""
-    import os
-
     from keras_dp import __version__
     from keras_dp.cluster import resolve_cluster
     from keras_dp.strategy import CPU_REPLICAS_VARIABLE, choose_kind, gpu_slice, tpu_requested

@@ -6,6 +6,7 @@ See docs/launch.md.
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers) -> None:
@@ -37,8 +38,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import sys
-
     from keras_dp.errors import ConfigError
     from keras_dp.launcher import Launcher
 

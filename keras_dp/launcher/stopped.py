@@ -1,7 +1,6 @@
-"""Noticing a worker that is stopped (SIGSTOP) rather than dead (docs/launch.md).
+"""Noticing a worker stopped (SIGSTOP) rather than dead, from `/proc/PID/stat` (Linux only).
 
-Reads `/proc/PID/stat` (Linux; elsewhere nothing is noticed); a worker stopped by a
-debugger (state `t`) is left alone.
+A worker stopped by a debugger (state `t`) is left alone; see docs/launch.md.
 """
 
 from __future__ import annotations
