@@ -15,7 +15,8 @@ import pytest
 from _multiproc import TESTS_DIR, base_env
 from keras_dp.cli import main
 from keras_dp.errors import ConfigError
-from keras_dp.launcher import (Launcher, pick_ports, worker_command, worker_environments)
+from keras_dp.launcher.supervisor import (Launcher, pick_ports, worker_command,
+                                          worker_environments)
 
 DUMMY = os.path.join(TESTS_DIR, "workers", "dummy_worker.py")
 

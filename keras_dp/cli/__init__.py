@@ -11,13 +11,8 @@ import sys
 from typing import List, Optional
 
 #: Sub-command modules, in the order `keras-dp --help` lists them.
-COMMANDS = [
-    "keras_dp.cli.env",
-    "keras_dp.cli.tf_config",
-    "keras_dp.cli.train",
-    "keras_dp.cli.generate",
-    "keras_dp.cli.launch",
-]
+COMMANDS = ["keras_dp.cli.env", "keras_dp.cli.tf_config", "keras_dp.cli.train",
+            "keras_dp.cli.generate", "keras_dp.cli.launch"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "env", help="report the detected cluster, devices and versions",
-        description="Print the detected cluster environment, the workers, this task, the "
-                    "devices and the strategy keras_dp would pick, and the versions.")
+        "env", help="report the detected cluster, devices, strategy and versions")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-devices", action="store_true",
                         help="skip the device listing (does not import TensorFlow)")
@@ -20,8 +19,6 @@ def register(subparsers) -> None:
 
 def collect(with_devices: bool = True) -> dict:
     """The report as a dict."""
-    import os
-
     from keras_dp import __version__
     from keras_dp.cluster import resolve_cluster
     from keras_dp.strategy import CPU_REPLICAS_VARIABLE, choose_kind, gpu_slice, tpu_requested
@@ -105,23 +102,19 @@ def format_report(report: dict) -> str:
         lines.append("Read from      : " + ", ".join(sorted(cluster["variables"])))
     for note in cluster["notes"]:
         lines.append(f"Note           : {note}")
-    if "devices" in report:
-        d = report["devices"]
+    if "devices" in report:  # with strategy, keras_layer and xla
+        d, s = report["devices"], report["strategy"]
         lines += ["", f"CPUs           : {d['cpu']} device(s)"]
         lines.append(f"GPUs           : {len(d['gpu'])}" + (
             f" ({d['gpu_used_by_this_process']} used by this process)" if d["gpu"] else ""))
         if d["tpu"] is not None:
             lines.append(f"TPU            : requested ({d['tpu'] or 'Colab'})")
-    if "strategy" in report:
-        s = report["strategy"]
         lines.append(f"Strategy (auto): {s['auto']}  ({s['reason']})")
-    if "keras_layer" in report:
         lines.append("Keras layer    : part (state; releases; upstream; switch)")
         for part in report["keras_layer"]:
             mark = "" if part["in_range"] else "  OUTSIDE THE TESTED RANGE"
             lines.append(f"  {part['name']:<22}{part['state']}; {part['versions']}; "
                          f"{part['upstream']}; {part['switch']}{mark}")
-    if "xla" in report:
         lines.append(f"XLA            : {report['xla']}")
     lines += ["", "TF_CONFIG      : " + json.dumps(cluster["tf_config"], separators=(",", ":"))]
     return "\n".join(lines)

@@ -7,10 +7,9 @@ import os
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "generate", help="continue a prompt with a model saved by keras-dp train",
-        description="Print the prompt followed by its sampled continuation. MODEL_DIR is "
-                    "an --output-dir of keras-dp train (or a .keras file).")
-    parser.add_argument("model_dir", metavar="MODEL_DIR")
+        "generate", help="continue a prompt with a model saved by keras-dp train")
+    parser.add_argument("model_dir", metavar="MODEL_DIR",
+                        help="an --output-dir of keras-dp train, or a .keras file")
     parser.add_argument("prompt", nargs="?", default="", metavar="PROMPT")
     parser.add_argument("--tokens", "--max-new-tokens", dest="tokens", type=int, default=200,
                         help="tokens to generate")

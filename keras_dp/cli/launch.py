@@ -6,40 +6,30 @@ See docs/launch.md.
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "launch", help="run a training command as N workers on this machine",
-        description="Start N worker processes of COMMAND on this machine, each with its own "
-                    "TF_CONFIG (free ports on --host), prefix their output with the worker "
-                    "index, forward SIGINT/SIGTERM, stop all when one fails and name it. "
-                    "Exit 0 only when every worker succeeded. Exit codes of keras_dp workers: "
-                    "75 preempted (backup saved), 76 a peer failed, 77 start-up failed.",
+        description="Start N workers of COMMAND on this machine, each with its own TF_CONFIG; "
+                    "exit 0 only when every worker succeeded (docs/launch.md).",
         usage="keras-dp launch -n N [options] [--] COMMAND [ARGS...]")
     parser.add_argument("-n", "--num-workers", type=int, required=True, metavar="N",
                         help="number of worker processes")
     parser.add_argument("--max-restarts", type=int, default=0, metavar="R",
-                        help="after a failure or preemption, start all workers again (new "
-                             "ports) up to R times (default 0)")
+                        help="start all workers again after a failure, up to R times")
     parser.add_argument("--cpu-replicas", type=int, default=None, metavar="K",
-                        help="export KERAS_DP_CPU_REPLICAS=K: with -n 1, one process trains on K "
-                             "logical CPU replicas; with several workers only K=1 is possible")
+                        help="export KERAS_DP_CPU_REPLICAS=K")
     parser.add_argument("--port-base", type=int, default=None, metavar="PORT",
-                        help="use ports PORT..PORT+N-1 (a restart moves to the next N) instead "
-                             "of free ports")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address the workers listen on and reach each other at "
-                             "(default 127.0.0.1)")
+                        help="use ports PORT..PORT+N-1 instead of free ports")
+    parser.add_argument("--host", default="127.0.0.1", help="address in TF_CONFIG")
     parser.add_argument("--isolate", action="store_true",
-                        help="run the workers in a private network namespace holding only "
-                             "loopback, where nothing outside the launch reaches their "
-                             "TensorFlow ports; needs root or unprivileged user namespaces")
+                        help="run the workers in a private network namespace (loopback only)")
     parser.add_argument("--log-dir", default=None, metavar="DIR",
                         help="also write each worker's output to DIR/worker-N.log")
     parser.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
-                        help="seconds the others get to stop by themselves after a worker "
-                             "fails, and a worker may stay stopped (SIGSTOP) (default 10)")
+                        help="seconds the others get to stop after a worker fails")
     parser.add_argument("--no-prefix", action="store_true",
                         help="do not prefix output lines with [worker N]")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
@@ -48,8 +38,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import sys
-
     from keras_dp.errors import ConfigError
     from keras_dp.launcher import Launcher
 
@@ -65,8 +53,7 @@ def run(args) -> int:
         print(f"[launcher] isolated: the workers run in a private {how} holding only "
               "loopback; their ports are unreachable from outside this launch",
               file=sys.stderr, flush=True)
-    launcher = Launcher(args.command, args.num_workers, max_restarts=args.max_restarts,
-                        cpu_replicas=args.cpu_replicas, port_base=args.port_base,
-                        host=args.host, log_dir=args.log_dir, stop_grace=args.stop_grace,
-                        prefix=not args.no_prefix, quiet=args.quiet)
-    return launcher.run().returncode
+    return Launcher(args.command, args.num_workers, max_restarts=args.max_restarts,
+                    cpu_replicas=args.cpu_replicas, port_base=args.port_base, host=args.host,
+                    log_dir=args.log_dir, stop_grace=args.stop_grace,
+                    prefix=not args.no_prefix, quiet=args.quiet).run().returncode

@@ -1,16 +1,11 @@
-"""`keras-dp tf-config`: print this process's TF_CONFIG as one line of JSON.
-
-For shell scripts: `export TF_CONFIG=$(keras-dp tf-config)`.
-"""
+"""`keras-dp tf-config`: this process's TF_CONFIG as one JSON line (`export TF_CONFIG=$(...)`)."""
 
 from __future__ import annotations
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "tf-config", help="print TF_CONFIG for this environment as one line of JSON",
-        description="Resolve the cluster from the environment (TF_CONFIG, KERAS_DP_WORKERS, "
-                    "MPI, SLURM, Kubernetes) and print its TF_CONFIG as one JSON line.")
+        "tf-config", help="print TF_CONFIG for this environment as one line of JSON")
     parser.add_argument("--source", default=None,
                         help="force a source: tf_config, explicit, mpi, slurm, kubernetes, single")
     parser.add_argument("--port-base", type=int, default=None, help="first port for derived "

@@ -1,20 +1,4 @@
-"""`keras-dp train`: train the Transformer LM data-parallel (the main job).
-
-With no arguments it trains the `tiny` preset on the builtin corpus (Python's
-documentation topics, offline) with whatever strategy `keras_dp.scope()`
-picks, shows progress on the chief, reports train and validation loss (nats
-and bits per byte) and tokens/s, saves the model and tokenizer into
-`--output-dir` and prints a short generated sample. Run the same command on
-every worker (TF_CONFIG, KERAS_DP_WORKERS, SLURM, MPI, ...) to train on several.
-
-Nothing is lost: the chief backs up the whole training state into
-OUTPUT_DIR/backup every --backup-every steps (and on SIGTERM, when all workers
-save at a common step and exit 75). If the run is killed, crashes or is
-preempted, run the SAME command again (or let `keras-dp launch --max-restarts`
-do it): it continues from the last backup at the exact step, data position,
-learning rate and validation schedule. That is the one way a run resumes
-(--resume is refused, with this explanation).
-"""
+"""`keras-dp train`: train the Transformer LM data-parallel (the main job; docs/train_job.md)."""
 
 from __future__ import annotations
 
@@ -38,9 +22,6 @@ def _mixed(value: str):
 class _Removed(argparse.Action):
     """`--resume`: refused with what to do instead (backups resume by themselves)."""
 
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, help=argparse.SUPPRESS, **kwargs)
-
     def __call__(self, parser, namespace, values, option_string=None):
         parser.error(
             f"{option_string} is gone: an interrupted run resumes from its backups by itself "
@@ -59,22 +40,19 @@ def register(subparsers) -> None:
     d = TrainConfig()
     parser = subparsers.add_parser(
         "train", help="train the Transformer LM data-parallel (the main job)",
-        description="\n\n".join(p.replace("\n", " ") for p in __doc__.split("\n\n")[1:3]),
+        description="Train the Transformer LM data-parallel: run the same command on every "
+                    "worker; run it again to continue an interrupted run from its last backup "
+                    "(docs/train_job.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--data", default=d.data, metavar="SOURCE",
                       help="builtin, a text file/folder/glob, tfds:NAME, or synthetic[:opts]")
-    data.add_argument("--data-dir", default=None,
-                      help="tensorflow-datasets data dir holding a prepared tfds:NAME")
-    data.add_argument("--cache-dir", default=None,
-                      help="where sources are converted to sharded datasets "
-                           "(default $KERAS_DP_CACHE_DIR or ~/.cache/keras_dp)")
+    data.add_argument("--data-dir", default=None, help="tensorflow-datasets data dir")
+    data.add_argument("--cache-dir", default=None, help="where converted datasets go")
     data.add_argument("--text-feature", default=None, help="text feature of a tfds dataset")
     model = parser.add_argument_group("model")
-    model.add_argument("--preset", default=d.preset,
-                       help="tiny, small or base (keras_dp.models.PRESETS)")
-    model.add_argument("--seq-len", type=int, default=None, help="tokens per sequence "
-                       "(default: the preset's)")
+    model.add_argument("--preset", default=d.preset, help="tiny, small or base")
+    model.add_argument("--seq-len", type=int, default=None, help="tokens per sequence")
     model.add_argument("--d-model", type=int, default=None)
     model.add_argument("--num-layers", type=int, default=None)
     model.add_argument("--num-heads", type=int, default=None)
@@ -82,67 +60,44 @@ def register(subparsers) -> None:
     length = parser.add_argument_group("length and batch").add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None,
                         help=f"total optimizer steps (default {TrainConfig.DEFAULT_STEPS})")
-    length.add_argument("--epochs", type=float, default=None,
-                        help="passes over the training split instead of --steps")
+    length.add_argument("--epochs", type=float, default=None, help="passes over the data")
     batch = parser.add_argument_group("batch").add_mutually_exclusive_group()
-    batch.add_argument("--batch-size", type=int, default=d.batch_size,
-                       help="sequences per replica per step")
-    batch.add_argument("--global-batch-size", type=int, default=None,
-                       help="sequences per step over all replicas (instead of --batch-size)")
+    batch.add_argument("--batch-size", type=int, default=d.batch_size, help="per replica")
+    batch.add_argument("--global-batch-size", type=int, default=None, help="over all replicas")
     opt = parser.add_argument_group("optimizer (AdamW)")
     opt.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float,
-                     default=d.learning_rate, help="peak learning rate for --base-batch; "
-                     "scaled linearly to the global batch")
-    opt.add_argument("--base-batch", type=int, default=d.base_batch,
-                     help="the batch --lr is meant for (linear scaling rule)")
+                     default=d.learning_rate, help="peak learning rate for --base-batch")
+    opt.add_argument("--base-batch", type=int, default=d.base_batch)
     opt.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     opt.add_argument("--decay", default=d.decay, choices=["cosine", "linear", "constant"])
     opt.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
     opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
     clip = opt.add_mutually_exclusive_group()
-    clip.add_argument("--clipnorm", type=float, default=d.clipnorm,
-                      help="clip each gradient tensor's norm (of the global batch's gradient: "
-                           "keras_dp fixes Keras 3, which clips per replica)")
-    clip.add_argument("--global-clipnorm", type=float, default=d.global_clipnorm,
-                      help="clip the norm of all gradients together (as GPT training does)")
+    clip.add_argument("--clipnorm", type=float, default=d.clipnorm)
+    clip.add_argument("--global-clipnorm", type=float, default=d.global_clipnorm)
     speed = parser.add_argument_group("speed")
     speed.add_argument("--mixed-precision", type=_mixed, default=None, metavar="POLICY",
-                       help="mixed_bfloat16 (bf16) or mixed_float16 (fp16); default float32")
-    speed.add_argument("--xla", action=argparse.BooleanOptionalAction, default=d.xla,
-                       help="compile train steps with XLA (jit_compile; with several replicas "
-                            "each replica's forward and backward pass); default: on")
+                       help="bf16 or fp16")
+    speed.add_argument("--xla", action=argparse.BooleanOptionalAction, default=d.xla)
     speed.add_argument("--steps-per-execution", type=int, default=d.steps_per_execution)
     run = parser.add_argument_group("run")
-    run.add_argument("--output-dir", default=d.output_dir,
-                     help="where the chief saves model.keras, tokenizer.json, train_state.json "
-                          "(the run's record)")
+    run.add_argument("--output-dir", default=d.output_dir)
     run.add_argument("--seed", type=int, default=d.seed)
-    run.add_argument("--resume", action=_Removed, dest="_removed_resume")
-    run.add_argument("--backup-every", type=int, default=d.backup_every, metavar="N",
-                     help="back up the training state every N steps (chief writes; SIGTERM "
-                          "also saves, at a step all workers share, then exits 75)")
-    run.add_argument("--backup-dir", default=None,
-                     help="where the backups go (default OUTPUT_DIR/backup; in a multi-node "
-                          "run every worker must read it: a shared filesystem or gs://)")
-    run.add_argument("--keep-backups", type=int, default=d.keep_backups, metavar="K",
-                     help="keep the last K backups (default %(default)s): a damaged one is "
-                          "reported and the next older one restored")
-    run.add_argument("--backup", action=argparse.BooleanOptionalAction, default=d.backup,
-                     help="back up the training state so an interrupted run resumes; "
-                          "--no-backup: it starts over")
-    run.add_argument("--validate-every", type=int, default=None,
-                     help="steps between validations (default: 5 per run)")
-    run.add_argument("--val-steps", type=int, default=d.val_steps,
-                     help="most validation batches per validation")
+    run.add_argument("--resume", action=_Removed, dest="_removed_resume", nargs=0,
+                     help=argparse.SUPPRESS)
+    run.add_argument("--backup-every", type=int, default=d.backup_every, metavar="N")
+    run.add_argument("--backup-dir", default=None, help="default OUTPUT_DIR/backup")
+    run.add_argument("--keep-backups", type=int, default=d.keep_backups, metavar="K")
+    run.add_argument("--backup", action=argparse.BooleanOptionalAction, default=d.backup)
+    run.add_argument("--validate-every", type=int, default=None, help="default: 5 per run")
+    run.add_argument("--val-steps", type=int, default=d.val_steps)
     run.add_argument("--strategy", default=d.strategy,
                      help="auto, mirrored, multi_worker_mirrored, one_device, default, tpu")
-    run.add_argument("--cpu-replicas", type=int, default=None,
-                     help="split the CPU into N replicas (one process)")
+    run.add_argument("--cpu-replicas", type=int, default=None)
     run.add_argument("--progress", default=d.progress, choices=["auto", "rich", "plain", "none"])
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     sample = parser.add_argument_group("sample")
-    sample.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
-                        help="tokens to generate after training (0: none)")
+    sample.add_argument("--sample-tokens", type=int, default=d.sample_tokens)
     sample.add_argument("--prompt", default=d.prompt)
     sample.add_argument("--temperature", type=float, default=d.temperature)
     sample.add_argument("--top-k", type=int, default=d.top_k)
@@ -161,8 +116,7 @@ def run_command(args) -> int:
     from keras_dp.train import format_report, train
 
     result = train(config_from_args(args))
-    if result.output_dir is None:  # not the chief: the chief reports
-        return 0
-    print(json.dumps(result.to_json(), indent=2) if args.json
-          else format_report(result, args.prompt))
+    if result.output_dir is not None:  # the chief reports
+        print(json.dumps(result.to_json(), indent=2) if args.json
+              else format_report(result, args.prompt))
     return 0

@@ -1,7 +1,5 @@
-"""The worker side of `keras_dp.launch`: `python -m keras_dp.launcher._bootstrap WORKDIR`.
-
-Runs the pickled function; leaves its return value (chief) or its error in WORKDIR.
-"""
+"""`python -m keras_dp.launcher._bootstrap WORKDIR`: runs a `keras_dp.launch` worker's function,
+leaving its return value (chief) or its error in WORKDIR."""
 
 from __future__ import annotations
 
@@ -10,10 +8,10 @@ import pickle
 import sys
 import traceback
 
+import cloudpickle
+
 
 def _write(path: str, value) -> None:
-    import cloudpickle
-
     from keras_dp.chief_files import atomic
 
     with atomic(path) as temp, open(temp, "wb") as handle:
@@ -21,8 +19,6 @@ def _write(path: str, value) -> None:
 
 
 def _error_report(exc: BaseException) -> dict:
-    import cloudpickle
-
     report = {"traceback": traceback.format_exc()}  # called while handling `exc`
     try:
         report["exception"] = cloudpickle.dumps(exc)
@@ -32,11 +28,11 @@ def _error_report(exc: BaseException) -> dict:
     return report
 
 
-def main(argv=None) -> int:
+def main() -> int:
     from keras_dp.cluster import resolve_cluster
-    from keras_dp.launcher.notebook import PAYLOAD, error_path, result_path
+    from keras_dp.launcher.notebook import ERROR, PAYLOAD, RESULT
 
-    work = (argv or sys.argv[1:])[0]
+    work = sys.argv[1]
     with open(os.path.join(work, PAYLOAD), "rb") as handle:
         payload = pickle.load(handle)
     for entry in reversed(payload["sys_path"]):
@@ -47,23 +43,21 @@ def main(argv=None) -> int:
     try:
         value = payload["fn"](*payload["args"], **payload["kwargs"])
         if cluster.is_chief:
-            _write(result_path(work, index), value)
+            _write(os.path.join(work, RESULT.format(index)), value)
     except BaseException as exc:  # noqa: BLE001 - reported to the launching process
         from keras_dp import fault
 
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             return 0
         traceback.print_exc()
-        _write(error_path(work, index), _error_report(exc))
+        _write(os.path.join(work, ERROR.format(index)), _error_report(exc))
         return fault.handle_exception(exc, cluster, report=cluster.is_multi_worker)
     return 0
 
 
 if __name__ == "__main__":
     code = main()
-    if code:
-        # Do not wait at exit for peers that may be dead (see keras_dp.fault).
+    if code:  # do not wait at exit for peers that may be dead (see keras_dp.fault)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    sys.exit(0)

@@ -1,12 +1,11 @@
-"""`keras-dp launch --isolate`: the workers in a private network namespace (loopback only).
+"""`keras-dp launch --isolate`: the workers in a private network namespace holding only `lo`.
 
-TensorFlow's gRPC server listens on every interface, unauthenticated; the launcher moves
-itself (and so the workers it starts) into a namespace holding only `lo`. See
-docs/security.md.
+See docs/security.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -18,9 +17,14 @@ import threading
 
 from keras_dp.errors import KerasDPError
 
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_REFUSED = {errno.EPERM: "unshare() was not permitted: unprivileged user namespaces are "
+                         "disabled or a security profile forbids them",
+            errno.EINVAL: "the kernel does not support these namespaces",
+            errno.ENOSPC: "the limit of user namespaces is reached (user.max_user_namespaces)",
+            errno.EUSERS: "the limit of nested user namespaces is reached",
+            errno.ENOMEM: "the kernel could not allocate the namespace"}
 
 
 class IsolationUnavailable(KerasDPError, RuntimeError):
@@ -34,26 +38,6 @@ def _unshare(flags: int) -> None:
     if libc.unshare(ctypes.c_int(flags)) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
-
-
-def _unshare_user_and_network() -> None:
-    if threading.active_count() > 1:
-        raise _unavailable("the process already runs threads; the kernel creates a user "
-                           "namespace only for a single-threaded process")
-    _unshare(CLONE_NEWUSER | CLONE_NEWNET)
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w", encoding="ascii") as handle:
-        handle.write(text)
-
-
-def _loopback_up() -> None:
-    """Brings `lo` up (a new namespace's loopback starts down)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH", b"lo", 0)
-        flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
-        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | _IFF_UP))
 
 
 def _unavailable(why: str) -> IsolationUnavailable:
@@ -90,27 +74,26 @@ def enter_private_network() -> str:
             _unshare(CLONE_NEWNET)
         except PermissionError:  # not root, or root without CAP_SYS_ADMIN (a container)
             how = "user and network namespace"
-            _unshare_user_and_network()
+            if threading.active_count() > 1:
+                raise _unavailable("the process already runs threads; the kernel creates a "
+                                   "user namespace only for a single-threaded process") from None
+            _unshare(CLONE_NEWUSER | CLONE_NEWNET)
     except OSError as exc:
-        detail = {errno.EPERM: "unshare() was not permitted: unprivileged user namespaces "
-                               "are disabled or a security profile forbids them",
-                  errno.EINVAL: "the kernel does not support these namespaces",
-                  errno.ENOSPC: "the limit of user namespaces is reached "
-                                "(user.max_user_namespaces)",
-                  errno.EUSERS: "the limit of nested user namespaces is reached",
-                  errno.ENOMEM: "the kernel could not allocate the namespace"}
-        raise _unavailable(detail.get(exc.errno, f"unshare() failed: {exc.strerror}")) \
+        raise _unavailable(_REFUSED.get(exc.errno, f"unshare() failed: {exc.strerror}")) \
             from None
     if how != "network namespace":
-        # Map the user to itself, so files are written as the user, as before.
-        try:
-            _write("/proc/self/setgroups", "deny")
-        except FileNotFoundError:  # kernels before 3.19
-            pass
-        _write("/proc/self/uid_map", f"{uid} {uid} 1")
-        _write("/proc/self/gid_map", f"{gid} {gid} 1")
-    try:
-        _loopback_up()
+        # Map the user to itself, so files are written as the user, as before (no
+        # setgroups file before Linux 3.19).
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                           ("gid_map", f"{gid} {gid} 1")):
+            with contextlib.suppress(FileNotFoundError), \
+                    open(f"/proc/self/{name}", "w", encoding="ascii") as handle:
+                handle.write(text)
+    try:  # a new namespace's loopback starts down
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            request = struct.pack("16sH", b"lo", 0)
+            flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
+            fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | _IFF_UP))
     except OSError as exc:
         raise _unavailable(f"the new namespace's loopback could not be brought up: "
                            f"{exc.strerror}") from None

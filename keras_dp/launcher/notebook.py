@@ -1,11 +1,8 @@
-"""`keras_dp.launch(fn, num_workers=N)`: multi-worker training from a notebook.
-
-`fn` goes with cloudpickle to N fresh worker processes started by `Launcher`, so the
-notebook's own process never sets up TensorFlow's collectives. See docs/launch.md.
-"""
+"""`keras_dp.launch(fn, num_workers=N)`: multi-worker training from a notebook (docs/launch.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import sys
@@ -15,15 +12,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from keras_dp.errors import KerasDPError
 from keras_dp.launcher.supervisor import Launcher
 
-PAYLOAD = "payload.pkl"
-
-
-def result_path(work: str, index: int) -> str:
-    return os.path.join(work, f"result-{index}.pkl")
-
-
-def error_path(work: str, index: int) -> str:
-    return os.path.join(work, f"error-{index}.pkl")
+PAYLOAD, RESULT, ERROR = "payload.pkl", "result-{}.pkl", "error-{}.pkl"
 
 
 class WorkerError(KerasDPError, RuntimeError):
@@ -75,30 +64,22 @@ def launch(fn: Callable[..., Any], num_workers: int = 2, args: Sequence[Any] = (
         with open(os.path.join(work, PAYLOAD), "wb") as handle:
             cloudpickle.dump({"fn": fn, "args": tuple(args), "kwargs": dict(kwargs or {}),
                               "sys_path": list(sys.path)}, handle)
-        base = dict(os.environ)
-        base.update(env or {})
         command = [sys.executable, "-u", "-m", "keras_dp.launcher._bootstrap", work]
-        options.setdefault("stdout", sys.stdout)
-        options.setdefault("stderr", sys.stderr)
-        result = Launcher(command, num_workers, env=base, **options).run()
+        result = Launcher(command, num_workers, env={**os.environ, **(env or {})},
+                          **options).run()
         if result.returncode == 0:
-            with open(result_path(work, 0), "rb") as handle:
+            with open(os.path.join(work, RESULT.format(0)), "rb") as handle:
                 return pickle.load(handle)
-        index = result.failed
-        status = result.workers[index] if index is not None else None
+        index = result.failed  # set whenever a worker failed
         report, original = {}, None
-        if index is not None and os.path.exists(error_path(work, index)):
-            with open(error_path(work, index), "rb") as handle:
-                report = pickle.load(handle)
-            if report.get("exception"):
-                try:
-                    original = pickle.loads(report["exception"])
-                except Exception:  # noqa: BLE001 - its class may not exist here
-                    pass
-    message = result.summary or f"the workers failed (exit code {result.returncode})"
+        with contextlib.suppress(FileNotFoundError), \
+                open(os.path.join(work, ERROR.format(index)), "rb") as handle:
+            report = pickle.load(handle)
+        if report.get("exception"):
+            with contextlib.suppress(Exception):  # its class may not exist here
+                original = pickle.loads(report["exception"])
+    message = result.summary
     if report.get("traceback"):
         message += f"\n\nTraceback on worker {index}:\n{report['traceback']}"
-    error = WorkerError(message, worker=index,
-                        returncode=status.returncode if status else result.returncode,
-                        remote_traceback=report.get("traceback", ""), result=result)
-    raise error from original
+    raise WorkerError(message, worker=index, returncode=result.workers[index].returncode,
+                      remote_traceback=report.get("traceback", ""), result=result) from original

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 from typing import IO, Callable, List, Optional
 
 
 class WorkerOutput:
-    """The output of one worker process: prefixed copy, optional log file, last lines.
-
-    Args:
-        index: The worker's index (for the prefix).
-        lock: Shared by all workers, so lines never interleave.
-        log_file: Open text file that receives every line unprefixed, or None.
-        prefix: Whether to prefix lines with `[worker N] `.
-        hide: Lines for which it returns True are neither copied nor kept for the
-            summary; the log file still gets them.
-    """
+    """One worker's lines: copied (with `[worker N] ` if `prefix`) under the lock all workers
+    share, each to `log_file` unprefixed, the last ones kept; `hide`'s lines reach only the log."""
 
     def __init__(self, index: int, lock: threading.Lock, *, log_file: Optional[IO[str]] = None,
                  prefix: bool = True, hide: Optional[Callable[[str], bool]] = None):
@@ -38,29 +31,23 @@ class WorkerOutput:
 
     def _pump(self, stream: IO[bytes], target: IO[str]) -> None:
         for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", errors="replace")
-            if not line.endswith("\n"):
-                line += "\n"
+            line = raw.decode("utf-8", errors="replace").rstrip("\n") + "\n"
             shown = not (self._hide and self._hide(line))
             with self._lock:
                 if shown:
                     self._tail.append(line.rstrip("\n"))
-                    try:
+                    with contextlib.suppress(OSError, ValueError):  # ours closed: drain on
                         target.write(self.prefix + line)
                         target.flush()
-                    except (OSError, ValueError):
-                        pass  # our own output is gone (closed pipe): keep draining
                 if self._log_file is not None:
                     self._log_file.write(line)
                     self._log_file.flush()
         stream.close()
 
     def join(self, timeout: float = 5.0) -> None:
-        """Waits for the worker's pipes to be drained."""
         for thread in self._threads:
             thread.join(timeout)
 
     def tail(self) -> List[str]:
-        """The last lines the worker printed (stdout and stderr, in arrival order)."""
         with self._lock:
             return list(self._tail)

@@ -17,12 +17,10 @@ def pick_ports(count: int, *, host: str = "127.0.0.1", port_base: Optional[int] 
     import portpicker
 
     if port_base is None:
-        ports: List[int] = []
-        while len(ports) < count:
-            port = portpicker.pick_unused_port()
-            if port not in ports:
-                ports.append(port)
-        return ports
+        free = set()
+        while len(free) < count:
+            free.add(portpicker.pick_unused_port())
+        return list(free)
     first = port_base + attempt * count
     ports = list(range(first, first + count))
     if ports[-1] > 65535:
@@ -32,7 +30,6 @@ def pick_ports(count: int, *, host: str = "127.0.0.1", port_base: Optional[int] 
     for port in ports:
         if not portpicker.is_port_free(port):
             raise ConfigError(f"port {port} on {host} is in use", variable="--port-base",
-                              received=port_base,
-                              fix="choose another --port-base, or leave it out to use free "
-                                  "ports")
+                              received=port_base, fix="choose another --port-base, or leave "
+                                                      "it out to use free ports")
     return ports

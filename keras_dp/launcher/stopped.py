@@ -1,7 +1,6 @@
-"""Noticing a worker that is stopped (SIGSTOP) rather than dead (docs/launch.md).
+"""Noticing a worker stopped (SIGSTOP) rather than dead, from `/proc/PID/stat` (Linux only).
 
-Reads `/proc/PID/stat` (Linux; elsewhere nothing is noticed); a worker stopped by a
-debugger (state `t`) is left alone.
+A worker stopped by a debugger (state `t`) is left alone; see docs/launch.md.
 """
 
 from __future__ import annotations
@@ -20,27 +19,16 @@ def is_stopped(pid: int) -> Optional[bool]:
     return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"T"
 
 
-class StoppedWorkers:
-    """Tracks how long each running worker has been stopped.
+def overdue(statuses: Sequence, since: Dict[int, float], now: float, grace: float) -> List:
+    """The `WorkerStatus`es stopped for `grace` seconds, each once (it sets their `stopped`).
 
-    Args:
-        grace: Seconds a worker may stay stopped before `overdue` names it.
+    `since` maps the pid of each worker seen stopped to when it was first seen so.
     """
-
-    def __init__(self, grace: float):
-        self.grace = grace
-        self._since: Dict[int, float] = {}
-        self._named: set = set()
-
-    def overdue(self, statuses: Sequence, now: float) -> List:
-        """The statuses (with `.pid`) stopped for `grace` seconds, each named once."""
-        found = []
-        for status in statuses:
-            if is_stopped(status.pid):
-                since = self._since.setdefault(status.pid, now)
-                if now - since >= self.grace and status.pid not in self._named:
-                    self._named.add(status.pid)
-                    found.append(status)
-            else:
-                self._since.pop(status.pid, None)
-        return found
+    found = []
+    for status in statuses:
+        if not is_stopped(status.pid):
+            since.pop(status.pid, None)
+        elif now - since.setdefault(status.pid, now) >= grace and status.stopped is None:
+            status.stopped = grace
+            found.append(status)
+    return found

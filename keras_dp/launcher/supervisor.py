@@ -1,8 +1,4 @@
-"""Starts N workers on this machine and watches them (what `keras-dp launch` runs).
-
-Each worker gets its own `TF_CONFIG` and process group; the behaviour (signals, failures,
-stopped workers, restarts, exit codes) is described in docs/launch.md.
-"""
+"""Starts N workers on this machine and watches them (`keras-dp launch`; docs/launch.md)."""
 
 from __future__ import annotations
 
@@ -24,9 +20,8 @@ from keras_dp.fault import (EXIT_PEER_FAILED, EXIT_PREEMPTED, EXIT_USAGE, PEER_L
 from keras_dp.launcher import quiet as quiet_lib
 from keras_dp.launcher.output import WorkerOutput
 from keras_dp.launcher.ports import pick_ports
-from keras_dp.launcher.stopped import StoppedWorkers
+from keras_dp.launcher.stopped import overdue
 
-RESTART_VARIABLE = "KERAS_DP_RESTART_COUNT"
 #: Seconds the workers get to save and exit after a forwarded SIGTERM/SIGINT.
 SIGNAL_GRACE = 120.0
 
@@ -61,9 +56,8 @@ class LaunchResult:
     """The outcome of `Launcher.run()`.
 
     Attributes:
-        returncode: 0 when every worker succeeded; otherwise the first failed
-            worker's exit code (128 + signal number for a signal), or
-            `EXIT_PREEMPTED` after a preemption.
+        returncode: 0 when every worker succeeded; otherwise the first failed worker's exit
+            code (128 + signal number for a signal), or `EXIT_PREEMPTED` after a preemption.
         attempts: How many times the workers were started.
         workers: The statuses of the last attempt's workers.
         failed: Index of the worker that failed first in the last attempt, if any.
@@ -86,9 +80,7 @@ def worker_command(command: Sequence[str]) -> List[str]:
         raise ConfigError("no command to run", variable="command",
                           fix="write e.g. keras-dp launch -n 2 train.py, or "
                               "keras-dp launch -n 2 -- python -m mypackage.train")
-    if command[0].endswith(".py"):
-        return [sys.executable, "-u", *command]
-    return command
+    return [sys.executable, "-u", *command] if command[0].endswith(".py") else command
 
 
 def worker_environments(num_workers: int, ports: Sequence[int], *, host: str = "127.0.0.1",
@@ -105,7 +97,7 @@ def worker_environments(num_workers: int, ports: Sequence[int], *, host: str = "
         if num_workers > 1:
             env["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses},
                                            "task": {"type": "worker", "index": index}})
-        env[RESTART_VARIABLE] = str(attempt)
+        env["KERAS_DP_RESTART_COUNT"] = str(attempt)
         env.setdefault("PYTHONUNBUFFERED", "1")
         if cpu_replicas is not None:
             env["KERAS_DP_CPU_REPLICAS"] = str(cpu_replicas)
@@ -129,19 +121,13 @@ class Launcher:
 
     Args:
         command: The argv (`script.py ...` runs under this Python).
-        num_workers: How many workers.
-        max_restarts: Start all workers again up to this many times after a failure.
-        cpu_replicas: Exported as `KERAS_DP_CPU_REPLICAS` (with one worker only).
-        port_base: First port (default: free ports).
-        host: Address the workers use to reach each other (default loopback).
-        log_dir: Directory for `worker-N.log` files (one per worker).
+        num_workers, max_restarts, cpu_replicas, port_base, host, log_dir, stop_grace: As
+            `keras-dp launch -n`, `--max-restarts`, ... `--stop-grace` (docs/launch.md).
         env: Base environment (default: ours).
-        stop_grace: Seconds the others get to stop by themselves after one fails, and
-            how long a worker may stay stopped (SIGSTOP) before it counts as failed.
-        prefix: Prefix every output line with `[worker N] `.
+        prefix: Prefix every output line with `[worker N] ` (`--no-prefix`: False).
         quiet: Hide TensorFlow's start-up notices in the workers' output (default: when
             `env` does not set `TF_CPP_MIN_LOG_LEVEL`; see `keras_dp.launcher.quiet`).
-        stdout, stderr: Where worker output and launcher messages go.
+        stdout, stderr: Where worker output and launcher messages go (default: ours).
     """
 
     def __init__(self, command: Sequence[str], num_workers: int, *, max_restarts: int = 0,
@@ -173,27 +159,23 @@ class Launcher:
         self.stop_grace = stop_grace
         self.prefix = prefix
         self.quiet = quiet_lib.wanted(env) if quiet is None else quiet
-        self.stdout = stdout
-        self.stderr = stderr
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
         self._signal: Optional[int] = None
-        self._signal_count = 0
         self._procs: List[subprocess.Popen] = []
         self._lock = threading.Lock()
 
     def _say(self, text: str) -> None:
-        err = self.stderr or sys.stderr
         with self._lock:
             for line in text.rstrip("\n").splitlines():
-                err.write(f"[launcher] {line}\n")
-            err.flush()
+                self.stderr.write(f"[launcher] {line}\n")
+            self.stderr.flush()
 
     def _on_signal(self, signum, frame):  # noqa: ARG002
+        self._forward(signum if self._signal is None else signal.SIGKILL)  # a second one kills
         self._signal = signum
-        self._signal_count += 1
-        self._forward(signal.SIGKILL if self._signal_count > 1 else signum)
 
     def _forward(self, signum: int) -> None:
-        """Sends `signum` to every running worker's process group."""
         for proc in self._procs:
             if proc.poll() is None:
                 _signal_group(proc.pid, signum)
@@ -240,11 +222,7 @@ class Launcher:
                                    attempt=attempt, cpu_replicas=self.cpu_replicas)
         for worker_env in envs if self.quiet else ():
             worker_env.setdefault(quiet_lib.LEVEL_VARIABLE, quiet_lib.DEFAULT_LEVEL)
-        out, err = self.stdout or sys.stdout, self.stderr or sys.stderr
-        statuses: List[WorkerStatus] = []
-        outputs: List[WorkerOutput] = []
-        logs = []
-        self._procs = []
+        statuses, outputs, logs, self._procs = [], [], [], []
         started = time.monotonic()
         if attempt == 0:
             self._say(f"starting {self.num_workers} worker(s) on {self.host}: "
@@ -257,15 +235,14 @@ class Launcher:
             logs.append(self._open_log(index, attempt))
             output = WorkerOutput(index, self._lock, log_file=logs[-1], prefix=self.prefix,
                                   hide=quiet_lib.is_notice if self.quiet else None)
-            output.follow(proc.stdout, out)
-            output.follow(proc.stderr, err)
+            output.follow(proc.stdout, self.stdout)
+            output.follow(proc.stderr, self.stderr)
             outputs.append(output)
             statuses.append(WorkerStatus(index, f"{self.host}:{ports[index]}", proc.pid))
             self._say(f"worker {index} started: {self.host}:{ports[index]}, pid {proc.pid}")
         if self._signal is not None:  # a signal came while starting
             self._forward(self._signal)
-        order: List[int] = []
-        stopped = StoppedWorkers(self.stop_grace)
+        stopped_since: Dict[int, float] = {}
         kill_at: Optional[float] = None
         signalled = self._signal
         while True:
@@ -273,24 +250,19 @@ class Launcher:
             for status, proc in zip(statuses, self._procs):
                 if status.returncode is None and proc.poll() is not None:
                     status.returncode, status.ended = proc.returncode, now - started
-                    order.append(status.index)
                     self._say(f"worker {status.index} ended after {status.ended:.1f} s: "
                               f"{describe_exit(status.returncode)}")
             running = [s for s in statuses if s.returncode is None]
             if not running:
                 break
-            for status in stopped.overdue(running, now):
-                # Its peers would wait for it in start-up (up to startup_timeout) or
-                # in a collective: it counts as the failed worker.
-                status.stopped = stopped.grace
+            for status in overdue(running, stopped_since, now, self.stop_grace):  # peers wait
                 self._say(f"worker {status.index} has been stopped (SIGSTOP) for "
-                          f"{stopped.grace:g} s and holds up every other worker: killing it")
+                          f"{self.stop_grace:g} s and holds up every other worker: killing it")
                 _signal_group(status.pid, signal.SIGKILL)
-            failed = [i for i in order if statuses[i].returncode != 0]
             if self._signal is not None and signalled is None:
                 signalled = self._signal
                 kill_at = now + SIGNAL_GRACE
-            elif failed and kill_at is None:
+            elif kill_at is None and any(s.returncode for s in statuses):  # one failed
                 kill_at = now + self.stop_grace
                 self._say(f"the other workers get {self.stop_grace:g} s to stop by themselves")
             if kill_at is not None and now >= kill_at:
@@ -304,39 +276,33 @@ class Launcher:
             status.tail = output.tail()
             if log_file is not None:
                 log_file.close()
-        return self._outcome(statuses, order, signalled)
+        return self._outcome(statuses, signalled)
 
-    def _outcome(self, statuses: List[WorkerStatus], order: List[int],
-                 signalled: Optional[int]) -> LaunchResult:
-        failed = [i for i in order if statuses[i].returncode != 0]
+    def _outcome(self, statuses: List[WorkerStatus], signalled: Optional[int]) -> LaunchResult:
+        # In the order they ended (the same poll: by index).
+        failed = sorted((s for s in statuses if s.returncode), key=lambda s: s.ended)
         if not failed:
             return LaunchResult(0, 0, statuses)
-        failed = [i for i in failed if not statuses[i].killed_by_launcher] or failed
-        codes = {s.returncode for s in statuses}
-        if codes == {EXIT_PREEMPTED}:
+        first = ([s for s in failed if not s.killed_by_launcher] or failed)[0]
+        if {s.returncode for s in statuses} == {EXIT_PREEMPTED}:
             summary = (f"all {len(statuses)} workers saved a backup and stopped (preempted, "
                        f"{describe_exit(EXIT_PREEMPTED)})")
             self._say(summary)
-            return LaunchResult(EXIT_PREEMPTED, 0, statuses, failed[0], summary)
-        first = statuses[failed[0]]
+            return LaunchResult(EXIT_PREEMPTED, 0, statuses, first.index, summary)
+        code = 128 - first.returncode if first.returncode < 0 else first.returncode
         if signalled == signal.SIGINT:
             code = 128 + signal.SIGINT
-        elif first.returncode is not None and first.returncode < 0:
-            code = 128 - first.returncode
-        else:
-            code = int(first.returncode or 1)
         lines = [f"worker {first.index} ({first.address}, pid {first.pid}) failed first: "
                  f"{describe_exit(first.returncode)}"]
-        blamed = self._blamed_peer(first)
-        if blamed is not None:
-            lines[0] += f"; it reports that worker {blamed} failed"
+        if first.returncode == EXIT_PEER_FAILED:
+            blamed = next(filter(None, map(PEER_LINE.search, reversed(first.tail))), None)
+            if blamed:
+                lines[0] += f"; it reports that worker {blamed.group(2)} failed"
         if first.stopped is not None:
             lines[0] += f", after it had been stopped (SIGSTOP) for {first.stopped:g} s"
         lines.append(f"last lines of worker {first.index}:")
         lines.extend("    " + line for line in first.tail[-12:])
-        for status in statuses:
-            if status.index == first.index:
-                continue
+        for status in (s for s in statuses if s is not first):
             how = describe_exit(status.returncode)
             if status.stopped is not None:
                 how += f", after it had been stopped (SIGSTOP) for {status.stopped:g} s"
@@ -347,14 +313,3 @@ class Launcher:
         summary = "\n".join(lines)
         self._say(summary)
         return LaunchResult(code, 0, statuses, first.index, summary)
-
-    @staticmethod
-    def _blamed_peer(status: WorkerStatus) -> Optional[int]:
-        if status.returncode != EXIT_PEER_FAILED:
-            return None
-        for line in reversed(status.tail):
-            match = PEER_LINE.search(line)
-            if match:
-                return int(match.group(2))
-        return None
-
