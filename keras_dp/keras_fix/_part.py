@@ -62,12 +62,8 @@ class Part:
 
     def versions(self) -> str:
         """The releases it is for, e.g. "Keras 3.10-3.15, TensorFlow 2.20-2.21"."""
-        return f"Keras {_span(self.keras)}, TensorFlow {_span(self.tensorflow)}"
-
-
-def _span(bounds) -> str:
-    (a, b), (c, d) = bounds
-    return f"{a}.{b}-{c}.{d}"
+        keras, tf = ("{}.{}-{}.{}".format(*a, *b) for a, b in (self.keras, self.tensorflow))
+        return f"Keras {keras}, TensorFlow {tf}"
 
 
 def _release(version: str) -> Tuple[int, int]:
@@ -90,7 +86,7 @@ def in_range(part: Part, versions: Optional[Tuple[str, str]] = None) -> bool:
             and part.tensorflow[0] <= _release(tf_version) <= part.tensorflow[1])
 
 
-def _shape_problem(part: Part, target: Target) -> Optional[str]:
+def _shape_problem(target: Target) -> Optional[str]:
     try:
         owner = target.owner()
     except (ImportError, AttributeError) as exc:
@@ -110,17 +106,13 @@ def _shape_problem(part: Part, target: Target) -> Optional[str]:
     return None
 
 
-def check(part: Part, versions: Optional[Tuple[str, str]] = None) -> None:
-    """Raises unless `part` was written for this Keras and TensorFlow (fail closed).
-
-    Raises:
-        KerasDPError: the versions are outside the part's range, or what it
-            replaces is missing or has another signature.
-    """
-    keras_version, tf_version = versions or installed()
+def check(part: Part) -> None:
+    """Raises `KerasDPError` unless `part` was written for this Keras and TensorFlow (the
+    versions are in its range, what it replaces exists with the expected signature)."""
+    keras_version, tf_version = installed()
     problems = [] if in_range(part, (keras_version, tf_version)) else [
         "these releases are outside the range it is tested on"]
-    problems += [p for p in (_shape_problem(part, t) for t in part.targets) if p]
+    problems += [p for p in (_shape_problem(t) for t in part.targets) if p]
     if problems:
         raise KerasDPError(
             f"keras_dp's Keras-layer part {part.name} cannot be applied to Keras "
@@ -152,12 +144,9 @@ def restore(part: str) -> None:
 def wrap(part: str, owner, name: str, body: Callable) -> None:
     """Replaces `owner.name` by `body(first, original bound to first, *args, **kwargs)`."""
     original = getattr(owner, name)
-
-    @functools.wraps(original)
-    def replaced(first, *args, **kwargs):
-        return body(first, functools.partial(original, first), *args, **kwargs)
-
-    replace(part, owner, name, replaced)
+    replace(part, owner, name, functools.wraps(original)(
+        lambda first, *args, **kwargs: body(first, functools.partial(original, first), *args,
+                                            **kwargs)))
 
 
 def lazy(module: str, attribute: str = None) -> Callable[[], object]:

@@ -1,7 +1,5 @@
 """Keras-layer part `chief_saving`: `model.save()` & co. on N workers, one writer per file.
-
-The chief writes atomically; the others into temporary directories. See docs/dropin_writes.md.
-"""
+See docs/dropin_writes.md."""
 
 import itertools
 import logging
@@ -79,11 +77,13 @@ def save_as_worker(model, path, write: Callable, *, directory: bool = False,
     index, count, is_chief = position(model)
     if count <= 1 or not isinstance(path, (str, os.PathLike)):
         return write(path)
-    number = next(_numbers)
+    from tensorflow.python.eager import context
+
+    done = f"keras_dp/saving/{next(_numbers)}/done"   # the chief's save is over
     if not is_chief:
         with elsewhere(path, "save", index) as private:
             result = write(private)
-        _wait_for_chief(number, index, path)
+        _wait_for_chief(context.context(), done, index, path)
         return result
     try:
         if not replaceable:
@@ -92,27 +92,14 @@ def save_as_worker(model, path, write: Callable, *, directory: bool = False,
         with atomic(path, directory=directory) as target:
             return write(target)
     finally:
-        _announce(number)
+        context.context().set_config_key_value(done, "1")
 
 
-def _key(number: int) -> str:
-    return f"keras_dp/saving/{number}/done"
-
-
-def _announce(number: int) -> None:
-    """The chief's save number `number` is over (written or failed)."""
-    from tensorflow.python.eager import context
-
-    context.context().set_config_key_value(_key(number), "1")
-
-
-def _wait_for_chief(number: int, index: int, path) -> None:
-    from tensorflow.python.eager import context
+def _wait_for_chief(context, done: str, index: int, path) -> None:
     from tensorflow.python.framework import errors
 
     try:
-        context.context().get_config_key_value(_key(number),
-                                               timeout_in_ms=int(WAIT_SECONDS * 1000))
+        context.get_config_key_value(done, timeout_in_ms=int(WAIT_SECONDS * 1000))
     except errors.DeadlineExceededError:
         log.warning("keras_dp: worker %d saved %s (into a temporary directory, as a non-chief) "
                     "but the chief has not finished a save of the same rank within %.0f s; "

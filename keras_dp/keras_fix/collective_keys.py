@@ -1,8 +1,5 @@
 """Keras-layer part `collective_keys`: several MirroredStrategy objects in one process.
-
-Each MirroredStrategy keras_dp creates gets its own range of TensorFlow's private
-`MirroredStrategy._collective_key_base` (read at construction); see docs/keras_layer.md.
-"""
+See docs/keras_layer.md."""
 
 import threading
 

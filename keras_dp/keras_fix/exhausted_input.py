@@ -1,8 +1,5 @@
 """Keras-layer part `exhausted_input`: no step runs after the last batch.
-
-Every op of the step depends on its batch (control dependencies), so the extra step Keras
-runs after an input of unknown length ends does nothing. See docs/keras_layer.md.
-"""
+See docs/keras_layer.md."""
 
 from keras_dp.keras_fix._part import Part, Target, tf_trainer, wrap
 

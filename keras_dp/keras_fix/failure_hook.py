@@ -1,8 +1,5 @@
 """Keras-layer part `failure_hook`: an uncaught exception ends a worker with a named cause.
-
-The hook prints the traceback (a `KerasDPError` without it), then ends the process at once
-with keras_dp's exit code (`keras_dp.fault.handle_exception`). See docs/fault_tolerance.md.
-"""
+See docs/fault_tolerance.md."""
 
 import sys
 
@@ -24,7 +21,7 @@ def install(cluster) -> None:
     from keras_dp.errors import KerasDPError
 
     _cluster["now"] = cluster
-    if is_applied():
+    if _part.is_applied(PART.name):
         return
     previous = sys.excepthook
 
@@ -43,6 +40,3 @@ def uninstall() -> None:
     _part.restore(PART.name)
     _cluster.clear()
 
-
-def is_applied() -> bool:
-    return _part.is_applied(PART.name)

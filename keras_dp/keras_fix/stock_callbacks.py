@@ -1,7 +1,5 @@
 """Keras-layer part `stock_callbacks`: Keras' own file-writing callbacks, one writer per file.
-
-On several workers the stock classes write as `keras_dp.callbacks` do. See docs/dropin_writes.md.
-"""
+See docs/dropin_writes.md."""
 
 import functools
 import json
