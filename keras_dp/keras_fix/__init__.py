@@ -1,8 +1,7 @@
 """The Keras layer: every change keras_dp makes to Keras' or TensorFlow's behaviour.
 
 One module per part (its `PART` and `install()`); `REGISTRY` lists them, `keras-dp env`
-prints them, `KERAS_DP_KERAS_FIX` switches them. See docs/keras_layer.md.
-"""
+prints them, `KERAS_DP_KERAS_FIX` switches them. See docs/keras_layer.md."""
 
 import functools
 import importlib
@@ -57,9 +56,7 @@ def enabled_parts() -> tuple:
 
 def is_applied(part: str = None) -> bool:
     """Whether `part` (default: any part of `PARTS`) is in place in this process."""
-    if part:
-        return _is_applied(part)
-    return any(_is_applied(name) for name in PARTS)
+    return _is_applied(part) if part else any(_is_applied(name) for name in PARTS)
 
 
 def parts_for(strategy) -> tuple:

@@ -1,6 +1,5 @@
 """What every Keras-layer part shares: its description, its version and shape checks (fail
-closed), and the record of what it replaced (for `remove()`). See docs/keras_layer.md.
-"""
+closed), and the record of what it replaced (for `remove()`). See docs/keras_layer.md."""
 
 import dataclasses
 import functools
@@ -23,41 +22,24 @@ _applied: Dict[str, List[tuple]] = {}   # part -> [(owner, name, original or _MI
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """A Keras or TensorFlow attribute a part replaces or relies on.
+    """A Keras or TensorFlow attribute a part replaces or relies on."""
 
-    Attributes:
-        owner: Returns the class or module (imports lazily).
-        name: The attribute.
-        parameters: The leading parameter names it must take (None: it only has to exist).
-    """
-
-    owner: Callable[[], object]
+    owner: Callable[[], object]   # returns the class or module (imports lazily)
     name: str
-    parameters: Optional[Tuple[str, ...]] = None
+    parameters: Optional[Tuple[str, ...]] = None   # leading names it takes (None: it exists)
 
 
 @dataclasses.dataclass(frozen=True)
 class Part:
-    """One change keras_dp makes to Keras' or TensorFlow's behaviour.
+    """One change keras_dp makes to Keras' or TensorFlow's behaviour."""
 
-    Attributes:
-        name: The part's name (what `KERAS_DP_KERAS_FIX` lists).
-        fixes: What goes wrong without it, in one line.
-        upstream: The upstream issue (or pull request) link.
-        when: When keras_dp applies it.
-        switch: How to turn it off.
-        targets: What it replaces or relies on (checked before it applies).
-        keras: The Keras releases it is for, `((major, minor), (major, minor))`.
-        tensorflow: The TensorFlow releases it is for.
-    """
-
-    name: str
-    fixes: str
-    upstream: str
-    when: str
-    switch: str = SWITCH
-    targets: Sequence[Target] = ()
-    keras: Tuple[Tuple[int, int], Tuple[int, int]] = KERAS
+    name: str   # what KERAS_DP_KERAS_FIX lists
+    fixes: str   # what goes wrong without it, in one line
+    upstream: str   # the upstream issue (or pull request) link
+    when: str   # when keras_dp applies it
+    switch: str = SWITCH   # how to turn it off
+    targets: Sequence[Target] = ()   # what it replaces or relies on (checked first)
+    keras: Tuple[Tuple[int, int], Tuple[int, int]] = KERAS   # ((major, minor), (major, minor))
     tensorflow: Tuple[Tuple[int, int], Tuple[int, int]] = TENSORFLOW
 
     def versions(self) -> str:

@@ -39,4 +39,3 @@ def install(environ: Optional[Mapping[str, str]] = None) -> bool:
     check(PART)
     _part.wrap(PART.name, tf_optimizer(), "_backend_update_step", _backend_update_step)
     return True
-

@@ -14,6 +14,7 @@ log = logging.getLogger("keras_dp")
 #: How long a non-chief waits for the chief's save to finish before going on.
 WAIT_SECONDS = 300.0
 _numbers = itertools.count(1)
+_DONE = "keras_dp/saving/{}/done"   # the key-value key of a finished save of the chief
 _saving_lib = lazy("keras.src.saving.saving_lib")
 _legacy_h5 = lazy("keras.src.legacy.saving.legacy_h5_format")
 _model = lazy("keras.src.models.model", "Model")
@@ -61,29 +62,21 @@ def install() -> None:
 
 def _argument(rest, kwargs, index: int, name: str, default):
     """An argument after `filepath` of a replaced function, by position or by name."""
-    if name in kwargs:
-        return kwargs[name]
-    return rest[index] if len(rest) > index else default
+    return kwargs.get(name, rest[index] if len(rest) > index else default)
 
 
 def save_as_worker(model, path, write: Callable, *, directory: bool = False,
                    replaceable: bool = True):
-    """Runs `write(target)` as this worker should write `path` (see docs/dropin_writes.md).
-
-    `write` writes the model to the path it is given; `directory`: it makes a directory;
-    `replaceable`: the chief may write under a temporary name and rename (False for several
-    files that name one another). Returns what `write` returns.
-    """
+    """Returns `write(target)`, run as this worker should write `path`; `directory`: `write`
+    makes one; `replaceable`: the chief may write a temporary name and rename it."""
     index, count, is_chief = position(model)
     if count <= 1 or not isinstance(path, (str, os.PathLike)):
         return write(path)
-    from tensorflow.python.eager import context
-
-    done = f"keras_dp/saving/{next(_numbers)}/done"   # the chief's save is over
+    number = next(_numbers)
     if not is_chief:
         with elsewhere(path, "save", index) as private:
             result = write(private)
-        _wait_for_chief(context.context(), done, index, path)
+        _wait_for_chief(number, index, path)
         return result
     try:
         if not replaceable:
@@ -92,14 +85,23 @@ def save_as_worker(model, path, write: Callable, *, directory: bool = False,
         with atomic(path, directory=directory) as target:
             return write(target)
     finally:
-        context.context().set_config_key_value(done, "1")
+        _announce(number)
 
 
-def _wait_for_chief(context, done: str, index: int, path) -> None:
+def _announce(number: int) -> None:
+    """The chief's save number `number` is over (written or failed)."""
+    from tensorflow.python.eager import context
+
+    context.context().set_config_key_value(_DONE.format(number), "1")
+
+
+def _wait_for_chief(number: int, index: int, path) -> None:
+    from tensorflow.python.eager import context
     from tensorflow.python.framework import errors
 
     try:
-        context.get_config_key_value(done, timeout_in_ms=int(WAIT_SECONDS * 1000))
+        context.context().get_config_key_value(_DONE.format(number),
+                                               timeout_in_ms=int(WAIT_SECONDS * 1000))
     except errors.DeadlineExceededError:
         log.warning("keras_dp: worker %d saved %s (into a temporary directory, as a non-chief) "
                     "but the chief has not finished a save of the same rank within %.0f s; "

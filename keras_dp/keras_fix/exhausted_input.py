@@ -15,9 +15,8 @@ def install() -> None:
     import tensorflow as tf
 
     def creates_without_dependencies(next_creator, **kwargs):
-        # Variables a first step creates (an optimizer built lazily) are lifted
-        # out of the function (XLA needs that): their initial values must not
-        # depend on the batch.
+        # Variables a first step creates (an optimizer built lazily) are lifted out of the
+        # function (XLA needs that): their initial values must not depend on the batch.
         with tf.control_dependencies(None):
             return next_creator(**kwargs)
 

@@ -39,4 +39,3 @@ def uninstall() -> None:
     """Restores the previous `sys.excepthook` (for tests)."""
     _part.restore(PART.name)
     _cluster.clear()
-

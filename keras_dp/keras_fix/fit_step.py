@@ -30,4 +30,3 @@ def unwrap(model) -> None:
     original = getattr(model.train_function, _ORIGINAL, None)
     if original is not None:
         model.train_function = original
-

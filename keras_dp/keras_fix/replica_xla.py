@@ -1,7 +1,6 @@
 """Keras-layer part `replica_xla`: XLA for each replica's forward and backward pass under a
 strategy, the all-reduce and update outside it; `jit_compile="auto"` as without a strategy.
-See docs/xla.md.
-"""
+See docs/xla.md."""
 
 import functools
 import warnings
@@ -21,20 +20,17 @@ PART = Part(
     + (Target(tf_trainer, "_resolve_auto_jit_compile", ("self",)),))
 
 
-def _splits(strategy) -> bool:
-    """Whether the step all-reduces across devices or workers (TPUStrategy compiles its own)."""
-    return strategy is not None and "TPU" not in type(strategy).__name__ and (
-        strategy.num_replicas_in_sync > 1
-        or _trainer()._collective_all_reduce_multi_worker(strategy))
-
-
 def _stock(model, step: str) -> bool:
     return getattr(type(model), step) is getattr(_trainer().TensorFlowTrainer, step)
 
 
 def _applies(model, step: str) -> bool:
+    """Whether the step all-reduces across devices or workers (TPUStrategy compiles its own)."""
+    strategy = model._distribute_strategy
     return (not model.run_eagerly and bool(model.jit_compile) and _stock(model, step)
-            and _splits(model._distribute_strategy))
+            and strategy is not None and "TPU" not in type(strategy).__name__
+            and (strategy.num_replicas_in_sync > 1
+                 or _trainer()._collective_all_reduce_multi_worker(strategy)))
 
 
 def _call(model, x, training: bool):
@@ -82,11 +78,8 @@ def compiled_part(model, kind: str):
         return y_pred, model._compute_loss(x=x, y=y, y_pred=y_pred,
                                            sample_weight=sample_weight, training=False)
 
-    def replica_predict(x):
-        return _call(model, x, False)
-
     body = {"train": replica_forward_backward, "test": replica_forward,
-            "predict": replica_predict}[kind]
+            "predict": lambda x: _call(model, x, False)}[kind]
     function = tf.function(body, jit_compile=True, reduce_retracing=True)
     # for inspection (tests):
     model._keras_dp_replica_xla = {**getattr(model, "_keras_dp_replica_xla", {}), kind: function}

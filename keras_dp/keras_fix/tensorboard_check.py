@@ -9,7 +9,7 @@ from keras_dp.keras_fix._part import Part, Target, lazy, wrap
 _callback_class = lazy("keras.src.callbacks.tensorboard", "TensorBoard")
 
 
-def require_tensorboard(callback: str = "keras.callbacks.TensorBoard") -> None:
+def require_tensorboard(callback: str) -> None:
     """Raises `ConfigError` (naming `callback` and the `pip install`) if `tf.summary` cannot
     write because the tensorboard package is missing."""
     try:   # what tf.summary.scalar & co. import to write (tensorflow/python/summary/tb_summary.py)
