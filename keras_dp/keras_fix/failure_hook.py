@@ -32,10 +32,4 @@ def install(cluster) -> None:
             previous(exc_type, exc, tb)
         fault._exit_now(fault.handle_exception(exc, _cluster["now"]), "")
 
-    _part.replace(PART.name, sys, "excepthook", excepthook)
-
-
-def uninstall() -> None:
-    """Restores the previous `sys.excepthook` (for tests)."""
-    _part.restore(PART.name)
-    _cluster.clear()
+    _part.replace(PART.name, sys, "excepthook", excepthook)   # keras_fix.remove() restores it

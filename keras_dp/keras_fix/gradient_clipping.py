@@ -26,8 +26,7 @@ def install() -> None:
                     for name in ("clipnorm", "global_clipnorm", "clipvalue"))
         if not clips or context is None or context.num_replicas_in_sync <= 1 or not present:
             return keras(grads)
-        # The global batch's gradient (each replica's loss is already scaled
-        # by 1/replicas), clipped as one device would clip it.
+        # The global batch's gradient (losses are scaled by 1/replicas), clipped as on one device
         summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
         clipped = keras([None if g is None else next(summed) for g in grads])
         vars(_pending).setdefault("reduced", {})[id(self)] = [g for g in clipped if g is not None]

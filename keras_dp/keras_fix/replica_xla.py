@@ -91,9 +91,8 @@ def install() -> None:
     trainer = _trainer()
 
     def maker(kind, replica_step):
-        """Keras' `make_<kind>_function`, run with an instance `<kind>_step` (the compiled
-        part inside `replica_step`) standing in for the class's, which `_stock` still sees,
-        and `jit_compile` False."""
+        """Keras' `make_<kind>_function` with `jit_compile` False and an instance `<kind>_step`
+        (`replica_step` around the compiled part; `_stock` still sees the class's)."""
         function, step_name = f"{kind}_function", f"{kind}_step"
 
         def make_function(self, keras, force=False):
