@@ -131,6 +131,7 @@ def test_installed_hook_prints_the_cause_and_exits_with_its_code(monkeypatch, ca
     monkeypatch.setattr(fault, "_exit_now", lambda code, message: exits.append(code))
     cluster = resolve_cluster({"KERAS_DP_WORKERS": ",".join(CLUSTER["worker"]),
                                "KERAS_DP_TASK_INDEX": "2"})
+    from keras_dp import keras_fix
     from keras_dp.keras_fix import failure_hook
 
     previous = fault.sys.excepthook
@@ -145,7 +146,7 @@ def test_installed_hook_prints_the_cause_and_exits_with_its_code(monkeypatch, ca
         except fault.StartupError as exc:
             fault.sys.excepthook(type(exc), exc, exc.__traceback__)
     finally:
-        failure_hook.uninstall()
+        keras_fix.remove(["failure_hook"])
     assert fault.sys.excepthook is previous
     assert exits == [76, 77]
     err = capsys.readouterr().err

@@ -14,6 +14,7 @@ import pytest
 import _problem
 import keras_dp
 from keras_dp import keras_fix
+from keras_dp.keras_fix import sparse_gradients
 from keras_dp.cluster import resolve_cluster
 from keras_dp.errors import ConfigError
 
@@ -186,8 +187,9 @@ def test_optimizer_built_in_a_custom_loop_on_two_replicas(tf, two_replicas, fix_
 
 
 def test_parts_are_checked_switchable_and_chosen_per_strategy(tf, two_replicas, monkeypatch):
-    assert set(keras_fix.needed()) == set(keras_fix.PARTS)
-    assert all(keras_fix.needed().values())  # Keras 3.10-3.15 have all the faults
+    needed = {part["name"]: part["in_range"] for part in keras_fix.registry()}
+    assert set(needed) == set(keras_fix.REGISTRY)
+    assert all(needed.values())  # Keras 3.10-3.15 have all the faults
     assert keras_fix.parts_for(tf.distribute.get_strategy()) == (
         "exhausted_input", "sparse_gradients", "replica_xla", "tensorboard_check")
     assert keras_fix.parts_for(two_replicas) == (
@@ -206,12 +208,12 @@ def test_parts_are_checked_switchable_and_chosen_per_strategy(tf, two_replicas, 
 def test_deduplicate_sums_the_slices_of_a_row(tf):
     slices = tf.IndexedSlices(tf.constant([[1.0, 2.0], [3.0, 4.0], [10.0, 20.0]]),
                               tf.constant([2, 0, 2]), tf.constant([4, 2]))
-    unique = keras_fix.deduplicate(slices)
+    unique = sparse_gradients.deduplicate(slices)
     assert sorted(unique.indices.numpy().tolist()) == [0, 2]
     np.testing.assert_array_equal(tf.convert_to_tensor(unique).numpy(),
                                   tf.convert_to_tensor(slices).numpy())
     dense = tf.ones((2, 2))
-    assert keras_fix.deduplicate(dense) is dense
+    assert sparse_gradients.deduplicate(dense) is dense
 
 
 @pytest.mark.slow
@@ -285,7 +287,7 @@ def test_a_part_outside_the_tested_range_refuses_loudly(tf, monkeypatch):
                                            r"2\.21\.0.*Keras 3\.10-3\.15.*KERAS_DP_KERAS_FIX"):
         keras_fix.apply(["exhausted_input"])
     assert not keras_fix.is_applied("exhausted_input")
-    assert keras_fix.needed()["exhausted_input"] is False
+    assert not next(p for p in keras_fix.registry() if p["name"] == "exhausted_input")["in_range"]
     monkeypatch.setenv("KERAS_DP_KERAS_FIX", "gradient_clipping")   # switched off knowingly
     assert keras_fix.apply(["exhausted_input"]) is False
 

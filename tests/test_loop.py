@@ -32,11 +32,12 @@ def two_replicas(tf):
 
 @pytest.fixture(scope="module")
 def checks_installed(tf):
+    from keras_dp import keras_fix
     from keras_dp.keras_fix import apply_check
 
     apply_check.install()
     yield
-    apply_check.uninstall()
+    keras_fix.remove(["apply_check"])
 
 
 def strategy_for(tf, replicas):

@@ -1,24 +1,19 @@
 """The Keras layer: every change keras_dp makes to Keras' or TensorFlow's behaviour.
 
 One module per part (its `PART` and `install()`); `REGISTRY` lists them, `keras-dp env`
-prints them, `KERAS_DP_KERAS_FIX` switches them. See docs/keras_layer.md.
-"""
+prints them, `KERAS_DP_KERAS_FIX` switches them. See docs/keras_layer.md."""
 
+import functools
+import importlib
 import logging
 import os
-from typing import Dict, Iterable
+from typing import Iterable
 
 from keras_dp.errors import ConfigError
 from keras_dp.envflags import parse_flag
-from keras_dp.keras_fix import (
-    apply_check, chief_saving, collective_keys, early_collectives, exhausted_input,
-    failure_hook, fit_step, gradient_accumulation, gradient_clipping, metric_reduction,
-    optimizer_variables, replica_xla, sparse_gradients, stock_callbacks, symbolic_build,
-    tensorboard_check, warning_filter)
 from keras_dp.keras_fix import _part
 from keras_dp.keras_fix._part import SWITCH, check, in_range, restore
 from keras_dp.keras_fix._part import is_applied as _is_applied
-from keras_dp.keras_fix.sparse_gradients import deduplicate  # noqa: F401 (tests)
 
 log = logging.getLogger("keras_dp")
 
@@ -33,20 +28,11 @@ IMPORT_PARTS = ("early_collectives",)
 #: The parts `KERAS_DP_KERAS_FIX` switches.
 PARTS = MULTI_WORKER_PARTS + MULTI_REPLICA_PARTS + ANY_STRATEGY_PARTS + IMPORT_PARTS
 
-_MODULES = (symbolic_build, metric_reduction, stock_callbacks, chief_saving, gradient_clipping,
-            optimizer_variables, gradient_accumulation, exhausted_input, sparse_gradients,
-            replica_xla, tensorboard_check, early_collectives,
-            # applied where they act, with their own switches:
-            apply_check, fit_step, collective_keys, failure_hook, warning_filter)
-#: Part name -> its module (every part keras_dp has).
-REGISTRY = {module.PART.name: module for module in _MODULES}
+#: Part name -> its module (every part keras_dp has; the last five are applied where they
+#: act, with their own switches).
+REGISTRY = {name: importlib.import_module(f"{__name__}.{name}") for name in PARTS + (
+    "apply_check", "fit_step", "collective_keys", "failure_hook", "warning_filter")}
 _warned = set()
-
-
-def needed() -> Dict[str, bool]:
-    """Whether each part of `PARTS` is for the installed Keras and TensorFlow (by version)."""
-    versions = _part.installed()
-    return {name: in_range(REGISTRY[name].PART, versions) for name in PARTS}
 
 
 def enabled_parts() -> tuple:
@@ -55,8 +41,7 @@ def enabled_parts() -> tuple:
     Raises:
         ConfigError: for a name that is not a part.
     """
-    raw = os.environ.get(SWITCH, "1")
-    value = str(raw).strip().lower()
+    value = os.environ.get(SWITCH, "1").strip().lower()
     flag = True if value in ("", "all") else False if value == "none" else parse_flag(value)
     if flag is not None:
         return PARTS if flag else ()
@@ -71,9 +56,7 @@ def enabled_parts() -> tuple:
 
 def is_applied(part: str = None) -> bool:
     """Whether `part` (default: any part of `PARTS`) is in place in this process."""
-    if part:
-        return _is_applied(part)
-    return any(_is_applied(name) for name in PARTS)
+    return _is_applied(part) if part else any(_is_applied(name) for name in PARTS)
 
 
 def parts_for(strategy) -> tuple:
@@ -92,7 +75,8 @@ def _state(name: str, allowed) -> str:
     from keras_dp import early
 
     if name not in PARTS:
-        return "applied" if REGISTRY[name].is_applied() else "not applied"
+        applied = getattr(REGISTRY[name], "is_applied", functools.partial(_is_applied, name))
+        return "applied" if applied() else "not applied"
     if early.is_set_up() if name in IMPORT_PARTS else _is_applied(name):
         return "applied"
     return "allowed" if name in allowed else f"off ({SWITCH})"

@@ -1,6 +1,5 @@
 """What every Keras-layer part shares: its description, its version and shape checks (fail
-closed), and the record of what it replaced (for `remove()`). See docs/keras_layer.md.
-"""
+closed), and the record of what it replaced (for `remove()`). See docs/keras_layer.md."""
 
 import dataclasses
 import functools
@@ -23,51 +22,30 @@ _applied: Dict[str, List[tuple]] = {}   # part -> [(owner, name, original or _MI
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """A Keras or TensorFlow attribute a part replaces or relies on.
+    """A Keras or TensorFlow attribute a part replaces or relies on."""
 
-    Attributes:
-        owner: Returns the class or module (imports lazily).
-        name: The attribute.
-        parameters: The leading parameter names it must take (None: it only has to exist).
-    """
-
-    owner: Callable[[], object]
+    owner: Callable[[], object]   # returns the class or module (imports lazily)
     name: str
-    parameters: Optional[Tuple[str, ...]] = None
+    parameters: Optional[Tuple[str, ...]] = None   # leading names it takes (None: it exists)
 
 
 @dataclasses.dataclass(frozen=True)
 class Part:
-    """One change keras_dp makes to Keras' or TensorFlow's behaviour.
+    """One change keras_dp makes to Keras' or TensorFlow's behaviour."""
 
-    Attributes:
-        name: The part's name (what `KERAS_DP_KERAS_FIX` lists).
-        fixes: What goes wrong without it, in one line.
-        upstream: The upstream issue (or pull request) link.
-        when: When keras_dp applies it.
-        switch: How to turn it off.
-        targets: What it replaces or relies on (checked before it applies).
-        keras: The Keras releases it is for, `((major, minor), (major, minor))`.
-        tensorflow: The TensorFlow releases it is for.
-    """
-
-    name: str
-    fixes: str
-    upstream: str
-    when: str
-    switch: str = SWITCH
-    targets: Sequence[Target] = ()
-    keras: Tuple[Tuple[int, int], Tuple[int, int]] = KERAS
+    name: str   # what KERAS_DP_KERAS_FIX lists
+    fixes: str   # what goes wrong without it, in one line
+    upstream: str   # the upstream issue (or pull request) link
+    when: str   # when keras_dp applies it
+    switch: str = SWITCH   # how to turn it off
+    targets: Sequence[Target] = ()   # what it replaces or relies on (checked first)
+    keras: Tuple[Tuple[int, int], Tuple[int, int]] = KERAS   # ((major, minor), (major, minor))
     tensorflow: Tuple[Tuple[int, int], Tuple[int, int]] = TENSORFLOW
 
     def versions(self) -> str:
         """The releases it is for, e.g. "Keras 3.10-3.15, TensorFlow 2.20-2.21"."""
-        return f"Keras {_span(self.keras)}, TensorFlow {_span(self.tensorflow)}"
-
-
-def _span(bounds) -> str:
-    (a, b), (c, d) = bounds
-    return f"{a}.{b}-{c}.{d}"
+        keras, tf = ("{}.{}-{}.{}".format(*a, *b) for a, b in (self.keras, self.tensorflow))
+        return f"Keras {keras}, TensorFlow {tf}"
 
 
 def _release(version: str) -> Tuple[int, int]:
@@ -90,7 +68,7 @@ def in_range(part: Part, versions: Optional[Tuple[str, str]] = None) -> bool:
             and part.tensorflow[0] <= _release(tf_version) <= part.tensorflow[1])
 
 
-def _shape_problem(part: Part, target: Target) -> Optional[str]:
+def _shape_problem(target: Target) -> Optional[str]:
     try:
         owner = target.owner()
     except (ImportError, AttributeError) as exc:
@@ -110,17 +88,13 @@ def _shape_problem(part: Part, target: Target) -> Optional[str]:
     return None
 
 
-def check(part: Part, versions: Optional[Tuple[str, str]] = None) -> None:
-    """Raises unless `part` was written for this Keras and TensorFlow (fail closed).
-
-    Raises:
-        KerasDPError: the versions are outside the part's range, or what it
-            replaces is missing or has another signature.
-    """
-    keras_version, tf_version = versions or installed()
+def check(part: Part) -> None:
+    """Raises `KerasDPError` unless `part` was written for this Keras and TensorFlow (the
+    versions are in its range, what it replaces exists with the expected signature)."""
+    keras_version, tf_version = installed()
     problems = [] if in_range(part, (keras_version, tf_version)) else [
         "these releases are outside the range it is tested on"]
-    problems += [p for p in (_shape_problem(part, t) for t in part.targets) if p]
+    problems += [p for p in (_shape_problem(t) for t in part.targets) if p]
     if problems:
         raise KerasDPError(
             f"keras_dp's Keras-layer part {part.name} cannot be applied to Keras "
@@ -152,12 +126,9 @@ def restore(part: str) -> None:
 def wrap(part: str, owner, name: str, body: Callable) -> None:
     """Replaces `owner.name` by `body(first, original bound to first, *args, **kwargs)`."""
     original = getattr(owner, name)
-
-    @functools.wraps(original)
-    def replaced(first, *args, **kwargs):
-        return body(first, functools.partial(original, first), *args, **kwargs)
-
-    replace(part, owner, name, replaced)
+    replace(part, owner, name, functools.wraps(original)(
+        lambda first, *args, **kwargs: body(first, functools.partial(original, first), *args,
+                                            **kwargs)))
 
 
 def lazy(module: str, attribute: str = None) -> Callable[[], object]:

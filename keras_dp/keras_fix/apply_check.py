@@ -1,8 +1,5 @@
 """Keras-layer part `apply_check`: `apply_gradients()` outside the replica context is caught.
-
-Wraps `TFOptimizer._backend_update_step` with `keras_dp.loop_checks.check_apply_context`
-(`ReplicaContextError` when the workers' gradients differ). See docs/custom_loops.md.
-"""
+See docs/custom_loops.md."""
 
 from typing import Mapping, Optional
 
@@ -35,19 +32,10 @@ def install(environ: Optional[Mapping[str, str]] = None) -> bool:
     `KERAS_DP_CHECKS` is off). Raises `KerasDPError` for a Keras the part is not for."""
     from keras_dp.loop_checks import checks_enabled
 
-    if is_applied():
+    if _part.is_applied(PART.name):
         return True
     if not checks_enabled(environ):
         return False
     check(PART)
     _part.wrap(PART.name, tf_optimizer(), "_backend_update_step", _backend_update_step)
     return True
-
-
-def uninstall() -> None:
-    """Removes the check (tests)."""
-    _part.restore(PART.name)
-
-
-def is_applied() -> bool:
-    return _part.is_applied(PART.name)

@@ -1,7 +1,5 @@
 """Keras-layer part `chief_saving`: `model.save()` & co. on N workers, one writer per file.
-
-The chief writes atomically; the others into temporary directories. See docs/dropin_writes.md.
-"""
+See docs/dropin_writes.md."""
 
 import itertools
 import logging
@@ -16,6 +14,7 @@ log = logging.getLogger("keras_dp")
 #: How long a non-chief waits for the chief's save to finish before going on.
 WAIT_SECONDS = 300.0
 _numbers = itertools.count(1)
+_DONE = "keras_dp/saving/{}/done"   # the key-value key of a finished save of the chief
 _saving_lib = lazy("keras.src.saving.saving_lib")
 _legacy_h5 = lazy("keras.src.legacy.saving.legacy_h5_format")
 _model = lazy("keras.src.models.model", "Model")
@@ -63,19 +62,13 @@ def install() -> None:
 
 def _argument(rest, kwargs, index: int, name: str, default):
     """An argument after `filepath` of a replaced function, by position or by name."""
-    if name in kwargs:
-        return kwargs[name]
-    return rest[index] if len(rest) > index else default
+    return kwargs.get(name, rest[index] if len(rest) > index else default)
 
 
 def save_as_worker(model, path, write: Callable, *, directory: bool = False,
                    replaceable: bool = True):
-    """Runs `write(target)` as this worker should write `path` (see docs/dropin_writes.md).
-
-    `write` writes the model to the path it is given; `directory`: it makes a directory;
-    `replaceable`: the chief may write under a temporary name and rename (False for several
-    files that name one another). Returns what `write` returns.
-    """
+    """Returns `write(target)`, run as this worker should write `path`; `directory`: `write`
+    makes one; `replaceable`: the chief may write a temporary name and rename it."""
     index, count, is_chief = position(model)
     if count <= 1 or not isinstance(path, (str, os.PathLike)):
         return write(path)
@@ -95,15 +88,11 @@ def save_as_worker(model, path, write: Callable, *, directory: bool = False,
         _announce(number)
 
 
-def _key(number: int) -> str:
-    return f"keras_dp/saving/{number}/done"
-
-
 def _announce(number: int) -> None:
     """The chief's save number `number` is over (written or failed)."""
     from tensorflow.python.eager import context
 
-    context.context().set_config_key_value(_key(number), "1")
+    context.context().set_config_key_value(_DONE.format(number), "1")
 
 
 def _wait_for_chief(number: int, index: int, path) -> None:
@@ -111,7 +100,7 @@ def _wait_for_chief(number: int, index: int, path) -> None:
     from tensorflow.python.framework import errors
 
     try:
-        context.context().get_config_key_value(_key(number),
+        context.context().get_config_key_value(_DONE.format(number),
                                                timeout_in_ms=int(WAIT_SECONDS * 1000))
     except errors.DeadlineExceededError:
         log.warning("keras_dp: worker %d saved %s (into a temporary directory, as a non-chief) "

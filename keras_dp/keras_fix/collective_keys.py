@@ -1,8 +1,5 @@
 """Keras-layer part `collective_keys`: several MirroredStrategy objects in one process.
-
-Each MirroredStrategy keras_dp creates gets its own range of TensorFlow's private
-`MirroredStrategy._collective_key_base` (read at construction); see docs/keras_layer.md.
-"""
+See docs/keras_layer.md."""
 
 import threading
 
@@ -26,11 +23,8 @@ _count = [0]
 
 
 def mirrored(devices, cross_device_ops):
-    """A `MirroredStrategy` over `devices` with its own range of collective group keys.
-
-    Raises:
-        KerasDPError: this TensorFlow is not one the part is for.
-    """
+    """A `MirroredStrategy` over `devices` with its own range of collective group keys
+    (`KerasDPError` for a TensorFlow the part is not for)."""
     check(PART)
     cls = _mirrored_class()
     with _lock:

@@ -1,7 +1,5 @@
-"""Keras-layer part `early_collectives`: tensors and datasets made before `keras_dp.scope()`.
-
-Its set-up is `keras_dp.early` (run at import); see docs/keras_layer.md.
-"""
+"""Keras-layer part `early_collectives`: tensors and datasets made before `keras_dp.scope()`
+(set up by `keras_dp.early`). See docs/keras_layer.md."""
 
 from keras_dp.keras_fix._part import Part, Target, lazy
 

@@ -1,8 +1,5 @@
 """Keras-layer part `exhausted_input`: no step runs after the last batch.
-
-Every op of the step depends on its batch (control dependencies), so the extra step Keras
-runs after an input of unknown length ends does nothing. See docs/keras_layer.md.
-"""
+See docs/keras_layer.md."""
 
 from keras_dp.keras_fix._part import Part, Target, tf_trainer, wrap
 
@@ -18,9 +15,8 @@ def install() -> None:
     import tensorflow as tf
 
     def creates_without_dependencies(next_creator, **kwargs):
-        # Variables a first step creates (an optimizer built lazily) are lifted
-        # out of the function (XLA needs that): their initial values must not
-        # depend on the batch.
+        # Variables a first step creates (an optimizer built lazily) are lifted out of the
+        # function (XLA needs that): their initial values must not depend on the batch.
         with tf.control_dependencies(None):
             return next_creator(**kwargs)
 

@@ -1,8 +1,5 @@
 """Keras-layer part `failure_hook`: an uncaught exception ends a worker with a named cause.
-
-The hook prints the traceback (a `KerasDPError` without it), then ends the process at once
-with keras_dp's exit code (`keras_dp.fault.handle_exception`). See docs/fault_tolerance.md.
-"""
+See docs/fault_tolerance.md."""
 
 import sys
 
@@ -24,7 +21,7 @@ def install(cluster) -> None:
     from keras_dp.errors import KerasDPError
 
     _cluster["now"] = cluster
-    if is_applied():
+    if _part.is_applied(PART.name):
         return
     previous = sys.excepthook
 
@@ -35,14 +32,4 @@ def install(cluster) -> None:
             previous(exc_type, exc, tb)
         fault._exit_now(fault.handle_exception(exc, _cluster["now"]), "")
 
-    _part.replace(PART.name, sys, "excepthook", excepthook)
-
-
-def uninstall() -> None:
-    """Restores the previous `sys.excepthook` (for tests)."""
-    _part.restore(PART.name)
-    _cluster.clear()
-
-
-def is_applied() -> bool:
-    return _part.is_applied(PART.name)
+    _part.replace(PART.name, sys, "excepthook", excepthook)   # keras_fix.remove() restores it

@@ -1,8 +1,5 @@
-"""Keras-layer part `fit_step`: `keras_dp.callbacks.BackupAndRestore` resumes mid-epoch.
-
-It replaces `model.train_function` on its own model (never on the class) for the length of a
-`fit`, to skip the batches already trained on; see docs/backups.md.
-"""
+"""Keras-layer part `fit_step`: `keras_dp.callbacks.BackupAndRestore` resumes mid-epoch
+(on its own model's `train_function`, for a `fit`). See docs/backups.md."""
 
 from typing import Callable
 
@@ -33,7 +30,3 @@ def unwrap(model) -> None:
     original = getattr(model.train_function, _ORIGINAL, None)
     if original is not None:
         model.train_function = original
-
-
-def is_applied() -> bool:
-    return False   # per model, never process-wide

@@ -1,8 +1,5 @@
-"""Keras-layer part `gradient_accumulation`: Keras' own gradient accumulation on several replicas.
-
-The "accumulate or update" conditional is built in one `merge_call`, as `LossScaleOptimizer`
-does; one all-reduce per update. See docs/gradient_accumulation.md.
-"""
+"""Keras-layer part `gradient_accumulation`: Keras' own gradient accumulation on several
+replicas. See docs/gradient_accumulation.md."""
 
 from keras_dp.keras_fix._part import Part, Target, base_optimizer, tf_optimizer, wrap
 
@@ -20,24 +17,15 @@ PART = Part(
                     ("self", "grads", "trainable_variables", "learning_rate"))))
 
 
-def _replica_context_with_merge_call():
-    """The replica context if the step runs on several replicas that synchronise by merge_call."""
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync <= 1 \
-            or tf.__internal__.distribute.strategy_supports_no_merge_call():
-        return None
-    return context
-
-
 def install() -> None:
     """Replaces `_backend_apply_gradients` of Keras' TensorFlow optimizers."""
     import tensorflow as tf
 
     def _backend_apply_gradients(self, keras, grads, trainable_variables):
-        context = _replica_context_with_merge_call()
-        if not self.gradient_accumulation_steps or context is None:
+        context = tf.distribute.get_replica_context()   # several replicas, by merge_call:
+        if not self.gradient_accumulation_steps or context is None \
+                or context.num_replicas_in_sync <= 1 \
+                or tf.__internal__.distribute.strategy_supports_no_merge_call():
             return keras(grads, trainable_variables)
         steps = self.gradient_accumulation_steps
         accumulators = [self._accumulated_gradients[self._get_variable_index(v)]

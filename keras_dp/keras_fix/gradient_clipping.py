@@ -1,8 +1,5 @@
 """Keras-layer part `gradient_clipping`: clipping sees the global batch's gradient.
-
-Several replicas: the gradients are all-reduced first and their sum clipped, as one device
-would; the optimizer's own all-reduce then passes them through. See docs/keras_layer.md.
-"""
+See docs/keras_layer.md."""
 
 import threading
 
@@ -19,22 +16,17 @@ PART = Part(
 _pending = threading.local()   # gradients already all-reduced by _clip_gradients
 
 
-def _clips(optimizer) -> bool:
-    return any((getattr(optimizer, name, None) or 0) > 0
-               for name in ("clipnorm", "global_clipnorm", "clipvalue"))
-
-
 def install() -> None:
     import tensorflow as tf
 
     def _clip_gradients(self, keras, grads):   # BaseOptimizer's, inherited
         context = tf.distribute.get_replica_context()
         present = [g for g in grads if g is not None]
-        if not _clips(self) or context is None or context.num_replicas_in_sync <= 1 \
-                or not present:
+        clips = any((getattr(self, name, None) or 0) > 0
+                    for name in ("clipnorm", "global_clipnorm", "clipvalue"))
+        if not clips or context is None or context.num_replicas_in_sync <= 1 or not present:
             return keras(grads)
-        # The global batch's gradient (each replica's loss is already scaled
-        # by 1/replicas), clipped as one device would clip it.
+        # The global batch's gradient (losses are scaled by 1/replicas), clipped as on one device
         summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
         clipped = keras([None if g is None else next(summed) for g in grads])
         vars(_pending).setdefault("reduced", {})[id(self)] = [g for g in clipped if g is not None]

@@ -1,8 +1,5 @@
 """Keras-layer part `metric_reduction`: metrics reduce across workers.
-
-`reduce_per_replica(..., "auto")` takes the mean across replicas (`axis=None`) instead of
-failing on scalars (`Invalid reduction dimension 0`). See docs/keras_layer.md.
-"""
+See docs/keras_layer.md."""
 
 from keras_dp.keras_fix._part import Part, Target, replace, trainer
 

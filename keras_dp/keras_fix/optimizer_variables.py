@@ -1,8 +1,5 @@
 """Keras-layer part `optimizer_variables`: optimizer slots created outside the traced step.
-
-`TFOptimizer.add_variable` creates its variable in `tf.init_scope()`, as the upstream fix
-(keras-team/keras#23087) does; see docs/keras_layer.md.
-"""
+See docs/keras_layer.md."""
 
 from keras_dp.keras_fix._part import Part, Target, tf_optimizer, wrap
 

@@ -1,9 +1,7 @@
 """Keras-layer part `replica_xla`: XLA for each replica's forward and backward pass under a
 strategy, the all-reduce and update outside it; `jit_compile="auto"` as without a strategy.
-See docs/xla.md.
-"""
+See docs/xla.md."""
 
-import contextlib
 import functools
 import warnings
 
@@ -19,15 +17,7 @@ PART = Part(
     "every keras_dp strategy",
     targets=tuple(Target(tf_trainer, name, ("self", "force")) for name in (
         "make_train_function", "make_test_function", "make_predict_function"))
-    + (Target(tf_trainer, "_resolve_auto_jit_compile", ("self",)),
-       Target(tf_trainer, "_make_function", ("self", "step_function"))))
-
-
-def _splits(strategy) -> bool:
-    """Whether the step all-reduces across devices or workers (TPUStrategy compiles its own)."""
-    return strategy is not None and "TPU" not in type(strategy).__name__ and (
-        strategy.num_replicas_in_sync > 1
-        or _trainer()._collective_all_reduce_multi_worker(strategy))
+    + (Target(tf_trainer, "_resolve_auto_jit_compile", ("self",)),))
 
 
 def _stock(model, step: str) -> bool:
@@ -35,52 +25,33 @@ def _stock(model, step: str) -> bool:
 
 
 def _applies(model, step: str) -> bool:
+    """Whether the step all-reduces across devices or workers (TPUStrategy compiles its own)."""
+    strategy = model._distribute_strategy
     return (not model.run_eagerly and bool(model.jit_compile) and _stock(model, step)
-            and _splits(model._distribute_strategy))
-
-
-@contextlib.contextmanager
-def _outer_without_xla(model):
-    """Keras traces the step function with `jit_compile=self.jit_compile`: False meanwhile."""
-    saved = model._jit_compile
-    model._jit_compile = False
-    try:
-        yield
-    finally:
-        model._jit_compile = saved
+            and strategy is not None and "TPU" not in type(strategy).__name__
+            and (strategy.num_replicas_in_sync > 1
+                 or _trainer()._collective_all_reduce_multi_worker(strategy)))
 
 
 def _call(model, x, training: bool):
     return model(x, training=training) if model._call_has_training_arg else model(x)
 
 
-def _track_loss(model, x, loss):
+def _train_or_test_step(model, compiled, data):
+    """Keras' train_step or test_step (3.10-3.15), `compiled` doing the replica's part."""
     import tensorflow as tf
     from keras.src import tree
     from keras.src.losses import loss as loss_module
 
+    x, y, sample_weight = _adapter().unpack_x_y_sample_weight(data)
+    y_pred, loss, *grads = compiled(x, y, sample_weight)
     model._loss_tracker.update_state(
         loss_module.unscale_loss_for_distribution(loss),
         sample_weight=tf.shape(next(i for i in tree.flatten(x) if i is not None))[0])
-
-
-def _train_step(model, compiled, data):
-    """Keras' train_step (3.10-3.15) with `compiled` doing the forward and backward pass."""
-    x, y, sample_weight = _adapter().unpack_x_y_sample_weight(data)
-    y_pred, loss, grads = compiled(x, y, sample_weight)
-    _track_loss(model, x, loss)
-    if grads is not None:
-        model.optimizer.apply_gradients(zip(grads, model.trainable_weights))
-    else:
+    if grads and grads[0] is not None:
+        model.optimizer.apply_gradients(zip(grads[0], model.trainable_weights))
+    elif grads:
         warnings.warn("The model does not have any trainable weights.")
-    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-
-def _test_step(model, compiled, data):
-    """Keras' test_step (3.10-3.15) with `compiled` doing the forward pass and loss."""
-    x, y, sample_weight = _adapter().unpack_x_y_sample_weight(data)
-    y_pred, loss = compiled(x, y, sample_weight)
-    _track_loss(model, x, loss)
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
@@ -107,15 +78,11 @@ def compiled_part(model, kind: str):
         return y_pred, model._compute_loss(x=x, y=y, y_pred=y_pred,
                                            sample_weight=sample_weight, training=False)
 
-    def replica_predict(x):
-        return _call(model, x, False)
-
     body = {"train": replica_forward_backward, "test": replica_forward,
-            "predict": replica_predict}[kind]
+            "predict": lambda x: _call(model, x, False)}[kind]
     function = tf.function(body, jit_compile=True, reduce_retracing=True)
-    if not hasattr(model, "_keras_dp_replica_xla"):
-        model._keras_dp_replica_xla = {}
-    model._keras_dp_replica_xla[kind] = function   # for inspection (tests)
+    # for inspection (tests):
+    model._keras_dp_replica_xla = {**getattr(model, "_keras_dp_replica_xla", {}), kind: function}
     return function
 
 
@@ -124,18 +91,26 @@ def install() -> None:
     trainer = _trainer()
 
     def maker(kind, replica_step):
-        """Keras' `make_<kind>_function`, with `replica_step` around the compiled part."""
-        attribute = f"{kind}_function"
+        """Keras' `make_<kind>_function` with `jit_compile` False and an instance `<kind>_step`
+        (`replica_step` around the compiled part; `_stock` still sees the class's)."""
+        function, step_name = f"{kind}_function", f"{kind}_step"
 
         def make_function(self, keras, force=False):
-            if getattr(self, attribute) is not None and not force:
-                return getattr(self, attribute)
-            if not _applies(self, f"{kind}_step"):
+            if getattr(self, function) is not None and not force:
+                return getattr(self, function)
+            if getattr(vars(self).get(step_name), "_keras_dp_replica_xla", False):
+                delattr(self, step_name)
+            if not _applies(self, step_name):
                 return keras(force=force)
             step = functools.partial(replica_step, self, compiled_part(self, kind))
-            with _outer_without_xla(self):
-                setattr(self, attribute, self._make_function(step))
-            return getattr(self, attribute)
+            step._keras_dp_replica_xla = True
+            setattr(self, step_name, step)
+            saved, self._jit_compile = self._jit_compile, False
+            try:
+                keras(force=force)
+            finally:
+                self._jit_compile = saved
+            return getattr(self, function)
 
         return make_function
 
@@ -150,26 +125,10 @@ def install() -> None:
             return False   # Keras' rule: no XLA by default on CPU-only machines
         return bool(trainer.base_trainer.model_supports_jit(self))
 
-    def make_predict_function(self, keras, force=False):
-        # Keras' own, with an instance `predict_step` (the replica's compiled forward pass)
-        # standing in for the class's method, which `_stock` still sees.
-        if self.predict_function is not None and not force:
-            return self.predict_function
-        if getattr(vars(self).get("predict_step"), "_keras_dp_replica_xla", False):
-            del self.predict_step
-        if not _applies(self, "predict_step"):
-            return keras(force=force)
-        step = functools.partial(_predict_step, self, compiled_part(self, "predict"))
-        step._keras_dp_replica_xla = True
-        self.predict_step = step
-        with _outer_without_xla(self):
-            keras(force=force)
-        return self.predict_function
-
     owner = trainer.TensorFlowTrainer
-    wrap(PART.name, owner, "make_train_function", maker("train", _train_step))
-    wrap(PART.name, owner, "make_test_function", maker("test", _test_step))
-    wrap(PART.name, owner, "make_predict_function", make_predict_function)
+    for kind, replica_step in (("train", _train_or_test_step), ("test", _train_or_test_step),
+                               ("predict", _predict_step)):
+        wrap(PART.name, owner, f"make_{kind}_function", maker(kind, replica_step))
     wrap(PART.name, owner, "_resolve_auto_jit_compile", _resolve_auto_jit_compile)
 
 

@@ -1,8 +1,5 @@
 """Keras-layer part `sparse_gradients`: an embedding's duplicate gradient rows are summed.
-
-The duplicate slices of an all-reduced `tf.IndexedSlices` gradient are summed before the
-update, as TF's Keras 2 optimizers did. See docs/keras_layer.md.
-"""
+See docs/keras_layer.md."""
 
 from keras_dp.keras_fix._part import Part, Target, replace, tf_optimizer
 

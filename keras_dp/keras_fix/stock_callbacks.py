@@ -1,7 +1,5 @@
 """Keras-layer part `stock_callbacks`: Keras' own file-writing callbacks, one writer per file.
-
-On several workers the stock classes write as `keras_dp.callbacks` do. See docs/dropin_writes.md.
-"""
+See docs/dropin_writes.md."""
 
 import functools
 import json
@@ -14,6 +12,7 @@ _CLASSES = (lazy("keras.src.callbacks.model_checkpoint", "ModelCheckpoint"),
             lazy("keras.src.callbacks.tensorboard", "TensorBoard"),
             lazy("keras.src.callbacks.csv_logger", "CSVLogger"),
             lazy("keras.src.callbacks.backup_and_restore", "BackupAndRestore"))
+_file_utils = lazy("keras.src.utils.file_utils")
 
 PART = Part(
     "stock_callbacks",
@@ -52,11 +51,8 @@ def install() -> None:
                if worker.csv_is_open(self) else None)
     method(backup, "on_train_begin", _backup_begin)
     method(backup, "_save_model", _backup_save)
-    method(backup, "on_train_end", _backup_end)
-
-
-# -- BackupAndRestore ----------------------------------------------------------------
-_file_utils = lazy("keras.src.utils.file_utils")
+    method(backup, "on_train_end",   # only the chief deletes backup_dir
+           lambda self, keras, logs=None: keras(logs) if position(self.model)[2] else None)
 
 
 def _backup_save(self, keras):
@@ -127,13 +123,7 @@ def _restored(self, weights: bool, metadata: bool) -> str:
     """What this worker restored, for comparing with the others."""
     parts = [f"epoch {getattr(self.model, '_initial_epoch', None)}"] if metadata else []
     if weights:
-        crc = 0
-        for variable in self.model.weights:
-            crc = zlib.crc32(variable.numpy().tobytes(), crc)
+        crc = functools.reduce(lambda crc, v: zlib.crc32(v.numpy().tobytes(), crc),
+                               self.model.weights, 0)
         parts.append(f"weights crc32 {crc:08x}")
     return ", ".join(parts) or "none"
-
-
-def _backup_end(self, keras, logs=None):
-    """`on_train_end`: only the chief deletes `backup_dir`."""
-    return keras(logs) if position(self.model)[2] else None

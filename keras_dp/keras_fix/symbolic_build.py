@@ -1,8 +1,5 @@
 """Keras-layer part `symbolic_build`: `model.fit` under MultiWorkerMirroredStrategy builds.
-
-The shapes come from this worker's first local replica instead of an all-reduce of the batch
-(`ValueError: Attempt to convert a value (PerReplica:{...})`). See docs/keras_layer.md.
-"""
+See docs/keras_layer.md."""
 
 from keras_dp.keras_fix._part import Part, Target, tf_trainer, trainer, wrap
 

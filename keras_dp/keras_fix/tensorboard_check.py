@@ -1,30 +1,19 @@
 """Keras-layer part `tensorboard_check`: a TensorBoard callback without tensorboard fails at once.
-
-TensorFlow 2.21 no longer installs `tensorboard` (Keras declares it itself after 3.15,
-keras-team/keras#22376); the callback's constructor checks for it. See docs/keras_layer.md.
-"""
+See docs/keras_layer.md."""
 
 import importlib
 
 from keras_dp.errors import ConfigError
 from keras_dp.keras_fix._part import Part, Target, lazy, wrap
 
-#: The module `tf.summary.scalar` & co. import to write (tensorflow/python/summary/tb_summary.py).
-SUMMARY_MODULE = "tensorboard.summary.v2"
 _callback_class = lazy("keras.src.callbacks.tensorboard", "TensorBoard")
 
 
-def require_tensorboard(callback: str = "keras.callbacks.TensorBoard") -> None:
-    """Raises if `tf.summary` cannot write because the tensorboard package is missing.
-
-    Args:
-        callback: The callback's name, for the message.
-
-    Raises:
-        ConfigError: tensorboard cannot be imported (the message names the `pip install`).
-    """
-    try:
-        importlib.import_module(SUMMARY_MODULE)
+def require_tensorboard(callback: str) -> None:
+    """Raises `ConfigError` (naming `callback` and the `pip install`) if `tf.summary` cannot
+    write because the tensorboard package is missing."""
+    try:   # what tf.summary.scalar & co. import to write (tensorflow/python/summary/tb_summary.py)
+        importlib.import_module("tensorboard.summary.v2")
     except ImportError as error:
         raise ConfigError(
             f"{callback} writes its logs with tf.summary, which needs the tensorboard "

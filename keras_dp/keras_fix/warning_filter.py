@@ -1,8 +1,5 @@
 """Keras-layer part `warning_filter`: Keras' misleading "shuffle=True was passed" warning.
-
-keras_dp datasets shuffle themselves, so `keras_dp.scope()` hides the warning; a program's
-own later `warnings.filterwarnings` calls take precedence.
-"""
+See docs/keras_layer.md."""
 
 from keras_dp.keras_fix._part import Part
 

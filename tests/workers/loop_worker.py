@@ -26,10 +26,11 @@ import tensorflow as tf  # noqa: E402
 
 import _loop_problem as lp  # noqa: E402
 import _problem  # noqa: E402
+from keras_dp import keras_fix  # noqa: E402
 from keras_dp.keras_fix import apply_check  # noqa: E402
 
 strategy, worker = ctx.strategy, ctx.worker_index
-result = {"checks_installed": apply_check.is_applied()}
+result = {"checks_installed": keras_fix.is_applied("apply_check")}
 weights = {}
 
 
@@ -66,7 +67,7 @@ try:
 except tf.errors.InvalidArgumentError as exc:
     result["naive_compiled_error"] = exc.message
 # ... and without the check, the workers drift apart.
-apply_check.uninstall()
+keras_fix.remove(["apply_check"])
 _, weights["naive"] = lp.train_naive(strategy, worker, ctx.num_workers)
 apply_check.install()
 
