@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
-import importlib.machinery
+import importlib.util
 import logging
 import os
 import sys
 import threading
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, ContextManager, Dict, Iterator, Optional
 
 from keras_dp.errors import KerasDPError, StrategyError
 
@@ -28,13 +28,13 @@ STARTUP_TIMEOUT_VARIABLE = "KERAS_DP_STARTUP_TIMEOUT"
 DEFAULT_STARTUP_TIMEOUT = 120.0
 
 _lock = threading.RLock()
-_state: Dict[str, Any] = {}      # cluster, exchanged, startup_timeout; tried; off (our CLI)
+_state: Dict[str, Any] = {}  # cluster, exchanged, startup_timeout; tried; off (our CLI); unhook
 
 
 def disable() -> None:
     """Turns the early set-up off for this process (keras_dp's own CLI commands)."""
     _state["off"] = True
-    _Finder.remove()
+    _state.pop("unhook", lambda: None)()
 
 
 def cluster():
@@ -219,35 +219,46 @@ def reconfigure(*, startup_timeout, heartbeat_timeout, shutdown_timeout) -> None
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    """Runs `set_up()` right after `import tensorflow` finishes."""
+    """Runs the next `import tensorflow` inside `around()` (a probe by `find_spec` is no import)."""
 
-    _instance: Optional["_Finder"] = None
+    def __init__(self, around):
+        self.around = around
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow":
+        if fullname != "tensorflow" or self not in sys.meta_path:
             return None
-        _Finder.remove()
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        loader = spec.loader
+        sys.meta_path.remove(self)
+        try:  # the spec the other finders give
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is not None and hasattr(spec.loader, "exec_module"):
+            exec_module = spec.loader.exec_module
 
-        class _Loader(importlib.abc.Loader):
-            def create_module(self, spec):
-                return loader.create_module(spec)
+            def exec_around(module):
+                self.remove()
+                with self.around():
+                    exec_module(module)
 
-            def exec_module(self, module):
-                loader.exec_module(module)
-                set_up()
-
-        spec.loader = _Loader()
+            spec.loader.exec_module = exec_around
         return spec
 
-    @classmethod
-    def remove(cls) -> None:
-        if cls._instance is not None and cls._instance in sys.meta_path:
-            sys.meta_path.remove(cls._instance)
-        cls._instance = None
+    def remove(self) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+def around_tensorflow_import(around: Callable[[], ContextManager]) -> Callable[[], None]:
+    """Runs this process's coming `import tensorflow` inside `around()`; returns the undo."""
+    finder = _Finder(around)
+    sys.meta_path.insert(0, finder)
+    return finder.remove
+
+
+@contextlib.contextmanager
+def _then_set_up() -> Iterator[None]:
+    yield
+    set_up()
 
 
 def install() -> None:
@@ -257,10 +268,8 @@ def install() -> None:
     if "tensorflow" in sys.modules:
         if getattr(sys.modules["tensorflow"], "__spec__", None) is not None:
             set_up()
-        return
-    if _Finder._instance is None:
-        _Finder._instance = _Finder()
-        sys.meta_path.insert(0, _Finder._instance)
+    elif "unhook" not in _state:
+        _state["unhook"] = around_tensorflow_import(_then_set_up)
 
 
 def _second_enable(record) -> bool:
