@@ -1,10 +1,7 @@
-"""Early set-up of multi-worker collectives, so tensors made before `keras_dp.scope()` work.
+"""Part `early_collectives`: multi-worker collectives configured when TensorFlow is imported.
 
-When TensorFlow is imported in a process that imported keras_dp and resolves to
-several workers, this part (`early_collectives`) configures the collective ops
-and coordination service exactly as `MultiWorkerMirroredStrategy` will. Upstream:
-tensorflow/tensorflow's TODO(b/129298253) in `Context.enable_collective_ops`.
-Switch it off with `KERAS_DP_KERAS_FIX`. See docs/keras_layer.md.
+Upstream: tensorflow/tensorflow's TODO(b/129298253) in `Context.enable_collective_ops`.
+See docs/keras_layer.md. Also the hook around `import tensorflow` (`keras_dp.launcher.quiet`).
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import sys
 import threading
 from typing import Any, Callable, ContextManager, Dict, Iterator, Optional
 
-from keras_dp.errors import KerasDPError, StrategyError
+from keras_dp.errors import ConfigError, StrategyError
 
 log = logging.getLogger("keras_dp")
 
@@ -32,7 +29,7 @@ _state: Dict[str, Any] = {}  # cluster, exchanged, startup_timeout; tried; off (
 
 
 def disable() -> None:
-    """Turns the early set-up off for this process (keras_dp's own CLI commands)."""
+    """Turns the early set-up off for this process (keras_dp's own commands)."""
     _state["off"] = True
     _state.pop("unhook", lambda: None)()
 
@@ -41,8 +38,7 @@ def cluster():
     """The cluster the early set-up configured TensorFlow for, or None.
 
     Raises:
-        StrategyError: the environment changed since (e.g. `TF_CONFIG` set after
-            TensorFlow was imported).
+        StrategyError: the environment changed since (e.g. `TF_CONFIG` set after the import).
     """
     with _lock:
         configured = _state.get("cluster")
@@ -67,20 +63,10 @@ def is_set_up() -> bool:
     return "cluster" in _state
 
 
-def _allowed() -> bool:
-    from keras_dp import keras_fix
-    from keras_dp.keras_fix import _part, early_collectives
-
-    try:
-        return PART in keras_fix.enabled_parts() and _part.in_range(early_collectives.PART)
-    except KerasDPError:
-        return False  # scope() reports the bad KERAS_DP_KERAS_FIX value (or the versions)
-
-
 def set_up() -> bool:
     """Configures TensorFlow for this worker's cluster if still possible; True if it is.
 
-    Never raises: any problem is left for `keras_dp.scope()` to report.
+    Never raises: `keras_dp.scope()` reports any problem (a bad KERAS_DP_KERAS_FIX too).
     """
     with _lock:
         if "cluster" in _state:
@@ -90,7 +76,7 @@ def set_up() -> bool:
         _state["tried"] = True
         try:
             return _set_up()
-        except Exception as exc:  # noqa: BLE001 - scope() reports it properly
+        except Exception as exc:  # noqa: BLE001
             log.debug("keras_dp: no early set-up of collectives (%s: %s)",
                       type(exc).__name__, exc)
             return False
@@ -99,11 +85,14 @@ def set_up() -> bool:
 def _set_up() -> bool:
     from tensorflow.python.eager import context
 
+    from keras_dp import keras_fix
     from keras_dp.cluster import resolve_cluster
     from keras_dp.context import _exchange_for
+    from keras_dp.keras_fix import _part, early_collectives
 
     environ = os.environ
-    if not _allowed() or getattr(context.context(), "_initialized", False):
+    if (PART not in keras_fix.enabled_parts() or not _part.in_range(early_collectives.PART)
+            or getattr(context.context(), "_initialized", False)):
         return False
     exchange = _exchange_for(environ)
     info = resolve_cluster(environ, exchange=exchange)
@@ -129,13 +118,9 @@ def startup_timeout(environ) -> Optional[float]:
     Raises:
         ConfigError: for a value that is not a number of seconds.
     """
-    from keras_dp.errors import ConfigError
-
     raw = str(environ.get(STARTUP_TIMEOUT_VARIABLE, "")).strip()
-    if not raw:
-        return DEFAULT_STARTUP_TIMEOUT
     try:
-        value = float(raw)
+        value = float(raw or DEFAULT_STARTUP_TIMEOUT)
     except ValueError:
         value = -1.0
     if value < 0:
@@ -147,8 +132,7 @@ def startup_timeout(environ) -> Optional[float]:
 def _configure(info, *, startup_timeout: Optional[float]) -> None:
     """Configures collectives, coordination and the server exactly as MWMS will.
 
-    The arguments are those of `CollectiveAllReduceExtended._initialize_multi_worker`
-    (so the strategy's own call is a no-op), the server definition the one it builds.
+    As `CollectiveAllReduceExtended._initialize_multi_worker` does, so its own call is a no-op.
     """
     import copy
 
@@ -278,11 +262,7 @@ def _second_enable(record) -> bool:
 
 @contextlib.contextmanager
 def quiet_second_enable() -> Iterator[None]:
-    """Hides TensorFlow's warning when MWMS enables the collectives set up early again.
-
-    The warning (earlier tensors may break) does not apply to a runtime that
-    started as this worker.
-    """
+    """Hides TensorFlow's "earlier tensors may break" as MWMS enables our collectives again."""
     absl = logging.getLogger("absl")
     if is_set_up():
         absl.addFilter(_second_enable)

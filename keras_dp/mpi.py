@@ -1,9 +1,6 @@
 """Worker addresses exchanged through the MPI launch itself (mpi4py's allgather).
 
-Under `mpirun` (and no `KERAS_DP_HOSTFILE`) every rank offers `host:port` (loopback
-when all ranks are local, else `KERAS_DP_HOST` or the host name; a free port, or
-`KERAS_DP_PORT_BASE + local rank`) and `MPI.COMM_WORLD.allgather` shares them.
-mpi4py is imported only when the exchange runs. See docs/cluster.md.
+mpi4py is imported only when the exchange runs. See docs/cluster.md, "Running under mpirun".
 """
 
 from __future__ import annotations
@@ -21,20 +18,15 @@ from keras_dp.errors import ClusterConfigError
 _MAX_TRIES = 5
 
 
-def available() -> bool:
-    """Whether mpi4py is installed (checked without importing it)."""
-    return importlib.util.find_spec("mpi4py") is not None
-
-
 def enabled(environ: Mapping[str, str]) -> bool:
-    """Whether `keras_dp.scope()` should exchange addresses under MPI."""
+    """Whether `keras_dp.scope()` should exchange addresses under MPI (mpi4py installed)."""
     setting = str(environ.get(SWITCH_VARIABLE, "auto")).strip().lower()
-    return (setting == "auto" or env_flag(SWITCH_VARIABLE, True, environ)) and available()
+    return ((setting == "auto" or env_flag(SWITCH_VARIABLE, True, environ))
+            and importlib.util.find_spec("mpi4py") is not None)
 
 
 def _world_communicator():
-    """`MPI.COMM_WORLD`, importing (and so initialising) mpi4py on first use."""
-    try:
+    try:  # importing mpi4py initialises MPI
         from mpi4py import MPI
     except (ImportError, RuntimeError, OSError) as exc:
         raise ClusterConfigError(
@@ -61,8 +53,7 @@ def exchange_addresses(launcher: ClusterEnvironment, *, comm=None,
 
     Args:
         launcher: The `keras_dp.cluster.MPIEnvironment`.
-        comm: An mpi4py communicator (default `MPI.COMM_WORLD`), or a stand-in
-            with `Get_rank()`, `Get_size()` and `allgather()`.
+        comm: An mpi4py communicator (default `MPI.COMM_WORLD`), or a stand-in.
         pick_port: `(launcher, attempt) -> port` (default: a free port, or
             `KERAS_DP_PORT_BASE + local rank` when that variable is set).
 
@@ -70,8 +61,8 @@ def exchange_addresses(launcher: ClusterEnvironment, *, comm=None,
         The worker addresses; rank r's is entry r.
 
     Raises:
-        ClusterConfigError: MPI's view of the launch disagrees with the launcher's
-            variables (mpi4py built for another MPI), or the addresses collide.
+        ClusterConfigError: MPI disagrees with the launcher's variables (mpi4py built for
+            another MPI), or the addresses collide.
     """
     if launcher.name != "mpi":
         raise ClusterConfigError(

@@ -118,14 +118,12 @@ def strategy_kind(strategy) -> str:
 
 
 def _cross_device_ops(name, tf):
-    if name is None or (isinstance(name, str) and name.lower() == "auto"):
-        return None
     if not isinstance(name, str):
-        return name  # a tf.distribute.CrossDeviceOps instance
+        return name  # None or a tf.distribute.CrossDeviceOps instance
     key = name.lower().replace("-", "_")
-    ops = {"nccl": tf.distribute.NcclAllReduce, "reduce_to_one_device":
-           tf.distribute.ReductionToOneDevice,
-           "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce}
+    ops = {"auto": lambda: None, "nccl": tf.distribute.NcclAllReduce,
+           "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce,
+           "reduce_to_one_device": tf.distribute.ReductionToOneDevice}
     if key not in ops:
         raise ConfigError("unknown cross-device ops", variable="cross_device_ops",
                           fix=f"use one of: {', '.join(CROSS_DEVICE_OPS)}", received=name)
@@ -180,32 +178,29 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
                  heartbeat_timeout: Optional[float] = None,
                  shutdown_timeout: Optional[float] = None,
                  environ: Optional[Mapping[str, str]] = None):
-    """Returns the `tf.distribute.Strategy` for `kind` in this environment.
+    """Returns the `tf.distribute.Strategy` for `kind` here (README.md, "Strategy rules").
 
     Args:
-        kind: `"auto"` (see README.md) or one of `KINDS`.
-        cluster: The resolved cluster; resolved from `environ` when None.
-        cpu_replicas: Split the CPU into this many logical devices, one replica
-            each. Defaults to `KERAS_DP_CPU_REPLICAS`, else 1.
-        devices: Explicit device list for `"mirrored"`/`"one_device"`.
-        tpu: TPU address: `"local"` on a TPU VM, `""` on Colab, else a name or
-            `grpc://` address.
+        kind: `"auto"` or one of `KINDS`.
+        cluster: The resolved cluster (default: resolved from `environ`).
+        cpu_replicas: Logical CPU devices, one replica each (default `KERAS_DP_CPU_REPLICAS`).
+        devices: Devices for `"mirrored"` or `"one_device"`.
+        tpu: `"local"` on a TPU VM, `""` on Colab, else a TPU name or `grpc://` address.
         implementation: Multi-worker collectives: `"auto"`, `"ring"` or `"nccl"`.
         collective_timeout: Seconds before a collective op gives up (None: never).
         bytes_per_pack: All-reduce pack size in bytes (0: automatic).
-        cross_device_ops: MirroredStrategy's all-reduce: one of
-            `CROSS_DEVICE_OPS` or a `tf.distribute.CrossDeviceOps`.
+        cross_device_ops: One of `CROSS_DEVICE_OPS`, or a `tf.distribute.CrossDeviceOps`.
         startup_timeout: Seconds the workers wait for every peer to join (None: forever).
         heartbeat_timeout: Seconds without a heartbeat before a peer is dead.
         shutdown_timeout: Seconds the workers wait for each other at exit.
         environ: Variables to read instead of `os.environ`.
 
     Returns:
-        A `tf.distribute.Strategy`, with its parts of `keras_dp.keras_fix` applied.
+        The strategy, with its parts of `keras_dp.keras_fix` applied.
 
     Raises:
-        ConfigError: for an unknown kind or option (the accepted values are listed).
-        StrategyError: when the strategy cannot be created here, with why.
+        ConfigError: an unknown kind or option (the accepted values are listed).
+        StrategyError: the strategy cannot be created here, with why.
     """
     import tensorflow as tf
 
@@ -220,7 +215,7 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
     if cpu_replicas is None:
         raw = environ.get(CPU_REPLICAS_VARIABLE)
         try:
-            cpu_replicas = int(raw) if raw not in (None, "") else 1
+            cpu_replicas = int(raw or 1)
         except ValueError:
             raise ConfigError("is not a whole number", variable=CPU_REPLICAS_VARIABLE,
                               received=raw, fix="set it to 2, 4, ...") from None
