@@ -83,25 +83,22 @@ def set_up() -> bool:
 
 
 def _set_up() -> bool:
-    from tensorflow.python.eager import context
-
     from keras_dp import keras_fix
+    from keras_dp import strategy as strategy_lib
     from keras_dp.cluster import resolve_cluster
     from keras_dp.context import _exchange_for
-    from keras_dp.keras_fix import _part, early_collectives
+    from keras_dp.keras_fix import _part, early_collectives, failure_hook
+    from keras_dp.multi_worker import context_initialized
 
     environ = os.environ
     if (PART not in keras_fix.enabled_parts() or not _part.in_range(early_collectives.PART)
-            or getattr(context.context(), "_initialized", False)):
+            or context_initialized()):
         return False
     exchange = _exchange_for(environ)
     info = resolve_cluster(environ, exchange=exchange)
     # choose_kind() refuses parameter servers with its message.
     if not (info.is_multi_worker and info.is_training_task) or "ps" in info.cluster:
         return False
-    from keras_dp import strategy as strategy_lib
-    from keras_dp.keras_fix import failure_hook
-
     timeout = startup_timeout(environ)
     strategy_lib.apply_gpu_split(info, environ)
     _configure(info, startup_timeout=timeout)
@@ -188,18 +185,13 @@ def _guard_first_start(info) -> None:
     cls.ensure_initialized = ensure_initialized
 
 
-def reconfigure(*, startup_timeout, heartbeat_timeout, shutdown_timeout) -> None:
-    """Applies `scope()`'s time limits when the runtime has not started yet."""
-    from tensorflow.python.eager import context
+def reconfigure(**timeouts) -> None:
+    """Applies `scope()`'s startup_, heartbeat_ and shutdown_timeout if TF has not started."""
+    from keras_dp.multi_worker import configure_coordination, context_initialized
 
-    if not is_set_up() or getattr(context.context(), "_initialized", False):
-        return
-    _state["startup_timeout"] = startup_timeout
-    from keras_dp.multi_worker import configure_coordination
-
-    configure_coordination(_state["cluster"], startup_timeout=startup_timeout,
-                           heartbeat_timeout=heartbeat_timeout,
-                           shutdown_timeout=shutdown_timeout, replace=True)
+    if is_set_up() and not context_initialized():
+        _state["startup_timeout"] = timeouts["startup_timeout"]
+        configure_coordination(_state["cluster"], replace=True, **timeouts)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -256,17 +248,16 @@ def install() -> None:
         _state["unhook"] = around_tensorflow_import(_then_set_up)
 
 
-def _second_enable(record) -> bool:
-    return "Enabling collective ops after program startup" not in record.getMessage()
-
-
 @contextlib.contextmanager
 def quiet_second_enable() -> Iterator[None]:
     """Hides TensorFlow's "earlier tensors may break" as MWMS enables our collectives again."""
+    def drop(record) -> bool:
+        return "Enabling collective ops after program startup" not in record.getMessage()
+
     absl = logging.getLogger("absl")
     if is_set_up():
-        absl.addFilter(_second_enable)
+        absl.addFilter(drop)
     try:
         yield
     finally:
-        absl.removeFilter(_second_enable)
+        absl.removeFilter(drop)

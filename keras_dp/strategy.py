@@ -73,8 +73,7 @@ def choose_kind(kind: str, cluster: ClusterInfo, *, num_gpus: int, cpu_replicas:
                 tpu: Optional[str] = None) -> Tuple[str, str]:
     """`(kind, reason)`: which strategy `kind` (`"auto"` or one of `KINDS`) means here.
 
-    `num_gpus` counts this process's GPUs (after the node's are split); `tpu` is
-    the requested TPU address or None.
+    `num_gpus` counts this process's GPUs (after the node's are split); `tpu` is the TPU or None.
 
     Raises:
         StrategyError: for a cluster keras_dp cannot train (parameter servers).
@@ -207,7 +206,7 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
     from keras_dp import early, keras_fix
     from keras_dp.keras_fix import collective_keys
 
-    if cluster is None and environ is None and early.is_set_up():
+    if cluster is None and environ is None:
         cluster = early.cluster()
     environ = os.environ if environ is None else environ
     kind = normalize_kind(kind)
@@ -243,10 +242,9 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
                 "MultiWorkerMirroredStrategy uses one CPU device per worker. Use more "
                 "workers (keras-dp launch -n N) or cpu_replicas=1.")
         else:
-            strategy = multi_worker_strategy(cluster, options=options,
-                                             startup_timeout=startup_timeout,
-                                             heartbeat_timeout=heartbeat_timeout,
-                                             shutdown_timeout=shutdown_timeout)
+            strategy = multi_worker_strategy(
+                cluster, options=options, startup_timeout=startup_timeout,
+                heartbeat_timeout=heartbeat_timeout, shutdown_timeout=shutdown_timeout)
     elif cluster.is_multi_worker and cluster.is_training_task and chosen != "default":
         raise StrategyError(
             f"strategy {chosen!r} trains in one process, but the cluster has "
@@ -255,8 +253,7 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
     elif chosen == "mirrored":
         if devices is None:
             devices = [d.name for d in tf.config.list_logical_devices("GPU" if num_gpus else "CPU")]
-        strategy = collective_keys.mirrored(list(devices),
-                                            _cross_device_ops(cross_device_ops, tf))
+        strategy = collective_keys.mirrored(list(devices), _cross_device_ops(cross_device_ops, tf))
     elif chosen == "one_device":
         strategy = tf.distribute.OneDeviceStrategy(
             devices[0] if devices else "/gpu:0" if num_gpus else "/cpu:0")
