@@ -25,13 +25,12 @@ STARTUP_TIMEOUT_VARIABLE = "KERAS_DP_STARTUP_TIMEOUT"
 DEFAULT_STARTUP_TIMEOUT = 120.0
 
 _lock = threading.RLock()
-_state: Dict[str, Any] = {}  # cluster, exchanged, startup_timeout; tried; off (our CLI); unhook
+_state: Dict[str, Any] = {}  # cluster, exchanged, startup_timeout; tried; off (our CLI)
 
 
 def disable() -> None:
     """Turns the early set-up off for this process (keras_dp's own commands)."""
-    _state["off"] = True
-    _state.pop("unhook", lambda: None)()
+    _state["off"] = True  # the import hook's set_up() then does nothing
 
 
 def cluster():
@@ -194,11 +193,15 @@ def reconfigure(**timeouts) -> None:
         configure_coordination(_state["cluster"], replace=True, **timeouts)
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    """Runs the next `import tensorflow` inside `around()` (a probe by `find_spec` is no import)."""
+class TensorFlowImportHook(importlib.abc.MetaPathFinder):
+    """Runs this process's coming `import tensorflow` inside `around()` (a context manager).
 
-    def __init__(self, around):
+    It stays in `sys.meta_path` until that import (a `find_spec` probe is none).
+    """
+
+    def __init__(self, around: Callable[[], ContextManager]):
         self.around = around
+        sys.meta_path.insert(0, self)
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "tensorflow" or self not in sys.meta_path:
@@ -212,23 +215,13 @@ class _Finder(importlib.abc.MetaPathFinder):
             exec_module = spec.loader.exec_module
 
             def exec_around(module):
-                self.remove()
+                if self in sys.meta_path:
+                    sys.meta_path.remove(self)
                 with self.around():
                     exec_module(module)
 
             spec.loader.exec_module = exec_around
         return spec
-
-    def remove(self) -> None:
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-
-
-def around_tensorflow_import(around: Callable[[], ContextManager]) -> Callable[[], None]:
-    """Runs this process's coming `import tensorflow` inside `around()`; returns the undo."""
-    finder = _Finder(around)
-    sys.meta_path.insert(0, finder)
-    return finder.remove
 
 
 @contextlib.contextmanager
@@ -239,13 +232,10 @@ def _then_set_up() -> Iterator[None]:
 
 def install() -> None:
     """Sets up now if TensorFlow is imported, else right after it is (`import keras_dp`)."""
-    if _state.get("off"):
-        return
-    if "tensorflow" in sys.modules:
-        if getattr(sys.modules["tensorflow"], "__spec__", None) is not None:
-            set_up()
-    elif "unhook" not in _state:
-        _state["unhook"] = around_tensorflow_import(_then_set_up)
+    if "tensorflow" not in sys.modules:
+        TensorFlowImportHook(_then_set_up)
+    elif getattr(sys.modules["tensorflow"], "__spec__", None) is not None:
+        set_up()
 
 
 @contextlib.contextmanager

@@ -18,24 +18,15 @@ from keras_dp.errors import ClusterConfigError
 _MAX_TRIES = 5
 
 
+def available() -> bool:
+    """Whether mpi4py is installed (checked without importing it)."""
+    return importlib.util.find_spec("mpi4py") is not None
+
+
 def enabled(environ: Mapping[str, str]) -> bool:
-    """Whether `keras_dp.scope()` should exchange addresses under MPI (mpi4py installed)."""
+    """Whether `keras_dp.scope()` should exchange addresses under MPI."""
     setting = str(environ.get(SWITCH_VARIABLE, "auto")).strip().lower()
-    return ((setting == "auto" or env_flag(SWITCH_VARIABLE, True, environ))
-            and importlib.util.find_spec("mpi4py") is not None)
-
-
-def _world_communicator():
-    try:  # importing mpi4py initialises MPI
-        from mpi4py import MPI
-    except (ImportError, RuntimeError, OSError) as exc:
-        raise ClusterConfigError(
-            f"mpi4py is installed but cannot load an MPI library ({exc})",
-            variable=SWITCH_VARIABLE,
-            fix="install Open MPI's libraries (apt-get install openmpi-bin libopenmpi-dev), "
-                "or set KERAS_DP_HOSTFILE (or KERAS_DP_WORKERS), or KERAS_DP_MPI_EXCHANGE=0 "
-                "to use 127.0.0.1:KERAS_DP_PORT_BASE+rank on one node") from None
-    return MPI.COMM_WORLD
+    return (setting == "auto" or env_flag(SWITCH_VARIABLE, True, environ)) and available()
 
 
 def _pick_port(launcher: ClusterEnvironment, attempt: int) -> int:
@@ -69,7 +60,17 @@ def exchange_addresses(launcher: ClusterEnvironment, *, comm=None,
             f"an MPI address exchange was asked for under {launcher.title}",
             variable="KERAS_DP_CLUSTER", received=launcher.name,
             fix="run under mpirun, or list the addresses in KERAS_DP_WORKERS")
-    comm = _world_communicator() if comm is None else comm
+    if comm is None:
+        try:  # importing mpi4py initialises MPI
+            from mpi4py import MPI
+        except (ImportError, RuntimeError, OSError) as exc:
+            raise ClusterConfigError(
+                f"mpi4py is installed but cannot load an MPI library ({exc})",
+                variable=SWITCH_VARIABLE,
+                fix="install Open MPI's libraries (apt-get install openmpi-bin libopenmpi-dev), "
+                    "or set KERAS_DP_HOSTFILE (or KERAS_DP_WORKERS), or KERAS_DP_MPI_EXCHANGE=0 "
+                    "to use 127.0.0.1:KERAS_DP_PORT_BASE+rank on one node") from None
+        comm = MPI.COMM_WORLD
     rank, size = launcher.rank(), launcher.world_size()
     if (comm.Get_rank(), comm.Get_size()) != (rank, size):
         raise ClusterConfigError(

@@ -1,7 +1,6 @@
 """TensorFlow's C++ start-up notices, hidden unless the user set `TF_CPP_MIN_LOG_LEVEL`.
 
-keras-dp's own commands filter fd 2 while `import tensorflow` runs; the launcher drops the
-notices from the workers' output (worker-N.log keeps them). See docs/launch.md.
+See docs/launch.md, "TensorFlow's start-up notices".
 """
 
 from __future__ import annotations
@@ -69,11 +68,8 @@ def filtered_stderr() -> Iterator[None]:
 
 
 def hide_import_notices() -> None:
-    """Sets `TF_CPP_MIN_LOG_LEVEL` and filters the notices of this process's TensorFlow import.
-
-    Does nothing when the user set `TF_CPP_MIN_LOG_LEVEL` or TensorFlow is already imported.
-    """
+    """Unless the user set `TF_CPP_MIN_LOG_LEVEL`, sets it and filters the coming TF import."""
     if not wanted() or "tensorflow" in sys.modules:
         return
     os.environ[LEVEL_VARIABLE] = DEFAULT_LEVEL
-    early.around_tensorflow_import(filtered_stderr)
+    early.TensorFlowImportHook(filtered_stderr)
