@@ -15,6 +15,7 @@ import sys
 import threading
 from typing import Any, Callable, ContextManager, Dict, Iterator, Optional
 
+from keras_dp.cluster import resolve_cluster
 from keras_dp.errors import ConfigError, StrategyError
 
 log = logging.getLogger("keras_dp")
@@ -39,12 +40,9 @@ def cluster():
     Raises:
         StrategyError: the environment changed since (e.g. `TF_CONFIG` set after the import).
     """
-    with _lock:
-        configured = _state.get("cluster")
-        if configured is None or _state.get("exchanged"):
-            return configured
-    from keras_dp.cluster import resolve_cluster
-
+    configured = _state.get("cluster")  # set with "exchanged", in one update
+    if configured is None or _state.get("exchanged"):
+        return configured
     now = resolve_cluster(os.environ)
     if now.to_json() != configured.to_json():
         raise StrategyError(
@@ -84,7 +82,6 @@ def set_up() -> bool:
 def _set_up() -> bool:
     from keras_dp import keras_fix
     from keras_dp import strategy as strategy_lib
-    from keras_dp.cluster import resolve_cluster
     from keras_dp.context import _exchange_for
     from keras_dp.keras_fix import _part, early_collectives, failure_hook
     from keras_dp.multi_worker import context_initialized

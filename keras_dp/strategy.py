@@ -129,21 +129,6 @@ def _cross_device_ops(name, tf):
     return ops[key]()
 
 
-def configure_cpu_replicas(count: int) -> None:
-    """Splits the first CPU into `count` (> 1) logical devices (before TF starts)."""
-    import tensorflow as tf
-
-    cpus = tf.config.list_physical_devices("CPU")
-    current = tf.config.get_logical_device_configuration(cpus[0])
-    if current and len(current) == count:
-        return
-    if context_initialized():
-        raise StrategyError(STARTUP_EXPLANATION.format(
-            what=f"splitting the CPU into {count} logical devices"))
-    tf.config.set_logical_device_configuration(
-        cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
-
-
 def apply_gpu_split(cluster: ClusterInfo, environ: Mapping[str, str]) -> int:
     """Restricts this process to its share of the node's GPUs; returns the count used."""
     import tensorflow as tf
@@ -158,8 +143,7 @@ def apply_gpu_split(cluster: ClusterInfo, environ: Mapping[str, str]) -> int:
     start, stop = chosen
     selected = gpus[start:stop]
     try:
-        visible = tf.config.get_visible_devices("GPU")
-        if list(visible) != list(selected):
+        if list(tf.config.get_visible_devices("GPU")) != selected:
             tf.config.set_visible_devices(selected, "GPU")
     except RuntimeError:
         raise StrategyError(STARTUP_EXPLANATION.format(
@@ -223,8 +207,13 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
                           received=cpu_replicas, fix="pass cpu_replicas=2 (or more)")
     tpu_address = tpu_requested(tpu, environ) if kind in ("auto", "tpu") else None
     num_gpus = apply_gpu_split(cluster, environ) if tpu_address is None else 0
-    if cpu_replicas > 1:
-        configure_cpu_replicas(cpu_replicas)
+    cpus = tf.config.list_physical_devices("CPU") if cpu_replicas > 1 else ()
+    if cpus and len(tf.config.get_logical_device_configuration(cpus[0]) or ()) != cpu_replicas:
+        if context_initialized():
+            raise StrategyError(STARTUP_EXPLANATION.format(
+                what=f"splitting the CPU into {cpu_replicas} logical devices"))
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_replicas)])
     chosen, reason = choose_kind(kind, cluster, num_gpus=num_gpus,
                                  cpu_replicas=cpu_replicas, tpu=tpu_address)
     log.info("keras_dp strategy: %s (%s)", chosen, reason)
