@@ -7,6 +7,7 @@ See docs/keras_layer.md. Also the hook around `import tensorflow` (`keras_dp.lau
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.abc
 import importlib.util
 import logging
@@ -123,12 +124,7 @@ def startup_timeout(environ) -> Optional[float]:
 
 
 def _configure(info, *, startup_timeout: Optional[float]) -> None:
-    """Configures collectives, coordination and the server exactly as MWMS will.
-
-    As `CollectiveAllReduceExtended._initialize_multi_worker` does, so its own call is a no-op.
-    """
-    import copy
-
+    """Does `CollectiveAllReduceExtended._initialize_multi_worker`'s set-up ahead (then a no-op)."""
     from tensorflow.core.protobuf import rewriter_config_pb2, tensorflow_server_pb2
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.eager import context

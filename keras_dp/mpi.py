@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import socket
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, List, Mapping
 
 from keras_dp.cluster.base import PORT_BASE_VARIABLE, ClusterEnvironment, read_port_base
 from keras_dp.cluster.mpi import HOST_VARIABLE, SWITCH_VARIABLE
@@ -38,7 +38,7 @@ def _pick_port(launcher: ClusterEnvironment, attempt: int) -> int:
 
 
 def exchange_addresses(launcher: ClusterEnvironment, *, comm=None,
-                       pick_port: Optional[Callable[[ClusterEnvironment, int], int]] = None
+                       pick_port: Callable[[ClusterEnvironment, int], int] = _pick_port
                        ) -> List[str]:
     """Every rank's `host:port`, gathered through MPI (a collective: every rank calls it).
 
@@ -81,7 +81,6 @@ def exchange_addresses(launcher: ClusterEnvironment, *, comm=None,
                 launcher.rank_variable()),
             fix="reinstall mpi4py against this MPI (pip install --no-binary mpi4py mpi4py), "
                 "or set KERAS_DP_HOSTFILE (or KERAS_DP_WORKERS) and KERAS_DP_MPI_EXCHANGE=0")
-    pick_port = pick_port or _pick_port
     host = "127.0.0.1" if launcher.all_local() else (
         str(launcher.environ.get(HOST_VARIABLE, "")).strip() or socket.gethostname())
     mine = f"{host}:{pick_port(launcher, 0)}"

@@ -24,7 +24,6 @@ _ALIASES = {
     "onedevice": "one_device", "single": "one_device", "mirror": "mirrored",
     "tpu_strategy": "tpu", "off": "default", "none": "default",
 }
-CROSS_DEVICE_OPS = ("auto", "nccl", "hierarchical_copy", "reduce_to_one_device")
 
 TPU_VARIABLES = ("KERAS_DP_TPU", "TPU_NAME", "COLAB_TPU_ADDR")
 CPU_REPLICAS_VARIABLE = "KERAS_DP_CPU_REPLICAS"
@@ -60,8 +59,7 @@ def tpu_requested(tpu: Optional[str], environ: Mapping[str, str]) -> Optional[st
 def gpu_slice(num_gpus: int, local_rank: int, local_size: int) -> Optional[Tuple[int, int]]:
     """This process's even share `(start, stop)` of a node's GPUs, in local-rank order.
 
-    None when there is nothing to split (one process per node, or fewer GPUs
-    than processes: the launcher bound GPUs to tasks).
+    None for one process per node, or fewer GPUs than processes (the launcher bound them).
     """
     if local_size <= 1 or num_gpus < local_size:
         return None
@@ -78,7 +76,6 @@ def choose_kind(kind: str, cluster: ClusterInfo, *, num_gpus: int, cpu_replicas:
     Raises:
         StrategyError: for a cluster keras_dp cannot train (parameter servers).
     """
-    kind = normalize_kind(kind)
     if kind != "auto":
         return kind, "requested explicitly"
     if tpu is not None:
@@ -125,7 +122,7 @@ def _cross_device_ops(name, tf):
            "reduce_to_one_device": tf.distribute.ReductionToOneDevice}
     if key not in ops:
         raise ConfigError("unknown cross-device ops", variable="cross_device_ops",
-                          fix=f"use one of: {', '.join(CROSS_DEVICE_OPS)}", received=name)
+                          fix=f"use one of: {', '.join(ops)}", received=name)
     return ops[key]()
 
 
@@ -172,7 +169,8 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
         implementation: Multi-worker collectives: `"auto"`, `"ring"` or `"nccl"`.
         collective_timeout: Seconds before a collective op gives up (None: never).
         bytes_per_pack: All-reduce pack size in bytes (0: automatic).
-        cross_device_ops: One of `CROSS_DEVICE_OPS`, or a `tf.distribute.CrossDeviceOps`.
+        cross_device_ops: `"auto"`, `"nccl"`, `"hierarchical_copy"`, `"reduce_to_one_device"`
+            or a `tf.distribute.CrossDeviceOps`.
         startup_timeout: Seconds the workers wait for every peer to join (None: forever).
         heartbeat_timeout: Seconds without a heartbeat before a peer is dead.
         shutdown_timeout: Seconds the workers wait for each other at exit.
