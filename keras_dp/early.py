@@ -62,10 +62,7 @@ def is_set_up() -> bool:
 
 
 def set_up() -> bool:
-    """Configures TensorFlow for this worker's cluster if still possible; True if it is.
-
-    Never raises: `keras_dp.scope()` reports any problem (a bad KERAS_DP_KERAS_FIX too).
-    """
+    """Configures TF for this worker's cluster if still possible (True if so); never raises."""
     with _lock:
         if "cluster" in _state:
             return True
@@ -74,7 +71,7 @@ def set_up() -> bool:
         _state["tried"] = True
         try:
             return _set_up()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - keras_dp.scope() reports it
             log.debug("keras_dp: no early set-up of collectives (%s: %s)",
                       type(exc).__name__, exc)
             return False

@@ -50,9 +50,8 @@ def tpu_requested(tpu: Optional[str], environ: Mapping[str, str]) -> Optional[st
     if tpu is not None:
         return str(tpu)
     for name in TPU_VARIABLES:
-        value = environ.get(name)
-        if value:
-            return "" if name == "COLAB_TPU_ADDR" else value
+        if environ.get(name):
+            return "" if name == "COLAB_TPU_ADDR" else environ[name]
     return None
 
 
