@@ -18,6 +18,7 @@ from typing import Any, Callable, ContextManager, Dict, Iterator, Optional
 
 from keras_dp.cluster import resolve_cluster
 from keras_dp.errors import ConfigError, StrategyError
+from keras_dp.multi_worker import configure_coordination, context_initialized
 
 log = logging.getLogger("keras_dp")
 
@@ -82,7 +83,6 @@ def _set_up() -> bool:
     from keras_dp import strategy as strategy_lib
     from keras_dp.context import _exchange_for
     from keras_dp.keras_fix import _part, early_collectives, failure_hook
-    from keras_dp.multi_worker import context_initialized
 
     environ = os.environ
     if (PART not in keras_fix.enabled_parts() or not _part.in_range(early_collectives.PART)
@@ -126,8 +126,6 @@ def _configure(info, *, startup_timeout: Optional[float]) -> None:
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.eager import context
     from tensorflow.python.training import server_lib
-
-    from keras_dp.multi_worker import configure_coordination
 
     spec = multi_worker_util.normalize_cluster_spec(
         server_lib.ClusterSpec({k: list(v) for k, v in info.cluster.items()}))
@@ -176,18 +174,13 @@ def _guard_first_start(info) -> None:
 
 def reconfigure(**timeouts) -> None:
     """Applies `scope()`'s startup_, heartbeat_ and shutdown_timeout if TF has not started."""
-    from keras_dp.multi_worker import configure_coordination, context_initialized
-
     if is_set_up() and not context_initialized():
         _state["startup_timeout"] = timeouts["startup_timeout"]
         configure_coordination(_state["cluster"], replace=True, **timeouts)
 
 
 class TensorFlowImportHook(importlib.abc.MetaPathFinder):
-    """Runs this process's coming `import tensorflow` inside `around()` (a context manager).
-
-    It stays in `sys.meta_path` until that import (a `find_spec` probe is none).
-    """
+    """Runs this process's coming `import tensorflow` inside `around()` (a probe is no import)."""
 
     def __init__(self, around: Callable[[], ContextManager]):
         self.around = around
