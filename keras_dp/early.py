@@ -1,24 +1,24 @@
-"""Early set-up of multi-worker collectives, so tensors made before `keras_dp.scope()` work.
+"""Part `early_collectives`: multi-worker collectives configured when TensorFlow is imported.
 
-When TensorFlow is imported in a process that imported keras_dp and resolves to
-several workers, this part (`early_collectives`) configures the collective ops
-and coordination service exactly as `MultiWorkerMirroredStrategy` will. Upstream:
-tensorflow/tensorflow's TODO(b/129298253) in `Context.enable_collective_ops`.
-Switch it off with `KERAS_DP_KERAS_FIX`. See docs/keras_layer.md.
+Upstream: tensorflow/tensorflow's TODO(b/129298253) in `Context.enable_collective_ops`.
+See docs/keras_layer.md. Also the hook around `import tensorflow` (`keras_dp.launcher.quiet`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.abc
-import importlib.machinery
+import importlib.util
 import logging
 import os
 import sys
 import threading
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Callable, ContextManager, Dict, Iterator, Optional
 
-from keras_dp.errors import KerasDPError, StrategyError
+from keras_dp.cluster import resolve_cluster
+from keras_dp.errors import ConfigError, StrategyError
+from keras_dp.multi_worker import configure_coordination, context_initialized
 
 log = logging.getLogger("keras_dp")
 
@@ -28,28 +28,23 @@ STARTUP_TIMEOUT_VARIABLE = "KERAS_DP_STARTUP_TIMEOUT"
 DEFAULT_STARTUP_TIMEOUT = 120.0
 
 _lock = threading.RLock()
-_state: Dict[str, Any] = {}      # cluster, exchanged, startup_timeout; tried; off (our CLI)
+_state: Dict[str, Any] = {}  # cluster, exchanged, startup_timeout; tried; off (our CLI)
 
 
 def disable() -> None:
-    """Turns the early set-up off for this process (keras_dp's own CLI commands)."""
-    _state["off"] = True
-    _Finder.remove()
+    """Turns the early set-up off for this process (keras_dp's own commands)."""
+    _state["off"] = True  # the import hook's set_up() then does nothing
 
 
 def cluster():
     """The cluster the early set-up configured TensorFlow for, or None.
 
     Raises:
-        StrategyError: the environment changed since (e.g. `TF_CONFIG` set after
-            TensorFlow was imported).
+        StrategyError: the environment changed since (e.g. `TF_CONFIG` set after the import).
     """
-    with _lock:
-        configured = _state.get("cluster")
-        if configured is None or _state.get("exchanged"):
-            return configured
-    from keras_dp.cluster import resolve_cluster
-
+    configured = _state.get("cluster")  # set with "exchanged", in one update
+    if configured is None or _state.get("exchanged"):
+        return configured
     now = resolve_cluster(os.environ)
     if now.to_json() != configured.to_json():
         raise StrategyError(
@@ -67,21 +62,8 @@ def is_set_up() -> bool:
     return "cluster" in _state
 
 
-def _allowed() -> bool:
-    from keras_dp import keras_fix
-    from keras_dp.keras_fix import _part, early_collectives
-
-    try:
-        return PART in keras_fix.enabled_parts() and _part.in_range(early_collectives.PART)
-    except KerasDPError:
-        return False  # scope() reports the bad KERAS_DP_KERAS_FIX value (or the versions)
-
-
 def set_up() -> bool:
-    """Configures TensorFlow for this worker's cluster if still possible; True if it is.
-
-    Never raises: any problem is left for `keras_dp.scope()` to report.
-    """
+    """Configures TF for this worker's cluster if still possible (True if so); never raises."""
     with _lock:
         if "cluster" in _state:
             return True
@@ -90,29 +72,27 @@ def set_up() -> bool:
         _state["tried"] = True
         try:
             return _set_up()
-        except Exception as exc:  # noqa: BLE001 - scope() reports it properly
+        except Exception as exc:  # noqa: BLE001 - keras_dp.scope() reports it
             log.debug("keras_dp: no early set-up of collectives (%s: %s)",
                       type(exc).__name__, exc)
             return False
 
 
 def _set_up() -> bool:
-    from tensorflow.python.eager import context
-
-    from keras_dp.cluster import resolve_cluster
+    from keras_dp import keras_fix
+    from keras_dp import strategy as strategy_lib
     from keras_dp.context import _exchange_for
+    from keras_dp.keras_fix import _part, early_collectives, failure_hook
 
     environ = os.environ
-    if not _allowed() or getattr(context.context(), "_initialized", False):
+    if (PART not in keras_fix.enabled_parts() or not _part.in_range(early_collectives.PART)
+            or context_initialized()):
         return False
     exchange = _exchange_for(environ)
     info = resolve_cluster(environ, exchange=exchange)
     # choose_kind() refuses parameter servers with its message.
     if not (info.is_multi_worker and info.is_training_task) or "ps" in info.cluster:
         return False
-    from keras_dp import strategy as strategy_lib
-    from keras_dp.keras_fix import failure_hook
-
     timeout = startup_timeout(environ)
     strategy_lib.apply_gpu_split(info, environ)
     _configure(info, startup_timeout=timeout)
@@ -129,13 +109,9 @@ def startup_timeout(environ) -> Optional[float]:
     Raises:
         ConfigError: for a value that is not a number of seconds.
     """
-    from keras_dp.errors import ConfigError
-
     raw = str(environ.get(STARTUP_TIMEOUT_VARIABLE, "")).strip()
-    if not raw:
-        return DEFAULT_STARTUP_TIMEOUT
     try:
-        value = float(raw)
+        value = float(raw or DEFAULT_STARTUP_TIMEOUT)
     except ValueError:
         value = -1.0
     if value < 0:
@@ -145,19 +121,11 @@ def startup_timeout(environ) -> Optional[float]:
 
 
 def _configure(info, *, startup_timeout: Optional[float]) -> None:
-    """Configures collectives, coordination and the server exactly as MWMS will.
-
-    The arguments are those of `CollectiveAllReduceExtended._initialize_multi_worker`
-    (so the strategy's own call is a no-op), the server definition the one it builds.
-    """
-    import copy
-
+    """Does `CollectiveAllReduceExtended._initialize_multi_worker`'s set-up ahead (then a no-op)."""
     from tensorflow.core.protobuf import rewriter_config_pb2, tensorflow_server_pb2
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.eager import context
     from tensorflow.python.training import server_lib
-
-    from keras_dp.multi_worker import configure_coordination
 
     spec = multi_worker_util.normalize_cluster_spec(
         server_lib.ClusterSpec({k: list(v) for k, v in info.cluster.items()}))
@@ -204,80 +172,65 @@ def _guard_first_start(info) -> None:
     cls.ensure_initialized = ensure_initialized
 
 
-def reconfigure(*, startup_timeout, heartbeat_timeout, shutdown_timeout) -> None:
-    """Applies `scope()`'s time limits when the runtime has not started yet."""
-    from tensorflow.python.eager import context
-
-    if not is_set_up() or getattr(context.context(), "_initialized", False):
-        return
-    _state["startup_timeout"] = startup_timeout
-    from keras_dp.multi_worker import configure_coordination
-
-    configure_coordination(_state["cluster"], startup_timeout=startup_timeout,
-                           heartbeat_timeout=heartbeat_timeout,
-                           shutdown_timeout=shutdown_timeout, replace=True)
+def reconfigure(**timeouts) -> None:
+    """Applies `scope()`'s startup_, heartbeat_ and shutdown_timeout if TF has not started."""
+    if is_set_up() and not context_initialized():
+        _state["startup_timeout"] = timeouts["startup_timeout"]
+        configure_coordination(_state["cluster"], replace=True, **timeouts)
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    """Runs `set_up()` right after `import tensorflow` finishes."""
+class TensorFlowImportHook(importlib.abc.MetaPathFinder):
+    """Runs this process's coming `import tensorflow` inside `around()` (a probe is no import)."""
 
-    _instance: Optional["_Finder"] = None
+    def __init__(self, around: Callable[[], ContextManager]):
+        self.around = around
+        sys.meta_path.insert(0, self)
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow":
+        if fullname != "tensorflow" or self not in sys.meta_path:
             return None
-        _Finder.remove()
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        loader = spec.loader
+        sys.meta_path.remove(self)
+        try:  # the spec the other finders give
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is not None and hasattr(spec.loader, "exec_module"):
+            exec_module = spec.loader.exec_module
 
-        class _Loader(importlib.abc.Loader):
-            def create_module(self, spec):
-                return loader.create_module(spec)
+            def exec_around(module):
+                if self in sys.meta_path:
+                    sys.meta_path.remove(self)
+                with self.around():
+                    exec_module(module)
 
-            def exec_module(self, module):
-                loader.exec_module(module)
-                set_up()
-
-        spec.loader = _Loader()
+            spec.loader.exec_module = exec_around
         return spec
 
-    @classmethod
-    def remove(cls) -> None:
-        if cls._instance is not None and cls._instance in sys.meta_path:
-            sys.meta_path.remove(cls._instance)
-        cls._instance = None
+
+@contextlib.contextmanager
+def _then_set_up() -> Iterator[None]:
+    yield
+    set_up()
 
 
 def install() -> None:
     """Sets up now if TensorFlow is imported, else right after it is (`import keras_dp`)."""
-    if _state.get("off"):
-        return
-    if "tensorflow" in sys.modules:
-        if getattr(sys.modules["tensorflow"], "__spec__", None) is not None:
-            set_up()
-        return
-    if _Finder._instance is None:
-        _Finder._instance = _Finder()
-        sys.meta_path.insert(0, _Finder._instance)
-
-
-def _second_enable(record) -> bool:
-    return "Enabling collective ops after program startup" not in record.getMessage()
+    if "tensorflow" not in sys.modules:
+        TensorFlowImportHook(_then_set_up)
+    elif getattr(sys.modules["tensorflow"], "__spec__", None) is not None:
+        set_up()
 
 
 @contextlib.contextmanager
 def quiet_second_enable() -> Iterator[None]:
-    """Hides TensorFlow's warning when MWMS enables the collectives set up early again.
+    """Hides TensorFlow's "earlier tensors may break" as MWMS enables our collectives again."""
+    def drop(record) -> bool:
+        return "Enabling collective ops after program startup" not in record.getMessage()
 
-    The warning (earlier tensors may break) does not apply to a runtime that
-    started as this worker.
-    """
     absl = logging.getLogger("absl")
     if is_set_up():
-        absl.addFilter(_second_enable)
+        absl.addFilter(drop)
     try:
         yield
     finally:
-        absl.removeFilter(_second_enable)
+        absl.removeFilter(drop)

@@ -1,16 +1,13 @@
 """Worker addresses exchanged through the MPI launch itself (mpi4py's allgather).
 
-Under `mpirun` (and no `KERAS_DP_HOSTFILE`) every rank offers `host:port` (loopback
-when all ranks are local, else `KERAS_DP_HOST` or the host name; a free port, or
-`KERAS_DP_PORT_BASE + local rank`) and `MPI.COMM_WORLD.allgather` shares them.
-mpi4py is imported only when the exchange runs. See docs/cluster.md.
+mpi4py is imported only when the exchange runs. See docs/cluster.md, "Running under mpirun".
 """
 
 from __future__ import annotations
 
 import importlib.util
 import socket
-from typing import Callable, List, Mapping, Optional
+from typing import Callable, List, Mapping
 
 from keras_dp.cluster.base import PORT_BASE_VARIABLE, ClusterEnvironment, read_port_base
 from keras_dp.cluster.mpi import HOST_VARIABLE, SWITCH_VARIABLE
@@ -32,20 +29,6 @@ def enabled(environ: Mapping[str, str]) -> bool:
     return (setting == "auto" or env_flag(SWITCH_VARIABLE, True, environ)) and available()
 
 
-def _world_communicator():
-    """`MPI.COMM_WORLD`, importing (and so initialising) mpi4py on first use."""
-    try:
-        from mpi4py import MPI
-    except (ImportError, RuntimeError, OSError) as exc:
-        raise ClusterConfigError(
-            f"mpi4py is installed but cannot load an MPI library ({exc})",
-            variable=SWITCH_VARIABLE,
-            fix="install Open MPI's libraries (apt-get install openmpi-bin libopenmpi-dev), "
-                "or set KERAS_DP_HOSTFILE (or KERAS_DP_WORKERS), or KERAS_DP_MPI_EXCHANGE=0 "
-                "to use 127.0.0.1:KERAS_DP_PORT_BASE+rank on one node") from None
-    return MPI.COMM_WORLD
-
-
 def _pick_port(launcher: ClusterEnvironment, attempt: int) -> int:
     if PORT_BASE_VARIABLE in launcher.environ:
         return read_port_base(launcher.environ) + launcher.local_rank()
@@ -55,14 +38,13 @@ def _pick_port(launcher: ClusterEnvironment, attempt: int) -> int:
 
 
 def exchange_addresses(launcher: ClusterEnvironment, *, comm=None,
-                       pick_port: Optional[Callable[[ClusterEnvironment, int], int]] = None
+                       pick_port: Callable[[ClusterEnvironment, int], int] = _pick_port
                        ) -> List[str]:
     """Every rank's `host:port`, gathered through MPI (a collective: every rank calls it).
 
     Args:
         launcher: The `keras_dp.cluster.MPIEnvironment`.
-        comm: An mpi4py communicator (default `MPI.COMM_WORLD`), or a stand-in
-            with `Get_rank()`, `Get_size()` and `allgather()`.
+        comm: An mpi4py communicator (default `MPI.COMM_WORLD`), or a stand-in.
         pick_port: `(launcher, attempt) -> port` (default: a free port, or
             `KERAS_DP_PORT_BASE + local rank` when that variable is set).
 
@@ -70,15 +52,25 @@ def exchange_addresses(launcher: ClusterEnvironment, *, comm=None,
         The worker addresses; rank r's is entry r.
 
     Raises:
-        ClusterConfigError: MPI's view of the launch disagrees with the launcher's
-            variables (mpi4py built for another MPI), or the addresses collide.
+        ClusterConfigError: MPI disagrees with the launcher's variables (mpi4py built for
+            another MPI), or the addresses collide.
     """
     if launcher.name != "mpi":
         raise ClusterConfigError(
             f"an MPI address exchange was asked for under {launcher.title}",
             variable="KERAS_DP_CLUSTER", received=launcher.name,
             fix="run under mpirun, or list the addresses in KERAS_DP_WORKERS")
-    comm = _world_communicator() if comm is None else comm
+    if comm is None:
+        try:  # importing mpi4py initialises MPI
+            from mpi4py import MPI
+        except (ImportError, RuntimeError, OSError) as exc:
+            raise ClusterConfigError(
+                f"mpi4py is installed but cannot load an MPI library ({exc})",
+                variable=SWITCH_VARIABLE,
+                fix="install Open MPI's libraries (apt-get install openmpi-bin libopenmpi-dev), "
+                    "or set KERAS_DP_HOSTFILE (or KERAS_DP_WORKERS), or KERAS_DP_MPI_EXCHANGE=0 "
+                    "to use 127.0.0.1:KERAS_DP_PORT_BASE+rank on one node") from None
+        comm = MPI.COMM_WORLD
     rank, size = launcher.rank(), launcher.world_size()
     if (comm.Get_rank(), comm.Get_size()) != (rank, size):
         raise ClusterConfigError(
@@ -89,7 +81,6 @@ def exchange_addresses(launcher: ClusterEnvironment, *, comm=None,
                 launcher.rank_variable()),
             fix="reinstall mpi4py against this MPI (pip install --no-binary mpi4py mpi4py), "
                 "or set KERAS_DP_HOSTFILE (or KERAS_DP_WORKERS) and KERAS_DP_MPI_EXCHANGE=0")
-    pick_port = pick_port or _pick_port
     host = "127.0.0.1" if launcher.all_local() else (
         str(launcher.environ.get(HOST_VARIABLE, "")).strip() or socket.gethostname())
     mine = f"{host}:{pick_port(launcher, 0)}"

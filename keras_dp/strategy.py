@@ -24,7 +24,6 @@ _ALIASES = {
     "onedevice": "one_device", "single": "one_device", "mirror": "mirrored",
     "tpu_strategy": "tpu", "off": "default", "none": "default",
 }
-CROSS_DEVICE_OPS = ("auto", "nccl", "hierarchical_copy", "reduce_to_one_device")
 
 TPU_VARIABLES = ("KERAS_DP_TPU", "TPU_NAME", "COLAB_TPU_ADDR")
 CPU_REPLICAS_VARIABLE = "KERAS_DP_CPU_REPLICAS"
@@ -51,17 +50,15 @@ def tpu_requested(tpu: Optional[str], environ: Mapping[str, str]) -> Optional[st
     if tpu is not None:
         return str(tpu)
     for name in TPU_VARIABLES:
-        value = environ.get(name)
-        if value:
-            return "" if name == "COLAB_TPU_ADDR" else value
+        if environ.get(name):
+            return "" if name == "COLAB_TPU_ADDR" else environ[name]
     return None
 
 
 def gpu_slice(num_gpus: int, local_rank: int, local_size: int) -> Optional[Tuple[int, int]]:
     """This process's even share `(start, stop)` of a node's GPUs, in local-rank order.
 
-    None when there is nothing to split (one process per node, or fewer GPUs
-    than processes: the launcher bound GPUs to tasks).
+    None for one process per node, or fewer GPUs than processes (the launcher bound them).
     """
     if local_size <= 1 or num_gpus < local_size:
         return None
@@ -73,13 +70,11 @@ def choose_kind(kind: str, cluster: ClusterInfo, *, num_gpus: int, cpu_replicas:
                 tpu: Optional[str] = None) -> Tuple[str, str]:
     """`(kind, reason)`: which strategy `kind` (`"auto"` or one of `KINDS`) means here.
 
-    `num_gpus` counts this process's GPUs (after the node's are split); `tpu` is
-    the requested TPU address or None.
+    `num_gpus` counts this process's GPUs (after the node's are split); `tpu` is the TPU or None.
 
     Raises:
         StrategyError: for a cluster keras_dp cannot train (parameter servers).
     """
-    kind = normalize_kind(kind)
     if kind != "auto":
         return kind, "requested explicitly"
     if tpu is not None:
@@ -118,33 +113,16 @@ def strategy_kind(strategy) -> str:
 
 
 def _cross_device_ops(name, tf):
-    if name is None or (isinstance(name, str) and name.lower() == "auto"):
-        return None
     if not isinstance(name, str):
-        return name  # a tf.distribute.CrossDeviceOps instance
+        return name  # None or a tf.distribute.CrossDeviceOps instance
     key = name.lower().replace("-", "_")
-    ops = {"nccl": tf.distribute.NcclAllReduce, "reduce_to_one_device":
-           tf.distribute.ReductionToOneDevice,
-           "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce}
+    ops = {"auto": lambda: None, "nccl": tf.distribute.NcclAllReduce,
+           "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce,
+           "reduce_to_one_device": tf.distribute.ReductionToOneDevice}
     if key not in ops:
         raise ConfigError("unknown cross-device ops", variable="cross_device_ops",
-                          fix=f"use one of: {', '.join(CROSS_DEVICE_OPS)}", received=name)
+                          fix=f"use one of: {', '.join(ops)}", received=name)
     return ops[key]()
-
-
-def configure_cpu_replicas(count: int) -> None:
-    """Splits the first CPU into `count` (> 1) logical devices (before TF starts)."""
-    import tensorflow as tf
-
-    cpus = tf.config.list_physical_devices("CPU")
-    current = tf.config.get_logical_device_configuration(cpus[0])
-    if current and len(current) == count:
-        return
-    if context_initialized():
-        raise StrategyError(STARTUP_EXPLANATION.format(
-            what=f"splitting the CPU into {count} logical devices"))
-    tf.config.set_logical_device_configuration(
-        cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
 
 
 def apply_gpu_split(cluster: ClusterInfo, environ: Mapping[str, str]) -> int:
@@ -161,8 +139,7 @@ def apply_gpu_split(cluster: ClusterInfo, environ: Mapping[str, str]) -> int:
     start, stop = chosen
     selected = gpus[start:stop]
     try:
-        visible = tf.config.get_visible_devices("GPU")
-        if list(visible) != list(selected):
+        if list(tf.config.get_visible_devices("GPU")) != selected:
             tf.config.set_visible_devices(selected, "GPU")
     except RuntimeError:
         raise StrategyError(STARTUP_EXPLANATION.format(
@@ -180,39 +157,37 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
                  heartbeat_timeout: Optional[float] = None,
                  shutdown_timeout: Optional[float] = None,
                  environ: Optional[Mapping[str, str]] = None):
-    """Returns the `tf.distribute.Strategy` for `kind` in this environment.
+    """Returns the `tf.distribute.Strategy` for `kind` here (README.md, "Strategy rules").
 
     Args:
-        kind: `"auto"` (see README.md) or one of `KINDS`.
-        cluster: The resolved cluster; resolved from `environ` when None.
-        cpu_replicas: Split the CPU into this many logical devices, one replica
-            each. Defaults to `KERAS_DP_CPU_REPLICAS`, else 1.
-        devices: Explicit device list for `"mirrored"`/`"one_device"`.
-        tpu: TPU address: `"local"` on a TPU VM, `""` on Colab, else a name or
-            `grpc://` address.
+        kind: `"auto"` or one of `KINDS`.
+        cluster: The resolved cluster (default: resolved from `environ`).
+        cpu_replicas: Logical CPU devices, one replica each (default `KERAS_DP_CPU_REPLICAS`).
+        devices: Devices for `"mirrored"` or `"one_device"`.
+        tpu: `"local"` on a TPU VM, `""` on Colab, else a TPU name or `grpc://` address.
         implementation: Multi-worker collectives: `"auto"`, `"ring"` or `"nccl"`.
         collective_timeout: Seconds before a collective op gives up (None: never).
         bytes_per_pack: All-reduce pack size in bytes (0: automatic).
-        cross_device_ops: MirroredStrategy's all-reduce: one of
-            `CROSS_DEVICE_OPS` or a `tf.distribute.CrossDeviceOps`.
+        cross_device_ops: `"auto"`, `"nccl"`, `"hierarchical_copy"`, `"reduce_to_one_device"`
+            or a `tf.distribute.CrossDeviceOps`.
         startup_timeout: Seconds the workers wait for every peer to join (None: forever).
         heartbeat_timeout: Seconds without a heartbeat before a peer is dead.
         shutdown_timeout: Seconds the workers wait for each other at exit.
         environ: Variables to read instead of `os.environ`.
 
     Returns:
-        A `tf.distribute.Strategy`, with its parts of `keras_dp.keras_fix` applied.
+        The strategy, with its parts of `keras_dp.keras_fix` applied.
 
     Raises:
-        ConfigError: for an unknown kind or option (the accepted values are listed).
-        StrategyError: when the strategy cannot be created here, with why.
+        ConfigError: an unknown kind or option (the accepted values are listed).
+        StrategyError: the strategy cannot be created here, with why.
     """
     import tensorflow as tf
 
     from keras_dp import early, keras_fix
     from keras_dp.keras_fix import collective_keys
 
-    if cluster is None and environ is None and early.is_set_up():
+    if cluster is None and environ is None:
         cluster = early.cluster()
     environ = os.environ if environ is None else environ
     kind = normalize_kind(kind)
@@ -220,7 +195,7 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
     if cpu_replicas is None:
         raw = environ.get(CPU_REPLICAS_VARIABLE)
         try:
-            cpu_replicas = int(raw) if raw not in (None, "") else 1
+            cpu_replicas = int(raw or 1)
         except ValueError:
             raise ConfigError("is not a whole number", variable=CPU_REPLICAS_VARIABLE,
                               received=raw, fix="set it to 2, 4, ...") from None
@@ -229,8 +204,13 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
                           received=cpu_replicas, fix="pass cpu_replicas=2 (or more)")
     tpu_address = tpu_requested(tpu, environ) if kind in ("auto", "tpu") else None
     num_gpus = apply_gpu_split(cluster, environ) if tpu_address is None else 0
-    if cpu_replicas > 1:
-        configure_cpu_replicas(cpu_replicas)
+    cpus = tf.config.list_physical_devices("CPU") if cpu_replicas > 1 else ()
+    if cpus and len(tf.config.get_logical_device_configuration(cpus[0]) or ()) != cpu_replicas:
+        if context_initialized():
+            raise StrategyError(STARTUP_EXPLANATION.format(
+                what=f"splitting the CPU into {cpu_replicas} logical devices"))
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(cpu_replicas)])
     chosen, reason = choose_kind(kind, cluster, num_gpus=num_gpus,
                                  cpu_replicas=cpu_replicas, tpu=tpu_address)
     log.info("keras_dp strategy: %s (%s)", chosen, reason)
@@ -248,10 +228,9 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
                 "MultiWorkerMirroredStrategy uses one CPU device per worker. Use more "
                 "workers (keras-dp launch -n N) or cpu_replicas=1.")
         else:
-            strategy = multi_worker_strategy(cluster, options=options,
-                                             startup_timeout=startup_timeout,
-                                             heartbeat_timeout=heartbeat_timeout,
-                                             shutdown_timeout=shutdown_timeout)
+            strategy = multi_worker_strategy(
+                cluster, options=options, startup_timeout=startup_timeout,
+                heartbeat_timeout=heartbeat_timeout, shutdown_timeout=shutdown_timeout)
     elif cluster.is_multi_worker and cluster.is_training_task and chosen != "default":
         raise StrategyError(
             f"strategy {chosen!r} trains in one process, but the cluster has "
@@ -260,8 +239,7 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
     elif chosen == "mirrored":
         if devices is None:
             devices = [d.name for d in tf.config.list_logical_devices("GPU" if num_gpus else "CPU")]
-        strategy = collective_keys.mirrored(list(devices),
-                                            _cross_device_ops(cross_device_ops, tf))
+        strategy = collective_keys.mirrored(list(devices), _cross_device_ops(cross_device_ops, tf))
     elif chosen == "one_device":
         strategy = tf.distribute.OneDeviceStrategy(
             devices[0] if devices else "/gpu:0" if num_gpus else "/cpu:0")

@@ -18,7 +18,7 @@ def _child(code, report):
 
 def test_a_subprocess_importing_tensorflow_is_refused_and_reported(tmp_path):
     report = tmp_path / "report.txt"
-    # keras_dp first: its early set-up's import hook asks PathFinder directly.
+    # keras_dp first: its early set-up's import hook must not bypass the refusal.
     result = _child("import keras_dp, tensorflow", report)
     assert result.returncode == 1
     assert "mark the test @pytest.mark.multiprocess" in result.stderr

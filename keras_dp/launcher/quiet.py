@@ -1,19 +1,18 @@
 """TensorFlow's C++ start-up notices, hidden unless the user set `TF_CPP_MIN_LOG_LEVEL`.
 
-keras-dp's own commands filter fd 2 while `import tensorflow` runs; the launcher drops the
-notices from the workers' output (worker-N.log keeps them). See docs/launch.md.
+See docs/launch.md, "TensorFlow's start-up notices".
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import importlib.util
 import os
 import re
 import sys
 import threading
 from typing import Iterator, Mapping, Optional
+
+from keras_dp import early
 
 LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 #: TensorFlow's INFO lines off, its warnings and errors on.
@@ -68,37 +67,9 @@ def filtered_stderr() -> Iterator[None]:
             os.close(saved)
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    """Runs `import tensorflow` inside `filtered_stderr`."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "tensorflow" or self not in sys.meta_path:
-            return None
-        sys.meta_path.remove(self)
-        try:  # the spec the other finders give
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_quietly(module):
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-            with filtered_stderr():
-                exec_module(module)
-
-        spec.loader.exec_module = exec_quietly
-        return spec
-
-
 def hide_import_notices() -> None:
-    """Sets `TF_CPP_MIN_LOG_LEVEL` and filters the notices of this process's TensorFlow import.
-
-    Does nothing when the user set `TF_CPP_MIN_LOG_LEVEL` or TensorFlow is already imported.
-    """
+    """Unless the user set `TF_CPP_MIN_LOG_LEVEL`, sets it and filters the coming TF import."""
     if not wanted() or "tensorflow" in sys.modules:
         return
     os.environ[LEVEL_VARIABLE] = DEFAULT_LEVEL
-    sys.meta_path.insert(0, _Finder())
+    early.TensorFlowImportHook(filtered_stderr)

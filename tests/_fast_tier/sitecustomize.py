@@ -36,6 +36,6 @@ def _find_spec(fullname, path=None, target=None):
 
 
 if _REPORT:
-    # In PathFinder itself: import hooks such as keras_dp.early's call it directly.
+    # In PathFinder itself: import hooks such as keras_dp.early's ask the finders in turn.
     _path_find_spec = importlib.machinery.PathFinder.find_spec
     importlib.machinery.PathFinder.find_spec = staticmethod(_find_spec)
