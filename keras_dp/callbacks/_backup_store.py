@@ -1,8 +1,6 @@
 """Where `BackupAndRestore` backups live: `backup_dir/ckpt-<step>-<n>/`, `latest`, the last K kept.
 
-A backup counts once its `meta.json` (written last) exists; `latest` moves only after that
-and older backups go only after it moved. Only the chief writes here; the others write the
-same checkpoint into a temporary directory and delete it. See docs/backups.md.
+See docs/callbacks.md and docs/backups.md.
 """
 
 from __future__ import annotations
@@ -137,10 +135,9 @@ class BackupStore:
         return Choice(None, damaged)
 
     def save(self, step: int, write_state: Callable[[str], Any], meta: Dict[str, Any]) -> str:
-        """Writes one backup of `step` (every worker, at the same step); returns where.
+        """Writes `write_state(prefix)`'s checkpoint, then `meta` (every worker); returns where.
 
-        `write_state(prefix)` writes the checkpoint; `meta` is written after it with the
-        manifest. A refused write removes what it wrote and raises `BackupWriteError`.
+        A refused write removes what it wrote and raises `BackupWriteError`.
         """
         if not self.is_chief:
             temp = None
@@ -167,7 +164,8 @@ class BackupStore:
             gfile.makedirs(target)
             write_state(os.path.join(target, STATE))
             files = [f.rstrip("/") for f in gfile.listdir(target) if f.startswith(STATE + ".")]
-            meta = dict(meta, files=verify.manifest(target, files))
+            meta = dict(meta, files={f: verify.file_digest(os.path.join(target, f))
+                                     for f in sorted(files)})
             meta["checksum"] = verify.meta_checksum(meta)
             write_text(os.path.join(target, META), json.dumps(meta, indent=1, sort_keys=True))
         except Exception as exc:  # noqa: BLE001 - only a refused write is handled
@@ -186,7 +184,6 @@ class BackupStore:
 
     def _prune(self, keep_name: str) -> None:
         """Deletes all but the newest complete save of each of the `keep` newest steps."""
-        gfile = _gfile()
         newest_of_step: Dict[int, str] = {}
         for backup in self.list():  # newest first
             if backup.meta is not None:
@@ -194,7 +191,7 @@ class BackupStore:
         kept = set(list(newest_of_step.values())[:self.keep]) | {keep_name}
         for entry in self._names():
             if _NAME.match(entry) and entry not in kept:
-                gfile.rmtree(os.path.join(self.directory, entry))
+                _gfile().rmtree(os.path.join(self.directory, entry))
 
     def clean_unfinished(self) -> None:
         """Deletes backups a killed process left half-written (chief only)."""
@@ -208,11 +205,8 @@ class BackupStore:
                 remove_quietly(os.path.join(self.directory, entry))
 
     def set_aside(self, choice: Choice) -> List[str]:
-        """Moves `choice`'s damaged backups aside (chief only, once every worker has chosen).
-
-        Local ones are renamed `damaged-<name>`, others deleted; `latest` is pointed at the
-        chosen backup. Returns where each went.
-        """
+        """Renames (deletes if not local) `choice`'s damaged backups, points `latest` at its
+        choice; returns where each went (chief only, once every worker has chosen)."""
         if not self.is_chief:
             return []
         moved = []
@@ -242,10 +236,8 @@ class BackupStore:
 
     def delete_all(self) -> None:
         """Removes every backup (chief only), then the directory if it is empty."""
-        if not self.is_chief:
-            return
         gfile = _gfile()
-        if not gfile.isdir(self.directory):
+        if not self.is_chief or not gfile.isdir(self.directory):
             return
         for entry in self._names():
             path = os.path.join(self.directory, entry)

@@ -28,11 +28,7 @@ _STORAGE_WORDS = ("no space left", "read-only file system", "permission denied",
 
 
 def is_storage_error(exc: BaseException) -> bool:
-    """Whether `exc` means the disk refused a write (full, read-only, no permission).
-
-    A collective that failed during a save (a peer died) is NOT one: it must
-    reach keras_dp's fault handling unchanged.
-    """
+    """Whether the disk refused a write (full, read-only, no permission); not a failed collective."""
     if isinstance(exc, OSError):
         return True
     if not is_io_error(exc):

@@ -1,8 +1,6 @@
 """`BackupAndRestore`: multi-worker-aware, atomic, step-exact backups for `model.fit`.
 
-Only the chief writes `backup_dir` (`_backup_store.py`); a restore resumes at the exact step
-with the whole training state (`_backup_state.py`) and the data position. See
-docs/callbacks.md, docs/backups.md and docs/train_job.md.
+See docs/callbacks.md, docs/backups.md and docs/train_job.md.
 """
 
 from __future__ import annotations
@@ -43,16 +41,6 @@ def latest_backup(backup_dir) -> Optional[Dict[str, Any]]:
         A dict with `global_step` (steps done since the first `fit` that wrote
         backups there), `epoch`, `step_in_epoch` and the callback's
         `metadata`; None when there is no intact backup.
-
-    Example:
-
-    ```python
-    found = keras_dp.callbacks.latest_backup("/shared/run1/backup")
-    start = found["global_step"] if found else 0
-    ds = keras_dp.data.text_dataset(..., start_step=start)
-    model.fit(ds, callbacks=[keras_dp.callbacks.BackupAndRestore(
-        "/shared/run1/backup", save_freq=100, replay_data=False)], ...)
-    ```
     """
     if not backup_dir:
         return None
@@ -187,8 +175,7 @@ class BackupAndRestore(keras.callbacks.Callback):
         if resume is not None and epoch == resume["epoch"]:
             self._step_in_epoch = resume["step_in_epoch"]
             if resume["step_in_epoch"]:
-                state.read_metrics(self.model, resume["prefix"],
-                                   resume["metrics_variables"])
+                state.read_metrics(self.model, resume["prefix"], resume["metrics_variables"])
 
     def on_train_batch_end(self, batch, logs=None):
         if self.is_replayed(batch):
@@ -258,12 +245,11 @@ class BackupAndRestore(keras.callbacks.Callback):
             kept = self._last_good_step
             previous = (f"the previous backup (step {kept}) is intact and will be restored "
                         "if the run stops" if kept is not None else "there is no earlier backup")
-            retry = (f"the next backup is tried at step "
-                     f"{(self.global_step // self.save_freq + 1) * self.save_freq}"
-                     if isinstance(self.save_freq, int) and not isinstance(self.save_freq, bool)
-                     else "the next backup is tried as planned")
+            retry = "as planned" if self.save_freq in ("epoch", False) else \
+                f"at step {(self.global_step // self.save_freq + 1) * self.save_freq}"
             log.warning("keras_dp: WARNING: the backup of step %d was NOT saved: %s. Training "
-                        "goes on: %s; %s. Free space (or fix the permissions) in %s.",
+                        "goes on: %s; the next backup is tried %s. Free space (or fix the "
+                        "permissions) in %s.",
                         self.global_step, exc, previous, retry, self.backup_dir)
             return None
         self._last_saved_step = self._last_good_step = self.global_step

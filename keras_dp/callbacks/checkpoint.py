@@ -1,9 +1,5 @@
-"""Chief-only `ModelCheckpoint`, `TensorBoard` and `CSVLogger` (Keras' arguments).
-
-The worker-aware behaviour is in the functions below, which the classes call with Keras' own
-method and the Keras-layer part `stock_callbacks` calls from the stock Keras classes. See
-docs/callbacks.md and docs/dropin_writes.md.
-"""
+"""Chief-only `ModelCheckpoint`, `TensorBoard` and `CSVLogger`; the functions also serve the
+Keras-layer part `stock_callbacks`. See docs/callbacks.md and docs/dropin_writes.md."""
 
 from __future__ import annotations
 
@@ -21,14 +17,9 @@ from keras_dp.chief_files import is_local, position, private_dir, remove_quietly
 log = logging.getLogger("keras_dp")
 
 
-def _role(model):
-    index, _, is_chief = position(model)
-    return index, is_chief
-
-
 def save_as_worker(callback, save, *args, **kwargs):
     """`ModelCheckpoint._save_model`: a non-chief saves into a temporary directory it deletes."""
-    index, is_chief = _role(callback.model)
+    index, _, is_chief = position(callback.model)
     if is_chief or getattr(callback, "_redirect", None):
         return save(*args, **kwargs)
     callback._redirect = private_dir("checkpoint", index)
@@ -49,7 +40,7 @@ def file_path_as_worker(callback, path: str) -> str:
 
 def set_model_as_worker(callback, set_model, model):
     """`TensorBoard.set_model`: a non-chief logs into a temporary directory (`drop_worker_dir`)."""
-    index, is_chief = _role(model)
+    index, _, is_chief = position(model)
     worker_dir = getattr(callback, "_worker_dir", None)
     if is_chief or (worker_dir and callback.log_dir == worker_dir):
         return set_model(model)
@@ -72,7 +63,7 @@ def drop_worker_dir(callback) -> None:
 
 def writes_csv(callback) -> bool:
     """Whether this worker's `CSVLogger` writes its file (the chief alone)."""
-    return _role(callback.model)[1]
+    return position(callback.model)[2]
 
 
 def csv_is_open(callback) -> bool:
@@ -92,7 +83,7 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     _atomic = False
 
     def _save_model(self, epoch, batch, logs):
-        if not _role(self.model)[1]:
+        if not position(self.model)[2]:
             return save_as_worker(self, super()._save_model, epoch, batch, logs)
         self._pending = None
         self._atomic = True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable
 
 import keras
 
@@ -38,19 +38,9 @@ class WarmupScheduler(keras.callbacks.Callback):
         schedule: A `keras_dp.schedules.WarmupSchedule` (or any callable
             `step -> float`), e.g. warmup to the linearly scaled rate.
         initial_step: The optimizer step training starts at (when resuming).
-
-    Example:
-
-    ```python
-    lr = keras_dp.schedules.WarmupSchedule(
-        keras_dp.schedules.scaled_learning_rate(1e-3, ctx.global_batch(32), 32),
-        warmup_steps=200, decay="constant")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), ...)
-    model.fit(ds, callbacks=[keras_dp.callbacks.WarmupScheduler(lr)])
-    ```
     """
 
-    def __init__(self, schedule: Union[Callable[[int], float], object], initial_step: int = 0):
+    def __init__(self, schedule: Callable[[int], float], initial_step: int = 0):
         super().__init__()
         self.schedule = schedule
         self.step = int(initial_step)

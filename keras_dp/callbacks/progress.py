@@ -10,15 +10,7 @@ from typing import Optional, TextIO
 import keras
 
 from keras_dp.callbacks.backup import is_replayed_step, steps_per_batch
-
-STYLES = ("auto", "rich", "plain", "none")
-
-
-def _is_chief() -> bool:
-    from keras_dp.current import current_context
-
-    context = current_context()
-    return True if context is None else bool(context.is_chief)
+from keras_dp.errors import ConfigError
 
 
 class Progress(keras.callbacks.Callback):
@@ -40,18 +32,19 @@ class Progress(keras.callbacks.Callback):
                  bits_per: Optional[str] = None, is_chief: Optional[bool] = None,
                  interval: float = 10.0, stream: Optional[TextIO] = None):
         super().__init__()
-        if style not in STYLES:
-            from keras_dp.errors import ConfigError
-
+        if style not in ("auto", "rich", "plain", "none"):
             raise ConfigError("unknown progress style", variable="style", received=style,
-                              fix=f"use one of: {', '.join(STYLES)}")
+                              fix="use one of: auto, rich, plain, none")
         self.total_steps = int(total_steps)
         self.step = int(initial_step)
         self.bits_per = bits_per
         self.interval = float(interval)
         self.stream = stream or sys.stderr
-        chief = _is_chief() if is_chief is None else bool(is_chief)
-        if not chief:
+        if is_chief is None:
+            from keras_dp.current import current_context
+
+            is_chief = getattr(current_context(), "is_chief", True)   # True alone
+        if not is_chief:
             style = "none"
         elif style == "auto":
             style = "rich" if getattr(self.stream, "isatty", lambda: False)() else "plain"
