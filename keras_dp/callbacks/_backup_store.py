@@ -1,7 +1,5 @@
 """Where `BackupAndRestore` backups live: `backup_dir/ckpt-<step>-<n>/`, `latest`, the last K kept.
-
-See docs/callbacks.md and docs/backups.md.
-"""
+See docs/backups.md."""
 
 from __future__ import annotations
 
@@ -136,9 +134,7 @@ class BackupStore:
 
     def save(self, step: int, write_state: Callable[[str], Any], meta: Dict[str, Any]) -> str:
         """Writes `write_state(prefix)`'s checkpoint, then `meta` (every worker); returns where.
-
-        A refused write removes what it wrote and raises `BackupWriteError`.
-        """
+        A refused write removes what it wrote and raises `BackupWriteError`."""
         if not self.is_chief:
             temp = None
             try:
@@ -197,8 +193,7 @@ class BackupStore:
         """Deletes backups a killed process left half-written (chief only)."""
         if not self.is_chief or not _gfile().isdir(self.directory):
             return
-        pointer = self._pointer()[0]
-        for backup in self._unfinished(self.list(), pointer):
+        for backup in self._unfinished(self.list(), self._pointer()[0]):
             _gfile().rmtree(backup.path)
         for entry in self._names():
             if ".tmp-" in entry or TEMP_MARK in entry:   # the first: older releases'
@@ -243,8 +238,8 @@ class BackupStore:
             path = os.path.join(self.directory, entry)
             if _NAME.match(entry) or entry.startswith(DAMAGED):
                 gfile.rmtree(path)
-            elif entry == POINTER or entry.startswith(POINTER + ".tmp-") or \
-                    entry.startswith(f".{POINTER}{TEMP_MARK}"):
+            elif entry == POINTER or entry.startswith((f"{POINTER}.tmp-",
+                                                       f".{POINTER}{TEMP_MARK}")):
                 gfile.remove(path)
         if not gfile.listdir(self.directory):
             gfile.rmtree(self.directory)
@@ -256,11 +251,9 @@ def describe(choice: Choice, directory: str, moved: List[str] = ()) -> Optional[
         return None
     problems = "; ".join(f"{name}: {why}" for name, why in choice.damaged)
     older = any(_NAME.match(name) for name, _ in choice.damaged)
-    if choice.backup is not None:
-        then = (f"restoring the {'older ' if older else ''}backup {choice.backup.name} "
-                f"(step {choice.backup.step}) instead")
-    else:
-        then = "no usable backup is left, so training starts over from the beginning"
+    then = "no usable backup is left, so training starts over from the beginning" \
+        if choice.backup is None else (f"restoring the {'older ' if older else ''}backup "
+                                       f"{choice.backup.name} (step {choice.backup.step}) instead")
     aside = f" Moved aside: {', '.join(moved)}." if moved else ""
     plural = "s" if len(choice.damaged) > 1 else ""
     return (f"keras_dp: cannot use the backup{plural} in {directory} ({problems}); "

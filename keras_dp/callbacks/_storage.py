@@ -28,7 +28,7 @@ _STORAGE_WORDS = ("no space left", "read-only file system", "permission denied",
 
 
 def is_storage_error(exc: BaseException) -> bool:
-    """Whether the disk refused a write (full, read-only, no permission); not a failed collective."""
+    """Whether the disk refused a write (full, read-only, no permission); not a lost peer."""
     if isinstance(exc, OSError):
         return True
     if not is_io_error(exc):
@@ -46,11 +46,8 @@ def free_space(path: str) -> str:
     if "://" in path:
         return "free space unknown (not a local filesystem)"
     probe = os.path.abspath(path)
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
     try:
         usage = shutil.disk_usage(probe)
     except OSError:

@@ -1,7 +1,5 @@
 """`BackupAndRestore`: multi-worker-aware, atomic, step-exact backups for `model.fit`.
-
-See docs/callbacks.md, docs/backups.md and docs/train_job.md.
-"""
+See docs/callbacks.md, docs/backups.md and docs/train_job.md."""
 
 from __future__ import annotations
 
@@ -28,11 +26,7 @@ _ACTIVE = "_keras_dp_backup"
 
 
 def latest_backup(backup_dir) -> Optional[Dict[str, Any]]:
-    """The metadata of the newest intact backup in `backup_dir`, or None.
-
-    Checks the backups as a restore does, without loading any state, so a
-    program can learn where training will resume before it builds its model
-    and input.
+    """The metadata of the newest intact backup (checked as a restore does), or None.
 
     Args:
         backup_dir: The callback's `backup_dir`.
@@ -42,10 +36,8 @@ def latest_backup(backup_dir) -> Optional[Dict[str, Any]]:
         backups there), `epoch`, `step_in_epoch` and the callback's
         `metadata`; None when there is no intact backup.
     """
-    if not backup_dir:
-        return None
-    found = BackupStore(str(backup_dir), is_chief=False).choose().backup
-    return None if found is None else found.meta
+    found = BackupStore(str(backup_dir), is_chief=False).choose().backup if backup_dir else None
+    return found and found.meta
 
 
 def steps_per_batch(model) -> int:
@@ -54,10 +46,7 @@ def steps_per_batch(model) -> int:
 
 
 def is_replayed_step(model, batch: int) -> bool:
-    """Whether `fit`'s step `batch` only skips a step done before a restore.
-
-    Keras still calls the batch hooks for the resumed epoch's steps that the
-    backup had done; callbacks that count or time steps ignore them.
+    """Whether `fit`'s step `batch` only skips a step done before a restore (not to count).
 
     Args:
         model: The model being trained (`callback.model`).
@@ -68,9 +57,7 @@ def is_replayed_step(model, batch: int) -> bool:
 
 
 class BackupAndRestore(keras.callbacks.Callback):
-    """Backs up the training state so that an interrupted `fit` resumes at the exact step.
-
-    Used like Keras' `BackupAndRestore`, in single- and multi-worker runs.
+    """Like Keras' `BackupAndRestore`, multi-worker, and an interrupted `fit` resumes at the step.
 
     Args:
         backup_dir: Directory for the backups, only for them. Only the chief
@@ -150,15 +137,14 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._reset_counters()
         setattr(self.model, _ACTIVE, self)
         strategy = self.model.distribute_strategy
-        index, count, is_chief = worker_position(strategy)
-        self._count = count
+        index, self._count, is_chief = worker_position(strategy)
         self._store = BackupStore(self.backup_dir, is_chief=is_chief, worker_index=index,
                                   keep=self.keep)
         self._store.clean_unfinished()
         state.ensure_built(self.model)
         choice = self._store.choose()
         agree_across_workers("none" if choice.backup is None else choice.backup.name,
-                             index, count, self.backup_dir)
+                             index, self._count, self.backup_dir)
         message = describe(choice, self.backup_dir, self._store.set_aside(choice))
         if message and is_chief:
             log.warning(message)

@@ -85,7 +85,6 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     def _save_model(self, epoch, batch, logs):
         if not position(self.model)[2]:
             return save_as_worker(self, super()._save_model, epoch, batch, logs)
-        self._pending = None
         self._atomic = True
         try:
             super()._save_model(epoch, batch, logs)

@@ -20,15 +20,11 @@ def current_learning_rate(optimizer) -> float:
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds the current learning rate to the batch and epoch logs as `"lr"`."""
 
-    def _add(self, logs):
+    def on_train_batch_end(self, batch, logs=None):
         if logs is not None and self.model is not None and self.model.optimizer is not None:
             logs["lr"] = current_learning_rate(self.model.optimizer)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._add(logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._add(logs)
+    on_epoch_end = on_train_batch_end
 
 
 class WarmupScheduler(keras.callbacks.Callback):

@@ -62,10 +62,8 @@ class Progress(keras.callbacks.Callback):
             parts.append(f"loss {loss:.4f}")
             if self.bits_per:
                 parts.append(f"{loss / math.log(2):.3f} bits/{self.bits_per}")
-        if "val_loss" in logs:
-            parts.append(f"val_loss {logs['val_loss']:.4f}")
-        if "lr" in logs:
-            parts.append(f"lr {logs['lr']:.2e}")
+        parts += [form.format(logs[key]) for key, form in (
+            ("val_loss", "val_loss {:.4f}"), ("lr", "lr {:.2e}")) if key in logs]
         if "tokens_per_sec" in logs:
             parts.append(f"{logs['tokens_per_sec']:,.0f} tok/s")
         elif "examples_per_sec" in logs:
@@ -99,8 +97,7 @@ class Progress(keras.callbacks.Callback):
             now = time.time()
             if now - self._last_line >= self.interval or self.step >= self.total_steps:
                 self._last_line = now
-                self._print(f"step {self.step}/{self.total_steps}  "
-                            f"{now - self._started:.0f}s  {self.describe(logs)}")
+                self._print(self.describe(logs))
 
     def on_epoch_end(self, epoch, logs=None):
         self.last_logs = {k: v for k, v in (logs or {}).items()
@@ -109,8 +106,7 @@ class Progress(keras.callbacks.Callback):
             return
         val = logs["val_loss"]
         bits = f" ({val / math.log(2):.3f} bits/{self.bits_per})" if self.bits_per else ""
-        self._print(f"step {self.step}/{self.total_steps}  {time.time() - self._started:.0f}s  "
-                    f"validation loss {val:.4f}{bits}")
+        self._print(f"validation loss {val:.4f}{bits}")
 
     def on_train_end(self, logs=None):
         if self._progress is not None:
@@ -118,6 +114,7 @@ class Progress(keras.callbacks.Callback):
             self._progress = None
 
     def _print(self, text: str) -> None:
+        text = f"step {self.step}/{self.total_steps}  {time.time() - self._started:.0f}s  {text}"
         if self._progress is not None:
             self._progress.console.print(text)
         else:

@@ -79,6 +79,5 @@ class Throughput(keras.callbacks.Callback):
 
     def summary(self) -> Dict[str, float]:
         """Rates over all timed steps: examples_per_sec, tokens_per_sec, ..._per_replica."""
-        result = self._rates(self._timed_steps, self._timed_seconds)
-        result.update(timed_steps=self._timed_steps, timed_seconds=self._timed_seconds)
-        return result
+        return dict(self._rates(self._timed_steps, self._timed_seconds),
+                    timed_steps=self._timed_steps, timed_seconds=self._timed_seconds)
