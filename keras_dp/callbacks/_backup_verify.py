@@ -58,8 +58,7 @@ def problem(directory: str, meta: Dict[str, Any], prefix: str) -> Optional[str]:
     if not isinstance(files, dict) or not files:
         return "meta.json lists no checkpoint files"
     gfile = _gfile()
-    for name in sorted(files):
-        expected = files[name]
+    for name, expected in sorted(files.items()):
         path = os.path.join(directory, name)
         try:
             if not gfile.exists(path):

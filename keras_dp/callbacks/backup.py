@@ -155,13 +155,11 @@ class BackupAndRestore(keras.callbacks.Callback):
             self._watcher = PreemptionWatcher(strategy).start()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._step_in_epoch = 0
+        self._epoch, self._step_in_epoch = epoch, 0
         resume = self._resume
-        if resume is not None and epoch == resume["epoch"]:
+        if self.is_replayed(0):   # resuming inside this epoch
             self._step_in_epoch = resume["step_in_epoch"]
-            if resume["step_in_epoch"]:
-                state.read_metrics(self.model, resume["prefix"], resume["metrics_variables"])
+            state.read_metrics(self.model, resume["prefix"], resume["metrics_variables"])
 
     def on_train_batch_end(self, batch, logs=None):
         if self.is_replayed(batch):
@@ -197,9 +195,8 @@ class BackupAndRestore(keras.callbacks.Callback):
         fit_step.unwrap(self.model)
         if getattr(self.model, _ACTIVE, None) is self:
             setattr(self.model, _ACTIVE, None)
-        pending = False
+        pending = self._watcher is not None and self._watcher.pending
         if self._watcher is not None:
-            pending = self._watcher.pending
             self._watcher.stop()
         if self._set_initial_epoch:
             self.model._initial_epoch = None
@@ -213,13 +210,11 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def _save(self, reason: str) -> Optional[str]:
         variables, write = state.writer(self.model)
-        meta = {
-            "format": state.FORMAT, "reason": reason, "global_step": self.global_step,
-            "epoch": self._epoch, "step_in_epoch": self._step_in_epoch,
-            "data_position": self._position, "logs": self._last_logs,
-            "num_workers": self._count, "variables": variables,
-            "metrics_variables": len(self.model.metrics_variables),
-        }
+        meta = {"format": state.FORMAT, "reason": reason, "global_step": self.global_step,
+                "epoch": self._epoch, "step_in_epoch": self._step_in_epoch,
+                "data_position": self._position, "logs": self._last_logs,
+                "num_workers": self._count, "variables": variables,
+                "metrics_variables": len(self.model.metrics_variables)}
         if self.metadata is not None:
             meta["metadata"] = self.metadata() if callable(self.metadata) else self.metadata
         try:
@@ -268,16 +263,14 @@ class BackupAndRestore(keras.callbacks.Callback):
         if iterator is not self._iterator:
             self._iterator = iterator
             self._position = 0
-            if self._hidden_skip:
-                self._take(iterator, self._hidden_skip)
-                self._hidden_skip = 0
+            self._take(iterator, self._hidden_skip)
+            self._hidden_skip = 0
         if self._boundary_save:
             self._boundary_save = False
             self._save("epoch")
         if self._replay_calls > 0:
             self._replay_calls -= 1
-            if self.replay_data:
-                self._take(iterator, spe)
+            self._take(iterator, spe if self.replay_data else 0)
             return self._replay_logs
         outputs = original(iterator)
         self._position += spe

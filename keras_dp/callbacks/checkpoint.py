@@ -28,8 +28,7 @@ def save_as_worker(callback, save, *args, **kwargs):
         return save(*args, **kwargs)
     finally:
         shutil.rmtree(callback._redirect, ignore_errors=True)
-        callback._redirect = None
-        callback.verbose = verbose
+        callback._redirect, callback.verbose = None, verbose
 
 
 def file_path_as_worker(callback, path: str) -> str:
@@ -72,11 +71,8 @@ def csv_is_open(callback) -> bool:
 
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """`keras.callbacks.ModelCheckpoint` where only the chief writes `filepath`, atomically.
-
-    Same arguments as Keras'. The other workers save to a temporary file they
-    delete. A save the disk refuses is one warning; training goes on.
-    """
+    """`keras.callbacks.ModelCheckpoint` (same arguments) where only the chief writes `filepath`,
+    atomically; a save the disk refuses is one warning and training goes on."""
 
     _redirect: Optional[str] = None
     _pending: Optional[tuple] = None   # (temporary path, final path) of the save under way
@@ -104,18 +100,14 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     def _get_file_path(self, epoch, batch, logs):
         path = file_path_as_worker(self, super()._get_file_path(epoch, batch, logs))
-        if self._atomic and not self._redirect and is_local(path):
-            temp = temp_name(path)
-            self._pending = (temp, path)
-            return temp
+        if self._atomic and is_local(path):   # the chief's save
+            self._pending = (temp_name(path), path)
+            return self._pending[0]
         return path
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
-    """`keras.callbacks.TensorBoard` where only the chief writes `log_dir` (same arguments).
-
-    The other workers write into a temporary directory, deleted when training ends.
-    """
+    """`keras.callbacks.TensorBoard` where only the chief writes `log_dir` (same arguments)."""
 
     _worker_dir: Optional[str] = None
 

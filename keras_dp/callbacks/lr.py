@@ -41,15 +41,11 @@ class WarmupScheduler(keras.callbacks.Callback):
         self.schedule = schedule
         self.step = int(initial_step)
 
-    def _value(self, step: int) -> float:
-        value = getattr(self.schedule, "value", None)
-        return float(value(step) if value is not None else self.schedule(step))
-
     def on_train_batch_begin(self, batch, logs=None):
         if is_replayed_step(self.model, batch):
             return
         optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
-        optimizer.learning_rate = self._value(self.step)
+        optimizer.learning_rate = float(getattr(self.schedule, "value", self.schedule)(self.step))
 
     def on_train_batch_end(self, batch, logs=None):
         if is_replayed_step(self.model, batch):
