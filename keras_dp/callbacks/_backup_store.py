@@ -89,13 +89,10 @@ class BackupStore:
     def list(self) -> List[Backup]:
         """Every backup directory, newest first, with its `meta.json` (nothing verified)."""
         found = []
-        for name in self._names():
-            match = _NAME.match(name)
-            if not match:
-                continue
-            path = os.path.join(self.directory, name)
+        for match in filter(None, map(_NAME.match, self._names())):
+            path = os.path.join(self.directory, match.group(0))
             meta, why = _load_json(os.path.join(path, META), META)
-            found.append(Backup(name, int(match.group(1)), int(match.group(2)), path,
+            found.append(Backup(match.group(0), int(match.group(1)), int(match.group(2)), path,
                                 os.path.join(path, STATE), meta, why))
         return sorted(found, key=lambda b: (b.step, b.serial), reverse=True)
 

@@ -31,14 +31,11 @@ def is_storage_error(exc: BaseException) -> bool:
     """Whether the disk refused a write (full, read-only, no permission); not a lost peer."""
     if isinstance(exc, OSError):
         return True
-    if not is_io_error(exc):
-        return False
     import tensorflow as tf
 
     # ResourceExhausted is also "out of memory": only the disk's kind counts.
-    text = str(exc).lower()
-    return isinstance(exc, tf.errors.PermissionDeniedError) or any(
-        word in text for word in _STORAGE_WORDS)
+    return isinstance(exc, tf.errors.PermissionDeniedError) or isinstance(
+        exc, tf.errors.OpError) and any(word in str(exc).lower() for word in _STORAGE_WORDS)
 
 
 def free_space(path: str) -> str:

@@ -32,9 +32,8 @@ def latest_backup(backup_dir) -> Optional[Dict[str, Any]]:
         backup_dir: The callback's `backup_dir`.
 
     Returns:
-        A dict with `global_step` (steps done since the first `fit` that wrote
-        backups there), `epoch`, `step_in_epoch` and the callback's
-        `metadata`; None when there is no intact backup.
+        A dict with `global_step` (steps done since the first `fit` that wrote backups
+        there), `epoch`, `step_in_epoch` and the callback's `metadata`; None if no backup.
     """
     found = BackupStore(str(backup_dir), is_chief=False).choose().backup if backup_dir else None
     return found and found.meta
@@ -66,15 +65,13 @@ class BackupAndRestore(keras.callbacks.Callback):
             start of training), or `False` (only on preemption).
         double_checkpoint: Keep at least the two newest backups.
         delete_checkpoint: Delete the backups when training finishes.
-        save_before_preemption: On SIGTERM, save at a step every worker
-            shares and exit with code 75 (`keras_dp.fault.EXIT_PREEMPTED`).
+        save_before_preemption: On SIGTERM, save at a step all workers share, exit 75.
         replay_data: On resume, take the batches the interrupted run had
             taken from a fresh input iterator; `False` when the program
             starts its input at the backup's step (see `latest_backup()`).
         metadata: A JSON-able dict, or a function returning one at each
             save, saved with every backup (`latest_backup(...)["metadata"]`).
-        keep: How many backups to keep (default 2); a damaged one is
-            reported on restore and the next older one used.
+        keep: How many backups to keep (default 2); a damaged one is reported, the next used.
 
     Raises:
         ConfigError: for an empty `backup_dir`, a bad `save_freq` or `keep`.

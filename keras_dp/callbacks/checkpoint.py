@@ -74,7 +74,6 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """`keras.callbacks.ModelCheckpoint` (same arguments) where only the chief writes `filepath`,
     atomically; a save the disk refuses is one warning and training goes on."""
 
-    _redirect: Optional[str] = None
     _pending: Optional[tuple] = None   # (temporary path, final path) of the save under way
     _atomic = False
 
@@ -108,8 +107,6 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
 class TensorBoard(keras.callbacks.TensorBoard):
     """`keras.callbacks.TensorBoard` where only the chief writes `log_dir` (same arguments)."""
-
-    _worker_dir: Optional[str] = None
 
     @functools.wraps(keras.callbacks.TensorBoard.__init__)   # the same signature
     def __init__(self, *args, **kwargs):

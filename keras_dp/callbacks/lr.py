@@ -31,8 +31,7 @@ class WarmupScheduler(keras.callbacks.Callback):
     """Sets the learning rate before every training step from `schedule(step)`.
 
     Args:
-        schedule: A `keras_dp.schedules.WarmupSchedule` (or any callable
-            `step -> float`), e.g. warmup to the linearly scaled rate.
+        schedule: A `keras_dp.schedules.WarmupSchedule` or any callable `step -> float`.
         initial_step: The optimizer step training starts at (when resuming).
     """
 

@@ -19,10 +19,8 @@ class Progress(keras.callbacks.Callback):
     Args:
         total_steps: Steps the run will take (for the bar and the ETA).
         initial_step: Step the run starts at (when resuming).
-        style: `"auto"` (rich on a terminal, else plain), `"rich"`,
-            `"plain"` or `"none"`.
-        bits_per: Also show the loss in bits per this unit (`"byte"` for
-            byte-level LMs, `"token"`), or None.
+        style: `"auto"` (rich on a terminal, else plain), `"rich"`, `"plain"` or `"none"`.
+        bits_per: Also show the loss in bits per this unit (`"byte"`, `"token"`), or None.
         is_chief: Override (default: the current `keras_dp.scope()` context).
         interval: Seconds between plain lines.
         stream: Where to write (default stderr).

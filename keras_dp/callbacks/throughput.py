@@ -15,13 +15,11 @@ class Throughput(keras.callbacks.Callback):
 
     Args:
         global_batch_size: Examples per step over all replicas.
-        tokens_per_example: Tokens per example (the sequence length), or
-            None for models that are not about tokens.
+        tokens_per_example: Tokens per example (the sequence length), or None.
         num_replicas: Replicas in sync (for the per-replica rates).
         skip_steps: Steps not timed at the start (compilation).
 
-    After training, `summary()` returns the totals; each epoch's logs get
-    `examples_per_sec` and (with tokens) `tokens_per_sec`.
+    Each epoch's logs get `examples_per_sec` (and `tokens_per_sec`); `summary()` has the totals.
     """
 
     def __init__(self, global_batch_size: int, tokens_per_example: Optional[int] = None,
