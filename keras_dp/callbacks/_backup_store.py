@@ -150,8 +150,7 @@ class BackupStore:
             gfile = _gfile()
             gfile.makedirs(self.directory)
             serials = [b.serial for b in self.list() if b.step == int(step)]
-            # A new name even for a step saved before: the complete backup stays
-            # intact until the new one is.
+            # A new name even for a step saved before: that backup stays until this one is.
             name = f"ckpt-{int(step):09d}-{max(serials, default=-1) + 1}"
             target = os.path.join(self.directory, name)
             gfile.makedirs(target)

@@ -66,11 +66,10 @@ class BackupAndRestore(keras.callbacks.Callback):
         double_checkpoint: Keep at least the two newest backups.
         delete_checkpoint: Delete the backups when training finishes.
         save_before_preemption: On SIGTERM, save at a step all workers share, exit 75.
-        replay_data: On resume, take the batches the interrupted run had
-            taken from a fresh input iterator; `False` when the program
-            starts its input at the backup's step (see `latest_backup()`).
-        metadata: A JSON-able dict, or a function returning one at each
-            save, saved with every backup (`latest_backup(...)["metadata"]`).
+        replay_data: On resume, take the batches the interrupted run had taken from a fresh
+            iterator; `False` when the program starts its input at the backup's step.
+        metadata: A JSON-able dict (or a function returning one at each save), saved with
+            every backup (`latest_backup(...)["metadata"]`).
         keep: How many backups to keep (default 2); a damaged one is reported, the next used.
 
     Raises:
@@ -182,9 +181,8 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._step_in_epoch = 0
         if logs:
             self._last_logs = state.float_logs(logs)
-        # Saved at the next step's start, once Keras shows whether it keeps the
-        # iterator (an infinite dataset) or starts a new one: that decides the
-        # data position. Nothing trains in between.
+        # Saved at the next step's start, once Keras shows whether it keeps the iterator
+        # (an infinite dataset) or starts a new one (the data position); nothing trains between.
         if self.save_freq == "epoch" or self._last_saved_step == self.global_step:
             self._boundary_save = True
 
