@@ -251,6 +251,5 @@ def describe(choice: Choice, directory: str, moved: List[str] = ()) -> Optional[
         if choice.backup is None else (f"restoring the {'older ' if older else ''}backup "
                                        f"{choice.backup.name} (step {choice.backup.step}) instead")
     aside = f" Moved aside: {', '.join(moved)}." if moved else ""
-    plural = "s" if len(choice.damaged) > 1 else ""
-    return (f"keras_dp: cannot use the backup{plural} in {directory} ({problems}); "
-            f"{then}.{aside}")
+    return (f"keras_dp: cannot use the backup{'s' if len(choice.damaged) > 1 else ''} in "
+            f"{directory} ({problems}); {then}.{aside}")

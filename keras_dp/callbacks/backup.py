@@ -177,8 +177,7 @@ class BackupAndRestore(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._resume = None if self._resume is not None and epoch >= self._resume["epoch"] \
             else self._resume
-        self._epoch = epoch + 1
-        self._step_in_epoch = 0
+        self._epoch, self._step_in_epoch = epoch + 1, 0
         if logs:
             self._last_logs = state.float_logs(logs)
         # Saved at the next step's start, once Keras shows whether it keeps the iterator
