@@ -316,7 +316,7 @@ def test_a_non_chief_writes_nothing_into_the_users_directories(tf, tmp_path, mon
     temp.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(temp))
     monkeypatch.setattr(backup_module, "worker_position", lambda strategy: (1, 1, False))
-    monkeypatch.setattr(checkpoint_module, "_role", lambda model: (1, False))
+    monkeypatch.setattr(checkpoint_module, "position", lambda model: (1, 2, False))
     user = tmp_path / "user"
     fit(tf, False, _all_callbacks(user), epochs=2)
     assert not user.exists()

@@ -1,7 +1,4 @@
-"""Worker-aware Keras callbacks (only the chief writes your paths) and training feedback.
-
-See docs/callbacks.md and docs/backups.md.
-"""
+"""Worker-aware Keras callbacks (only the chief writes your paths); see docs/callbacks.md."""
 
 from keras_dp.callbacks._backup_verify import BackupError
 from keras_dp.callbacks.backup import BackupAndRestore, is_replayed_step, latest_backup

@@ -1,9 +1,5 @@
 """Where `BackupAndRestore` backups live: `backup_dir/ckpt-<step>-<n>/`, `latest`, the last K kept.
-
-A backup counts once its `meta.json` (written last) exists; `latest` moves only after that
-and older backups go only after it moved. Only the chief writes here; the others write the
-same checkpoint into a temporary directory and delete it. See docs/backups.md.
-"""
+See docs/backups.md."""
 
 from __future__ import annotations
 
@@ -93,13 +89,10 @@ class BackupStore:
     def list(self) -> List[Backup]:
         """Every backup directory, newest first, with its `meta.json` (nothing verified)."""
         found = []
-        for name in self._names():
-            match = _NAME.match(name)
-            if not match:
-                continue
-            path = os.path.join(self.directory, name)
+        for match in filter(None, map(_NAME.match, self._names())):
+            path = os.path.join(self.directory, match.group(0))
             meta, why = _load_json(os.path.join(path, META), META)
-            found.append(Backup(name, int(match.group(1)), int(match.group(2)), path,
+            found.append(Backup(match.group(0), int(match.group(1)), int(match.group(2)), path,
                                 os.path.join(path, STATE), meta, why))
         return sorted(found, key=lambda b: (b.step, b.serial), reverse=True)
 
@@ -137,11 +130,8 @@ class BackupStore:
         return Choice(None, damaged)
 
     def save(self, step: int, write_state: Callable[[str], Any], meta: Dict[str, Any]) -> str:
-        """Writes one backup of `step` (every worker, at the same step); returns where.
-
-        `write_state(prefix)` writes the checkpoint; `meta` is written after it with the
-        manifest. A refused write removes what it wrote and raises `BackupWriteError`.
-        """
+        """Writes `write_state(prefix)`'s checkpoint, then `meta` (every worker); returns where.
+        A refused write removes what it wrote and raises `BackupWriteError`."""
         if not self.is_chief:
             temp = None
             try:
@@ -160,14 +150,14 @@ class BackupStore:
             gfile = _gfile()
             gfile.makedirs(self.directory)
             serials = [b.serial for b in self.list() if b.step == int(step)]
-            # A new name even for a step saved before: the complete backup stays
-            # intact until the new one is.
+            # A new name even for a step saved before: that backup stays until this one is.
             name = f"ckpt-{int(step):09d}-{max(serials, default=-1) + 1}"
             target = os.path.join(self.directory, name)
             gfile.makedirs(target)
             write_state(os.path.join(target, STATE))
             files = [f.rstrip("/") for f in gfile.listdir(target) if f.startswith(STATE + ".")]
-            meta = dict(meta, files=verify.manifest(target, files))
+            meta = dict(meta, files={f: verify.file_digest(os.path.join(target, f))
+                                     for f in sorted(files)})
             meta["checksum"] = verify.meta_checksum(meta)
             write_text(os.path.join(target, META), json.dumps(meta, indent=1, sort_keys=True))
         except Exception as exc:  # noqa: BLE001 - only a refused write is handled
@@ -186,7 +176,6 @@ class BackupStore:
 
     def _prune(self, keep_name: str) -> None:
         """Deletes all but the newest complete save of each of the `keep` newest steps."""
-        gfile = _gfile()
         newest_of_step: Dict[int, str] = {}
         for backup in self.list():  # newest first
             if backup.meta is not None:
@@ -194,25 +183,21 @@ class BackupStore:
         kept = set(list(newest_of_step.values())[:self.keep]) | {keep_name}
         for entry in self._names():
             if _NAME.match(entry) and entry not in kept:
-                gfile.rmtree(os.path.join(self.directory, entry))
+                _gfile().rmtree(os.path.join(self.directory, entry))
 
     def clean_unfinished(self) -> None:
         """Deletes backups a killed process left half-written (chief only)."""
         if not self.is_chief or not _gfile().isdir(self.directory):
             return
-        pointer = self._pointer()[0]
-        for backup in self._unfinished(self.list(), pointer):
+        for backup in self._unfinished(self.list(), self._pointer()[0]):
             _gfile().rmtree(backup.path)
         for entry in self._names():
             if ".tmp-" in entry or TEMP_MARK in entry:   # the first: older releases'
                 remove_quietly(os.path.join(self.directory, entry))
 
     def set_aside(self, choice: Choice) -> List[str]:
-        """Moves `choice`'s damaged backups aside (chief only, once every worker has chosen).
-
-        Local ones are renamed `damaged-<name>`, others deleted; `latest` is pointed at the
-        chosen backup. Returns where each went.
-        """
+        """Renames (deletes if not local) `choice`'s damaged backups, points `latest` at its
+        choice; returns where each went (chief only, once every worker has chosen)."""
         if not self.is_chief:
             return []
         moved = []
@@ -242,17 +227,15 @@ class BackupStore:
 
     def delete_all(self) -> None:
         """Removes every backup (chief only), then the directory if it is empty."""
-        if not self.is_chief:
-            return
         gfile = _gfile()
-        if not gfile.isdir(self.directory):
+        if not self.is_chief or not gfile.isdir(self.directory):
             return
         for entry in self._names():
             path = os.path.join(self.directory, entry)
             if _NAME.match(entry) or entry.startswith(DAMAGED):
                 gfile.rmtree(path)
-            elif entry == POINTER or entry.startswith(POINTER + ".tmp-") or \
-                    entry.startswith(f".{POINTER}{TEMP_MARK}"):
+            elif entry == POINTER or entry.startswith((f"{POINTER}.tmp-",
+                                                       f".{POINTER}{TEMP_MARK}")):
                 gfile.remove(path)
         if not gfile.listdir(self.directory):
             gfile.rmtree(self.directory)
@@ -264,12 +247,9 @@ def describe(choice: Choice, directory: str, moved: List[str] = ()) -> Optional[
         return None
     problems = "; ".join(f"{name}: {why}" for name, why in choice.damaged)
     older = any(_NAME.match(name) for name, _ in choice.damaged)
-    if choice.backup is not None:
-        then = (f"restoring the {'older ' if older else ''}backup {choice.backup.name} "
-                f"(step {choice.backup.step}) instead")
-    else:
-        then = "no usable backup is left, so training starts over from the beginning"
+    then = "no usable backup is left, so training starts over from the beginning" \
+        if choice.backup is None else (f"restoring the {'older ' if older else ''}backup "
+                                       f"{choice.backup.name} (step {choice.backup.step}) instead")
     aside = f" Moved aside: {', '.join(moved)}." if moved else ""
-    plural = "s" if len(choice.damaged) > 1 else ""
-    return (f"keras_dp: cannot use the backup{plural} in {directory} ({problems}); "
-            f"{then}.{aside}")
+    return (f"keras_dp: cannot use the backup{'s' if len(choice.damaged) > 1 else ''} in "
+            f"{directory} ({problems}); {then}.{aside}")

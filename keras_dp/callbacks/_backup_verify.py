@@ -1,7 +1,4 @@
-"""Whether a backup is exactly as written (sizes and SHA-256 in `meta.json`) and fits this run.
-
-See docs/backups.md.
-"""
+"""Whether a backup is exactly as written (sizes and SHA-256 in `meta.json`) and fits this run."""
 
 from __future__ import annotations
 
@@ -10,7 +7,7 @@ import itertools
 import json
 import logging
 import os
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, List, Optional
 
 from keras_dp.callbacks._storage import first_line, is_io_error
 from keras_dp.chief_files import _gfile, is_local
@@ -19,25 +16,15 @@ from keras_dp.errors import KerasDPError
 log = logging.getLogger("keras_dp")
 _generations = itertools.count()
 
-_CHUNK = 1 << 22
-
 
 def file_digest(path: str) -> Dict[str, Any]:
     """`{"size": bytes, "sha256": hex}` of one file (local or any `tf.io.gfile` path)."""
     digest, size = hashlib.sha256(), 0
     with open(path, "rb") if is_local(path) else _gfile().GFile(path, "rb") as handle:
-        while True:
-            chunk = handle.read(_CHUNK)
-            if not chunk:
-                break
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
             digest.update(chunk)
             size += len(chunk)
     return {"size": size, "sha256": digest.hexdigest()}
-
-
-def manifest(directory: str, names: Iterable[str]) -> Dict[str, Dict[str, Any]]:
-    """The size and SHA-256 of each named file in `directory`."""
-    return {name: file_digest(os.path.join(directory, name)) for name in sorted(names)}
 
 
 def meta_checksum(meta: Dict[str, Any]) -> str:
@@ -56,13 +43,22 @@ def problem(directory: str, meta: Dict[str, Any], prefix: str) -> Optional[str]:
     if "checksum" in meta and meta.get("checksum") != meta_checksum(meta):
         return "meta.json was changed after it was written (its checksum does not match)"
     files = meta.get("files")
-    if files is None:
-        return _tf_problem(prefix)
+    if files is None:   # written by an older keras_dp: every tensor is read
+        import tensorflow as tf
+
+        try:
+            reader = tf.train.load_checkpoint(prefix)
+            for key in reader.get_variable_to_shape_map():
+                reader.get_tensor(key)
+        except Exception as exc:  # noqa: BLE001 - TensorFlow raises several kinds here
+            if not is_io_error(exc) and not isinstance(exc, (IndexError, ValueError)):
+                raise
+            return f"TensorFlow cannot read its checkpoint ({first_line(exc)})"
+        return None
     if not isinstance(files, dict) or not files:
         return "meta.json lists no checkpoint files"
     gfile = _gfile()
-    for name in sorted(files):
-        expected = files[name]
+    for name, expected in sorted(files.items()):
         path = os.path.join(directory, name)
         try:
             if not gfile.exists(path):
@@ -79,21 +75,6 @@ def problem(directory: str, meta: Dict[str, Any], prefix: str) -> Optional[str]:
             if not is_io_error(exc):
                 raise
             return f"{name} cannot be read ({first_line(exc)})"
-    return None
-
-
-def _tf_problem(prefix: str) -> Optional[str]:
-    """A backup without manifest: reads every tensor, so that a damaged one is found now."""
-    import tensorflow as tf
-
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        for key in reader.get_variable_to_shape_map():
-            reader.get_tensor(key)
-    except Exception as exc:  # noqa: BLE001 - TensorFlow raises several kinds here
-        if not is_io_error(exc) and not isinstance(exc, (IndexError, ValueError)):
-            raise
-        return f"TensorFlow cannot read its checkpoint ({first_line(exc)})"
     return None
 
 
@@ -128,24 +109,18 @@ def describe_variables(state) -> Dict[str, List[List[Any]]]:
 
 
 def same_layout(saved: Dict[str, Any], now: Dict[str, Any], backup_dir) -> Dict[str, Any]:
-    """The groups of `saved` to restore; `BackupError` if its variables' shapes are not `now`'s.
-
-    Both are `describe_variables`; the global seed is restored only when this run created it.
-    """
+    """The groups of `saved` (`describe_variables`) to restore; `BackupError` if not `now`'s."""
     if "global_seed" in saved and "global_seed" not in now:
         log.warning("keras_dp: the backup has Keras' global seed generator state, but "
                     "this run has not created it yet; it is not restored")
         saved = {k: v for k, v in saved.items() if k != "global_seed"}
     for group in ("model", "optimizer"):
         old, new = saved.get(group, []), now.get(group, [])
-        shapes_old = [shape for _, shape in old]
-        shapes_new = [shape for _, shape in new]
-        if shapes_old != shapes_new:
-            detail = (f"{len(old)} variables in the backup, {len(new)} now"
-                      if len(old) != len(new) else next(
-                          f"variable {i} ({new[i][0]}) has shape {tuple(a)} in the backup "
-                          f"but {tuple(b)} now"
-                          for i, (a, b) in enumerate(zip(shapes_old, shapes_new)) if a != b))
+        wrong = [f"variable {i} ({path}) has shape {tuple(a)} in the backup but {tuple(b)} now"
+                 for i, ((_, a), (path, b)) in enumerate(zip(old, new)) if a != b]
+        if len(old) != len(new) or wrong:
+            detail = wrong[0] if len(old) == len(new) else \
+                f"{len(old)} variables in the backup, {len(new)} now"
             raise BackupError(
                 f"the backup in {backup_dir!r} was written by a different {group} "
                 f"({detail}). Use a new backup_dir for a new model, or delete this one. "

@@ -28,21 +28,14 @@ _STORAGE_WORDS = ("no space left", "read-only file system", "permission denied",
 
 
 def is_storage_error(exc: BaseException) -> bool:
-    """Whether `exc` means the disk refused a write (full, read-only, no permission).
-
-    A collective that failed during a save (a peer died) is NOT one: it must
-    reach keras_dp's fault handling unchanged.
-    """
+    """Whether the disk refused a write (full, read-only, no permission); not a lost peer."""
     if isinstance(exc, OSError):
         return True
-    if not is_io_error(exc):
-        return False
     import tensorflow as tf
 
     # ResourceExhausted is also "out of memory": only the disk's kind counts.
-    text = str(exc).lower()
-    return isinstance(exc, tf.errors.PermissionDeniedError) or any(
-        word in text for word in _STORAGE_WORDS)
+    return isinstance(exc, tf.errors.PermissionDeniedError) or isinstance(
+        exc, tf.errors.OpError) and any(word in str(exc).lower() for word in _STORAGE_WORDS)
 
 
 def free_space(path: str) -> str:
@@ -50,11 +43,8 @@ def free_space(path: str) -> str:
     if "://" in path:
         return "free space unknown (not a local filesystem)"
     probe = os.path.abspath(path)
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
     try:
         usage = shutil.disk_usage(probe)
     except OSError:

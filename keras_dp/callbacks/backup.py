@@ -1,9 +1,5 @@
 """`BackupAndRestore`: multi-worker-aware, atomic, step-exact backups for `model.fit`.
-
-Only the chief writes `backup_dir` (`_backup_store.py`); a restore resumes at the exact step
-with the whole training state (`_backup_state.py`) and the data position. See
-docs/callbacks.md, docs/backups.md and docs/train_job.md.
-"""
+See docs/callbacks.md, docs/backups.md and docs/train_job.md."""
 
 from __future__ import annotations
 
@@ -30,34 +26,17 @@ _ACTIVE = "_keras_dp_backup"
 
 
 def latest_backup(backup_dir) -> Optional[Dict[str, Any]]:
-    """The metadata of the newest intact backup in `backup_dir`, or None.
-
-    Checks the backups as a restore does, without loading any state, so a
-    program can learn where training will resume before it builds its model
-    and input.
+    """The metadata of the newest intact backup (checked as a restore does), or None.
 
     Args:
         backup_dir: The callback's `backup_dir`.
 
     Returns:
-        A dict with `global_step` (steps done since the first `fit` that wrote
-        backups there), `epoch`, `step_in_epoch` and the callback's
-        `metadata`; None when there is no intact backup.
-
-    Example:
-
-    ```python
-    found = keras_dp.callbacks.latest_backup("/shared/run1/backup")
-    start = found["global_step"] if found else 0
-    ds = keras_dp.data.text_dataset(..., start_step=start)
-    model.fit(ds, callbacks=[keras_dp.callbacks.BackupAndRestore(
-        "/shared/run1/backup", save_freq=100, replay_data=False)], ...)
-    ```
+        A dict with `global_step` (steps done since the first `fit` that wrote backups
+        there), `epoch`, `step_in_epoch` and the callback's `metadata`; None if no backup.
     """
-    if not backup_dir:
-        return None
-    found = BackupStore(str(backup_dir), is_chief=False).choose().backup
-    return None if found is None else found.meta
+    found = BackupStore(str(backup_dir), is_chief=False).choose().backup if backup_dir else None
+    return found and found.meta
 
 
 def steps_per_batch(model) -> int:
@@ -66,10 +45,7 @@ def steps_per_batch(model) -> int:
 
 
 def is_replayed_step(model, batch: int) -> bool:
-    """Whether `fit`'s step `batch` only skips a step done before a restore.
-
-    Keras still calls the batch hooks for the resumed epoch's steps that the
-    backup had done; callbacks that count or time steps ignore them.
+    """Whether `fit`'s step `batch` only skips a step done before a restore (not to count).
 
     Args:
         model: The model being trained (`callback.model`).
@@ -80,9 +56,7 @@ def is_replayed_step(model, batch: int) -> bool:
 
 
 class BackupAndRestore(keras.callbacks.Callback):
-    """Backs up the training state so that an interrupted `fit` resumes at the exact step.
-
-    Used like Keras' `BackupAndRestore`, in single- and multi-worker runs.
+    """Like Keras' `BackupAndRestore`, multi-worker, and an interrupted `fit` resumes at the step.
 
     Args:
         backup_dir: Directory for the backups, only for them. Only the chief
@@ -91,15 +65,12 @@ class BackupAndRestore(keras.callbacks.Callback):
             start of training), or `False` (only on preemption).
         double_checkpoint: Keep at least the two newest backups.
         delete_checkpoint: Delete the backups when training finishes.
-        save_before_preemption: On SIGTERM, save at a step every worker
-            shares and exit with code 75 (`keras_dp.fault.EXIT_PREEMPTED`).
-        replay_data: On resume, take the batches the interrupted run had
-            taken from a fresh input iterator; `False` when the program
-            starts its input at the backup's step (see `latest_backup()`).
-        metadata: A JSON-able dict, or a function returning one at each
-            save, saved with every backup (`latest_backup(...)["metadata"]`).
-        keep: How many backups to keep (default 2); a damaged one is
-            reported on restore and the next older one used.
+        save_before_preemption: On SIGTERM, save at a step all workers share, exit 75.
+        replay_data: On resume, take the batches the interrupted run had taken from a fresh
+            iterator; `False` when the program starts its input at the backup's step.
+        metadata: A JSON-able dict (or a function returning one at each save), saved with
+            every backup (`latest_backup(...)["metadata"]`).
+        keep: How many backups to keep (default 2); a damaged one is reported, the next used.
 
     Raises:
         ConfigError: for an empty `backup_dir`, a bad `save_freq` or `keep`.
@@ -162,15 +133,14 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._reset_counters()
         setattr(self.model, _ACTIVE, self)
         strategy = self.model.distribute_strategy
-        index, count, is_chief = worker_position(strategy)
-        self._count = count
+        index, self._count, is_chief = worker_position(strategy)
         self._store = BackupStore(self.backup_dir, is_chief=is_chief, worker_index=index,
                                   keep=self.keep)
         self._store.clean_unfinished()
         state.ensure_built(self.model)
         choice = self._store.choose()
         agree_across_workers("none" if choice.backup is None else choice.backup.name,
-                             index, count, self.backup_dir)
+                             index, self._count, self.backup_dir)
         message = describe(choice, self.backup_dir, self._store.set_aside(choice))
         if message and is_chief:
             log.warning(message)
@@ -181,14 +151,11 @@ class BackupAndRestore(keras.callbacks.Callback):
             self._watcher = PreemptionWatcher(strategy).start()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._step_in_epoch = 0
+        self._epoch, self._step_in_epoch = epoch, 0
         resume = self._resume
-        if resume is not None and epoch == resume["epoch"]:
+        if self.is_replayed(0):   # resuming inside this epoch
             self._step_in_epoch = resume["step_in_epoch"]
-            if resume["step_in_epoch"]:
-                state.read_metrics(self.model, resume["prefix"],
-                                   resume["metrics_variables"])
+            state.read_metrics(self.model, resume["prefix"], resume["metrics_variables"])
 
     def on_train_batch_end(self, batch, logs=None):
         if self.is_replayed(batch):
@@ -210,13 +177,11 @@ class BackupAndRestore(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._resume = None if self._resume is not None and epoch >= self._resume["epoch"] \
             else self._resume
-        self._epoch = epoch + 1
-        self._step_in_epoch = 0
+        self._epoch, self._step_in_epoch = epoch + 1, 0
         if logs:
             self._last_logs = state.float_logs(logs)
-        # Saved at the next step's start, once Keras shows whether it keeps the
-        # iterator (an infinite dataset) or starts a new one: that decides the
-        # data position. Nothing trains in between.
+        # Saved at the next step's start, once Keras shows whether it keeps the iterator
+        # (an infinite dataset) or starts a new one (the data position); nothing trains between.
         if self.save_freq == "epoch" or self._last_saved_step == self.global_step:
             self._boundary_save = True
 
@@ -224,9 +189,8 @@ class BackupAndRestore(keras.callbacks.Callback):
         fit_step.unwrap(self.model)
         if getattr(self.model, _ACTIVE, None) is self:
             setattr(self.model, _ACTIVE, None)
-        pending = False
+        pending = self._watcher is not None and self._watcher.pending
         if self._watcher is not None:
-            pending = self._watcher.pending
             self._watcher.stop()
         if self._set_initial_epoch:
             self.model._initial_epoch = None
@@ -240,13 +204,11 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def _save(self, reason: str) -> Optional[str]:
         variables, write = state.writer(self.model)
-        meta = {
-            "format": state.FORMAT, "reason": reason, "global_step": self.global_step,
-            "epoch": self._epoch, "step_in_epoch": self._step_in_epoch,
-            "data_position": self._position, "logs": self._last_logs,
-            "num_workers": self._count, "variables": variables,
-            "metrics_variables": len(self.model.metrics_variables),
-        }
+        meta = {"format": state.FORMAT, "reason": reason, "global_step": self.global_step,
+                "epoch": self._epoch, "step_in_epoch": self._step_in_epoch,
+                "data_position": self._position, "logs": self._last_logs,
+                "num_workers": self._count, "variables": variables,
+                "metrics_variables": len(self.model.metrics_variables)}
         if self.metadata is not None:
             meta["metadata"] = self.metadata() if callable(self.metadata) else self.metadata
         try:
@@ -258,12 +220,11 @@ class BackupAndRestore(keras.callbacks.Callback):
             kept = self._last_good_step
             previous = (f"the previous backup (step {kept}) is intact and will be restored "
                         "if the run stops" if kept is not None else "there is no earlier backup")
-            retry = (f"the next backup is tried at step "
-                     f"{(self.global_step // self.save_freq + 1) * self.save_freq}"
-                     if isinstance(self.save_freq, int) and not isinstance(self.save_freq, bool)
-                     else "the next backup is tried as planned")
+            retry = "as planned" if self.save_freq in ("epoch", False) else \
+                f"at step {(self.global_step // self.save_freq + 1) * self.save_freq}"
             log.warning("keras_dp: WARNING: the backup of step %d was NOT saved: %s. Training "
-                        "goes on: %s; %s. Free space (or fix the permissions) in %s.",
+                        "goes on: %s; the next backup is tried %s. Free space (or fix the "
+                        "permissions) in %s.",
                         self.global_step, exc, previous, retry, self.backup_dir)
             return None
         self._last_saved_step = self._last_good_step = self.global_step
@@ -296,16 +257,14 @@ class BackupAndRestore(keras.callbacks.Callback):
         if iterator is not self._iterator:
             self._iterator = iterator
             self._position = 0
-            if self._hidden_skip:
-                self._take(iterator, self._hidden_skip)
-                self._hidden_skip = 0
+            self._take(iterator, self._hidden_skip)
+            self._hidden_skip = 0
         if self._boundary_save:
             self._boundary_save = False
             self._save("epoch")
         if self._replay_calls > 0:
             self._replay_calls -= 1
-            if self.replay_data:
-                self._take(iterator, spe)
+            self._take(iterator, spe if self.replay_data else 0)
             return self._replay_logs
         outputs = original(iterator)
         self._position += spe

@@ -1,9 +1,5 @@
-"""Chief-only `ModelCheckpoint`, `TensorBoard` and `CSVLogger` (Keras' arguments).
-
-The worker-aware behaviour is in the functions below, which the classes call with Keras' own
-method and the Keras-layer part `stock_callbacks` calls from the stock Keras classes. See
-docs/callbacks.md and docs/dropin_writes.md.
-"""
+"""Chief-only `ModelCheckpoint`, `TensorBoard` and `CSVLogger`; the functions also serve the
+Keras-layer part `stock_callbacks`. See docs/callbacks.md and docs/dropin_writes.md."""
 
 from __future__ import annotations
 
@@ -21,14 +17,9 @@ from keras_dp.chief_files import is_local, position, private_dir, remove_quietly
 log = logging.getLogger("keras_dp")
 
 
-def _role(model):
-    index, _, is_chief = position(model)
-    return index, is_chief
-
-
 def save_as_worker(callback, save, *args, **kwargs):
     """`ModelCheckpoint._save_model`: a non-chief saves into a temporary directory it deletes."""
-    index, is_chief = _role(callback.model)
+    index, _, is_chief = position(callback.model)
     if is_chief or getattr(callback, "_redirect", None):
         return save(*args, **kwargs)
     callback._redirect = private_dir("checkpoint", index)
@@ -37,8 +28,7 @@ def save_as_worker(callback, save, *args, **kwargs):
         return save(*args, **kwargs)
     finally:
         shutil.rmtree(callback._redirect, ignore_errors=True)
-        callback._redirect = None
-        callback.verbose = verbose
+        callback._redirect, callback.verbose = None, verbose
 
 
 def file_path_as_worker(callback, path: str) -> str:
@@ -49,7 +39,7 @@ def file_path_as_worker(callback, path: str) -> str:
 
 def set_model_as_worker(callback, set_model, model):
     """`TensorBoard.set_model`: a non-chief logs into a temporary directory (`drop_worker_dir`)."""
-    index, is_chief = _role(model)
+    index, _, is_chief = position(model)
     worker_dir = getattr(callback, "_worker_dir", None)
     if is_chief or (worker_dir and callback.log_dir == worker_dir):
         return set_model(model)
@@ -72,7 +62,7 @@ def drop_worker_dir(callback) -> None:
 
 def writes_csv(callback) -> bool:
     """Whether this worker's `CSVLogger` writes its file (the chief alone)."""
-    return _role(callback.model)[1]
+    return position(callback.model)[2]
 
 
 def csv_is_open(callback) -> bool:
@@ -81,20 +71,15 @@ def csv_is_open(callback) -> bool:
 
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """`keras.callbacks.ModelCheckpoint` where only the chief writes `filepath`, atomically.
+    """`keras.callbacks.ModelCheckpoint` (same arguments) where only the chief writes `filepath`,
+    atomically; a save the disk refuses is one warning and training goes on."""
 
-    Same arguments as Keras'. The other workers save to a temporary file they
-    delete. A save the disk refuses is one warning; training goes on.
-    """
-
-    _redirect: Optional[str] = None
     _pending: Optional[tuple] = None   # (temporary path, final path) of the save under way
     _atomic = False
 
     def _save_model(self, epoch, batch, logs):
-        if not _role(self.model)[1]:
+        if not position(self.model)[2]:
             return save_as_worker(self, super()._save_model, epoch, batch, logs)
-        self._pending = None
         self._atomic = True
         try:
             super()._save_model(epoch, batch, logs)
@@ -114,20 +99,14 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     def _get_file_path(self, epoch, batch, logs):
         path = file_path_as_worker(self, super()._get_file_path(epoch, batch, logs))
-        if self._atomic and not self._redirect and is_local(path):
-            temp = temp_name(path)
-            self._pending = (temp, path)
-            return temp
+        if self._atomic and is_local(path):   # the chief's save
+            self._pending = (temp_name(path), path)
+            return self._pending[0]
         return path
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
-    """`keras.callbacks.TensorBoard` where only the chief writes `log_dir` (same arguments).
-
-    The other workers write into a temporary directory, deleted when training ends.
-    """
-
-    _worker_dir: Optional[str] = None
+    """`keras.callbacks.TensorBoard` where only the chief writes `log_dir` (same arguments)."""
 
     @functools.wraps(keras.callbacks.TensorBoard.__init__)   # the same signature
     def __init__(self, *args, **kwargs):

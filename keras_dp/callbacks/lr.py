@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable
 
 import keras
 
@@ -20,50 +20,31 @@ def current_learning_rate(optimizer) -> float:
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds the current learning rate to the batch and epoch logs as `"lr"`."""
 
-    def _add(self, logs):
+    def on_train_batch_end(self, batch, logs=None):
         if logs is not None and self.model is not None and self.model.optimizer is not None:
             logs["lr"] = current_learning_rate(self.model.optimizer)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._add(logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._add(logs)
+    on_epoch_end = on_train_batch_end
 
 
 class WarmupScheduler(keras.callbacks.Callback):
     """Sets the learning rate before every training step from `schedule(step)`.
 
     Args:
-        schedule: A `keras_dp.schedules.WarmupSchedule` (or any callable
-            `step -> float`), e.g. warmup to the linearly scaled rate.
+        schedule: A `keras_dp.schedules.WarmupSchedule` or any callable `step -> float`.
         initial_step: The optimizer step training starts at (when resuming).
-
-    Example:
-
-    ```python
-    lr = keras_dp.schedules.WarmupSchedule(
-        keras_dp.schedules.scaled_learning_rate(1e-3, ctx.global_batch(32), 32),
-        warmup_steps=200, decay="constant")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), ...)
-    model.fit(ds, callbacks=[keras_dp.callbacks.WarmupScheduler(lr)])
-    ```
     """
 
-    def __init__(self, schedule: Union[Callable[[int], float], object], initial_step: int = 0):
+    def __init__(self, schedule: Callable[[int], float], initial_step: int = 0):
         super().__init__()
         self.schedule = schedule
         self.step = int(initial_step)
-
-    def _value(self, step: int) -> float:
-        value = getattr(self.schedule, "value", None)
-        return float(value(step) if value is not None else self.schedule(step))
 
     def on_train_batch_begin(self, batch, logs=None):
         if is_replayed_step(self.model, batch):
             return
         optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
-        optimizer.learning_rate = self._value(self.step)
+        optimizer.learning_rate = float(getattr(self.schedule, "value", self.schedule)(self.step))
 
     def on_train_batch_end(self, batch, logs=None):
         if is_replayed_step(self.model, batch):

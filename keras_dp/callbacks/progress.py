@@ -10,15 +10,7 @@ from typing import Optional, TextIO
 import keras
 
 from keras_dp.callbacks.backup import is_replayed_step, steps_per_batch
-
-STYLES = ("auto", "rich", "plain", "none")
-
-
-def _is_chief() -> bool:
-    from keras_dp.current import current_context
-
-    context = current_context()
-    return True if context is None else bool(context.is_chief)
+from keras_dp.errors import ConfigError
 
 
 class Progress(keras.callbacks.Callback):
@@ -27,10 +19,8 @@ class Progress(keras.callbacks.Callback):
     Args:
         total_steps: Steps the run will take (for the bar and the ETA).
         initial_step: Step the run starts at (when resuming).
-        style: `"auto"` (rich on a terminal, else plain), `"rich"`,
-            `"plain"` or `"none"`.
-        bits_per: Also show the loss in bits per this unit (`"byte"` for
-            byte-level LMs, `"token"`), or None.
+        style: `"auto"` (rich on a terminal, else plain), `"rich"`, `"plain"` or `"none"`.
+        bits_per: Also show the loss in bits per this unit (`"byte"`, `"token"`), or None.
         is_chief: Override (default: the current `keras_dp.scope()` context).
         interval: Seconds between plain lines.
         stream: Where to write (default stderr).
@@ -40,18 +30,19 @@ class Progress(keras.callbacks.Callback):
                  bits_per: Optional[str] = None, is_chief: Optional[bool] = None,
                  interval: float = 10.0, stream: Optional[TextIO] = None):
         super().__init__()
-        if style not in STYLES:
-            from keras_dp.errors import ConfigError
-
+        if style not in ("auto", "rich", "plain", "none"):
             raise ConfigError("unknown progress style", variable="style", received=style,
-                              fix=f"use one of: {', '.join(STYLES)}")
+                              fix="use one of: auto, rich, plain, none")
         self.total_steps = int(total_steps)
         self.step = int(initial_step)
         self.bits_per = bits_per
         self.interval = float(interval)
         self.stream = stream or sys.stderr
-        chief = _is_chief() if is_chief is None else bool(is_chief)
-        if not chief:
+        if is_chief is None:
+            from keras_dp.current import current_context
+
+            is_chief = getattr(current_context(), "is_chief", True)   # True alone
+        if not is_chief:
             style = "none"
         elif style == "auto":
             style = "rich" if getattr(self.stream, "isatty", lambda: False)() else "plain"
@@ -69,10 +60,8 @@ class Progress(keras.callbacks.Callback):
             parts.append(f"loss {loss:.4f}")
             if self.bits_per:
                 parts.append(f"{loss / math.log(2):.3f} bits/{self.bits_per}")
-        if "val_loss" in logs:
-            parts.append(f"val_loss {logs['val_loss']:.4f}")
-        if "lr" in logs:
-            parts.append(f"lr {logs['lr']:.2e}")
+        parts += [form.format(logs[key]) for key, form in (
+            ("val_loss", "val_loss {:.4f}"), ("lr", "lr {:.2e}")) if key in logs]
         if "tokens_per_sec" in logs:
             parts.append(f"{logs['tokens_per_sec']:,.0f} tok/s")
         elif "examples_per_sec" in logs:
@@ -106,8 +95,7 @@ class Progress(keras.callbacks.Callback):
             now = time.time()
             if now - self._last_line >= self.interval or self.step >= self.total_steps:
                 self._last_line = now
-                self._print(f"step {self.step}/{self.total_steps}  "
-                            f"{now - self._started:.0f}s  {self.describe(logs)}")
+                self._print(self.describe(logs))
 
     def on_epoch_end(self, epoch, logs=None):
         self.last_logs = {k: v for k, v in (logs or {}).items()
@@ -116,8 +104,7 @@ class Progress(keras.callbacks.Callback):
             return
         val = logs["val_loss"]
         bits = f" ({val / math.log(2):.3f} bits/{self.bits_per})" if self.bits_per else ""
-        self._print(f"step {self.step}/{self.total_steps}  {time.time() - self._started:.0f}s  "
-                    f"validation loss {val:.4f}{bits}")
+        self._print(f"validation loss {val:.4f}{bits}")
 
     def on_train_end(self, logs=None):
         if self._progress is not None:
@@ -125,6 +112,7 @@ class Progress(keras.callbacks.Callback):
             self._progress = None
 
     def _print(self, text: str) -> None:
+        text = f"step {self.step}/{self.total_steps}  {time.time() - self._started:.0f}s  {text}"
         if self._progress is not None:
             self._progress.console.print(text)
         else:

@@ -15,13 +15,11 @@ class Throughput(keras.callbacks.Callback):
 
     Args:
         global_batch_size: Examples per step over all replicas.
-        tokens_per_example: Tokens per example (the sequence length), or
-            None for models that are not about tokens.
+        tokens_per_example: Tokens per example (the sequence length), or None.
         num_replicas: Replicas in sync (for the per-replica rates).
         skip_steps: Steps not timed at the start (compilation).
 
-    After training, `summary()` returns the totals; each epoch's logs get
-    `examples_per_sec` and (with tokens) `tokens_per_sec`.
+    Each epoch's logs get `examples_per_sec` (and `tokens_per_sec`); `summary()` has the totals.
     """
 
     def __init__(self, global_batch_size: int, tokens_per_example: Optional[int] = None,
@@ -35,8 +33,7 @@ class Throughput(keras.callbacks.Callback):
         self._timed_steps = 0
         self._timed_seconds = 0.0
         self._mark: Optional[float] = None
-        self._epoch_steps = 0
-        self._epoch_seconds = 0.0
+        self._epoch_start = (0, 0.0)   # (timed steps, timed seconds) when the epoch began
 
     def on_train_batch_begin(self, batch, logs=None):
         if is_replayed_step(self.model, batch):
@@ -51,23 +48,21 @@ class Throughput(keras.callbacks.Callback):
         self.steps += executed
         if self._mark is not None:
             now = time.perf_counter()
-            elapsed = now - self._mark
-            self._timed_seconds += elapsed
+            self._timed_seconds += now - self._mark
             self._timed_steps += executed
-            self._epoch_seconds += elapsed
-            self._epoch_steps += executed
             self._mark = now
 
     def on_test_begin(self, logs=None):
         self._mark = None  # validation time is not training time
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_steps, self._epoch_seconds = 0, 0.0
+        self._epoch_start = (self._timed_steps, self._timed_seconds)
         self._mark = None
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self._epoch_seconds > 0:
-            logs.update(self._rates(self._epoch_steps, self._epoch_seconds, per_replica=False))
+        if logs is not None:
+            logs.update(self._rates(self._timed_steps - self._epoch_start[0],
+                                    self._timed_seconds - self._epoch_start[1], per_replica=False))
 
     def _rates(self, steps: int, seconds: float, per_replica: bool = True) -> Dict[str, float]:
         if seconds <= 0 or steps <= 0:
@@ -82,6 +77,5 @@ class Throughput(keras.callbacks.Callback):
 
     def summary(self) -> Dict[str, float]:
         """Rates over all timed steps: examples_per_sec, tokens_per_sec, ..._per_replica."""
-        result = self._rates(self._timed_steps, self._timed_seconds)
-        result.update(timed_steps=self._timed_steps, timed_seconds=self._timed_seconds)
-        return result
+        return dict(self._rates(self._timed_steps, self._timed_seconds),
+                    timed_steps=self._timed_steps, timed_seconds=self._timed_seconds)
