@@ -75,7 +75,10 @@ def build_model(config: TrainConfig, tokenizer):
 
 
 def compile_model(model, config: TrainConfig, schedule) -> None:
-    """Compiles `model` as the job does: AdamW, the LM loss, `xla`, `steps_per_execution`.
+    """Compiles and builds `model` as the job does: AdamW, the LM loss, XLA, steps per execution.
+
+    The optimizer's slots are made here, not in the step's first trace: without a strategy scope
+    Keras makes them while tracing, and TensorFlow then traces the whole step a second time.
 
     Args:
         model: A `TransformerLM` (from `build_model`).
@@ -91,6 +94,8 @@ def compile_model(model, config: TrainConfig, schedule) -> None:
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "position"])
     model.compile(optimizer=optimizer, jit_compile=bool(config.xla),
                   steps_per_execution=config.steps_per_execution)
+    model.build((None, model.seq_len))
+    model.optimizer.build(model.trainable_variables)   # a LossScaleOptimizer with mixed_float16
 
 
 def _say(context, *messages: str) -> None:
@@ -157,7 +162,6 @@ def train(config: Optional[TrainConfig] = None, **options) -> TrainResult:
     with context:
         model = build_model(config, corpus.tokenizer)
         compile_model(model, config, schedule)
-        model.build((None, seq_len))
     # The batches depend only on the step: the input starts where training resumes.
     train_ds = data_lib.text_dataset(corpus, split="train", seq_len=seq_len,
                                      global_batch_size=global_batch, seed=config.seed,

@@ -72,7 +72,6 @@ def build_lm(preset: str = "tiny", *, seq_len: Optional[int] = None, dtype=None,
         min(config.warmup_steps, steps - 1), steps, config.decay, config.min_lr_ratio)
     model = job.build_model(config, corpus.tokenizer)
     job.compile_model(model, config, schedule)
-    model.build((None, model.seq_len))
     return model
 
 
