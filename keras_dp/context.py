@@ -86,8 +86,9 @@ class Context:
                 f"{' (chief)' if self.is_chief else ''}")
 
     def __enter__(self) -> "Context":
-        self._scopes.append(self.strategy.scope())
-        self._scopes[-1].__enter__()
+        scope = self.strategy.scope()
+        scope.__enter__()
+        self._scopes.append(scope)  # only a scope that was entered is exited
         return self
 
     def __exit__(self, *exc_info) -> None:
