@@ -323,3 +323,20 @@ def test_two_workers_without_the_parts_write_the_same_files(tmp_path):
         # both creating backup_dir at once (a race: any of the three).
         assert any(symptom in output for symptom in (
             "unable to lock file", "No such file", "File exists")), output[-4000:]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("savers", ["every", "chief"])
+def test_the_chief_outlives_a_later_worker(tmp_path, savers):
+    """The chief saves and ends while worker 1 is 6 s behind: the chief hosts the
+    coordination service worker 1 asks whether the save is done, so it waits at exit until
+    worker 1 has read that (`every`); a save on the chief alone (`chief`) waits only until
+    worker 1 reaches its exit, not 300 s."""
+    import keras
+
+    results = run_workers("exit_worker.py", 2, [str(tmp_path), "6", savers], timeout=150)
+    for result in results:
+        result.check()
+    assert (tmp_path / "done_0").exists() and (tmp_path / "done_1").exists()
+    keras.saving.load_model(tmp_path / "model.keras")
+    assert not [p for p in everything_under(tmp_path) if TEMP in p]
