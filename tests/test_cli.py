@@ -102,6 +102,31 @@ def test_version_and_help():
     assert result.returncode == 2 and "tf-config" in result.stdout
 
 
+@pytest.mark.parametrize("command", ["train", "launch", "env", "tf-config", "generate"])
+def test_every_option_says_what_it_does_and_no_empty_default(command):
+    import argparse
+
+    from keras_dp.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices[command].format_help()
+    undocumented = [a.option_strings for a in sub.choices[command]._actions
+                    if a.option_strings and not a.help]
+    assert not undocumented
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert re.search(r"\(default[^)]*\) \(default", text) is None   # said twice
+
+
+def test_launch_help_lists_the_exit_codes_and_the_stop_grace(capsys):
+    from keras_dp.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["launch", "--help"])
+    text = capsys.readouterr().out
+    assert all(f"{code} " in text for code in (75, 76, 77)) and "SIGSTOP" in text
+
+
 # -- TensorFlow's start-up notices (keras_dp.launcher.quiet) ---------------------------------
 
 ABSL_LINE = ("WARNING: All log messages before absl::InitializeLog() is called are written "

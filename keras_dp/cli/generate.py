@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import os
 
+from keras_dp.cli._help import Formatter
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "generate", help="continue a prompt with a model saved by keras-dp train")
+        "generate", help="continue a prompt with a model saved by keras-dp train",
+        description="Continue PROMPT with a model saved by keras-dp train.",
+        formatter_class=Formatter)
     parser.add_argument("model_dir", metavar="MODEL_DIR",
                         help="an --output-dir of keras-dp train, or a .keras file")
-    parser.add_argument("prompt", nargs="?", default="", metavar="PROMPT")
+    parser.add_argument("prompt", nargs="?", default="", metavar="PROMPT",
+                        help="text to continue (default: none)")
     parser.add_argument("--tokens", "--max-new-tokens", dest="tokens", type=int, default=200,
                         help="tokens to generate")
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top-k", type=int, default=40, help="0: no top-k filter")
+    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
+    parser.add_argument("--top-k", type=int, default=40, metavar="K",
+                        help="sample from the K likeliest tokens; 0: all")
     parser.add_argument("--greedy", action="store_true", help="always take the likeliest token")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="sampling seed (default: a different sample each run)")
     parser.add_argument("--continuation-only", action="store_true",
                         help="print only the generated text, not the prompt")
     parser.set_defaults(func=run)

@@ -9,27 +9,43 @@ import argparse
 import sys
 
 
+_EPILOG = """\
+exit status: 0 when every worker exited 0; otherwise the code of the worker that failed
+first (128 + N for signal N). A keras_dp worker exits with
+  1   its program failed           2   a usage or configuration error
+  75  preempted, a backup saved    76  another worker died, froze or failed
+  77  a worker did not join in time (start-up)
+SIGINT/SIGTERM are forwarded to every worker (a second one kills them).
+See docs/launch.md and docs/fault_tolerance.md."""
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "launch", help="run a training command as N workers on this machine",
-        description="Start N workers of COMMAND on this machine, each with its own TF_CONFIG; "
-                    "exit 0 only when every worker succeeded (docs/launch.md).",
-        usage="keras-dp launch -n N [options] [--] COMMAND [ARGS...]")
+        description="Start N workers of COMMAND on this machine, each with its own TF_CONFIG\n"
+                    "(docs/launch.md).",
+        usage="keras-dp launch -n N [options] [--] COMMAND [ARGS...]",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
     parser.add_argument("-n", "--num-workers", type=int, required=True, metavar="N",
                         help="number of worker processes")
     parser.add_argument("--max-restarts", type=int, default=0, metavar="R",
-                        help="start all workers again after a failure, up to R times")
+                        help="start all workers again (new ports) after a failure or a "
+                             "preemption, up to R times; not after exit code 2 (default: 0)")
     parser.add_argument("--cpu-replicas", type=int, default=None, metavar="K",
                         help="export KERAS_DP_CPU_REPLICAS=K")
     parser.add_argument("--port-base", type=int, default=None, metavar="PORT",
-                        help="use ports PORT..PORT+N-1 instead of free ports")
-    parser.add_argument("--host", default="127.0.0.1", help="address in TF_CONFIG")
+                        help="use ports PORT..PORT+N-1 (default: free ports, from "
+                             "portpicker)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address in TF_CONFIG (default: 127.0.0.1)")
     parser.add_argument("--isolate", action="store_true",
                         help="run the workers in a private network namespace (loopback only)")
     parser.add_argument("--log-dir", default=None, metavar="DIR",
                         help="also write each worker's output to DIR/worker-N.log")
     parser.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
-                        help="seconds the others get to stop after a worker fails")
+                        help="after a worker fails, the others get SECONDS to stop by themselves "
+                             "before they are killed; a worker stopped (SIGSTOP) that long "
+                             "counts as failed (default: 10)")
     parser.add_argument("--no-prefix", action="store_true",
                         help="do not prefix output lines with [worker N]")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
