@@ -10,6 +10,7 @@ import os
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 from keras_dp.cluster import ClusterInfo, resolve_cluster
+from keras_dp.cluster.base import read_int
 from keras_dp.envflags import env_flag
 from keras_dp.errors import ConfigError, StrategyError
 from keras_dp.multi_worker import (STARTUP_EXPLANATION, communication_options,
@@ -28,6 +29,15 @@ _ALIASES = {
 TPU_VARIABLES = ("KERAS_DP_TPU", "TPU_NAME", "COLAB_TPU_ADDR")
 CPU_REPLICAS_VARIABLE = "KERAS_DP_CPU_REPLICAS"
 GPU_SPLIT_VARIABLE = "KERAS_DP_GPU_SPLIT"
+
+
+def requested_cpu_replicas(environ: Mapping[str, str]) -> int:
+    """The replicas `KERAS_DP_CPU_REPLICAS` asks for on this process's CPU (1 when unset or
+    empty); a value that is not a whole number >= 1 raises an error naming the variable."""
+    if not str(environ.get(CPU_REPLICAS_VARIABLE) or "").strip():
+        return 1
+    return read_int(environ, CPU_REPLICAS_VARIABLE, minimum=1,
+                    fix=f"set {CPU_REPLICAS_VARIABLE} to 2, 4, ... (or leave it unset: 1)")
 
 
 def normalize_kind(kind: Optional[str]) -> str:
@@ -193,12 +203,7 @@ def get_strategy(kind: str = "auto", *, cluster: Optional[ClusterInfo] = None,
     kind = normalize_kind(kind)
     cluster = cluster if cluster is not None else resolve_cluster(environ)
     if cpu_replicas is None:
-        raw = environ.get(CPU_REPLICAS_VARIABLE)
-        try:
-            cpu_replicas = int(raw or 1)
-        except ValueError:
-            raise ConfigError("is not a whole number", variable=CPU_REPLICAS_VARIABLE,
-                              received=raw, fix="set it to 2, 4, ...") from None
+        cpu_replicas = requested_cpu_replicas(environ)
     if cpu_replicas < 1:
         raise ConfigError("must be at least 1", variable="cpu_replicas",
                           received=cpu_replicas, fix="pass cpu_replicas=2 (or more)")

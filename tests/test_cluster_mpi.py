@@ -34,6 +34,10 @@ INVALID = [
      {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2",
       "KERAS_DP_HOSTFILE": "/nonexistent/hosts"},
      "KERAS_DP_HOSTFILE", "cannot read", ClusterConfigError),
+    ("mpi_hostfile_path_with_a_nul_byte",   # was a bare ValueError from open()
+     {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2",
+      "KERAS_DP_HOSTFILE": "hosts\x00.txt"},
+     "KERAS_DP_HOSTFILE", "cannot read", ClusterConfigError),
     ("mpi_forced_but_absent", {"KERAS_DP_CLUSTER": "mpi"},  # was a bare StopIteration
      "KERAS_DP_CLUSTER", "asks for the MPI source", ClusterConfigError),
 ]

@@ -91,6 +91,21 @@ def test_cpu_replicas_from_environment(tf):
         keras_dp.get_strategy(cluster=SINGLE, environ={"KERAS_DP_CPU_REPLICAS": "four"})
 
 
+@pytest.mark.parametrize("raw, expected", [
+    (None, 1), ("", 1), (" ", 1), ("1", 1), ("4", 4), (" 2 ", 2),
+    ("four", "not a whole number"), ("2.5", "not a whole number"), ("0", "at least 1"),
+    ("-3", "at least 1"), ("1_000", "not a whole number"),
+])
+def test_requested_cpu_replicas_reads_the_variable_or_names_it(raw, expected):
+    environ = {} if raw is None else {"KERAS_DP_CPU_REPLICAS": raw}
+    if isinstance(expected, int):
+        assert strategy_lib.requested_cpu_replicas(environ) == expected
+        return
+    with pytest.raises(ConfigError, match=expected) as caught:
+        strategy_lib.requested_cpu_replicas(environ)
+    assert f"Received: KERAS_DP_CPU_REPLICAS={raw}" in str(caught.value)
+
+
 def test_auto_single_device_is_default_strategy(tf):
     strategy = keras_dp.get_strategy(cluster=SINGLE, environ={})
     assert strategy is tf.distribute.get_strategy()

@@ -21,7 +21,7 @@ def collect(with_devices: bool = True) -> dict:
     """The report as a dict."""
     from keras_dp import __version__
     from keras_dp.cluster import resolve_cluster
-    from keras_dp.strategy import CPU_REPLICAS_VARIABLE, choose_kind, gpu_slice, tpu_requested
+    from keras_dp.strategy import choose_kind, gpu_slice, requested_cpu_replicas, tpu_requested
 
     info = resolve_cluster()
     report = {
@@ -71,8 +71,8 @@ def collect(with_devices: bool = True) -> dict:
             "tpu": tpu_requested(None, os.environ),
         }
         try:
-            cpu_replicas = int(os.environ.get(CPU_REPLICAS_VARIABLE) or 1)
-            kind, reason = choose_kind("auto", info, num_gpus=used, cpu_replicas=cpu_replicas,
+            kind, reason = choose_kind("auto", info, num_gpus=used,
+                                       cpu_replicas=requested_cpu_replicas(os.environ),
                                        tpu=report["devices"]["tpu"])
             report["strategy"] = {"auto": kind, "reason": reason}
         except Exception as exc:  # the report should still print

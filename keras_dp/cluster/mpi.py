@@ -122,10 +122,11 @@ class MPIEnvironment(ClusterEnvironment):
             raise ClusterConfigError(
                 "is not a text hostfile (it is not UTF-8)", variable=HOSTFILE, received=path,
                 fix="point KERAS_DP_HOSTFILE at the hostfile given to mpirun") from None
-        except OSError as exc:
+        except (OSError, ValueError) as exc:   # ValueError: a NUL byte in the path
             raise ClusterConfigError(
-                f"cannot read the hostfile ({exc.strerror})", variable=HOSTFILE,
-                received=path, fix="point KERAS_DP_HOSTFILE at a readable file") from None
+                f"cannot read the hostfile ({getattr(exc, 'strerror', None) or exc})",
+                variable=HOSTFILE, received=path,
+                fix="point KERAS_DP_HOSTFILE at a readable file") from None
         table = [(host, local) for host, slots in parse_hostfile(text) for local in range(slots)]
         size = self.world_size()
         if len(table) < size:

@@ -17,6 +17,10 @@
 #   4. data source (offline): `keras.datasets.mnist.load_data()` ->
 #      `offline_data.mnist_load_data()`, same shapes and dtypes, 1024 + 256 examples;
 #      256 validation examples instead of 10000.
+#   5. `os.makedirs(checkpoint_dir, exist_ok=True)` without the guide's
+#      `if not os.path.exists(...)`: on one machine the workers share ./ckpt, and the
+#      guide's check-then-create races between them (one worker, rarely, gets
+#      FileExistsError); docs/dropin_writes.md, "What a program must still do itself".
 # No Keras 2 API to port (the guide already saves `.keras` files).
 import keras_dp  # compat: the strategy comes from keras_dp
 
@@ -69,8 +73,7 @@ train_dataset, val_dataset, test_dataset = get_dataset()
 
 # One folder for the checkpoints.
 checkpoint_dir = "./ckpt"
-if not os.path.exists(checkpoint_dir):
-    os.makedirs(checkpoint_dir)
+os.makedirs(checkpoint_dir, exist_ok=True)  # compat: was `if not exists: makedirs` (a race)
 
 
 def make_or_restore_model():
