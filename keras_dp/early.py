@@ -18,7 +18,7 @@ from typing import Any, Callable, ContextManager, Dict, Iterator, Optional
 
 from keras_dp.cluster import resolve_cluster
 from keras_dp.errors import ConfigError, StrategyError
-from keras_dp.multi_worker import configure_coordination, context_initialized
+from keras_dp.multi_worker import cluster_spec, configure_coordination, context_initialized
 
 log = logging.getLogger("keras_dp")
 
@@ -125,10 +125,8 @@ def _configure(info, *, startup_timeout: Optional[float]) -> None:
     from tensorflow.core.protobuf import rewriter_config_pb2, tensorflow_server_pb2
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.eager import context
-    from tensorflow.python.training import server_lib
 
-    spec = multi_worker_util.normalize_cluster_spec(
-        server_lib.ClusterSpec({k: list(v) for k, v in info.cluster.items()}))
+    spec = multi_worker_util.normalize_cluster_spec(cluster_spec(info))
     task_type, task_id = info.task_type, info.task_index
     device_filter = "/job:%s/task:%d" % (task_type, task_id)
     leader = multi_worker_util.collective_leader(spec, task_type, task_id)

@@ -56,6 +56,13 @@ def communication_options(implementation: str = "auto", timeout_seconds: Optiona
         implementation=impl)
 
 
+def cluster_spec(cluster: ClusterInfo):
+    """`cluster`'s jobs and addresses as a `tf.train.ClusterSpec`."""
+    from tensorflow.python.training import server_lib
+
+    return server_lib.ClusterSpec({job: list(tasks) for job, tasks in cluster.cluster.items()})
+
+
 def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[float],
                            heartbeat_timeout: Optional[float],
                            shutdown_timeout: Optional[float], replace: bool = False) -> None:
@@ -65,14 +72,13 @@ def configure_coordination(cluster: ClusterInfo, *, startup_timeout: Optional[fl
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.distribute import multi_worker_util
     from tensorflow.python.eager import context
-    from tensorflow.python.training import server_lib
 
     from keras_dp import fault
 
     ctx = context.context()
     if ctx.coordination_service is not None and not replace:
         return
-    spec = server_lib.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()})
+    spec = cluster_spec(cluster)
     jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
             for job in ("chief", "worker") if job in spec.jobs]
     to_ms = lambda seconds: int(seconds * 1000) if seconds else 0  # noqa: E731
@@ -120,7 +126,7 @@ def multi_worker_strategy(cluster, *, options, **timeouts):
             configure_coordination(cluster, **timeouts)
         failure_hook.install(cluster)
         resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-            tf.train.ClusterSpec({k: list(v) for k, v in cluster.cluster.items()}),
+            cluster_spec(cluster),
             task_type=cluster.task_type, task_id=cluster.task_index,
             rpc_layer=cluster.rpc_layer or "grpc",
             num_accelerators={"GPU": len(tf.config.get_visible_devices("GPU"))})

@@ -154,6 +154,31 @@ def test_cli_forwards_sigterm_and_does_not_restart_after_it():
     assert "restarting" not in err
 
 
+def test_a_signal_during_start_up_still_kills_workers_that_ignore_it(monkeypatch):
+    from keras_dp.launcher import supervisor
+
+    monkeypatch.setattr(supervisor, "SIGNAL_GRACE", 1.0)
+
+    out, err = io.StringIO(), io.StringIO()
+
+    class SignalledWhileStarting(Launcher):
+        def _say(self, text):
+            super()._say(text)
+            if text.startswith("worker 1 started"):   # still in the start-up loop
+                deadline = time.monotonic() + 20
+                while out.getvalue().count("deaf") < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)   # until both ignore SIGTERM
+                self._on_signal(signal.SIGTERM, None)
+
+    started = time.monotonic()
+    result = SignalledWhileStarting([DUMMY, "deaf"], 2, env=base_env(), stdout=out,
+                                    stderr=err).run()
+    assert time.monotonic() - started < 30, err.getvalue()   # not the workers' 60 s
+    assert all(w.killed_by_launcher and w.returncode == -signal.SIGKILL
+               for w in result.workers), err.getvalue()
+    assert result.attempts == 1
+
+
 def test_cli_usage_errors(capsys):
     assert main(["launch", "-n", "2", "--cpu-replicas", "2", DUMMY, "ok"]) == 2
     assert "one CPU device per worker" in capsys.readouterr().err

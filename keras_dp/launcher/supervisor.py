@@ -244,7 +244,7 @@ class Launcher:
             self._forward(self._signal)
         stopped_since: Dict[int, float] = {}
         kill_at: Optional[float] = None
-        signalled = self._signal
+        signalled = None   # set (with the kill deadline) below, for a signal during start-up too
         while True:
             now = time.monotonic()
             for status, proc in zip(statuses, self._procs):

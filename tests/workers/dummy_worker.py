@@ -8,6 +8,7 @@ Usage: dummy_worker.py MODE [ARG]. Prints its TF_CONFIG index and restart count,
   preempt     sleep; on SIGTERM print it and exit 75
   peer        worker 0 exits 76 naming worker 1 (as keras_dp.fault prints it); 1 sleeps
   usage       worker 1 exits 2 (a configuration error)
+  deaf        every worker ignores SIGTERM and sleeps 60 s
   stop-once   on the first launch worker 1 stops itself (SIGSTOP) and the others wait
               for it (sleep); on a restart every worker exits 0
 """
@@ -38,6 +39,10 @@ if mode == "hang":
         time.sleep(0.5)
         sys.exit(5)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(60)
+if mode == "deaf":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("deaf", flush=True)
     time.sleep(60)
 if mode == "stop-once" and restart == "0":
     if index == 1:
