@@ -34,7 +34,7 @@ GPU_SPLIT_VARIABLE = "KERAS_DP_GPU_SPLIT"
 def requested_cpu_replicas(environ: Mapping[str, str]) -> int:
     """The replicas `KERAS_DP_CPU_REPLICAS` asks for on this process's CPU (1 when unset or
     empty); a value that is not a whole number >= 1 raises an error naming the variable."""
-    if not str(environ.get(CPU_REPLICAS_VARIABLE) or "").strip():
+    if not (environ.get(CPU_REPLICAS_VARIABLE) or "").strip():
         return 1
     return read_int(environ, CPU_REPLICAS_VARIABLE, minimum=1,
                     fix=f"set {CPU_REPLICAS_VARIABLE} to 2, 4, ... (or leave it unset: 1)")

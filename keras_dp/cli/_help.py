@@ -3,9 +3,9 @@
 import argparse
 
 
-class Formatter(argparse.ArgumentDefaultsHelpFormatter):
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Appends `(default: X)` where it says something: not for None or False, nor where the
-    help already says its default."""
+    help already says its default. Descriptions and epilogs are printed as written."""
 
     def _get_help_string(self, action):
         text = action.help or ""

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keras_dp.cli._help import Formatter
+
 
 _EPILOG = """\
 exit status: 0 when every worker exited 0; otherwise the code of the worker that failed
@@ -25,19 +27,19 @@ def register(subparsers) -> None:
         description="Start N workers of COMMAND on this machine, each with its own TF_CONFIG\n"
                     "(docs/launch.md).",
         usage="keras-dp launch -n N [options] [--] COMMAND [ARGS...]",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
+        formatter_class=Formatter, epilog=_EPILOG)
     parser.add_argument("-n", "--num-workers", type=int, required=True, metavar="N",
                         help="number of worker processes")
     parser.add_argument("--max-restarts", type=int, default=0, metavar="R",
                         help="start all workers again (new ports) after a failure or a "
-                             "preemption, up to R times; not after exit code 2 (default: 0)")
+                             "preemption, up to R times; not after exit code 2")
     parser.add_argument("--cpu-replicas", type=int, default=None, metavar="K",
                         help="export KERAS_DP_CPU_REPLICAS=K")
     parser.add_argument("--port-base", type=int, default=None, metavar="PORT",
                         help="use ports PORT..PORT+N-1 (default: free ports, from "
                              "portpicker)")
     parser.add_argument("--host", default="127.0.0.1",
-                        help="address in TF_CONFIG (default: 127.0.0.1)")
+                        help="address in TF_CONFIG")
     parser.add_argument("--isolate", action="store_true",
                         help="run the workers in a private network namespace (loopback only)")
     parser.add_argument("--log-dir", default=None, metavar="DIR",
@@ -45,7 +47,7 @@ def register(subparsers) -> None:
     parser.add_argument("--stop-grace", type=float, default=10.0, metavar="SECONDS",
                         help="after a worker fails, the others get SECONDS to stop by themselves "
                              "before they are killed; a worker stopped (SIGSTOP) that long "
-                             "counts as failed (default: 10)")
+                             "counts as failed")
     parser.add_argument("--no-prefix", action="store_true",
                         help="do not prefix output lines with [worker N]")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",

@@ -42,8 +42,8 @@ def register(subparsers) -> None:
     d = TrainConfig()
     parser = subparsers.add_parser(
         "train", help="train the Transformer LM data-parallel (the main job)",
-        description="Train the Transformer LM data-parallel: run the same command on every "
-                    "worker; run it again to continue an interrupted run from its last backup "
+        description="Train the Transformer LM data-parallel: run the same command on every\n"
+                    "worker; run it again to continue an interrupted run from its last backup\n"
                     "(docs/train_job.md).",
         formatter_class=Formatter)
     data = parser.add_argument_group("data")
